@@ -1,0 +1,6 @@
+"""Run the kerascnn CLI from a checkout without installing: python cli.py ..."""
+
+from kerascnn.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""kerascnn: the classic CNNs with Keras 3, from LeNet to MobileNet.
+
+    from kerascnn import build_lenet, load_dataset, fit, evaluate, visualize
+
+Names are imported on first use so that importing kerascnn (and running
+`kerascnn --help`) does not start TensorFlow.
+"""
+
+import importlib
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "KerasCNNError": "kerascnn.errors",
+    "build_lenet": "kerascnn.models",
+    "build_model": "kerascnn.models",
+    "ARCHS": "kerascnn.models",
+    "load_dataset": "kerascnn.data",
+    "make_pipeline": "kerascnn.data",
+    "fit": "kerascnn.train",
+    "evaluate": "kerascnn.evaluate",
+    "visualize": "kerascnn.visualize",
+    "parameter_counts": "kerascnn.summary",
+}
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'kerascnn' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))
+
+
+__all__ = sorted(_EXPORTS)

@@ -1,0 +1,212 @@
+"""The `kerascnn` command line: options in, library calls out.
+
+Every command is a thin wrapper over a function a notebook can call too
+(kerascnn.train.fit, kerascnn.evaluate.evaluate, kerascnn.visualize.visualize,
+kerascnn.summary). TensorFlow and Keras are imported inside the commands so
+that `kerascnn --help` answers at once.
+"""
+
+import os
+import sys
+
+import click
+
+from kerascnn.errors import KerasCNNError
+
+# Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+
+
+def _channels(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        widths = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected two widths such as 16,32, got {value!r}") from None
+    if len(widths) != 2 or min(widths) < 1:
+        raise click.BadParameter(f"expected two positive widths such as 16,32, got {value!r}")
+    return widths
+
+
+def _size(ctx, param, value):
+    """A fraction below 1 or a whole count."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise click.BadParameter(f"expected a fraction such as 0.1 or a count such as 5000, got {value!r}") from None
+    if number < 0 or (number >= 1 and number != int(number)):
+        raise click.BadParameter(f"expected a fraction below 1 or a whole count, got {value!r}")
+    return number if number < 1 else int(number)
+
+
+def model_options(f):
+    """The knobs shared with build_lenet; None leaves the builder's default."""
+    options = [
+        click.option("--activation", help="Hidden activation: sigmoid, tanh, relu, ... [lenet: sigmoid]"),
+        click.option("--pool", type=click.Choice(["avg", "max"]), help="Pooling [lenet: avg]."),
+        click.option("--kernel", type=click.IntRange(min=1), help="Conv kernel size, odd [lenet: 5]."),
+        click.option("--channels", callback=_channels, help="The two conv widths, e.g. 16,32 [lenet: 6,16]."),
+        click.option("--batchnorm/--no-batchnorm", default=None, help="BatchNormalization after each hidden activation."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _knobs(**kwargs):
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="kerascnn")
+def cli():
+    """Train, evaluate and look inside the classic CNNs (LeNet ... MobileNet)
+    on MNIST, Fashion-MNIST, CIFAR-10 and scikit-learn's digits."""
+
+
+@cli.command()
+@click.option("--arch", default="lenet", show_default=True, help="Architecture (see `kerascnn summary`).")
+@model_options
+@click.option("--dataset", type=click.Choice(DATASETS), default="fashion_mnist", show_default=True)
+@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--optimizer", "--opt", "optimizer", default="adamw", show_default=True,
+              help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw.")
+@click.option("--lr", type=float, help="Learning rate [1e-3 for adam/adamw/rmsprop, 0.1 sgd, 0.05 others].")
+@click.option("--momentum", type=float, default=0.9, show_default=True, help="For momentum and nesterov.")
+@click.option("--beta1", type=float, default=0.9, show_default=True)
+@click.option("--beta2", type=float, default=0.999, show_default=True)
+@click.option("--weight-decay", type=float, help="Decoupled weight decay [adamw: 0.004, others: none].")
+@click.option("--val-size", callback=_size, default="0.1", show_default=True,
+              help="Validation images held out of training: a fraction or a count.")
+@click.option("--train-size", callback=_size, help="Train on a random subset: a fraction or a count.")
+@click.option("--image-size", type=click.IntRange(min=1), help="Resize images to this size [the dataset's own].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", type=click.Path(), default="saved_models", show_default=True, help="Folder for the run's files.")
+@click.option("--name", help="File name of the run [the arch].")
+def fit(arch, activation, pool, kernel, channels, batchnorm, **kwargs):
+    """Train a model and save it with its history and run configuration."""
+    from kerascnn.train import fit as fit_model
+
+    result = fit_model(arch, **kwargs, **_knobs(activation=activation, pool=pool, kernel=kernel,
+                                                channels=channels, batchnorm=batchnorm))
+    click.echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}) "
+               f"on {kwargs['dataset']}, {result.config['train_seconds']:.1f} s of training")
+    for path in result.paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.argument("model", type=click.Path())
+@click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
+@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--output", type=click.Path(), help="Folder for the PNG and JSON [the model's folder].")
+def evaluate(model, dataset, data_dir, batch_size, output):
+    """Test loss and accuracy, per-class report, most-confused classes and
+    the confusion matrix of a saved model."""
+    from kerascnn.evaluate import evaluate as evaluate_model
+
+    r = evaluate_model(model, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
+    click.echo(f"test loss: {r.loss:.4f}  test accuracy: {r.accuracy:.4f} ({int(r.confusion.sum())} images)")
+    click.echo(r.report)
+    click.echo("most confused pairs:")
+    for a, b, n, ab, ba in r.confused_pairs:
+        click.echo(f"  {a} and {b}: {n} cases ({a} as {b}: {ab}, {b} as {a}: {ba})")
+    for path in r.paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
+@click.option("--model", "model_path", type=click.Path(), help="[the newest .keras in saved_models/]")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image to run.")
+@click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
+@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
+@click.option("--output", type=click.Path(), help="Folder for the PNGs [the model's folder].")
+def visualize(layer, model_path, index, dataset, data_dir, output):
+    """Draw a layer's kernels and feature maps, and the training curves."""
+    from kerascnn.visualize import visualize as visualize_model
+
+    r = visualize_model(model_path, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
+    click.echo(f"model: {r.model_path}  layer: {r.layer}")
+    for path in r.paths:
+        click.echo(f"wrote {path}")
+
+
+def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs):
+    if model_path:
+        from kerascnn.io import load_model
+
+        return load_model(model_path)
+    from kerascnn.models import build_model, get_arch
+
+    size = image_size or get_arch(arch).default_size
+    return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes, **knobs)
+
+
+def listing_options(f):
+    for option in reversed([
+        click.option("--arch", default="lenet", show_default=True),
+        click.option("--model", "model_path", type=click.Path(), help="A saved .keras model instead of --arch."),
+        click.option("--image-size", type=click.IntRange(min=1), help="[the family's default size]"),
+        click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
+        click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True),
+    ]):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@listing_options
+@model_options
+def summary(arch, model_path, image_size, in_channels, classes, **knobs):
+    """The layer table and the parameters of the encoder and the head."""
+    from kerascnn.summary import format_parameter_table, parameter_counts
+
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, _knobs(**knobs))
+    model.summary(print_fn=lambda line, **_: click.echo(line))
+    click.echo("Parameters by part (weights = kernels without biases; batchnorm = trainable gamma and beta;")
+    click.echo("non_trainable = batch-norm moving statistics):")
+    click.echo(format_parameter_table(parameter_counts(model)))
+
+
+@cli.command()
+@listing_options
+@model_options
+def layers(arch, model_path, image_size, in_channels, classes, **knobs):
+    """Every layer name with its type, output shape and part; any layer with
+    a 4-D output works with `visualize --layer`."""
+    from kerascnn.summary import layer_table
+
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, _knobs(**knobs))
+    rows = [("name", "type", "output shape", "params", "part")]
+    rows += [(n, t, str(s), f"{p:,}", part) for n, t, s, p, part in layer_table(model)]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def main(argv=None):
+    """Entry point: user mistakes print one line and exit 1 (2 for bad options)."""
+    try:
+        cli.main(args=argv, prog_name="kerascnn", standalone_mode=False)
+    except KerasCNNError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    except click.ClickException as e:
+        click.echo(f"error: {e.format_message()}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("error: aborted", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; nothing was saved", err=True)
+        sys.exit(130)
+    sys.exit(0)

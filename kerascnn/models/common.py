@@ -1,0 +1,60 @@
+"""Pieces shared by every family: input checks, pooling, the classifier and
+the encoder/head split."""
+
+from keras import layers
+
+from kerascnn.errors import KerasCNNError
+
+POOLS = ("avg", "max")
+
+# The head of every model starts at the layer that turns feature maps into a
+# vector; everything before it is the encoder.
+HEAD_START_TYPES = ("Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
+
+
+def check_input_shape(input_shape, *, min_size, family):
+    """Return (height, width, channels) or raise one clear error."""
+    try:
+        height, width, channels = (int(v) for v in input_shape)
+    except (TypeError, ValueError):
+        raise KerasCNNError(f"input_shape must be (height, width, channels), got {input_shape!r}") from None
+    if channels not in (1, 3):
+        raise KerasCNNError(f"{family} takes 1- or 3-channel images, got {channels} channels")
+    if min(height, width) < min_size:
+        raise KerasCNNError(
+            f"{family} needs images of at least {min_size}x{min_size}, got {height}x{width}"
+        )
+    return height, width, channels
+
+
+def pooling_layer(pool, size, strides, name, padding="valid"):
+    if pool == "avg":
+        return layers.AveragePooling2D(size, strides=strides, padding=padding, name=name)
+    if pool == "max":
+        return layers.MaxPooling2D(size, strides=strides, padding=padding, name=name)
+    raise KerasCNNError(f"pool must be one of {', '.join(POOLS)}, got {pool!r}")
+
+
+def classifier(x, num_classes, classifier_activation=None):
+    """The last layer of every model, named `logits` (or `predictions` with
+    an activation, as in keras.applications)."""
+    num_classes = int(num_classes)
+    if num_classes < 2:
+        raise KerasCNNError(f"num_classes must be at least 2, got {num_classes}")
+    name = "logits" if classifier_activation is None else "predictions"
+    return layers.Dense(num_classes, activation=classifier_activation, name=name)(x)
+
+
+def head_start(model):
+    """Index of the first head layer in `model.layers` (len(layers) if the
+    model is an encoder only)."""
+    for i, layer in enumerate(model.layers):
+        if type(layer).__name__ in HEAD_START_TYPES:
+            return i
+    return len(model.layers)
+
+
+def split_encoder_head(model):
+    """The model's layers as (encoder_layers, head_layers)."""
+    i = head_start(model)
+    return model.layers[:i], model.layers[i:]

@@ -1,0 +1,83 @@
+"""LeNet-5 and the variants courses build from it.
+
+The textbook network (LeCun et al., 1998, as d2l builds it for 28x28 inputs):
+conv1 (padding keeps the size) -> pool1 -> conv2 (valid) -> pool2 -> flatten
+-> fc1 (120) -> fc2 (84) -> logits. Every knob of the classic experiments is a
+keyword: the activation, the pooling, the kernel size, the two conv widths and
+batch normalization after each hidden activation.
+"""
+
+import keras
+from keras import layers
+
+from kerascnn.errors import KerasCNNError
+from kerascnn.models.common import check_input_shape, classifier, pooling_layer
+
+DEFAULT_SIZE = 28
+
+
+def build_lenet(
+    activation="sigmoid",
+    pool="avg",
+    kernel=5,
+    channels=(6, 16),
+    batchnorm=False,
+    *,
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    dense_units=(120, 84),
+    include_top=True,
+    classifier_activation=None,
+    name="lenet",
+):
+    """Build LeNet-5 as a flat functional model.
+
+    Args:
+        activation: hidden activation, any name Keras accepts
+            ("sigmoid", "tanh", "relu", ...).
+        pool: "avg" or "max" 2x2 pooling with stride 2.
+        kernel: odd convolution kernel size (5, 7, 11, ...).
+        channels: the widths of conv1 and conv2.
+        batchnorm: put BatchNormalization after each hidden activation,
+            f(x) = BN(activation(x)).
+        input_shape: (height, width, channels) of the images.
+        num_classes: number of classes of the classifier.
+        dense_units: the widths of fc1 and fc2.
+        include_top: False returns the encoder alone (ends at `pool2`).
+        classifier_activation: None gives logits; "softmax" gives
+            probabilities.
+        name: the model's name.
+    """
+    kernel = int(kernel)
+    if kernel < 1 or kernel % 2 == 0:
+        raise KerasCNNError(f"kernel must be a positive odd size such as 5, 7 or 11, got {kernel}")
+    channels = tuple(int(c) for c in channels)
+    if len(channels) != 2 or min(channels) < 1:
+        raise KerasCNNError(f"channels must be two positive widths such as 6,16, got {channels}")
+    height, width, _ = check_input_shape(input_shape, min_size=4, family="lenet")
+    # conv1 keeps the size, pool1 halves it, conv2 (valid) shrinks it by
+    # kernel - 1, and pool2 needs at least 2x2 to pool.
+    after_conv2 = min(height, width) // 2 - kernel + 1
+    if after_conv2 < 2:
+        need = 2 * (kernel + 1)
+        raise KerasCNNError(
+            f"kernel {kernel} does not fit a {height}x{width} input in LeNet: "
+            f"conv2 would leave {after_conv2}x{after_conv2}; use a smaller kernel "
+            f"or images of at least {need}x{need}"
+        )
+
+    inputs = keras.Input(shape=tuple(input_shape), name="input")
+    x = inputs
+    for i, (filters, padding) in enumerate(zip(channels, ("same", "valid")), start=1):
+        x = layers.Conv2D(filters, kernel, padding=padding, activation=activation, name=f"conv{i}")(x)
+        if batchnorm:
+            x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+        x = pooling_layer(pool, 2, 2, name=f"pool{i}")(x)
+    if include_top:
+        x = layers.Flatten(name="flatten")(x)
+        for i, units in enumerate(dense_units, start=1):
+            x = layers.Dense(units, activation=activation, name=f"fc{i}")(x)
+            if batchnorm:
+                x = layers.BatchNormalization(name=f"fc{i}_bn")(x)
+        x = classifier(x, num_classes, classifier_activation)
+    return keras.Model(inputs, x, name=name)

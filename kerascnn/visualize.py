@@ -1,0 +1,193 @@
+"""Pictures that explain a model: learned kernels, feature maps, training
+curves and the confusion matrix.
+
+Figures are built with matplotlib's object API (no pyplot state), so they
+render on a machine without a screen and never disturb a notebook.
+"""
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+
+from kerascnn import io
+from kerascnn.errors import KerasCNNError
+
+MAX_KERNEL_ROWS = 32  # output channels drawn at most
+MAX_KERNEL_COLS = 16  # input channels drawn at most
+MAX_MAPS = 64
+
+
+def _figure(width, height):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height))
+
+
+def spatial_layers(model):
+    """Names of the layers whose output is a (batch, H, W, C) feature map."""
+    return [layer.name for layer in model.layers
+            if type(layer).__name__ != "InputLayer" and len(layer.output.shape) == 4]
+
+
+def get_spatial_layer(model, name):
+    valid = spatial_layers(model)
+    if name not in valid:
+        raise KerasCNNError(f"no layer {name!r} with spatial output in {model.name}; valid layers: {', '.join(valid)}")
+    return model.get_layer(name)
+
+
+def kernel_images(layer):
+    """The layer's kernels as images: (out, in, kh, kw) grayscale, or
+    (out, 1, kh, kw, 3) RGB when the layer reads 3 channels. Depthwise
+    kernels give one image per input channel. None for a layer without
+    kernels."""
+    weights = {w.name: w for w in layer.weights}
+    kernel = weights.get("kernel", weights.get("depthwise_kernel"))
+    if kernel is None or len(kernel.shape) != 4:
+        return None
+    k = np.asarray(kernel.numpy() if hasattr(kernel, "numpy") else kernel.value)
+    k = np.transpose(k, (3, 2, 0, 1))  # (out, in, kh, kw)
+    if "depthwise_kernel" in weights and "kernel" not in weights:
+        k = np.transpose(k, (1, 0, 2, 3))  # one image per input channel
+    if k.shape[1] == 3:
+        k = np.transpose(k, (0, 2, 3, 1))[:, None]  # (out, 1, kh, kw, 3)
+    return k
+
+
+def plot_kernels(layer, path):
+    """Draw every kernel of a conv layer in a grid, each scaled to its own
+    range (RGB when the layer reads 3 channels, else one gray tile per
+    input channel)."""
+    k = kernel_images(layer)
+    if k is None:
+        raise KerasCNNError(f"layer {layer.name!r} has no convolution kernels to draw")
+    n_out, n_in = k.shape[:2]
+    rows, cols = min(n_out, MAX_KERNEL_ROWS), min(n_in, MAX_KERNEL_COLS)
+    if cols == 1:  # lay single-channel kernels out in a near-square grid
+        grid_cols = min(rows, 8 if rows > 16 else max(1, math.ceil(math.sqrt(rows))))
+        cells = [(i, 0) for i in range(rows)]
+        grid_rows = math.ceil(rows / grid_cols)
+    else:
+        grid_rows, grid_cols = rows, cols
+        cells = [(i, j) for i in range(rows) for j in range(cols)]
+    fig = _figure(1.1 * grid_cols + 0.5, 1.1 * grid_rows + 0.8)
+    axes = fig.subplots(grid_rows, grid_cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, (i, j) in enumerate(cells):
+        ax = axes.flat[n]
+        tile = k[i, j]
+        lo, hi = tile.min(), tile.max()
+        tile = (tile - lo) / (hi - lo) if hi > lo else np.zeros_like(tile)
+        ax.imshow(tile, cmap=None if tile.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"{i}" if cols == 1 else f"{i},{j}", fontsize=7)
+    shown = "" if (rows, cols) == (n_out, n_in) else f" (first {rows} of {n_out} out x {cols} of {n_in} in)"
+    kind = "RGB" if k.ndim == 5 else ("out,in" if cols > 1 else "per filter")
+    fig.suptitle(f"{layer.name}: {n_out} kernels {k.shape[2]}x{k.shape[3]} ({kind}){shown}")
+    return io.save_figure(fig, path)
+
+
+def plot_feature_maps(maps, image, path, *, title, image_title):
+    """Draw `image` and the layer's feature maps (H, W, C) beside it."""
+    channels = maps.shape[-1]
+    shown = min(channels, MAX_MAPS)
+    cols = min(shown, 8)
+    rows = math.ceil(shown / cols)
+    fig = _figure(1.4 * (cols + 2), 1.4 * max(rows, 2) + 0.6)
+    grid = fig.add_gridspec(max(rows, 2), cols + 2)
+    ax = fig.add_subplot(grid[:2, :2])
+    ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+    ax.set_title(image_title, fontsize=8)
+    ax.axis("off")
+    for c in range(shown):
+        ax = fig.add_subplot(grid[c // cols, 2 + c % cols])
+        ax.imshow(maps[..., c], cmap="viridis", interpolation="nearest")
+        ax.set_title(str(c), fontsize=7)
+        ax.axis("off")
+    more = "" if shown == channels else f" (first {shown} of {channels} channels)"
+    fig.suptitle(title + more)
+    return io.save_figure(fig, path)
+
+
+def plot_history(rows, path, title="training curves"):
+    """Loss and accuracy per epoch, train and validation, from history rows."""
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = [r.get(prefix + key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, markersize=3, label=f"{'validation' if prefix else 'train'} {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return io.save_figure(fig, path)
+
+
+def plot_confusion_matrix(cm, class_names, path, title="confusion matrix"):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(5.0, 0.6 * len(class_names) + 2)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(cm, display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d")
+    ax.set_title(title)
+    return io.save_figure(fig, path)
+
+
+@dataclasses.dataclass
+class VisualizeResult:
+    model_path: Path
+    layer: str
+    paths: list
+
+
+def layer_activations(model, layer_names, images):
+    """Outputs of the named layers for a batch of preprocessed images."""
+    import keras
+
+    extractor = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    outputs = extractor(images, training=False)
+    outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+    return [keras.ops.convert_to_numpy(o) for o in outputs]
+
+
+def visualize(model_path=None, layer="conv1", *, index=0, dataset=None, data_dir=None, output=None,
+              models_dir="saved_models"):
+    """Write the pictures of one layer of a saved model: its kernels (for a
+    conv layer), its feature maps for test image `index`, and the training
+    curves from the model's history. Returns the written paths."""
+    from kerascnn.data import make_pipeline
+    from kerascnn.evaluate import run_settings
+
+    model_path = Path(model_path) if model_path else io.newest_model(models_dir)
+    model = io.load_model(model_path)
+    target = get_spatial_layer(model, layer)
+    data, mean, std, _ = run_settings(model_path, model, dataset, data_dir)
+    if not 0 <= index < len(data.x_test):
+        raise KerasCNNError(f"--index must be between 0 and {len(data.x_test) - 1}, got {index}")
+    out_dir = io.ensure_dir(output or model_path.parent)
+    base = out_dir / model_path.name
+    paths = []
+    if kernel_images(target) is not None:
+        paths.append(plot_kernels(target, io.sidecar(base, f"{layer}.kernels.png")))
+    batch = make_pipeline(data.x_test[index:index + 1], data.y_test[index:index + 1],
+                          input_shape=model.input_shape[1:], mean=mean, std=std, batch_size=1)
+    images, _ = next(iter(batch))
+    (maps,) = layer_activations(model, [layer], images)
+    label = data.class_names[data.y_test[index]]
+    paths.append(plot_feature_maps(
+        maps[0], data.x_test[index], io.sidecar(base, f"{layer}.maps.{index}.png"),
+        title=f"{model_path.name}: {layer} feature maps {tuple(maps.shape[1:])}",
+        image_title=f"{data.name} test #{index}: {label}"))
+    history_path = io.sidecar(model_path, "history.json")
+    if history_path.exists():
+        paths.append(plot_history(io.read_json(history_path), io.sidecar(base, "curves.png"),
+                                  title=f"{model_path.name} training curves"))
+    return VisualizeResult(model_path, layer, paths)
