@@ -62,7 +62,31 @@ def _knobs(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class Group(click.Group):
+    """Turns every user mistake, a bad option or a KerasCNNError, into one
+    line on stderr and a non-zero exit: 1 for errors, 2 for bad usage."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KerasCNNError as e:
+            raise click.ClickException(str(e)) from None
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, standalone_mode=False, **extra)
+        try:
+            rv = super().main(args, prog_name, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            click.echo(f"error: {e.format_message()}", err=True)
+            sys.exit(e.exit_code)
+        except click.exceptions.Abort:
+            click.echo("error: interrupted; nothing was saved", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kerascnn")
 def cli():
     """Train, evaluate and look inside the classic CNNs (LeNet ... MobileNet)
@@ -194,19 +218,5 @@ def layers(arch, model_path, image_size, in_channels, classes, **knobs):
 
 
 def main(argv=None):
-    """Entry point: user mistakes print one line and exit 1 (2 for bad options)."""
-    try:
-        cli.main(args=argv, prog_name="kerascnn", standalone_mode=False)
-    except KerasCNNError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
-    except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
-        click.echo("error: aborted", err=True)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; nothing was saved", err=True)
-        sys.exit(130)
-    sys.exit(0)
+    """The console script."""
+    cli.main(args=argv, prog_name="kerascnn")

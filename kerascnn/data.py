@@ -260,11 +260,16 @@ def load_tfds_arrays(name, tfds_data_dir=None):
         except Exception as e:  # noqa: BLE001 - tfds raises many kinds
             raise KerasCNNError(f"tensorflow-datasets could not download {name}: {e}. "
                                 + _offline_message(name).split(": ", 1)[1]) from None
-    splits = builder.as_dataset(split=["train", "test"], batch_size=-1, as_supervised=True)
-    (x_train, y_train), (x_test, y_test) = tfds.as_numpy(splits)
+    arrays = {}
+    for split in ("train", "test"):
+        # batch_size=-1 would be one step, but crashes on datasets of unknown
+        # cardinality; large batches concatenated do the same.
+        batches = list(builder.as_dataset(split=split, as_supervised=True).batch(10000).as_numpy_iterator())
+        arrays[f"x_{split}"] = np.concatenate([x for x, _ in batches])
+        arrays[f"y_{split}"] = np.concatenate([y for _, y in batches])
     names = builder.info.features["label"].names
-    return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test,
-            "class_names": np.array(names) if name == "cifar10" else np.array(CLASS_NAMES[name])}
+    arrays["class_names"] = np.array(names if name == "cifar10" else CLASS_NAMES[name])
+    return arrays
 
 
 def _tfds_prepared(builder):
