@@ -1,0 +1,82 @@
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from kerascnn.cli import cli
+from tests.conftest import REPO
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_help_is_fast_and_lists_commands():
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "--help"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0
+    for command in ("fit", "evaluate", "visualize", "summary", "layers"):
+        assert command in result.stdout
+    code = "import kerascnn.cli, sys; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_summary_prints_both_parts_and_seed_figures():
+    for args, figure in ((), "2,550"), (("--kernel", 7), "4,998"), (("--channels", "16,32"), "13,200"):
+        result = run("summary", "--arch", "lenet", *args)
+        assert result.exit_code == 0, result.output
+        encoder = next(line for line in result.output.splitlines() if line.startswith("encoder"))
+        assert figure in encoder
+        assert "conv1" in result.output and "head" in result.output
+
+
+def test_layers_lists_names_and_shapes():
+    result = run("layers", "--arch", "lenet", "--batchnorm")
+    assert result.exit_code == 0
+    assert "conv1_bn" in result.output and "(None, 28, 28, 6)" in result.output
+
+
+def test_fit_evaluate_visualize(tmp_path):
+    out = tmp_path / "models"
+    result = run("fit", "--arch", "lenet", "--dataset", "digits", "--epochs", 2, "-b", 128,
+                 "--activation", "relu", "--pool", "max", "--kernel", 7, "--channels", "8,16",
+                 "--optimizer", "adam", "--lr", "2e-3", "--output", out, "--name", "small")
+    assert result.exit_code == 0, result.output
+    assert "test accuracy:" in result.output and f"wrote {out / 'small.keras'}" in result.output
+
+    result = run("evaluate", out / "small.keras")
+    assert result.exit_code == 0, result.output
+    assert "test accuracy:" in result.output and "most confused pairs:" in result.output
+    assert "cases (" in result.output and (out / "small.confusion.png").exists()
+
+    result = run("visualize", "--layer", "conv2", "--model", out / "small.keras", "--index", 5)
+    assert result.exit_code == 0, result.output
+    written = [line.split(" ", 1)[1] for line in result.output.splitlines() if line.startswith("wrote ")]
+    assert [p.rsplit("/", 1)[1] for p in written] == ["small.conv2.kernels.png", "small.conv2.maps.5.png",
+                                                      "small.curves.png"]
+
+
+@pytest.mark.parametrize("args, message, code", [
+    (("fit", "--arch", "resnet999"), "unknown architecture", 1),
+    (("fit", "--channels", "6"), "two positive widths", 2),
+    (("fit", "--dataset", "svhn"), "'svhn' is not one of", 2),
+    (("fit", "--dataset", "digits", "--kernel", "4"), "odd", 1),
+    (("evaluate", "nowhere.keras"), "no model file at nowhere.keras", 1),
+    (("visualize", "--model", "nowhere.keras"), "no model file", 1),
+    (("fit", "--dataset", "mnist", "--data-dir", "/nonexistent"), "does not exist", 1),
+])
+def test_bad_input_gets_one_line_and_nonzero_exit(args, message, code, tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == code
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and message in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.rglob("*.keras"))
+
+
+def test_unknown_layer_via_cli(trained_run):
+    result = run("visualize", "--model", trained_run.model_path, "--layer", "fc9")
+    assert result.exit_code == 1
+    assert "valid layers: conv1, pool1, conv2, pool2" in result.output
