@@ -22,7 +22,15 @@ MAX_MAPS = 64
 def _figure(width, height):
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height))
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _bare(ax):
+    """No ticks or frame, but room for a label."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
 
 
 def spatial_layers(model):
@@ -78,13 +86,21 @@ def plot_kernels(layer, path):
         ax.axis("off")
     for n, (i, j) in enumerate(cells):
         ax = axes.flat[n]
+        ax.axis("on")
         tile = k[i, j]
         lo, hi = tile.min(), tile.max()
         tile = (tile - lo) / (hi - lo) if hi > lo else np.zeros_like(tile)
         ax.imshow(tile, cmap=None if tile.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{i}" if cols == 1 else f"{i},{j}", fontsize=7)
+        _bare(ax)
+        if cols == 1:
+            ax.set_title(str(i), fontsize=7)
+        else:
+            if i == 0:
+                ax.set_title(f"in {j}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"out {i}", fontsize=7)
     shown = "" if (rows, cols) == (n_out, n_in) else f" (first {rows} of {n_out} out x {cols} of {n_in} in)"
-    kind = "RGB" if k.ndim == 5 else ("out,in" if cols > 1 else "per filter")
+    kind = "RGB" if k.ndim == 5 else ("rows: output, columns: input channel" if cols > 1 else "one per filter")
     fig.suptitle(f"{layer.name}: {n_out} kernels {k.shape[2]}x{k.shape[3]} ({kind}){shown}")
     return io.save_figure(fig, path)
 
@@ -95,14 +111,15 @@ def plot_feature_maps(maps, image, path, *, title, image_title):
     shown = min(channels, MAX_MAPS)
     cols = min(shown, 8)
     rows = math.ceil(shown / cols)
-    fig = _figure(1.4 * (cols + 2), 1.4 * max(rows, 2) + 0.6)
-    grid = fig.add_gridspec(max(rows, 2), cols + 2)
-    ax = fig.add_subplot(grid[:2, :2])
+    image_cols = 2 if rows >= 2 else 1
+    fig = _figure(1.4 * (cols + image_cols), 1.4 * rows + 0.6)
+    grid = fig.add_gridspec(rows, cols + image_cols)
+    ax = fig.add_subplot(grid[:image_cols, :image_cols])
     ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
     ax.set_title(image_title, fontsize=8)
     ax.axis("off")
     for c in range(shown):
-        ax = fig.add_subplot(grid[c // cols, 2 + c % cols])
+        ax = fig.add_subplot(grid[c // cols, image_cols + c % cols])
         ax.imshow(maps[..., c], cmap="viridis", interpolation="nearest")
         ax.set_title(str(c), fontsize=7)
         ax.axis("off")
