@@ -273,10 +273,17 @@ def load_tfds_arrays(name, tfds_data_dir=None):
 
 
 def _tfds_prepared(builder):
+    import logging
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)  # "no dataset_info.json" is the expected answer here
     try:
         return builder.is_prepared()
     except AttributeError:
         return Path(builder.data_path).joinpath("dataset_info.json").exists()
+    finally:
+        absl.setLevel(level)
 
 
 RESIZE_MODES = ("resize", "pad")
