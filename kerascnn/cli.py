@@ -47,11 +47,14 @@ def _size(ctx, param, value):
 def model_options(f):
     """The knobs shared with build_lenet; None leaves the builder's default."""
     options = [
-        click.option("--activation", help="Hidden activation: sigmoid, tanh, relu, ... [lenet: sigmoid]"),
-        click.option("--pool", type=click.Choice(["avg", "max"]), help="Pooling [lenet: avg]."),
-        click.option("--kernel", type=click.IntRange(min=1), help="Conv kernel size, odd [lenet: 5]."),
-        click.option("--channels", callback=_channels, help="The two conv widths, e.g. 16,32 [lenet: 6,16]."),
-        click.option("--batchnorm/--no-batchnorm", default=None, help="BatchNormalization after each hidden activation."),
+        click.option("--activation", help="Hidden activation: sigmoid, tanh, relu, ... "
+                                          "[lenet: sigmoid, mobilenet: relu6, others: relu]"),
+        click.option("--pool", type=click.Choice(["avg", "max"]), help="Pooling [lenet: avg, others: max]."),
+        click.option("--kernel", type=click.IntRange(min=1), help="LeNet's conv kernel size, odd [5]."),
+        click.option("--channels", callback=_channels, help="LeNet's two conv widths, e.g. 16,32 [6,16]."),
+        click.option("--width", type=float, help="Channel width multiplier (MobileNet's alpha) [1]."),
+        click.option("--batchnorm/--no-batchnorm", default=None,
+                     help="Batch normalization [on for resnet18 and mobilenet, off for the others]."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -100,9 +103,10 @@ def cli():
 @click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
-@click.option("--optimizer", "--opt", "optimizer", default="adamw", show_default=True,
-              help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw.")
-@click.option("--lr", type=float, help="Learning rate [1e-3 for adam/adamw/rmsprop, 0.1 sgd, 0.05 others].")
+@click.option("--optimizer", "--opt", "optimizer",
+              help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [the family's: adamw].")
+@click.option("--lr", type=float, help="Learning rate [the family's with its optimizer, else 1e-3 for "
+                                       "adam/adamw/rmsprop, 0.1 sgd, 0.05 others].")
 @click.option("--momentum", type=float, default=0.9, show_default=True, help="For momentum and nesterov.")
 @click.option("--beta1", type=float, default=0.9, show_default=True)
 @click.option("--beta2", type=float, default=0.999, show_default=True)
@@ -110,16 +114,17 @@ def cli():
 @click.option("--val-size", callback=_size, default="0.1", show_default=True,
               help="Validation images held out of training: a fraction or a count.")
 @click.option("--train-size", callback=_size, help="Train on a random subset: a fraction or a count.")
-@click.option("--image-size", type=click.IntRange(min=1), help="Resize images to this size [the dataset's own].")
+@click.option("--image-size", type=click.IntRange(min=1),
+              help="Train at this size [lenet: the data's; others: textbook size with a GPU, smallest without].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", type=click.Path(), default="saved_models", show_default=True, help="Folder for the run's files.")
 @click.option("--name", help="File name of the run [the arch].")
-def fit(arch, activation, pool, kernel, channels, batchnorm, **kwargs):
+def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
     """Train a model and save it with its history and run configuration."""
     from kerascnn.train import fit as fit_model
 
     result = fit_model(arch, **kwargs, **_knobs(activation=activation, pool=pool, kernel=kernel,
-                                                channels=channels, batchnorm=batchnorm))
+                                                channels=channels, width=width, batchnorm=batchnorm))
     click.echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}) "
                f"on {kwargs['dataset']}, {result.config['train_seconds']:.1f} s of training")
     for path in result.paths:
@@ -171,7 +176,8 @@ def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs
         return load_model(model_path)
     from kerascnn.models import build_model, get_arch
 
-    size = image_size or get_arch(arch).default_size
+    spec = get_arch(arch)
+    size = image_size or spec.default_size or 28
     return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes, **knobs)
 
 

@@ -25,6 +25,44 @@ class FitResult:
         return [self.model_path] + [io.sidecar(self.model_path, k) for k in ("history.csv", "history.json", "run.json")]
 
 
+def accelerator_available():
+    """True when the active Keras backend sees a GPU or TPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform != "cpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def resolve_image_size(spec, image_size, data_size, echo=None):
+    """The square input size to train `spec` at (see `fit`)."""
+    if image_size is not None:
+        image_size = int(image_size)
+        if image_size < spec.min_size:
+            raise KerasCNNError(f"{spec.name} needs images of at least {spec.min_size}x{spec.min_size}; "
+                                f"--image-size {image_size} is too small")
+        return image_size
+    if spec.default_size is None:
+        return max(data_size, spec.min_size)
+    if accelerator_available():
+        return spec.default_size
+    if echo:
+        echo(f"image size {spec.min_size}: no GPU visible, so {spec.name} trains at the smallest size it takes, "
+             f"not its textbook {spec.default_size} (--image-size {spec.default_size} to insist)")
+    return spec.min_size
+
+
 def compile_model(model, optimizer):
     import keras
 
@@ -41,7 +79,7 @@ def fit(
     *,
     epochs=10,
     batch_size=256,
-    optimizer="adamw",
+    optimizer=None,
     lr=None,
     momentum=0.9,
     beta1=0.9,
@@ -60,8 +98,12 @@ def fit(
     """Train `arch` on `dataset`, then save the model, its history and the
     resolved run configuration to `output/<name>.*`.
 
-    Model options (activation, pool, kernel, channels, batchnorm for LeNet)
-    go to the builder. Nothing is written until training and the test
+    Model options (activation, pool, kernel, channels, batchnorm for LeNet;
+    activation, batchnorm, width, ... for the other families) go to the
+    builder. `optimizer` and `lr` default to the family's settings;
+    `image_size` to the data's own size for LeNet, and for the other
+    families to their textbook size when an accelerator is visible, else
+    the smallest size they take (said in one line). Nothing is written until training and the test
     evaluation have succeeded, and every file is written atomically.
     Returns a FitResult.
     """
@@ -77,14 +119,14 @@ def fit(
         raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
     out_dir = io.ensure_dir(output)
     model_path = out_dir / f"{name}{io.MODEL_SUFFIX}"
+    if optimizer is None:
+        optimizer, lr = spec.optimizer, spec.lr if lr is None else lr
     opt = make_optimizer(optimizer, lr, momentum=momentum, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
 
     keras.utils.set_random_seed(seed)
     data = load_dataset(dataset, data_dir, val_size=val_size, train_size=train_size, seed=seed)
-    height, width, channels = data.image_shape
-    if image_size is not None:
-        height = width = int(image_size)
-    input_shape = (height, width, channels)
+    size = resolve_image_size(spec, image_size, data.image_shape[0], echo=print if verbose else None)
+    input_shape = (size, size, data.image_shape[2])
     model = build_model(arch, input_shape=input_shape, num_classes=data.num_classes, **model_options)
     compile_model(model, opt)
     mean, std = data.stats()

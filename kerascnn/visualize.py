@@ -169,7 +169,7 @@ def layer_activations(model, layer_names, images):
     """Outputs of the named layers for a batch of preprocessed images."""
     import keras
 
-    extractor = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
+    extractor = keras.Model(model.input, [model.get_layer(n).output for n in layer_names])
     outputs = extractor(images, training=False)
     outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
     return [keras.ops.convert_to_numpy(o) for o in outputs]

@@ -5,17 +5,28 @@ import inspect
 
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import head_start, split_encoder_head
+from kerascnn.models import alexnet, googlenet, lenet, mobilenet, nin, resnet, vgg
+from kerascnn.models.alexnet import build_alexnet
+from kerascnn.models.googlenet import build_googlenet
 from kerascnn.models.lenet import build_lenet
+from kerascnn.models.mobilenet import build_mobilenet
+from kerascnn.models.nin import build_nin
+from kerascnn.models.resnet import build_resnet18
+from kerascnn.models.vgg import build_vgg, build_vgg11, build_vgg16
 
 
 @dataclasses.dataclass(frozen=True)
 class Arch:
-    """A registered architecture: its builder and the input sizes it takes."""
+    """A registered architecture: its builder, the input sizes it takes
+    (`default_size` is the textbook size; None means the data's own size)
+    and the optimizer settings it trains well with by default."""
 
     name: str
     builder: callable
     default_size: int
     min_size: int
+    optimizer: str = "adamw"
+    lr: float = 1e-3
 
     def knobs(self):
         """Keyword arguments the builder accepts beyond the input settings."""
@@ -23,9 +34,16 @@ class Arch:
         return [p for p in params if p not in ("input_shape", "num_classes", "name")]
 
 
-ARCHS = {
-    "lenet": Arch("lenet", build_lenet, default_size=28, min_size=12),
-}
+ARCHS = {a.name: a for a in (
+    Arch("lenet", build_lenet, default_size=None, min_size=lenet.MIN_SIZE),
+    Arch("alexnet", build_alexnet, alexnet.DEFAULT_SIZE, alexnet.MIN_SIZE),
+    Arch("vgg11", build_vgg11, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
+    Arch("vgg16", build_vgg16, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
+    Arch("nin", build_nin, nin.DEFAULT_SIZE, nin.MIN_SIZE),
+    Arch("googlenet", build_googlenet, googlenet.DEFAULT_SIZE, googlenet.MIN_SIZE),
+    Arch("resnet18", build_resnet18, resnet.DEFAULT_SIZE, resnet.MIN_SIZE),
+    Arch("mobilenet", build_mobilenet, mobilenet.DEFAULT_SIZE, mobilenet.MIN_SIZE),
+)}
 
 
 def get_arch(name):
@@ -51,4 +69,6 @@ def build_model(arch, *, input_shape, num_classes, **options):
     return spec.builder(input_shape=tuple(input_shape), num_classes=num_classes, name=arch, **options)
 
 
-__all__ = ["ARCHS", "Arch", "build_lenet", "build_model", "get_arch", "head_start", "split_encoder_head"]
+__all__ = ["ARCHS", "Arch", "build_alexnet", "build_googlenet", "build_lenet", "build_mobilenet", "build_model",
+           "build_nin", "build_resnet18", "build_vgg", "build_vgg11", "build_vgg16", "get_arch", "head_start",
+           "split_encoder_head"]

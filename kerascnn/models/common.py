@@ -8,8 +8,10 @@ from kerascnn.errors import KerasCNNError
 POOLS = ("avg", "max")
 
 # The head of every model starts at the layer that turns feature maps into a
-# vector; everything before it is the encoder.
+# vector, or earlier at a layer named "classifier_*" (NiN's classifier is a
+# conv block); everything before it is the encoder.
 HEAD_START_TYPES = ("Flatten", "GlobalAveragePooling2D", "GlobalMaxPooling2D")
+HEAD_PREFIX = "classifier"
 
 
 def check_input_shape(input_shape, *, min_size, family):
@@ -49,7 +51,7 @@ def head_start(model):
     """Index of the first head layer in `model.layers` (len(layers) if the
     model is an encoder only)."""
     for i, layer in enumerate(model.layers):
-        if type(layer).__name__ in HEAD_START_TYPES:
+        if type(layer).__name__ in HEAD_START_TYPES or layer.name.startswith(HEAD_PREFIX):
             return i
     return len(model.layers)
 
@@ -58,3 +60,40 @@ def split_encoder_head(model):
     """The model's layers as (encoder_layers, head_layers)."""
     i = head_start(model)
     return model.layers[:i], model.layers[i:]
+
+
+def scaled(channels, width):
+    """Channels times the width multiplier, at least 1."""
+    return max(1, int(round(channels * width)))
+
+
+def check_width(width):
+    if not width > 0:
+        raise KerasCNNError(f"width must be a positive multiplier such as 0.25 or 1, got {width}")
+    return float(width)
+
+
+def conv_block(x, filters, kernel, *, name, strides=1, padding="same", activation="relu", batchnorm=False,
+               use_bias=None):
+    """Conv2D with its activation; with batchnorm, Conv2D -> BN -> activation
+    as `name`, `name_bn`, `name_<activation>`."""
+    if not batchnorm:
+        return layers.Conv2D(filters, kernel, strides=strides, padding=padding, activation=activation,
+                             use_bias=True if use_bias is None else use_bias, name=name)(x)
+    x = layers.Conv2D(filters, kernel, strides=strides, padding=padding,
+                      use_bias=False if use_bias is None else use_bias, name=name)(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation(activation, name=f"{name}_{activation_name(activation)}")(x)
+
+
+def dense_block(x, units, *, name, activation="relu", batchnorm=False, dropout=0.0):
+    x = layers.Dense(units, activation=activation, name=name)(x)
+    if batchnorm:
+        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    if dropout:
+        x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def activation_name(activation):
+    return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")

@@ -14,6 +14,7 @@ from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import check_input_shape, classifier, pooling_layer
 
 DEFAULT_SIZE = 28
+MIN_SIZE = 12  # 5x5 kernels: conv2 on 6x6 leaves 2x2 to pool
 
 
 def build_lenet(
@@ -54,7 +55,7 @@ def build_lenet(
     channels = tuple(int(c) for c in channels)
     if len(channels) != 2 or min(channels) < 1:
         raise KerasCNNError(f"channels must be two positive widths such as 6,16, got {channels}")
-    height, width, _ = check_input_shape(input_shape, min_size=4, family="lenet")
+    height, width, _ = check_input_shape(input_shape, min_size=MIN_SIZE, family="lenet")
     # conv1 keeps the size, pool1 halves it, conv2 (valid) shrinks it by
     # kernel - 1, and pool2 needs at least 2x2 to pool.
     after_conv2 = min(height, width) // 2 - kernel + 1

@@ -1,0 +1,140 @@
+"""The architecture zoo on tiny inputs and widths: every family builds,
+trains a step, saves and loads, and exposes every layer by name."""
+
+import numpy as np
+import pytest
+
+from kerascnn import io
+from kerascnn.errors import KerasCNNError
+from kerascnn.models import ARCHS, build_model, get_arch
+from kerascnn.summary import parameter_counts
+from kerascnn.train import compile_model, resolve_image_size
+from kerascnn.visualize import layer_activations, spatial_layers
+
+ZOO = [name for name in ARCHS if name != "lenet"]
+TINY = {"width": 0.125}
+TINY_DENSE = {"alexnet": {"dense_units": 32}, "vgg11": {"dense_units": 32}, "vgg16": {"dense_units": 32}}
+
+
+def tiny(arch, size=None, channels=1, classes=3, **extra):
+    spec = get_arch(arch)
+    size = size or spec.min_size
+    options = {**TINY, **TINY_DENSE.get(arch, {}), **extra}
+    return build_model(arch, input_shape=(size, size, channels), num_classes=classes, **options)
+
+
+@pytest.mark.parametrize("arch, shape, classes, trainable, total", [
+    ("vgg16", (224, 224, 3), 1000, 138_357_544, 138_357_544),
+    ("resnet18", (224, 224, 3), 1000, 11_689_512, 11_699_112),
+    ("mobilenet", (224, 224, 3), 1000, 4_231_976, 4_253_864),
+    ("alexnet", (224, 224, 1), 10, 57_029_322, 57_029_322),
+    ("nin", (224, 224, 1), 10, 1_992_166, 1_992_166),
+])
+def test_reference_parameter_counts(arch, shape, classes, trainable, total):
+    model = build_model(arch, input_shape=shape, num_classes=classes)
+    counts = parameter_counts(model)["total"]
+    assert counts["trainable"] == trainable
+    assert counts["total"] == total == model.count_params()
+
+
+@pytest.mark.parametrize("arch", ZOO)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_builds_at_min_size_any_channels_and_classes(arch, channels):
+    model = tiny(arch, channels=channels, classes=7)
+    x = np.random.default_rng(0).normal(size=(2,) + model.input_shape[1:]).astype("float32")
+    assert model.predict(x, verbose=0).shape == (2, 7)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_builds_at_default_size(arch):
+    spec = get_arch(arch)
+    model = tiny(arch, size=spec.default_size, channels=3, classes=4)
+    assert model.output_shape == (None, 4)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_below_min_size_names_the_minimum(arch):
+    spec = get_arch(arch)
+    with pytest.raises(KerasCNNError, match=f"at least {spec.min_size}x{spec.min_size}"):
+        tiny(arch, size=spec.min_size - 1)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_one_step_lowers_the_loss_and_save_load_is_exact(arch, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = tiny(arch, classes=3)
+    compile_model(model, keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8,) + model.input_shape[1:]).astype("float32")
+    y = np.arange(8) % 3
+    losses = [float(model.train_on_batch(x, y)[0]) for _ in range(8)]
+    assert losses[-1] < losses[0], losses
+    path = io.save_model(model, tmp_path / f"{arch}.keras")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), io.load_model(path).predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_every_spatial_layer_resolves(arch):
+    model = tiny(arch)
+    names = spatial_layers(model)
+    assert len(names) == len(set(names)) > 3
+    x = np.zeros((1,) + model.input_shape[1:], "float32")
+    outputs = layer_activations(model, names, x)
+    assert all(o.ndim == 4 for o in outputs)
+
+
+@pytest.mark.parametrize("arch, first_head", [
+    ("alexnet", "flatten"), ("vgg11", "flatten"), ("vgg16", "flatten"), ("nin", "classifier_dropout"),
+    ("googlenet", "avg_pool"), ("resnet18", "avg_pool"), ("mobilenet", "global_pool"),
+])
+def test_encoder_head_split(arch, first_head):
+    from kerascnn.models import split_encoder_head
+
+    model = tiny(arch)
+    encoder, head = split_encoder_head(model)
+    assert head[0].name == first_head and encoder
+    counts = parameter_counts(model)
+    assert counts["encoder"]["total"] + counts["head"]["total"] == model.count_params()
+
+
+def test_hierarchical_names():
+    names = {layer.name for layer in tiny("resnet18").layers}
+    assert {"conv2_block1_1_conv", "conv3_block1_0_conv", "conv5_block2_out"} <= names
+    names = {layer.name for layer in tiny("mobilenet").layers}
+    assert {"conv_dw_3", "conv_pw_13_relu6", "conv_dw_1_bn"} <= names
+    names = {layer.name for layer in tiny("googlenet").layers}
+    assert {"inception3a_1x1", "inception4e_5x5", "inception5b_concat"} <= names
+    names = {layer.name for layer in tiny("vgg16").layers}
+    assert {"block1_conv1", "block5_conv3", "block5_pool"} <= names
+
+
+def test_width_scales_channels():
+    assert tiny("vgg11", width=0.25).get_layer("block1_conv1").filters == 16
+    assert tiny("mobilenet", width=0.5).get_layer("conv_pw_13").filters == 512
+
+
+def test_image_size_defaults(monkeypatch):
+    import kerascnn.train as train
+
+    said = []
+    monkeypatch.setattr(train, "accelerator_available", lambda: False)
+    assert resolve_image_size(get_arch("vgg16"), None, 28, echo=said.append) == 32
+    assert "no GPU" in said[0] and "224" in said[0]
+    assert resolve_image_size(get_arch("lenet"), None, 28) == 28
+    assert resolve_image_size(get_arch("lenet"), None, 32) == 32
+    monkeypatch.setattr(train, "accelerator_available", lambda: True)
+    assert resolve_image_size(get_arch("resnet18"), None, 28) == 96
+    assert resolve_image_size(get_arch("alexnet"), 100, 28) == 100
+    with pytest.raises(KerasCNNError, match="at least 67x67"):
+        resolve_image_size(get_arch("nin"), 64, 28)
+
+
+def test_fit_feeds_gray_data_to_any_size(tmp_path):
+    from kerascnn.train import fit
+
+    result = fit("resnet18", "digits", epochs=1, train_size=64, width=0.125, image_size=40, output=tmp_path,
+                 verbose=0)
+    assert result.config["input_shape"] == [40, 40, 1]
+    assert result.model.input_shape == (None, 40, 40, 1)
