@@ -102,7 +102,7 @@ def cli():
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion_mnist", show_default=True)
 @click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="[the family's: lenet 256, others 64]")
 @click.option("--optimizer", "--opt", "optimizer",
               help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [the family's: adamw].")
 @click.option("--lr", type=float, help="Learning rate [the family's with its optimizer, else 1e-3 for "

@@ -78,7 +78,7 @@ def fit(
     dataset="fashion_mnist",
     *,
     epochs=10,
-    batch_size=256,
+    batch_size=None,
     optimizer=None,
     lr=None,
     momentum=0.9,
@@ -100,7 +100,7 @@ def fit(
 
     Model options (activation, pool, kernel, channels, batchnorm for LeNet;
     activation, batchnorm, width, ... for the other families) go to the
-    builder. `optimizer` and `lr` default to the family's settings;
+    builder. `optimizer`, `lr` and `batch_size` default to the family's settings;
     `image_size` to the data's own size for LeNet, and for the other
     families to their textbook size when an accelerator is visible, else
     the smallest size they take (said in one line). Nothing is written until training and the test
@@ -115,6 +115,7 @@ def fit(
         raise KerasCNNError(f"--name must be a plain file name, got {name!r}")
     if int(epochs) < 1:
         raise KerasCNNError(f"epochs must be at least 1, got {epochs}")
+    batch_size = spec.batch_size if batch_size is None else batch_size
     if int(batch_size) < 1:
         raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
     out_dir = io.ensure_dir(output)

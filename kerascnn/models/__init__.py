@@ -19,7 +19,7 @@ from kerascnn.models.vgg import build_vgg, build_vgg11, build_vgg16
 class Arch:
     """A registered architecture: its builder, the input sizes it takes
     (`default_size` is the textbook size; None means the data's own size)
-    and the optimizer settings it trains well with by default."""
+    and the optimizer settings and batch size it trains well with by default."""
 
     name: str
     builder: callable
@@ -27,6 +27,7 @@ class Arch:
     min_size: int
     optimizer: str = "adamw"
     lr: float = 1e-3
+    batch_size: int = 64
 
     def knobs(self):
         """Keyword arguments the builder accepts beyond the input settings."""
@@ -35,7 +36,7 @@ class Arch:
 
 
 ARCHS = {a.name: a for a in (
-    Arch("lenet", build_lenet, default_size=None, min_size=lenet.MIN_SIZE),
+    Arch("lenet", build_lenet, default_size=None, min_size=lenet.MIN_SIZE, batch_size=256),
     Arch("alexnet", build_alexnet, alexnet.DEFAULT_SIZE, alexnet.MIN_SIZE),
     Arch("vgg11", build_vgg11, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
     Arch("vgg16", build_vgg16, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),

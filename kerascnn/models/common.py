@@ -7,6 +7,11 @@ from kerascnn.errors import KerasCNNError
 
 POOLS = ("avg", "max")
 
+# Moving statistics follow the batches faster than Keras' default 0.99
+# (this is PyTorch's momentum 0.1): short runs of a few hundred steps
+# otherwise evaluate with statistics still near their initial values.
+BN_MOMENTUM = 0.9
+
 # The head of every model starts at the layer that turns feature maps into a
 # vector, or earlier at a layer named "classifier_*" (NiN's classifier is a
 # conv block); everything before it is the encoder.
@@ -82,14 +87,14 @@ def conv_block(x, filters, kernel, *, name, strides=1, padding="same", activatio
                              use_bias=True if use_bias is None else use_bias, name=name)(x)
     x = layers.Conv2D(filters, kernel, strides=strides, padding=padding,
                       use_bias=False if use_bias is None else use_bias, name=name)(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation(activation, name=f"{name}_{activation_name(activation)}")(x)
 
 
 def dense_block(x, units, *, name, activation="relu", batchnorm=False, dropout=0.0):
     x = layers.Dense(units, activation=activation, name=name)(x)
     if batchnorm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if dropout:
         x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
     return x

@@ -11,7 +11,7 @@ import keras
 from keras import layers
 
 from kerascnn.errors import KerasCNNError
-from kerascnn.models.common import check_input_shape, classifier, pooling_layer
+from kerascnn.models.common import BN_MOMENTUM, check_input_shape, classifier, pooling_layer
 
 DEFAULT_SIZE = 28
 MIN_SIZE = 12  # 5x5 kernels: conv2 on 6x6 leaves 2x2 to pool
@@ -72,13 +72,13 @@ def build_lenet(
     for i, (filters, padding) in enumerate(zip(channels, ("same", "valid")), start=1):
         x = layers.Conv2D(filters, kernel, padding=padding, activation=activation, name=f"conv{i}")(x)
         if batchnorm:
-            x = layers.BatchNormalization(name=f"conv{i}_bn")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
         x = pooling_layer(pool, 2, 2, name=f"pool{i}")(x)
     if include_top:
         x = layers.Flatten(name="flatten")(x)
         for i, units in enumerate(dense_units, start=1):
             x = layers.Dense(units, activation=activation, name=f"fc{i}")(x)
             if batchnorm:
-                x = layers.BatchNormalization(name=f"fc{i}_bn")(x)
+                x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"fc{i}_bn")(x)
         x = classifier(x, num_classes, classifier_activation)
     return keras.Model(inputs, x, name=name)

@@ -7,7 +7,8 @@ are those of keras.applications.MobileNet."""
 import keras
 from keras import layers
 
-from kerascnn.models.common import activation_name, check_input_shape, check_width, classifier, scaled
+from kerascnn.models.common import (BN_MOMENTUM, activation_name, check_input_shape, check_width, classifier,
+                                    scaled)
 
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
@@ -19,7 +20,7 @@ BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 def _bn_act(x, name, activation, batchnorm):
     if batchnorm:
-        x = layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     return layers.Activation(activation, name=f"{name}_{activation_name(activation)}")(x)
 
 

@@ -7,7 +7,8 @@ each; the parameter count is torchvision's resnet18."""
 import keras
 from keras import layers
 
-from kerascnn.models.common import activation_name, check_input_shape, check_width, classifier, scaled
+from kerascnn.models.common import (BN_MOMENTUM, activation_name, check_input_shape, check_width, classifier,
+                                    scaled)
 
 DEFAULT_SIZE = 96
 MIN_SIZE = 32  # stem and three strided stages leave 1x1
@@ -20,7 +21,7 @@ def _conv_bn(x, filters, kernel, *, name, strides=1, batchnorm=True):
         x = layers.ZeroPadding2D(kernel // 2, name=f"{name}_pad")(x)
     x = layers.Conv2D(filters, kernel, strides=strides, use_bias=not batchnorm, name=f"{name}_conv")(x)
     if batchnorm:
-        x = layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+        x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=1e-5, name=f"{name}_bn")(x)
     return x
 
 
