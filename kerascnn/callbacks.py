@@ -1,9 +1,35 @@
-"""Callbacks: the per-epoch history record."""
+"""Callbacks of a training run: the per-epoch history, learning-rate
+schedules, early stopping, NaN detection, checkpoints with the state a
+resumed run needs, and the activation recorder.
 
+Every callback with state across epochs has `get_state()` and
+`set_state(state)` (plain JSON values), so that `--resume` continues a run
+exactly where its last checkpoint left it.
+"""
+
+import math
 import time
 
 import keras
 import numpy as np
+
+from kerascnn import io
+from kerascnn.errors import KerasCNNError
+
+SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
+# decay_rate and decay_after defaults per schedule; step is the seed
+# report's "multiply the rate by 0.7 every epoch after epoch 10".
+SCHEDULE_DEFAULTS = {
+    "constant": (None, None),
+    "step": (0.7, 10),
+    "exponential": (0.9, 0),
+    "cosine": (None, 0),
+    "plateau": (0.5, 2),
+}
+
+
+def current_lr(model):
+    return float(np.asarray(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -20,6 +46,241 @@ class HistoryRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1}
         row.update({k: float(v) for k, v in (logs or {}).items() if k != "learning_rate"})
-        row["lr"] = float(np.asarray(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+        row["lr"] = current_lr(self.model)
         row["seconds"] = round(time.perf_counter() - self._start, 3)
         self.rows.append(row)
+
+    def get_state(self):
+        return {"rows": self.rows}
+
+    def set_state(self, state):
+        self.rows = list(state["rows"])
+
+
+def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
+    """The learning rate of epoch e (from 0) for an epoch-wise schedule:
+    step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
+    exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
+    to 0 over the epochs after `after`. Plateau is a callback, not a
+    function of the epoch."""
+    if name not in SCHEDULES:
+        raise KerasCNNError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    default_rate, default_after = SCHEDULE_DEFAULTS[name]
+    rate = default_rate if decay_rate is None else float(decay_rate)
+    after = default_after if decay_after is None else int(decay_after)
+    if rate is not None and not 0 < rate <= 1:
+        raise KerasCNNError(f"--decay-rate must be in (0, 1], got {rate}")
+    if after is not None and after < 0:
+        raise KerasCNNError(f"--decay-after must be at least 0, got {after}")
+    if name in ("constant", "plateau"):
+        return lambda e: lr
+    if name == "step":
+        return lambda e: lr * rate ** max(0, e + 1 - after)
+    if name == "exponential":
+        return lambda e: lr * rate ** max(0, e - after)
+    span = max(1, epochs - after)
+    return lambda e: lr * 0.5 * (1 + math.cos(math.pi * min(max(0, e - after), span) / span))
+
+
+class EpochSchedule(keras.callbacks.Callback):
+    """Sets the optimizer's learning rate at the start of every epoch from
+    a function of the epoch index."""
+
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = float(self.fn(epoch))
+
+
+class ReduceOnPlateau(keras.callbacks.Callback):
+    """Multiplies the learning rate by `factor` when the monitored loss has
+    not improved for `patience` epochs (Keras' ReduceLROnPlateau, with
+    state that survives a resume)."""
+
+    def __init__(self, monitor="val_loss", factor=0.5, patience=2, min_lr=0.0):
+        super().__init__()
+        self.monitor, self.factor, self.patience, self.min_lr = monitor, factor, patience, min_lr
+        self.best, self.wait = math.inf, 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or value != value:
+            return
+        if value < self.best:
+            self.best, self.wait = float(value), 0
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.model.optimizer.learning_rate = max(self.min_lr, current_lr(self.model) * self.factor)
+            self.wait = 0
+
+    def get_state(self):
+        return {"best": self.best, "wait": self.wait}
+
+    def set_state(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+
+
+class EarlyStop(keras.callbacks.Callback):
+    """Stops training when the monitored loss has not improved for
+    `patience` epochs; `stopped_epoch` is then the last epoch run (from 1)."""
+
+    def __init__(self, monitor="val_loss", patience=5):
+        super().__init__()
+        self.monitor, self.patience = monitor, patience
+        self.best, self.wait, self.stopped_epoch = math.inf, 0, None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or value != value:
+            return
+        if value < self.best:
+            self.best, self.wait = float(value), 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                self.stopped_epoch = epoch + 1
+                self.model.stop_training = True
+
+    def get_state(self):
+        return {"best": self.best, "wait": self.wait}
+
+    def set_state(self, state):
+        self.best, self.wait = float(state["best"]), int(state["wait"])
+
+
+class NanGuard(keras.callbacks.Callback):
+    """Stops training at the first batch whose loss is NaN or infinite and
+    remembers the epoch (from 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.diverged_epoch = None
+        self._epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch + 1
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.diverged_epoch = self._epoch
+            self.model.stop_training = True
+
+
+def seed_generator_states(model):
+    """The states of the random-seed generators of every layer (dropout
+    masks, ...), which .keras files do not store."""
+    return {layer.name: [np.asarray(keras.ops.convert_to_numpy(sg.state.value)).tolist()
+                         for sg in getattr(layer, "_seed_generators", [])]
+            for layer in model.layers if getattr(layer, "_seed_generators", None)}
+
+
+def set_seed_generator_states(model, states):
+    for name, values in states.items():
+        layer = model.get_layer(name)
+        for sg, value in zip(layer._seed_generators, values):
+            sg.state.assign(np.asarray(value, dtype=sg.state.dtype))
+
+
+class Checkpointer(keras.callbacks.Callback):
+    """After every epoch, writes into the run's folder (each atomically):
+    - `best.keras` when the monitored accuracy improved;
+    - `epoch-NNN.keras` every `save_every` epochs;
+    - `last.keras` with the run state inside (`io.STATE_ENTRY`): the commit
+      point that `--resume` continues from.
+    `state_fn(epoch)` returns the state of the run after `epoch` epochs."""
+
+    def __init__(self, folder, state_fn, *, monitor="val_accuracy", save_every=None):
+        super().__init__()
+        self.folder = folder
+        self.state_fn = state_fn
+        self.monitor = monitor
+        self.save_every = save_every
+        self.best = -math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if not math.isfinite(float(logs.get("loss", 0.0))):
+            return  # a diverged epoch is never a checkpoint
+        done = epoch + 1
+        value = logs.get(self.monitor)
+        improved = value is not None and float(value) > self.best
+        if improved:
+            self.best = float(value)
+        state = self.state_fn(done)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        if improved:
+            io.save_model(self.model, self.folder / "best.keras", state=state)
+        if self.save_every and done % self.save_every == 0:
+            io.save_model(self.model, self.folder / f"epoch-{done:03d}.keras", state=state)
+        io.save_model(self.model, self.folder / "last.keras", state=state)
+
+    def get_state(self):
+        return {"best": self.best}
+
+    def set_state(self, state):
+        self.best = float(state["best"])
+
+
+class ActivationRecorder(keras.callbacks.Callback):
+    """Records the activations of `layers` on a fixed probe batch before
+    training (epoch 0) and after every epoch, with the layers' kernels, in
+    one compressed float16 .npz rewritten atomically after each epoch:
+    `epochs` (E,), `probe_labels`, `probe_index` (test-set indices),
+    `<layer>/maps` (E, P, H, W, C) and `<layer>/kernel` (E, ...)."""
+
+    def __init__(self, path, layers, probe_x, probe_labels, probe_index):
+        super().__init__()
+        self.path = path
+        self.layers = list(layers)
+        self.probe_x = probe_x
+        self.meta = {"probe_labels": np.asarray(probe_labels), "probe_index": np.asarray(probe_index)}
+        self.records = {"epochs": []}
+
+    def set_model(self, model):
+        super().set_model(model)
+        names = [layer.name for layer in model.layers]
+        missing = [n for n in self.layers if n not in names]
+        if missing:
+            raise KerasCNNError(f"--record-layer: no layer named {', '.join(missing)}; "
+                                f"see `kerascnn layers` for the names")
+        flat = [n for n in self.layers if len(model.get_layer(n).output.shape) != 4]
+        if flat:
+            raise KerasCNNError(f"--record-layer: {', '.join(flat)} has no spatial output (feature maps)")
+        self._probe = keras.Model(model.input, [model.get_layer(n).output for n in self.layers])
+
+    def resume_from(self, epoch, path):
+        """Keep the records up to `epoch` from an earlier run's file."""
+        if epoch and path.exists():
+            with np.load(path) as f:
+                keep = f["epochs"] <= epoch
+                self.records = {k: list(f[k][keep]) for k in f.files if k not in self.meta}
+
+    def on_train_begin(self, logs=None):
+        if not self.records["epochs"]:
+            self._record(0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record(epoch + 1)
+
+    def _record(self, epoch):
+        outputs = self._probe(self.probe_x, training=False)
+        if len(self.layers) == 1:
+            outputs = [outputs]
+        self.records["epochs"].append(epoch)
+        for name, out in zip(self.layers, outputs):
+            self.records.setdefault(f"{name}/maps", []).append(
+                np.asarray(keras.ops.convert_to_numpy(out)).astype(np.float16))
+            layer = self.model.get_layer(name)
+            kernel = getattr(layer, "kernel", None)
+            if kernel is None:
+                kernel = getattr(layer, "depthwise_kernel", None)
+            if kernel is not None:
+                self.records.setdefault(f"{name}/kernel", []).append(
+                    np.asarray(keras.ops.convert_to_numpy(kernel)).astype(np.float16))
+        arrays = {k: np.stack(v) for k, v in self.records.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        io.write_npz(self.path, {**arrays, **self.meta})

@@ -116,9 +116,34 @@ def cli():
 @click.option("--train-size", callback=_size, help="Train on a random subset: a fraction or a count.")
 @click.option("--image-size", type=click.IntRange(min=1),
               help="Train at this size [lenet: the data's; others: textbook size with a GPU, smallest without].")
+@click.option("--l2", type=click.FloatRange(min=0), help="L2 penalty on conv and dense kernels, e.g. 5e-4.")
+@click.option("--schedule", type=click.Choice(["constant", "step", "exponential", "cosine", "plateau"]),
+              default="constant", show_default=True, help="Learning-rate schedule, applied per epoch.")
+@click.option("--decay-rate", type=float,
+              help="Factor per decay [step 0.7, exponential 0.9, plateau 0.5].")
+@click.option("--decay-after", type=click.IntRange(min=0),
+              help="step: decay every epoch after this one [10]; exponential/cosine: hold until it [0]; "
+                   "plateau: epochs without improvement [2].")
+@click.option("--augment", multiple=True, metavar="crop,flip,rotate,translate",
+              help="Training-batch augmentation (repeat or comma-separate).")
+@click.option("--sampling", type=click.Choice(["shuffle", "sequential", "bootstrap"]), default="shuffle",
+              show_default=True, help="Order of training samples per epoch; bootstrap draws with replacement.")
+@click.option("--patience", type=click.IntRange(min=1), help="Stop early after this many epochs without a "
+                                                            "better validation loss.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--output", type=click.Path(), default="saved_models", show_default=True, help="Folder for the run's files.")
 @click.option("--name", help="File name of the run [the arch].")
+@click.option("--save-every", type=click.IntRange(min=1), help="Also keep <name>.epoch-NNN.keras every N epochs.")
+@click.option("--resume", is_flag=True, help="Continue the interrupted run from <name>.last.keras.")
+@click.option("--overwrite", is_flag=True, help="Start over even if an unfinished run of this name exists.")
+@click.option("--record-layer", "record_layers", multiple=True,
+              help="Record this layer's activations on a probe batch every epoch (repeatable).")
+@click.option("--tensorboard", type=click.Path(), help="Also write TensorBoard logs to this folder.")
+@click.option("--distribute", type=click.Choice(["mirrored", "data-parallel"]),
+              help="mirrored: tf.distribute over all GPUs (tensorflow); data-parallel: keras.distribution (jax).")
+@click.option("--mixed-precision", is_flag=True, help="float16 compute on a GPU (ignored, with a warning, on CPU).")
+@click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
+              help="XLA compilation [auto: on with a GPU or JAX, off on CPU].")
 def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
     """Train a model and save it with its history and run configuration."""
     from kerascnn.train import fit as fit_model
@@ -159,11 +184,17 @@ def evaluate(model, dataset, data_dir, batch_size, output):
 @click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
 @click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
 @click.option("--output", type=click.Path(), help="Folder for the PNGs [the model's folder].")
-def visualize(layer, model_path, index, dataset, data_dir, output):
+@click.option("--epochs", "by_epoch", is_flag=True,
+              help="How the maps and kernels evolved over training (needs fit --record-layer); "
+                   "--index is then a probe image.")
+def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
     """Draw a layer's kernels and feature maps, and the training curves."""
-    from kerascnn.visualize import visualize as visualize_model
+    from kerascnn.visualize import visualize as visualize_model, visualize_epochs
 
-    r = visualize_model(model_path, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
+    if by_epoch:
+        r = visualize_epochs(model_path, layer, index=index, output=output)
+    else:
+        r = visualize_model(model_path, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
     click.echo(f"model: {r.model_path}  layer: {r.layer}")
     for path in r.paths:
         click.echo(f"wrote {path}")

@@ -287,15 +287,16 @@ def _tfds_prepared(builder):
 
 
 RESIZE_MODES = ("resize", "pad")
+SAMPLINGS = ("shuffle", "sequential", "bootstrap")
 
 
-def preprocess(images, *, input_shape, mean, std, resize="resize"):
-    """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
-    pad when the target is larger), normalize with the dataset's per-channel
-    mean and std, and convert gray <-> RGB. Works on a batch tensor."""
+def scale_and_resize(images, *, size, resize="resize"):
+    """uint8 images to float32 in [0, 1], fitted to size (height, width):
+    resized (antialiased when shrinking), or padded when `resize="pad"` and
+    the target is larger."""
     import tensorflow as tf
 
-    height, width, channels = input_shape
+    height, width = size
     x = tf.cast(images, tf.float32) / 255.0
     src_h, src_w = x.shape[1], x.shape[2]
     if (src_h, src_w) != (height, width):
@@ -305,6 +306,14 @@ def preprocess(images, *, input_shape, mean, std, resize="resize"):
             x = tf.image.resize(x, (height, width), antialias=src_h > height or src_w > width)
         else:
             raise KerasCNNError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    return x
+
+
+def normalize(x, *, channels, mean, std):
+    """Normalize with the dataset's per-channel mean and std, then convert
+    gray <-> RGB to the model's `channels`."""
+    import tensorflow as tf
+
     x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
     if x.shape[-1] == 1 and channels == 3:
         x = tf.tile(x, [1, 1, 1, 3])
@@ -313,15 +322,20 @@ def preprocess(images, *, input_shape, mean, std, resize="resize"):
     return x
 
 
-def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None,
-                  resize="resize", augment=None):
-    """The one tf.data pipeline that feeds fit, evaluate and visualize.
+def preprocess(images, *, input_shape, mean, std, resize="resize"):
+    """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
+    pad when the target is larger), normalize with the dataset's per-channel
+    mean and std, and convert gray <-> RGB. Works on a batch tensor."""
+    height, width, channels = input_shape
+    x = scale_and_resize(images, size=(height, width), resize=resize)
+    return normalize(x, channels=channels, mean=mean, std=std)
 
-    Shuffles single samples before batching (a fresh order every epoch,
-    reproducible from `seed`), batches, preprocesses whole batches, and
-    prefetches. `augment`, if given, is a function applied to training
-    batches after preprocessing.
-    """
+
+def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None,
+                  resize="resize"):
+    """The pipeline for evaluation and visualization: batches in order (or
+    shuffled per sample before batching when `shuffle`), preprocessed
+    whole, prefetched. Training uses `make_training_pipeline`."""
     import tensorflow as tf
 
     if batch_size < 1:
@@ -333,10 +347,63 @@ def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False
     input_shape = tuple(int(v) for v in input_shape)
 
     def prep(images, labels):
-        images = preprocess(images, input_shape=input_shape, mean=mean, std=std, resize=resize)
-        if augment is not None:
-            images = augment(images)
-        return images, labels
+        return preprocess(images, input_shape=input_shape, mean=mean, std=std, resize=resize), labels
 
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def epoch_indices(n, epoch, *, seed=0, sampling="shuffle"):
+    """The order in which epoch `epoch` (from 0) visits `n` training
+    samples: a permutation ("shuffle"), 0..n-1 ("sequential"), or n draws
+    with replacement ("bootstrap"). A pure function of (seed, epoch), so a
+    resumed run sees the same batches as an uninterrupted one. Returns an
+    int64 tensor."""
+    import tensorflow as tf
+
+    if sampling not in SAMPLINGS:
+        raise KerasCNNError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    if sampling == "sequential":
+        return tf.range(n, dtype=tf.int64)
+    if sampling == "bootstrap":
+        return tf.random.stateless_uniform([n], seed=key, minval=0, maxval=n, dtype=tf.int64)
+    return tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=key), stable=True), tf.int64)
+
+
+def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, initial_epoch=0, seed=0,
+                           sampling="shuffle", augment=None, resize="resize"):
+    """The training pipeline for epochs initial_epoch .. epochs-1, one
+    stream that `model.fit` reads with `steps_per_epoch = ceil(n / batch)`.
+
+    Each epoch's order comes from `epoch_indices`; batches are gathered,
+    scaled and resized, augmented (an `augment.Augmenter`, seeded per batch
+    from seed, epoch and batch number), normalized and prefetched. Returns
+    (dataset, steps_per_epoch).
+    """
+    import tensorflow as tf
+
+    if batch_size < 1:
+        raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
+    n = len(x)
+    steps = -(-n // batch_size)
+    images = tf.constant(x)
+    labels = tf.constant(y.astype(np.int32))
+    input_shape = tuple(int(v) for v in input_shape)
+
+    def epoch_batches(epoch):
+        idx = epoch_indices(n, epoch, seed=seed, sampling=sampling)
+        batches = tf.data.Dataset.from_tensor_slices(idx).batch(batch_size).enumerate()
+        return batches.map(lambda step, i: (epoch, step, i))
+
+    def prep(epoch, step, idx):
+        xb = scale_and_resize(tf.gather(images, idx), size=input_shape[:2], resize=resize)
+        if augment:
+            batch_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
+            xb = augment(xb, batch_seed)
+        xb = normalize(xb, channels=input_shape[2], mean=mean, std=std)
+        return xb, tf.gather(labels, idx)
+
+    ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
+    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE), steps

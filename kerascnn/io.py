@@ -7,6 +7,7 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 
 from kerascnn.errors import KerasCNNError
@@ -77,9 +78,62 @@ def write_csv(path, rows):
     return write_text(path, buf.getvalue())
 
 
-def save_model(model, path):
-    """model.save through a temporary .keras file renamed into place."""
-    return _atomic(path, model.save, suffix=MODEL_SUFFIX)
+STATE_ENTRY = "kerascnn_state.json"
+
+
+def checkpoint_path(model_path, kind):
+    """checkpoint_path("x/lenet.keras", "best") is x/lenet.best.keras."""
+    return sidecar(model_path, f"{kind}{MODEL_SUFFIX}")
+
+
+def save_model(model, path, state=None):
+    """model.save through a temporary .keras file renamed into place.
+
+    `state` (JSON-able), if given, goes into the same zip archive as the
+    entry STATE_ENTRY, which Keras ignores when loading: model and training
+    state are then replaced together or not at all.
+    """
+    def write(tmp):
+        model.save(tmp)
+        if state is not None:
+            with zipfile.ZipFile(tmp, "a") as z:
+                z.writestr(STATE_ENTRY, json.dumps(state, default=_jsonable))
+    return _atomic(path, write, suffix=MODEL_SUFFIX)
+
+
+def read_state(path):
+    """The training state stored in a checkpoint by save_model, or None."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            if STATE_ENTRY not in z.namelist():
+                return None
+            return json.loads(z.read(STATE_ENTRY))
+    except (OSError, zipfile.BadZipFile, ValueError) as e:
+        raise KerasCNNError(f"cannot read the training state in {path}: {e}") from None
+
+
+def update_state(path, **changes):
+    """Rewrite the state entry of a checkpoint (atomically) with `changes`."""
+    state = read_state(path) or {}
+    state.update(changes)
+
+    def write(tmp):
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as dst:
+            for item in src.infolist():
+                if item.filename != STATE_ENTRY:
+                    dst.writestr(item, src.read(item.filename))
+            dst.writestr(STATE_ENTRY, json.dumps(state, default=_jsonable))
+    return _atomic(path, write, suffix=MODEL_SUFFIX)
+
+
+def write_npz(path, arrays):
+    """np.savez_compressed, atomically."""
+    import numpy as np
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, **arrays)
+    return _atomic(path, write, suffix=".npz")
 
 
 def save_figure(fig, path):

@@ -158,6 +158,97 @@ def plot_confusion_matrix(cm, class_names, path, title="confusion matrix"):
     return io.save_figure(fig, path)
 
 
+MAX_EVOLUTION_ROWS = 8
+MAX_EVOLUTION_COLS = 8
+
+
+def _pick_epochs(epochs, limit=MAX_EVOLUTION_ROWS):
+    """Row indices of at most `limit` recorded epochs, first and last kept."""
+    if len(epochs) <= limit:
+        return list(range(len(epochs)))
+    return sorted({int(round(i)) for i in np.linspace(0, len(epochs) - 1, limit)})
+
+
+def plot_map_evolution(records, layer, path, *, probe=0, title):
+    """Feature maps of `layer` for probe image `probe`, one row per
+    recorded epoch (0 = before training), first channels as columns; each
+    map scaled to its own range."""
+    maps = records[f"{layer}/maps"][:, probe].astype(np.float32)  # (E, H, W, C)
+    epochs = records["epochs"]
+    rows = _pick_epochs(epochs)
+    cols = min(maps.shape[-1], MAX_EVOLUTION_COLS)
+    fig = _figure(1.3 * cols + 0.6, 1.3 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, e in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(maps[e, ..., c], cmap="viridis", interpolation="nearest")
+            _bare(ax)
+            if r == 0:
+                ax.set_title(f"channel {c}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"epoch {int(epochs[e])}", fontsize=8)
+    fig.suptitle(title)
+    return io.save_figure(fig, path)
+
+
+def plot_kernel_evolution(records, layer, path, *, title):
+    """The first kernels of `layer` (input channel 0, or RGB for 3 input
+    channels), one row per recorded epoch; each column shares one gray
+    scale across epochs, so growth in magnitude shows."""
+    k = records[f"{layer}/kernel"].astype(np.float32)  # (E, kh, kw, in, out) or depthwise (E, kh, kw, in, 1)
+    if k.shape[-1] == 1 and k.shape[-2] > 1:
+        k = np.swapaxes(k, -1, -2)  # depthwise: one kernel per input channel
+    epochs = records["epochs"]
+    rows = _pick_epochs(epochs)
+    cols = min(k.shape[-1], MAX_EVOLUTION_COLS)
+    rgb = k.shape[-2] == 3
+    fig = _figure(1.1 * cols + 0.6, 1.1 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for c in range(cols):
+        tiles = k[..., c] if rgb else k[..., 0, c]  # (E, kh, kw[, 3])
+        lo, hi = tiles.min(), tiles.max()
+        for r, e in enumerate(rows):
+            ax = axes[r, c]
+            tile = (tiles[e] - lo) / (hi - lo) if hi > lo else np.zeros_like(tiles[e])
+            ax.imshow(tile, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
+            _bare(ax)
+            if r == 0:
+                ax.set_title(f"filter {c}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"epoch {int(epochs[e])}", fontsize=8)
+    fig.suptitle(title)
+    return io.save_figure(fig, path)
+
+
+def visualize_epochs(model_path=None, layer="conv1", *, index=0, output=None, models_dir="saved_models"):
+    """Draw how a layer's feature maps (for probe image `index`) and
+    kernels evolved over training, from the `<name>.activations.npz` that
+    `fit(record_layers=[layer])` wrote beside the model."""
+    model_path = Path(model_path) if model_path else io.newest_model(models_dir)
+    npz = io.sidecar(model_path, "activations.npz")
+    if not npz.exists():
+        raise KerasCNNError(f"no recorded activations at {npz}; train with `kerascnn fit --record-layer {layer}`")
+    with np.load(npz) as f:
+        records = {k: f[k] for k in f.files}
+    recorded = sorted(k.split("/")[0] for k in records if k.endswith("/maps"))
+    if f"{layer}/maps" not in records:
+        raise KerasCNNError(f"layer {layer!r} was not recorded in {npz}; recorded: {', '.join(recorded)}")
+    probes = records[f"{layer}/maps"].shape[1]
+    if not 0 <= index < probes:
+        raise KerasCNNError(f"--index must be between 0 and {probes - 1} (the recorded probe images), got {index}")
+    out_dir = io.ensure_dir(output or model_path.parent)
+    base = out_dir / model_path.name
+    test_index = int(records["probe_index"][index])
+    paths = [plot_map_evolution(
+        records, layer, io.sidecar(base, f"{layer}.maps_by_epoch.{index}.png"), probe=index,
+        title=f"{model_path.name}: {layer} feature maps of test #{test_index} by epoch")]
+    if f"{layer}/kernel" in records:
+        paths.append(plot_kernel_evolution(records, layer, io.sidecar(base, f"{layer}.kernels_by_epoch.png"),
+                                           title=f"{model_path.name}: {layer} kernels by epoch"))
+    return VisualizeResult(model_path, layer, paths)
+
+
 @dataclasses.dataclass
 class VisualizeResult:
     model_path: Path

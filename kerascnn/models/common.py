@@ -102,3 +102,23 @@ def dense_block(x, units, *, name, activation="relu", batchnorm=False, dropout=0
 
 def activation_name(activation):
     return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
+
+
+def apply_l2(model, l2):
+    """Add an L2 penalty `l2 * sum(w**2)` on the kernels of every conv and
+    dense layer of a built model (the seed report's "L2" run). The
+    regularizer goes into each layer's config too, so it is saved and
+    survives loading."""
+    import keras
+
+    if not l2:
+        return model
+    if l2 < 0:
+        raise KerasCNNError(f"--l2 must be at least 0, got {l2}")
+    reg = keras.regularizers.L2(float(l2))
+    for layer in model.layers:
+        for attr, var in (("kernel_regularizer", "kernel"), ("depthwise_regularizer", "depthwise_kernel")):
+            if hasattr(layer, attr) and getattr(layer, var, None) is not None:
+                setattr(layer, attr, reg)
+                getattr(layer, var).regularizer = reg
+    return model
