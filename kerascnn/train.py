@@ -389,7 +389,9 @@ def fit(
             else:
                 model = build_model(arch, input_shape=input_shape, num_classes=data.num_classes, **model_options)
                 apply_l2(model, l2)
-                compile_model(model, opt, jit_compile)
+                # a fresh optimizer: its variables must be created inside the distribution scope
+                compile_model(model, make_optimizer(optimizer, lr, momentum=momentum, beta1=beta1, beta2=beta2,
+                                                    weight_decay=weight_decay), jit_compile)
             if state is not None and model.optimizer is None:
                 raise KerasCNNError(f"{resume_from} has no optimizer state to resume")
 

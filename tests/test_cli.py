@@ -65,6 +65,11 @@ def test_fit_evaluate_visualize(tmp_path):
     (("evaluate", "nowhere.keras"), "no model file at nowhere.keras", 1),
     (("visualize", "--model", "nowhere.keras"), "no model file", 1),
     (("fit", "--dataset", "mnist", "--data-dir", "/nonexistent"), "does not exist", 1),
+    (("fit", "--dataset", "digits", "--augment", "zoom"), "unknown augmentation 'zoom'", 1),
+    (("fit", "--dataset", "digits", "--schedule", "linear"), "'linear' is not one of", 2),
+    (("fit", "--dataset", "digits", "--resume"), "no checkpoint to continue from", 1),
+    (("fit", "--dataset", "digits", "--distribute", "data-parallel"), "needs the jax backend", 1),
+    (("visualize", "--epochs", "--model", "nowhere.keras"), "no recorded activations", 1),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(args, message, code, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args],
@@ -80,3 +85,35 @@ def test_unknown_layer_via_cli(trained_run):
     result = run("visualize", "--model", trained_run.model_path, "--layer", "fc9")
     assert result.exit_code == 1
     assert "valid layers: conv1, pool1, conv2, pool2" in result.output
+
+
+def test_fit_with_training_options_then_visualize_by_epoch(tmp_path):
+    out = tmp_path / "models"
+    result = run("fit", "--dataset", "digits", "--epochs", 3, "-b", 128, "--train-size", 400,
+                 "--optimizer", "momentum", "--lr", "0.05", "--schedule", "step", "--decay-after", 1,
+                 "--augment", "crop", "--augment", "flip,translate", "--sampling", "bootstrap", "--l2", "1e-4",
+                 "--save-every", 2, "--record-layer", "conv1", "--output", out)
+    assert result.exit_code == 0, result.output
+    for name in ("lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.activations.npz"):
+        assert f"wrote {out / name}" in result.output
+    assert (out / "lenet.epoch-002.keras").exists()
+    import json
+
+    config = json.loads((out / "lenet.run.json").read_text())
+    assert config["augment"] == ["crop", "flip", "translate"] and config["sampling"] == "bootstrap"
+    assert [row["lr"] for row in json.loads((out / "lenet.history.json").read_text())] == \
+        pytest.approx([0.05, 0.035, 0.0245])
+
+    result = run("visualize", "--epochs", "--layer", "conv1", "--model", out / "lenet.keras", "--index", 1)
+    assert result.exit_code == 0, result.output
+    assert "lenet.conv1.maps_by_epoch.1.png" in result.output and "lenet.conv1.kernels_by_epoch.png" in result.output
+
+    # a finished run continues for more epochs with --resume
+    result = run("fit", "--dataset", "digits", "--epochs", 4, "-b", 128, "--train-size", 400,
+                 "--optimizer", "momentum", "--lr", "0.05", "--schedule", "step", "--decay-after", 1,
+                 "--augment", "crop,flip,translate", "--sampling", "bootstrap", "--l2", "1e-4",
+                 "--record-layer", "conv1", "--output", out, "--resume")
+    assert result.exit_code == 0, result.output
+    assert "resuming" in result.output
+    history = json.loads((out / "lenet.history.json").read_text())
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]
