@@ -61,6 +61,30 @@ def model_options(f):
     return f
 
 
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def _set_backend(ctx, param, value):
+    """Select the Keras backend before anything imports Keras."""
+    if value is None:
+        return None
+    if "keras" in sys.modules:
+        import keras
+
+        if keras.backend.backend() != value:
+            raise click.BadParameter(f"Keras is already running on {keras.backend.backend()} in this process; "
+                                     f"set KERAS_BACKEND={value} before starting it")
+        return value
+    os.environ["KERAS_BACKEND"] = value
+    return value
+
+
+def backend_option(f):
+    """--backend on every command (and on the group): KERAS_BACKEND for this run."""
+    return click.option("--backend", type=click.Choice(BACKENDS), callback=_set_backend, expose_value=False,
+                        is_eager=True, help="Keras backend [env KERAS_BACKEND, else tensorflow].")(f)
+
+
 def _knobs(**kwargs):
     return {k: v for k, v in kwargs.items() if v is not None}
 
@@ -91,18 +115,20 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kerascnn")
+@backend_option
 def cli():
     """Train, evaluate and look inside the classic CNNs (LeNet ... MobileNet)
     on MNIST, Fashion-MNIST, CIFAR-10 and scikit-learn's digits."""
 
 
 @cli.command()
+@backend_option
 @click.option("--arch", default="lenet", show_default=True, help="Architecture (see `kerascnn summary`).")
 @model_options
 @click.option("--dataset", type=click.Choice(DATASETS), default="fashion_mnist", show_default=True)
 @click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
 @click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="[the family's: lenet 256, others 64]")
+@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="[the family's: lenet 256, nin/googlenet/mobilenet 32, others 64]")
 @click.option("--optimizer", "--opt", "optimizer",
               help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [the family's: adamw].")
 @click.option("--lr", type=float, help="Learning rate [the family's with its optimizer, else 1e-3 for "
@@ -146,7 +172,11 @@ def cli():
               help="XLA compilation [auto: on with a GPU or JAX, off on CPU].")
 def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
     """Train a model and save it with its history and run configuration."""
+    import keras
+
     from kerascnn.train import fit as fit_model
+
+    click.echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
 
     result = fit_model(arch, **kwargs, **_knobs(activation=activation, pool=pool, kernel=kernel,
                                                 channels=channels, width=width, batchnorm=batchnorm))
@@ -157,6 +187,7 @@ def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
 
 
 @cli.command()
+@backend_option
 @click.argument("model", type=click.Path())
 @click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
 @click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
@@ -178,6 +209,7 @@ def evaluate(model, dataset, data_dir, batch_size, output):
 
 
 @cli.command()
+@backend_option
 @click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
 @click.option("--model", "model_path", type=click.Path(), help="[the newest .keras in saved_models/]")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image to run.")
@@ -198,6 +230,31 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
     click.echo(f"model: {r.model_path}  layer: {r.layer}")
     for path in r.paths:
         click.echo(f"wrote {path}")
+
+
+@cli.command()
+@backend_option
+@click.argument("models", nargs=-1, required=True, type=click.Path())
+@click.option("--output", type=click.Path(), default="comparison.png", show_default=True, help="The PNG to write.")
+@click.option("--title", default="training curves compared", show_default=True)
+def compare(models, output, title):
+    """Overlay the training curves of saved runs in one PNG and print a
+    Markdown table of their settings and accuracies."""
+    from kerascnn.visualize import compare_runs
+
+    table, path = compare_runs(models, output, title=title)
+
+    def cell(v):
+        if isinstance(v, float):
+            return f"{v:.4f}" if v < 1 and v > 1e-3 else f"{v:g}"
+        return "" if v is None else str(v)
+
+    keys = list(table[0])
+    click.echo("| " + " | ".join(keys) + " |")
+    click.echo("|" + "|".join("---" for _ in keys) + "|")
+    for row in table:
+        click.echo("| " + " | ".join(cell(row[k]) for k in keys) + " |")
+    click.echo(f"wrote {path}")
 
 
 def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs):
@@ -225,6 +282,7 @@ def listing_options(f):
 
 
 @cli.command()
+@backend_option
 @listing_options
 @model_options
 def summary(arch, model_path, image_size, in_channels, classes, **knobs):
@@ -239,6 +297,7 @@ def summary(arch, model_path, image_size, in_channels, classes, **knobs):
 
 
 @cli.command()
+@backend_option
 @listing_options
 @model_options
 def layers(arch, model_path, image_size, in_channels, classes, **knobs):

@@ -94,9 +94,13 @@ def resolve_jit(jit):
     return backend == "tensorflow" and accelerator_available()
 
 
-def compile_model(model, optimizer, jit_compile=False):
+def compile_model(model, optimizer, jit_compile=None):
+    """Compile for integer labels and logits; `jit_compile` None is
+    resolve_jit("auto")."""
     import keras
 
+    if jit_compile is None:
+        jit_compile = resolve_jit("auto")
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

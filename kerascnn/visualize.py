@@ -55,7 +55,9 @@ def kernel_images(layer):
     kernel = weights.get("kernel", weights.get("depthwise_kernel"))
     if kernel is None or len(kernel.shape) != 4:
         return None
-    k = np.asarray(kernel.numpy() if hasattr(kernel, "numpy") else kernel.value)
+    import keras
+
+    k = np.asarray(keras.ops.convert_to_numpy(kernel))
     k = np.transpose(k, (3, 2, 0, 1))  # (out, in, kh, kw)
     if "depthwise_kernel" in weights and "kernel" not in weights:
         k = np.transpose(k, (1, 0, 2, 3))  # one image per input channel
@@ -144,6 +146,56 @@ def plot_history(rows, path, title="training curves"):
         ax.legend()
     fig.suptitle(title)
     return io.save_figure(fig, path)
+
+
+def plot_comparison(runs, path, title="training curves compared"):
+    """Overlay the curves of several runs: `runs` is a list of (label,
+    history rows). Left: training loss; right: validation (solid) and
+    training (dotted) accuracy."""
+    fig = _figure(11, 4.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for n, (label, rows) in enumerate(runs):
+        color = f"C{n % 10}"
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["loss"] for r in rows], "-o", color=color, markersize=3, label=label)
+        if any("val_accuracy" in r for r in rows):
+            ax_acc.plot(epochs, [r.get("val_accuracy") for r in rows], "-o", color=color, markersize=3,
+                        label=f"{label} (validation)")
+        ax_acc.plot(epochs, [r["accuracy"] for r in rows], ":", color=color, label=f"{label} (train)")
+    for ax, key in ((ax_loss, "training loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return io.save_figure(fig, path)
+
+
+def compare_runs(model_paths, output, title="training curves compared"):
+    """Read the history and run configuration of saved runs, draw their
+    curves in one PNG at `output`, and return (rows for a table, path)."""
+    runs, table = [], []
+    for path in model_paths:
+        path = Path(path)
+        history, config = io.sidecar(path, "history.json"), io.sidecar(path, "run.json")
+        if not history.exists() or not config.exists():
+            raise KerasCNNError(f"{path} has no {history.name} and {config.name} beside it; "
+                                f"compare needs runs saved by `kerascnn fit`")
+        rows, cfg = io.read_json(history), io.read_json(config)
+        label = path.name[: -len(io.MODEL_SUFFIX)] if path.name.endswith(io.MODEL_SUFFIX) else path.name
+        runs.append((label, rows))
+        table.append({
+            "run": label,
+            "optimizer": cfg.get("optimizer"),
+            "lr": cfg.get("lr", cfg.get("optimizer_config", {}).get("learning_rate")),
+            "epochs": len(rows),
+            "final train accuracy": rows[-1].get("accuracy"),
+            "best val accuracy": max((r["val_accuracy"] for r in rows if "val_accuracy" in r), default=None),
+            "test accuracy": cfg.get("test_accuracy"),
+            "seconds": cfg.get("train_seconds"),
+        })
+    io.ensure_dir(Path(output).parent)
+    return table, plot_comparison(runs, output, title=title)
 
 
 def plot_confusion_matrix(cm, class_names, path, title="confusion matrix"):

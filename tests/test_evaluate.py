@@ -6,6 +6,8 @@ import pytest
 from kerascnn.errors import KerasCNNError
 from kerascnn.evaluate import evaluate, most_confused
 
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+
 
 def test_most_confused_pairs_count_both_directions():
     cm = np.array([[50, 2, 0], [9, 40, 1], [0, 3, 47]])

@@ -5,6 +5,8 @@ from kerascnn.errors import KerasCNNError
 from kerascnn.models import build_lenet, build_model, split_encoder_head
 from kerascnn.summary import format_parameter_table, layer_table, parameter_counts
 
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+
 
 def test_lenet_textbook_shapes_and_names():
     model = build_lenet()

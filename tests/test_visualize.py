@@ -7,6 +7,8 @@ from kerascnn.visualize import kernel_images, plot_history, spatial_layers, visu
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+
 
 def _image(path):
     import matplotlib.image

@@ -40,10 +40,10 @@ ARCHS = {a.name: a for a in (
     Arch("alexnet", build_alexnet, alexnet.DEFAULT_SIZE, alexnet.MIN_SIZE),
     Arch("vgg11", build_vgg11, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
     Arch("vgg16", build_vgg16, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
-    Arch("nin", build_nin, nin.DEFAULT_SIZE, nin.MIN_SIZE),
-    Arch("googlenet", build_googlenet, googlenet.DEFAULT_SIZE, googlenet.MIN_SIZE),
+    Arch("nin", build_nin, nin.DEFAULT_SIZE, nin.MIN_SIZE, batch_size=32),
+    Arch("googlenet", build_googlenet, googlenet.DEFAULT_SIZE, googlenet.MIN_SIZE, batch_size=32),
     Arch("resnet18", build_resnet18, resnet.DEFAULT_SIZE, resnet.MIN_SIZE),
-    Arch("mobilenet", build_mobilenet, mobilenet.DEFAULT_SIZE, mobilenet.MIN_SIZE),
+    Arch("mobilenet", build_mobilenet, mobilenet.DEFAULT_SIZE, mobilenet.MIN_SIZE, batch_size=32),
 )}
 
 
