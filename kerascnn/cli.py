@@ -11,10 +11,13 @@ import sys
 
 import click
 
+from kerascnn.backend import use_compilation_cache
 from kerascnn.errors import KerasCNNError
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Under JAX, keep compiled programs between commands (see kerascnn.backend).
+use_compilation_cache()
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 

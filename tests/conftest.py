@@ -1,12 +1,24 @@
+import atexit
 import gzip
 import os
+import shutil
 import struct
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# JAX's compilation cache (kerascnn.backend) in a folder of this test run,
+# shared with the backend subprocesses, never in the user's ~/.cache.
+if not os.environ.get("KERASCNN_CACHE_DIR"):
+    os.environ["KERASCNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="kerascnn-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["KERASCNN_CACHE_DIR"], ignore_errors=True)
+from kerascnn.backend import use_compilation_cache  # noqa: E402
+
+use_compilation_cache()
 
 REPO = Path(__file__).resolve().parents[1]
 
