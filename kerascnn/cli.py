@@ -183,8 +183,6 @@ def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
 
     result = fit_model(arch, **kwargs, **_knobs(activation=activation, pool=pool, kernel=kernel,
                                                 channels=channels, width=width, batchnorm=batchnorm))
-    click.echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}) "
-               f"on {kwargs['dataset']}, {result.config['train_seconds']:.1f} s of training")
     for path in result.paths:
         click.echo(f"wrote {path}")
 

@@ -230,6 +230,19 @@ def _check_resume(state, config, last_path):
                             f"more than --epochs {config['epochs']}")
 
 
+def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, model_options):
+    """A line of advice when the test accuracy is within a tenth of the way
+    from guessing (1/num_classes) to perfect, else None."""
+    chance = 1.0 / num_classes
+    if accuracy >= chance + 0.1 * (1 - chance):
+        return None
+    advice = "train for more steps (more --epochs, a smaller --batch-size)"
+    if arch == "lenet" and model_options.get("activation", "sigmoid") == "sigmoid":
+        advice += "; the sigmoid LeNet needs a few hundred steps before it learns, --activation relu --pool max far fewer"
+    return (f"note: test accuracy {accuracy:.1%} is near chance ({chance:.0%}) after {epochs * steps} training steps "
+            f"({epochs} epoch{'s' * (epochs != 1)} x {steps} batches of {batch_size}): {advice}")
+
+
 def fit(
     arch="lenet",
     dataset="fashion_mnist",
@@ -480,6 +493,7 @@ def fit(
         run_id=run_id,
         epochs_run=len(history),
         resumed_from=initial_epoch or None,
+        steps_per_epoch=steps,
         train_seconds=round(sum(r["seconds"] for r in history), 2),
         test_loss=float(test["loss"]),
         test_accuracy=float(test["accuracy"]),
@@ -489,4 +503,11 @@ def fit(
     io.write_json(io.sidecar(model_path, "history.json"), history)
     io.write_json(io.sidecar(model_path, "run.json"), config)
     _promote(run_dir, model_path)
+    if echo:
+        echo(f"test accuracy: {config['test_accuracy']:.4f} (loss {config['test_loss']:.4f}) on {dataset}, "
+             f"{config['train_seconds']:.1f} s of training")
+        hint = near_chance_hint(config["test_accuracy"], data.num_classes, steps, len(history), batch_size,
+                                arch, model_options)
+        if hint:
+            echo(hint)
     return FitResult(model, history, config["test_loss"], config["test_accuracy"], model_path, config)

@@ -57,6 +57,25 @@ def test_fit_evaluate_visualize(tmp_path):
                                                       "small.curves.png"]
 
 
+def test_fit_at_chance_says_why(tmp_path):
+    """The textbook sigmoid LeNet cannot learn in 6 steps; fit says so rather than leave a bare 10%."""
+    result = run("fit", "--arch", "lenet", "--dataset", "digits", "--epochs", 1, "--output", tmp_path)
+    assert result.exit_code == 0, result.output
+    note = next(line for line in result.output.splitlines() if line.startswith("note:"))
+    assert "near chance (10%) after 6 training steps (1 epoch x 6 batches of 256)" in note
+    assert "--activation relu" in note
+    assert (tmp_path / "lenet.keras").exists()
+
+
+def test_near_chance_hint_only_near_chance():
+    from kerascnn.train import near_chance_hint
+
+    assert near_chance_hint(0.12, 10, 5, 2, 32, "vgg11", {}) is not None
+    assert "sigmoid" not in near_chance_hint(0.12, 10, 5, 2, 32, "lenet", {"activation": "relu"})
+    assert near_chance_hint(0.2, 10, 5, 2, 32, "lenet", {}) is None
+    assert near_chance_hint(0.6, 2, 5, 2, 32, "lenet", {}) is None
+
+
 @pytest.mark.parametrize("args, message, code", [
     (("fit", "--arch", "resnet999"), "unknown architecture", 1),
     (("fit", "--channels", "6"), "two positive widths", 2),
