@@ -36,8 +36,7 @@ from kerascnn.train import compile_model, resolve_jit
 steps, repeats = int(sys.argv[1]), int(sys.argv[2])
 cases, jit = json.loads(sys.argv[3]), resolve_jit(sys.argv[4])
 backend = keras.backend.backend()
-lib = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
-out = {"backend": backend, "version": __import__(lib).__version__, "jit": jit}
+out = {"backend": backend, "version": __import__(backend).__version__, "jit": jit}
 rng = np.random.default_rng(0)
 for arch, (size, batch) in cases.items():
     n = batch * steps
