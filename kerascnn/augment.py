@@ -9,15 +9,8 @@ the transforms an uninterrupted one would.
 
 import keras
 
+from kerascnn.choices import TRANSFORMS
 from kerascnn.errors import KerasCNNError
-
-TRANSFORMS = {
-    "crop": "random crop after zero padding by 1/8 of the image side (4 px at 32)",
-    "flip": "horizontal flip with probability 1/2",
-    "rotate": "rotation by up to 10 degrees either way",
-    "translate": "translation by up to 10% of the side either way",
-}
-
 
 def parse_augment(names):
     """A tuple of transform names from "crop,flip" strings or lists; "" or

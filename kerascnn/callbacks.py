@@ -14,19 +14,8 @@ import keras
 import numpy as np
 
 from kerascnn import io
+from kerascnn.choices import SCHEDULE_DEFAULTS, SCHEDULES
 from kerascnn.errors import KerasCNNError
-
-SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
-# decay_rate and decay_after defaults per schedule; step is the seed
-# report's "multiply the rate by 0.7 every epoch after epoch 10".
-SCHEDULE_DEFAULTS = {
-    "constant": (None, None),
-    "step": (0.7, 10),
-    "exponential": (0.9, 0),
-    "cosine": (None, 0),
-    "plateau": (0.5, 2),
-}
-
 
 def current_lr(model):
     return float(np.asarray(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
@@ -94,14 +83,14 @@ class EpochSchedule(keras.callbacks.Callback):
         self.model.optimizer.learning_rate = float(self.fn(epoch))
 
 
-class ReduceOnPlateau(keras.callbacks.Callback):
-    """Multiplies the learning rate by `factor` when the monitored loss has
-    not improved for `patience` epochs (Keras' ReduceLROnPlateau, with
-    state that survives a resume)."""
+class MonitorCallback(keras.callbacks.Callback):
+    """Watches a loss (lower is better) after every epoch and counts the
+    epochs without improvement; `on_patience_out(epoch)` acts when they reach
+    `patience`. The count survives a resume through get_state/set_state."""
 
-    def __init__(self, monitor="val_loss", factor=0.5, patience=2, min_lr=0.0):
+    def __init__(self, monitor="val_loss", patience=2):
         super().__init__()
-        self.monitor, self.factor, self.patience, self.min_lr = monitor, factor, patience, min_lr
+        self.monitor, self.patience = monitor, patience
         self.best, self.wait = math.inf, 0
 
     def on_epoch_end(self, epoch, logs=None):
@@ -113,8 +102,10 @@ class ReduceOnPlateau(keras.callbacks.Callback):
             return
         self.wait += 1
         if self.wait >= self.patience:
-            self.model.optimizer.learning_rate = max(self.min_lr, current_lr(self.model) * self.factor)
-            self.wait = 0
+            self.on_patience_out(epoch)
+
+    def on_patience_out(self, epoch):
+        raise NotImplementedError
 
     def get_state(self):
         return {"best": self.best, "wait": self.wait}
@@ -123,32 +114,31 @@ class ReduceOnPlateau(keras.callbacks.Callback):
         self.best, self.wait = float(state["best"]), int(state["wait"])
 
 
-class EarlyStop(keras.callbacks.Callback):
+class ReduceOnPlateau(MonitorCallback):
+    """Multiplies the learning rate by `factor` when the monitored loss has
+    not improved for `patience` epochs (Keras' ReduceLROnPlateau, with
+    state that survives a resume)."""
+
+    def __init__(self, monitor="val_loss", factor=0.5, patience=2, min_lr=0.0):
+        super().__init__(monitor, patience)
+        self.factor, self.min_lr = factor, min_lr
+
+    def on_patience_out(self, epoch):
+        self.model.optimizer.learning_rate = max(self.min_lr, current_lr(self.model) * self.factor)
+        self.wait = 0
+
+
+class EarlyStop(MonitorCallback):
     """Stops training when the monitored loss has not improved for
     `patience` epochs; `stopped_epoch` is then the last epoch run (from 1)."""
 
     def __init__(self, monitor="val_loss", patience=5):
-        super().__init__()
-        self.monitor, self.patience = monitor, patience
-        self.best, self.wait, self.stopped_epoch = math.inf, 0, None
+        super().__init__(monitor, patience)
+        self.stopped_epoch = None
 
-    def on_epoch_end(self, epoch, logs=None):
-        value = (logs or {}).get(self.monitor)
-        if value is None or value != value:
-            return
-        if value < self.best:
-            self.best, self.wait = float(value), 0
-        else:
-            self.wait += 1
-            if self.wait >= self.patience:
-                self.stopped_epoch = epoch + 1
-                self.model.stop_training = True
-
-    def get_state(self):
-        return {"best": self.best, "wait": self.wait}
-
-    def set_state(self, state):
-        self.best, self.wait = float(state["best"]), int(state["wait"])
+    def on_patience_out(self, epoch):
+        self.stopped_epoch = epoch + 1
+        self.model.stop_training = True
 
 
 class NanGuard(keras.callbacks.Callback):

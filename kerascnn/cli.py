@@ -2,16 +2,21 @@
 
 Every command is a thin wrapper over a function a notebook can call too
 (kerascnn.train.fit, kerascnn.evaluate.evaluate, kerascnn.visualize.visualize,
-kerascnn.summary). TensorFlow and Keras are imported inside the commands so
-that `kerascnn --help` answers at once.
+kerascnn.summary). `fit`'s options are made from the fields of
+kerascnn.config.FitConfig, which also checks them, before TensorFlow or Keras
+is imported: those load inside the commands, so `kerascnn --help` and a
+mistyped option answer at once.
 """
 
 import os
 import sys
 
 import click
+from click.core import ParameterSource
 
 from kerascnn.backend import use_compilation_cache
+from kerascnn.choices import ARCH_NAMES, BACKENDS
+from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig, OptionError, cli_spelling, coerce_option, flag
 from kerascnn.errors import KerasCNNError
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
@@ -19,52 +24,53 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Under JAX, keep compiled programs between commands (see kerascnn.backend).
 use_compilation_cache()
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+# click's metavar for a FitConfig field's kind (FitConfig reads and checks the value itself)
+METAVARS = {"int": "N", "float": "X", "size": "N|FRACTION", "ints": "N,N", "path": "PATH", "str": "TEXT"}
 
 
-def _channels(ctx, param, value):
-    if value is None:
-        return None
-    try:
-        widths = tuple(int(v) for v in value.split(","))
-    except ValueError:
-        raise click.BadParameter(f"expected two widths such as 16,32, got {value!r}") from None
-    if len(widths) != 2 or min(widths) < 1:
-        raise click.BadParameter(f"expected two positive widths such as 16,32, got {value!r}")
-    return widths
+def _check(name):
+    """A click callback that reads and checks a value as FitConfig does."""
+    def check(ctx, param, value):
+        if value is None or value == ():
+            return value
+        try:
+            return coerce_option(name, value)
+        except OptionError as e:
+            raise click.UsageError(str(e)) from None
+    return check
 
 
-def _size(ctx, param, value):
-    """A fraction below 1 or a whole count."""
-    if value is None:
-        return None
-    try:
-        number = float(value)
-    except ValueError:
-        raise click.BadParameter(f"expected a fraction such as 0.1 or a count such as 5000, got {value!r}") from None
-    if number < 0 or (number >= 1 and number != int(number)):
-        raise click.BadParameter(f"expected a fraction below 1 or a whole count, got {value!r}")
-    return number if number < 1 else int(number)
+def config_option(name, **overrides):
+    """The click option of a FitConfig field, with its flags, help, default
+    and check: one definition serves fit, evaluate, summary and the rest."""
+    field = FIELDS[name]
+    meta = field.metadata
+    flags = meta.get("flags") or (flag(name),)
+    settings = {"help": meta["help"], "callback": _check(name)}
+    if meta["kind"] == "flag":
+        settings.update(is_flag=True, default=field.default)
+    elif meta["kind"] == "bool":
+        settings.update(default=None)
+        if "/" not in flags[0]:
+            flags = (f"{flag(name)}/--no-{flag(name)[2:]}",)
+    else:
+        choices = meta.get("choices")
+        metavar = f"[{'|'.join(choices)}]" if choices and meta["kind"] == "choice" else None
+        settings.update(metavar=metavar or meta.get("metavar") or METAVARS.get(meta["kind"]),
+                        multiple=meta["kind"] == "names")
+        if field.default not in (None, ()):
+            settings.update(default=str(field.default), show_default=True)
+    settings.update(overrides)
+    return click.option(*flags, name, **settings)
 
 
-def model_options(f):
-    """The knobs shared with build_lenet; None leaves the builder's default."""
-    options = [
-        click.option("--activation", help="Hidden activation: sigmoid, tanh, relu, ... "
-                                          "[lenet: sigmoid, mobilenet: relu6, others: relu]"),
-        click.option("--pool", type=click.Choice(["avg", "max"]), help="Pooling [lenet: avg, others: max]."),
-        click.option("--kernel", type=click.IntRange(min=1), help="LeNet's conv kernel size, odd [5]."),
-        click.option("--channels", callback=_channels, help="LeNet's two conv widths, e.g. 16,32 [6,16]."),
-        click.option("--width", type=float, help="Channel width multiplier (MobileNet's alpha) [1]."),
-        click.option("--batchnorm/--no-batchnorm", default=None,
-                     help="Batch normalization [on for resnet18 and mobilenet, off for the others]."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-BACKENDS = ("tensorflow", "jax", "torch")
+def config_options(*names):
+    """Decorate a command with the options of these FitConfig fields."""
+    def decorate(f):
+        for name in reversed(names):
+            f = config_option(name)(f)
+        return f
+    return decorate
 
 
 def _set_backend(ctx, param, value):
@@ -88,32 +94,33 @@ def backend_option(f):
                         is_eager=True, help="Keras backend [env KERAS_BACKEND, else tensorflow].")(f)
 
 
-def _knobs(**kwargs):
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
 class Group(click.Group):
     """Turns every user mistake, a bad option or a KerasCNNError, into one
-    line on stderr and a non-zero exit: 1 for errors, 2 for bad usage."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except KerasCNNError as e:
-            raise click.ClickException(str(e)) from None
+    line on stderr and a non-zero exit: 1 for errors, 2 for bad usage
+    (click's own, and a bad option value: kerascnn.config.OptionError).
+    Within it, messages name options by their flags."""
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
-        if not standalone_mode:
-            return super().main(args, prog_name, standalone_mode=False, **extra)
-        try:
-            rv = super().main(args, prog_name, standalone_mode=False, **extra)
-        except click.ClickException as e:
-            click.echo(f"error: {e.format_message()}", err=True)
-            sys.exit(e.exit_code)
-        except click.exceptions.Abort:
-            click.echo("error: interrupted; nothing was saved", err=True)
-            sys.exit(130)
+        with cli_spelling():
+            if not standalone_mode:
+                return super().main(args, prog_name, standalone_mode=False, **extra)
+            try:
+                rv = super().main(args, prog_name, standalone_mode=False, **extra)
+            except OptionError as e:
+                rv = _fail(click.UsageError(str(e)))
+            except KerasCNNError as e:
+                rv = _fail(click.ClickException(str(e)))
+            except click.ClickException as e:
+                rv = _fail(e)
+            except click.exceptions.Abort:
+                click.echo("error: interrupted; nothing was saved", err=True)
+                rv = 130
         sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def _fail(error):
+    click.echo(f"error: {error.format_message()}", err=True)
+    return error.exit_code
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -126,63 +133,20 @@ def cli():
 
 @cli.command()
 @backend_option
-@click.option("--arch", default="lenet", show_default=True, help="Architecture (see `kerascnn summary`).")
-@model_options
-@click.option("--dataset", type=click.Choice(DATASETS), default="fashion_mnist", show_default=True)
-@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("-b", "--batch-size", type=click.IntRange(min=1), help="[the family's: lenet 256, nin/googlenet/mobilenet 32, others 64]")
-@click.option("--optimizer", "--opt", "optimizer",
-              help="sgd, momentum, nesterov, adagrad, rmsprop, adam or adamw [the family's: adamw].")
-@click.option("--lr", type=float, help="Learning rate [the family's with its optimizer, else 1e-3 for "
-                                       "adam/adamw/rmsprop, 0.1 sgd, 0.05 others].")
-@click.option("--momentum", type=float, default=0.9, show_default=True, help="For momentum and nesterov.")
-@click.option("--beta1", type=float, default=0.9, show_default=True)
-@click.option("--beta2", type=float, default=0.999, show_default=True)
-@click.option("--weight-decay", type=float, help="Decoupled weight decay [adamw: 0.004, others: none].")
-@click.option("--val-size", callback=_size, default="0.1", show_default=True,
-              help="Validation images held out of training: a fraction or a count.")
-@click.option("--train-size", callback=_size, help="Train on a random subset: a fraction or a count.")
-@click.option("--image-size", type=click.IntRange(min=1),
-              help="Train at this size [lenet: the data's; others: textbook size with a GPU, smallest without].")
-@click.option("--l2", type=click.FloatRange(min=0), help="L2 penalty on conv and dense kernels, e.g. 5e-4.")
-@click.option("--schedule", type=click.Choice(["constant", "step", "exponential", "cosine", "plateau"]),
-              default="constant", show_default=True, help="Learning-rate schedule, applied per epoch.")
-@click.option("--decay-rate", type=float,
-              help="Factor per decay [step 0.7, exponential 0.9, plateau 0.5].")
-@click.option("--decay-after", type=click.IntRange(min=0),
-              help="step: decay every epoch after this one [10]; exponential/cosine: hold until it [0]; "
-                   "plateau: epochs without improvement [2].")
-@click.option("--augment", multiple=True, metavar="crop,flip,rotate,translate",
-              help="Training-batch augmentation (repeat or comma-separate).")
-@click.option("--sampling", type=click.Choice(["shuffle", "sequential", "bootstrap"]), default="shuffle",
-              show_default=True, help="Order of training samples per epoch; bootstrap draws with replacement.")
-@click.option("--patience", type=click.IntRange(min=1), help="Stop early after this many epochs without a "
-                                                            "better validation loss.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--output", type=click.Path(), default="saved_models", show_default=True, help="Folder for the run's files.")
-@click.option("--name", help="File name of the run [the arch].")
-@click.option("--save-every", type=click.IntRange(min=1), help="Also keep <name>.epoch-NNN.keras every N epochs.")
-@click.option("--resume", is_flag=True, help="Continue the interrupted run from <name>.last.keras.")
-@click.option("--overwrite", is_flag=True, help="Start over even if an unfinished run of this name exists.")
-@click.option("--record-layer", "record_layers", multiple=True,
-              help="Record this layer's activations on a probe batch every epoch (repeatable).")
-@click.option("--tensorboard", type=click.Path(), help="Also write TensorBoard logs to this folder.")
-@click.option("--distribute", type=click.Choice(["mirrored", "data-parallel"]),
-              help="mirrored: tf.distribute over all GPUs (tensorflow); data-parallel: keras.distribution (jax).")
-@click.option("--mixed-precision", is_flag=True, help="float16 compute on a GPU (ignored, with a warning, on CPU).")
-@click.option("--jit", type=click.Choice(["auto", "on", "off"]), default="auto", show_default=True,
-              help="XLA compilation [auto: on with a GPU or JAX, off on CPU].")
-def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
+@click.option("--config", "config_file", type=click.Path(), metavar="FILE",
+              help="Repeat a run from its <name>.run.json, or read options from a .toml/.yaml/.json file; "
+                   "options typed here override it.")
+@config_options(*FIELDS)
+@click.pass_context
+def fit(ctx, config_file, **options):
     """Train a model and save it with its history and run configuration."""
-    import keras
+    from kerascnn.train import fit as fit_run
 
-    from kerascnn.train import fit as fit_model
-
-    click.echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
-
-    result = fit_model(arch, **kwargs, **_knobs(activation=activation, pool=pool, kernel=kernel,
-                                                channels=channels, width=width, batchnorm=batchnorm))
+    if config_file:
+        typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        result = fit_run(config_file, **typed)
+    else:
+        result = fit_run(FitConfig(**options))
     for path in result.paths:
         click.echo(f"wrote {path}")
 
@@ -190,8 +154,8 @@ def fit(arch, activation, pool, kernel, channels, width, batchnorm, **kwargs):
 @cli.command()
 @backend_option
 @click.argument("model", type=click.Path())
-@click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
-@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
+@config_option("dataset", default=None, show_default=False, help="[the dataset the model was trained on]")
+@config_option("data_dir")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--output", type=click.Path(), help="Folder for the PNG and JSON [the model's folder].")
 def evaluate(model, dataset, data_dir, batch_size, output):
@@ -214,8 +178,8 @@ def evaluate(model, dataset, data_dir, batch_size, output):
 @click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
 @click.option("--model", "model_path", type=click.Path(), help="[the newest .keras in saved_models/]")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image to run.")
-@click.option("--dataset", type=click.Choice(DATASETS), help="[the dataset the model was trained on]")
-@click.option("--data-dir", type=click.Path(), help="Folder with <dataset>/ files [env KERASCNN_DATA_DIR].")
+@config_option("dataset", default=None, show_default=False, help="[the dataset the model was trained on]")
+@config_option("data_dir")
 @click.option("--output", type=click.Path(), help="Folder for the PNGs [the model's folder].")
 @click.option("--epochs", "by_epoch", is_flag=True,
               help="How the maps and kernels evolved over training (needs fit --record-layer); "
@@ -263,20 +227,22 @@ def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs
         from kerascnn.io import load_model
 
         return load_model(model_path)
-    from kerascnn.models import build_model, get_arch
+    settings = FitConfig(arch=arch, image_size=image_size, **knobs)  # checked before Keras loads
+    from kerascnn.models import build_model
 
-    spec = get_arch(arch)
-    size = image_size or spec.default_size or 28
-    return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes, **knobs)
+    size = settings.image_size or settings.family.default_size or 28
+    return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes,
+                       **settings.builder_options())
 
 
 def listing_options(f):
     for option in reversed([
-        click.option("--arch", default="lenet", show_default=True),
+        config_option("arch"),
         click.option("--model", "model_path", type=click.Path(), help="A saved .keras model instead of --arch."),
-        click.option("--image-size", type=click.IntRange(min=1), help="[the family's default size]"),
+        config_option("image_size", help="[the family's default size]"),
         click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
         click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True),
+        config_options(*MODEL_OPTIONS),
     ]):
         f = option(f)
     return f
@@ -285,12 +251,11 @@ def listing_options(f):
 @cli.command()
 @backend_option
 @listing_options
-@model_options
 def summary(arch, model_path, image_size, in_channels, classes, **knobs):
     """The layer table and the parameters of the encoder and the head."""
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs)
     from kerascnn.summary import format_parameter_table, parameter_counts
 
-    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, _knobs(**knobs))
     model.summary(print_fn=lambda line, **_: click.echo(line))
     click.echo("Parameters by part (weights = kernels without biases; batchnorm = trainable gamma and beta;")
     click.echo("non_trainable = batch-norm moving statistics):")
@@ -300,13 +265,12 @@ def summary(arch, model_path, image_size, in_channels, classes, **knobs):
 @cli.command()
 @backend_option
 @listing_options
-@model_options
 def layers(arch, model_path, image_size, in_channels, classes, **knobs):
     """Every layer name with its type, output shape and part; any layer with
     a 4-D output works with `visualize --layer`."""
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs)
     from kerascnn.summary import layer_table
 
-    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, _knobs(**knobs))
     rows = [("name", "type", "output shape", "params", "part")]
     rows += [(n, t, str(s), f"{p:,}", part) for n, t, s, p, part in layer_table(model)]
     widths = [max(len(r[i]) for r in rows) for i in range(5)]

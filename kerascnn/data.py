@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.choices import DATASETS, SAMPLINGS
 from kerascnn.errors import KerasCNNError
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 DATA_DIR_ENV = "KERASCNN_DATA_DIR"
 
 CLASS_NAMES = {
@@ -287,7 +287,6 @@ def _tfds_prepared(builder):
 
 
 RESIZE_MODES = ("resize", "pad")
-SAMPLINGS = ("shuffle", "sequential", "bootstrap")
 
 
 def scale_and_resize(images, *, size, resize="resize"):

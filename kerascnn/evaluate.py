@@ -61,12 +61,12 @@ def evaluate(model_path, dataset=None, *, data_dir=None, batch_size=256, output=
     """Evaluate a saved model on its test set and write
     `<name>.confusion.png` and `<name>.metrics.json` to `output` (by default
     the model's folder)."""
+    model_path = Path(model_path)
+    model = io.load_model(model_path)
     from sklearn.metrics import classification_report, confusion_matrix
 
     from kerascnn.visualize import plot_confusion_matrix
 
-    model_path = Path(model_path)
-    model = io.load_model(model_path)
     data, mean, std, _ = run_settings(model_path, model, dataset, data_dir)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:],
                          mean=mean, std=std, batch_size=batch_size)

@@ -148,13 +148,13 @@ def read_json(path):
 
 def load_model(path):
     """Load a .keras model in Keras' safe mode, with one clear error."""
-    import keras
-
     path = Path(path)
     if not path.is_file():
         raise KerasCNNError(f"no model file at {path}")
     if path.suffix != MODEL_SUFFIX:
         raise KerasCNNError(f"{path} is not a .keras model file")
+    import keras
+
     try:
         return keras.saving.load_model(path, safe_mode=True)
     except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file

@@ -1,18 +1,7 @@
 """Optimizers by name, with the learning rates that suit each by default."""
 
+from kerascnn.choices import DEFAULT_LR, OPTIMIZERS
 from kerascnn.errors import KerasCNNError
-
-# Plain SGD and AdaGrad need larger steps than the adaptive methods.
-DEFAULT_LR = {
-    "sgd": 0.1,
-    "momentum": 0.05,
-    "nesterov": 0.05,
-    "adagrad": 0.05,
-    "rmsprop": 1e-3,
-    "adam": 1e-3,
-    "adamw": 1e-3,
-}
-OPTIMIZERS = tuple(DEFAULT_LR)
 
 
 def make_optimizer(name, lr=None, *, momentum=0.9, beta1=0.9, beta2=0.999, weight_decay=None):

@@ -1,15 +1,25 @@
-"""`fit`: train a registered architecture on a dataset and save the run."""
+"""`fit`: train a registered architecture on a dataset and save the run.
+
+`fit` reads as its stages: the configuration (checked before Keras loads),
+the data, the resolved defaults, the run folder (or the run it resumes), the
+model, the callbacks, training, and the files of the finished run.
+"""
 
 import dataclasses
+import uuid
 from pathlib import Path
 
 import numpy as np
 
 from kerascnn import io
+from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS
+from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell
+from kerascnn.config import image_size as default_image_size
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.errors import KerasCNNError
-from kerascnn.models import build_model, get_arch
 from kerascnn.optimizers import make_optimizer
+
+CONFIG_SUFFIXES = (".json", ".toml", ".yaml", ".yml")
 
 
 @dataclasses.dataclass
@@ -19,7 +29,8 @@ class FitResult:
     test_loss: float
     test_accuracy: float
     model_path: Path
-    config: dict
+    config: dict  # the run's record, as written to <name>.run.json
+    settings: FitConfig = None  # the configuration as resolved
 
     @property
     def paths(self):
@@ -52,29 +63,27 @@ def accelerator_available():
 
 
 def resolve_image_size(spec, image_size, data_size, echo=None):
-    """The square input size to train `spec` at (see `fit`)."""
+    """The square input size to train `spec` at: `image_size` if given,
+    else config.image_size's default, said in one line when a missing GPU
+    makes it the family's smallest size."""
     if image_size is not None:
         image_size = int(image_size)
         if image_size < spec.min_size:
-            raise KerasCNNError(f"{spec.name} needs images of at least {spec.min_size}x{spec.min_size}; "
-                                f"--image-size {image_size} is too small")
+            raise OptionError(f"{spec.name} needs images of at least {spec.min_size}x{spec.min_size}; "
+                              f"{spell('image_size')} {image_size} is too small")
         return image_size
-    if spec.default_size is None:
-        return max(data_size, spec.min_size)
-    if accelerator_available():
-        return spec.default_size
-    if echo:
-        echo(f"image size {spec.min_size}: no GPU visible, so {spec.name} trains at the smallest size it takes, "
-             f"not its textbook {spec.default_size} (--image-size {spec.default_size} to insist)")
-    return spec.min_size
+    accelerator = spec.default_size is not None and accelerator_available()
+    size = default_image_size(spec, data_size, accelerator)
+    if echo and spec.default_size is not None and not accelerator:
+        echo(f"image size {size}: no GPU visible, so {spec.name} trains at the smallest size it takes, "
+             f"not its textbook {spec.default_size} ({flag_hint('image_size', spec.default_size)} to insist)")
+    return size
 
 
-JIT_MODES = ("auto", "on", "off")
-DISTRIBUTE = ("mirrored", "data-parallel")
-# Options a resumed run must share with the run it continues.
-RESUME_KEYS = ("arch", "model_options", "input_shape", "dataset", "val_size", "train_size", "batch_size",
-               "optimizer", "lr", "momentum", "beta1", "beta2", "weight_decay", "l2", "schedule", "decay_rate",
-               "decay_after", "augment", "sampling", "seed")
+def flag_hint(name, value):
+    """`--image-size 224` on the command line, `image_size=224` in Python."""
+    spelled = spell(name)
+    return f"{spelled} {value}" if spelled.startswith("-") else f"{spelled}={value}"
 
 
 def resolve_jit(jit):
@@ -85,7 +94,7 @@ def resolve_jit(jit):
     import keras
 
     if jit not in JIT_MODES:
-        raise KerasCNNError(f"--jit must be one of {', '.join(JIT_MODES)}, got {jit!r}")
+        raise OptionError(f"{spell('jit')}: unknown jit mode {jit!r}; choose one of: {', '.join(JIT_MODES)}")
     if jit != "auto":
         return jit == "on"
     backend = keras.backend.backend()
@@ -123,7 +132,8 @@ def distribution_scope(distribute, echo=None):
     if not distribute:
         return contextlib.nullcontext(), 1
     if distribute not in DISTRIBUTE:
-        raise KerasCNNError(f"--distribute must be one of {', '.join(DISTRIBUTE)}, got {distribute!r}")
+        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
+                          f"choose one of: {', '.join(DISTRIBUTE)}")
     if distribute == "mirrored":
         if backend != "tensorflow":
             raise KerasCNNError(f"--distribute mirrored needs the tensorflow backend (active: {backend})"
@@ -155,16 +165,12 @@ def distribution_scope(distribute, echo=None):
     return scope(), len(devices)
 
 
-def _mixed_precision(enabled, echo):
-    """Set the mixed_float16 policy on an accelerator; returns the policy to
-    restore afterwards, or None when nothing changed."""
+def _mixed_precision(enabled):
+    """Set the mixed_float16 policy when `enabled` (resolved: only with an
+    accelerator); returns the policy to restore afterwards, or None."""
     import keras
 
     if not enabled:
-        return None
-    if not accelerator_available():
-        if echo:
-            echo("warning: --mixed-precision needs a GPU; training in float32 on this CPU")
         return None
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_float16")
@@ -176,28 +182,335 @@ def partial_dir(model_path):
     return io.sidecar(model_path, "partial")
 
 
-def _prepare_run_dir(run_dir, model_path, resume, overwrite):
-    """The state and checkpoint to resume from (or None, None) and a clean
-    run folder. An unfinished run is never discarded without --overwrite."""
+@dataclasses.dataclass
+class RunFolder:
+    """Where a run writes: the final model's path, the folder of the run in
+    progress, and the checkpoint (with its state) a resumed run continues."""
+
+    model_path: Path
+    run_dir: Path
+    state: dict = None
+    resume_from: Path = None
+
+    @property
+    def initial_epoch(self):
+        return self.state["epoch"] if self.state else 0
+
+    @property
+    def run_id(self):
+        return self.state["run_id"] if self.state else self._new_id
+
+    def __post_init__(self):
+        self._new_id = uuid.uuid4().hex
+
+
+def make_config(config=None, dataset=None, options=None):
+    """The run's configuration as given, from an arch name, a FitConfig or a
+    configuration file, with `dataset` and `options` overriding it.
+    Returns (config, whether it replays a file)."""
+    options = dict(options or {})
+    if dataset is not None:
+        options["dataset"] = dataset
+    replay = isinstance(config, Path) or isinstance(config, str) and config.endswith(CONFIG_SUFFIXES)
+    if replay:
+        base = FitConfig.from_file(config)
+    elif isinstance(config, FitConfig):
+        base = config
+    else:
+        if config is not None and "arch" in options:
+            raise OptionError(f"the architecture is given twice: {config!r} and arch={options['arch']!r}")
+        base = FitConfig(arch=options.pop("arch", config or "lenet"))
+    return base.replace(**options), replay
+
+
+def open_run_folder(config, replay=False):
+    """The run folder, made clean, and the state to resume from (if any).
+    An unfinished run is never discarded without `overwrite`; a replayed
+    configuration never replaces a finished run without it."""
     import shutil
 
+    model_path = io.ensure_dir(config.output) / f"{config.name}{io.MODEL_SUFFIX}"
+    run_dir = partial_dir(model_path)
     last = run_dir / "last.keras"
-    if resume:
-        if last.exists():
-            return io.read_state(last), last
-        finished = io.checkpoint_path(model_path, "last")
-        if finished.exists():  # extend a finished run by more epochs
-            return io.read_state(finished), finished
-        raise KerasCNNError(f"--resume: no checkpoint to continue from: neither {last} nor {finished} exists")
-    if last.exists() and not overwrite:
+    if config.resume:
+        for checkpoint in (last, io.checkpoint_path(model_path, "last")):  # unfinished, else finished: extend it
+            if checkpoint.exists():
+                return RunFolder(model_path, run_dir, io.read_state(checkpoint), checkpoint)
+        raise KerasCNNError(f"{spell('resume')}: no checkpoint to continue from: neither {last} nor "
+                            f"{io.checkpoint_path(model_path, 'last')} exists")
+    if last.exists() and not config.overwrite:
         old = io.read_state(last) or {}
         if old.get("status") == "running":
             raise KerasCNNError(f"{run_dir}/ holds an unfinished run (epoch {old.get('epoch')} of "
-                                f"{old.get('config', {}).get('epochs')}); add --resume to continue it, "
-                                f"or --overwrite to start over")
+                                f"{old.get('config', {}).get('epochs')}); add {spell('resume')} to continue it, "
+                                f"or {spell('overwrite')} to start over")
+    if replay and model_path.exists() and not config.overwrite:
+        raise KerasCNNError(f"{model_path} already holds a run; to replay a configuration into it add "
+                            f"{spell('overwrite')} (or {spell('resume')} to train it further), or choose another "
+                            f"{spell('output')} or {spell('name')}")
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    return None, None
+    return RunFolder(model_path, run_dir)
+
+
+def resolve_settings(given, data, echo=None):
+    """The configuration with the family's and the data's defaults filled in,
+    said in a line with the backend."""
+    import keras
+
+    if echo:
+        echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
+    size = resolve_image_size(given.family, given.image_size, data.image_shape[0], echo=echo)
+    accelerator = accelerator_available()
+    if given.mixed_precision and not accelerator and echo:
+        echo(f"warning: {spell('mixed_precision')} needs a GPU; training in float32 on this CPU")
+    settings = resolve(given, image_size=size, accelerator=accelerator)
+    if echo:
+        echo(settings.describe())
+    return settings
+
+
+def run_record(given, settings, data, run, jit_compile):
+    """The record of the run (run.json) as far as it is known before training."""
+    import keras
+
+    mean, std = data.stats()
+    optimizer = make_optimizer(settings.optimizer, settings.lr, momentum=settings.momentum, beta1=settings.beta1,
+                               beta2=settings.beta2, weight_decay=settings.weight_decay)
+    return record(
+        given, settings,
+        input_shape=[settings.image_size, settings.image_size, data.image_shape[2]], num_classes=data.num_classes,
+        data_source=data.source, class_names=data.class_names, mean=mean, std=std,
+        train_images=len(data.x_train), val_images=len(data.x_val),
+        optimizer_config={k: v for k, v in optimizer.get_config().items()
+                          if isinstance(v, (int, float, str, bool, type(None)))},
+        jit_compile=jit_compile, backend=keras.backend.backend(), keras_version=keras.__version__,
+        run_id=run.run_id)
+
+
+def check_resume(run, current, echo=None):
+    """Refuse to resume a run with other settings than it was started with."""
+    if run.state is None:
+        if run.resume_from is not None:
+            raise KerasCNNError(f"{run.resume_from} holds no training state to resume")
+        return
+    differ = mismatches(run.state["config"], current)
+    if differ:
+        raise KerasCNNError(f"{spell('resume')}: this command differs from the run in {run.resume_from} in: "
+                            f"{', '.join(differ)}; repeat the original options")
+    if run.initial_epoch > current["epochs"]:
+        raise KerasCNNError(f"{spell('resume')}: {run.resume_from} has already trained {run.initial_epoch} epochs, "
+                            f"more than {spell('epochs')} {current['epochs']}")
+    if echo:
+        echo(f"resuming {run.resume_from} after epoch {run.initial_epoch} of {current['epochs']}")
+
+
+def build_or_resume(settings, run, num_classes, input_shape, jit_compile):
+    """The model to train: loaded from the checkpoint a resumed run continues
+    (with its optimizer state and random generators), else built and
+    compiled afresh. Call it inside the distribution scope: the optimizer's
+    variables must be created there."""
+    from kerascnn import callbacks as cb
+    from kerascnn.models import build_model
+    from kerascnn.models.common import apply_l2
+
+    if run.state is not None:
+        model = io.load_model(run.resume_from)
+        if model.optimizer is None:
+            raise KerasCNNError(f"{run.resume_from} has no optimizer state to resume")
+        cb.set_seed_generator_states(model, run.state["seed_generators"])
+        return model
+    model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
+                        **settings.builder_options())
+    apply_l2(model, settings.l2)
+    compile_model(model, make_optimizer(settings.optimizer, settings.lr, momentum=settings.momentum,
+                                        beta1=settings.beta1, beta2=settings.beta2,
+                                        weight_decay=settings.weight_decay), jit_compile)
+    return model
+
+
+@dataclasses.dataclass
+class RunCallbacks:
+    """The callbacks of a run: `all` for model.fit, and those whose state a
+    checkpoint keeps (`stateful`) or that fit reads afterwards."""
+
+    all: list
+    stateful: dict
+    history: object
+    nan_guard: object
+    early_stop: object = None
+
+
+def make_callbacks(settings, run, data, record_dict, extra=()):
+    """History, learning-rate schedule, NaN guard, activation recorder, early
+    stopping, checkpoints and TensorBoard, restored to a resumed run's state."""
+    import keras
+
+    from kerascnn import callbacks as cb
+
+    has_val = len(data.x_val) > 0
+    monitor = "val_loss" if has_val else "loss"
+    history = cb.HistoryRecorder()
+    stateful = {"history": history}
+    if settings.schedule == "plateau":
+        rate, after = SCHEDULE_DEFAULTS["plateau"]
+        stateful["plateau"] = cb.ReduceOnPlateau(
+            monitor, factor=rate if settings.decay_rate is None else settings.decay_rate,
+            patience=after if settings.decay_after is None else max(1, settings.decay_after))
+        schedule = stateful["plateau"]
+    else:
+        schedule = cb.EpochSchedule(cb.schedule_function(settings.schedule, settings.lr, settings.epochs,
+                                                         decay_rate=settings.decay_rate,
+                                                         decay_after=settings.decay_after))
+    guard = cb.NanGuard()
+    callbacks = [history, schedule, guard]
+    if settings.record_layers:
+        callbacks.append(activation_recorder(settings, run, data))
+    if settings.patience:
+        stateful["early_stop"] = cb.EarlyStop(monitor, settings.patience)
+        callbacks.append(stateful["early_stop"])
+
+    def run_state(epoch):
+        return {"version": 1, "run_id": run.run_id, "status": "running", "epoch": epoch, "config": record_dict,
+                "callbacks": {k: c.get_state() for k, c in stateful.items()},
+                "seed_generators": cb.seed_generator_states(history.model)}
+
+    stateful["checkpoint"] = cb.Checkpointer(run.run_dir, run_state, monitor="val_accuracy" if has_val else "accuracy",
+                                             save_every=settings.save_every)
+    callbacks.append(stateful["checkpoint"])
+    if settings.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)))
+    for key, c in stateful.items():
+        if run.state is not None and key in run.state["callbacks"]:
+            c.set_state(run.state["callbacks"][key])
+    return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"))
+
+
+def activation_recorder(settings, run, data):
+    """Records `settings.record_layers` on the first test images every epoch,
+    keeping a resumed run's records up to where it stopped."""
+    from kerascnn import callbacks as cb
+
+    index = np.arange(min(settings.probe_size, len(data.x_test)))
+    probe = next(iter(eval_pipeline(settings, data, data.x_test[index], data.y_test[index])))[0]
+    recorder = cb.ActivationRecorder(run.run_dir / "activations.npz", settings.record_layers, probe,
+                                     data.y_test[index], index)
+    if run.state is not None:
+        recorded = run.run_dir / "activations.npz" if run.resume_from.parent == run.run_dir \
+            else io.sidecar(run.model_path, "activations.npz")
+        recorder.resume_from(run.initial_epoch, recorded)
+    return recorder
+
+
+def eval_pipeline(settings, data, x, y):
+    """Batches of `x, y` preprocessed as the run's model takes them, in order."""
+    mean, std = data.stats()
+    return make_pipeline(x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]),
+                         mean=mean, std=std, batch_size=settings.batch_size)
+
+
+def train(model, settings, run, data, callbacks, verbose):
+    """model.fit from the run's first epoch to its last. A Ctrl-C says how to
+    resume; a NaN loss marks the checkpoint as diverged and is an error."""
+    from kerascnn.augment import Augmenter
+    from kerascnn.data import make_training_pipeline
+
+    mean, std = data.stats()
+    size = settings.image_size
+    batches, steps = make_training_pipeline(
+        data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
+        batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=run.initial_epoch,
+        seed=settings.seed, sampling=settings.sampling,
+        augment=Augmenter(settings.augment, size) if settings.augment else None)
+    if run.initial_epoch < settings.epochs:
+        validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
+        try:
+            model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
+                      initial_epoch=run.initial_epoch, callbacks=callbacks.all, verbose=verbose, shuffle=False)
+        except KeyboardInterrupt:
+            last = run.run_dir / "last.keras"
+            done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
+            raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell('resume')} "
+                                f"continues from there ({run.run_dir}/)") from None
+    if callbacks.nan_guard.diverged_epoch is not None:
+        last = run.run_dir / "last.keras"
+        if last.exists() and (io.read_state(last) or {}).get("run_id") == run.run_id:
+            io.update_state(last, status="diverged")
+        raise KerasCNNError(f"training diverged in epoch {callbacks.nan_guard.diverged_epoch} (the loss became "
+                            f"NaN); try a smaller {spell('lr')}. The final model was not saved")
+    return steps
+
+
+def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None):
+    """Evaluate on the test set, then write the model, its history and its
+    record, and move the checkpoints beside the model. Returns a FitResult."""
+    early = callbacks.early_stop
+    if echo and early is not None and early.stopped_epoch:
+        echo(f"early stopping after epoch {early.stopped_epoch}: {early.monitor} has not improved for "
+             f"{settings.patience} epochs")
+    test = model.evaluate(eval_pipeline(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
+    history = callbacks.history.rows
+    record_dict = {**record_dict, "epochs_run": len(history), "resumed_from": run.initial_epoch or None,
+                   "steps_per_epoch": steps, "train_seconds": round(sum(r["seconds"] for r in history), 2),
+                   "test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"])}
+    io.save_model(model, run.model_path)
+    io.write_csv(io.sidecar(run.model_path, "history.csv"), history)
+    io.write_json(io.sidecar(run.model_path, "history.json"), history)
+    io.write_json(io.sidecar(run.model_path, "run.json"), record_dict)
+    _promote(run.run_dir, run.model_path)
+    if echo:
+        echo(f"test accuracy: {record_dict['test_accuracy']:.4f} (loss {record_dict['test_loss']:.4f}) on "
+             f"{settings.dataset}, {record_dict['train_seconds']:.1f} s of training")
+        hint = near_chance_hint(record_dict["test_accuracy"], data.num_classes, steps, len(history),
+                                settings.batch_size, settings.arch, record_dict["model_options"])
+        if hint:
+            echo(hint)
+    return FitResult(model, history, record_dict["test_loss"], record_dict["test_accuracy"], run.model_path,
+                     record_dict, settings)
+
+
+def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
+    """Train a model and save the run to `<output>/<name>.*`.
+
+    `config` is an architecture name ("lenet"), a FitConfig, or the path of a
+    configuration to replay (a run's `<name>.run.json`, or a .toml/.yaml
+    file); `dataset` and keyword `options` (any FitConfig field) override
+    it. Replaying into the folder and name of an existing run needs
+    `overwrite=True` (or `resume=True`).
+
+    Options left None take the family's or the data's default: see
+    `kerascnn.config.resolve`. Everything random follows `seed`. The final
+    `<name>.keras`, its history (CSV, JSON) and `<name>.run.json` are written
+    only when training and the test evaluation have succeeded, each
+    atomically; checkpoints live in `<name>.partial/` until then, and
+    `resume=True` continues from them (also after a kill -9). Returns a
+    FitResult.
+    """
+    given, replay = make_config(config, dataset, options)
+    echo = print if verbose else None
+    data = load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
+                        seed=given.seed)
+    settings = resolve_settings(given, data, echo)
+    run = open_run_folder(settings, replay)
+    jit_compile = resolve_jit(settings.jit)
+    record_dict = run_record(given, settings, data, run, jit_compile)
+    check_resume(run, record_dict, echo)
+
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    restore_policy = _mixed_precision(settings.mixed_precision)
+    try:
+        scope, replicas = distribution_scope(settings.distribute, echo)
+        record_dict.update(replicas=replicas)
+        with scope:
+            model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile)
+            run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
+            steps = train(model, settings, run, data, run_callbacks, verbose)
+            return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
+    finally:
+        if restore_policy is not None:
+            keras.config.set_dtype_policy(restore_policy)
 
 
 def _promote(run_dir, model_path):
@@ -215,21 +528,6 @@ def _promote(run_dir, model_path):
     run_dir.rmdir()
 
 
-def _check_resume(state, config, last_path):
-    if state is None:
-        raise KerasCNNError(f"{last_path} holds no training state to resume")
-    saved = state["config"]
-    differ = [k for k in RESUME_KEYS if saved.get(k) != config.get(k)]
-    if config["schedule"] == "cosine" and saved.get("epochs") != config["epochs"]:
-        differ.append("epochs (the cosine schedule spans them)")
-    if differ:
-        raise KerasCNNError(f"--resume: this command differs from the run in {last_path} in: "
-                            f"{', '.join(differ)}; repeat the original options")
-    if state["epoch"] > config["epochs"]:
-        raise KerasCNNError(f"--resume: {last_path} has already trained {state['epoch']} epochs, "
-                            f"more than --epochs {config['epochs']}")
-
-
 def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, model_options):
     """A line of advice when the test accuracy is within a tenth of the way
     from guessing (1/num_classes) to perfect, else None."""
@@ -243,271 +541,3 @@ def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, mod
             f"({epochs} epoch{'s' * (epochs != 1)} x {steps} batches of {batch_size}): {advice}")
 
 
-def fit(
-    arch="lenet",
-    dataset="fashion_mnist",
-    *,
-    epochs=10,
-    batch_size=None,
-    optimizer=None,
-    lr=None,
-    momentum=0.9,
-    beta1=0.9,
-    beta2=0.999,
-    weight_decay=None,
-    l2=None,
-    schedule="constant",
-    decay_rate=None,
-    decay_after=None,
-    augment=None,
-    sampling="shuffle",
-    patience=None,
-    data_dir=None,
-    val_size=0.1,
-    train_size=None,
-    image_size=None,
-    seed=0,
-    output="saved_models",
-    name=None,
-    save_every=None,
-    resume=False,
-    overwrite=False,
-    record_layers=(),
-    probe_size=4,
-    tensorboard=None,
-    distribute=None,
-    mixed_precision=False,
-    jit="auto",
-    callbacks=(),
-    verbose="auto",
-    **model_options,
-):
-    """Train `arch` on `dataset` and save the run to `output/<name>.*`.
-
-    Model options (activation, pool, kernel, channels, batchnorm, width)
-    go to the builder. `optimizer`, `lr` and `batch_size` default to the
-    family's settings; `image_size` to the data's own size for LeNet, and
-    for the other families to their textbook size when an accelerator is
-    visible, else the smallest size they take (said in one line).
-
-    Training: `l2` adds kernel L2 regularization; `schedule` is one of
-    callbacks.SCHEDULES with `decay_rate`/`decay_after`; `augment` names
-    transforms from augment.TRANSFORMS (training batches only); `sampling`
-    is "shuffle", "sequential" or "bootstrap"; `patience` stops early when
-    the validation loss stops improving; a NaN loss stops with an error.
-    Everything random follows `seed`.
-
-    Files: checkpoints `<name>.best.keras`, `<name>.last.keras` (with the
-    state `resume=True` continues from, also after a kill -9) and
-    `<name>.epoch-NNN.keras` every `save_every` epochs; `record_layers`
-    writes `<name>.activations.npz`; `tensorboard` a log folder. The final
-    `<name>.keras` with its history (CSV, JSON) and run configuration is
-    written only when training and the test evaluation have succeeded, and
-    every file is written atomically. Returns a FitResult.
-    """
-    import uuid
-
-    import keras
-
-    from kerascnn import callbacks as cb
-    from kerascnn.augment import Augmenter, parse_augment
-    from kerascnn.data import SAMPLINGS, make_training_pipeline
-    from kerascnn.models.common import apply_l2
-
-    echo = print if verbose else None
-    spec = get_arch(arch)
-    name = name or arch
-    if not name or "/" in name or name.startswith("."):
-        raise KerasCNNError(f"--name must be a plain file name, got {name!r}")
-    if int(epochs) < 1:
-        raise KerasCNNError(f"epochs must be at least 1, got {epochs}")
-    batch_size = int(spec.batch_size if batch_size is None else batch_size)
-    if batch_size < 1:
-        raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
-    if sampling not in SAMPLINGS:
-        raise KerasCNNError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
-    if patience is not None and int(patience) < 1:
-        raise KerasCNNError(f"--patience must be at least 1, got {patience}")
-    if save_every is not None and int(save_every) < 1:
-        raise KerasCNNError(f"--save-every must be at least 1, got {save_every}")
-    augment = parse_augment(augment)
-    if optimizer is None:
-        optimizer, lr = spec.optimizer, spec.lr if lr is None else lr
-    opt = make_optimizer(optimizer, lr, momentum=momentum, beta1=beta1, beta2=beta2, weight_decay=weight_decay)
-    lr0 = float(opt.get_config()["learning_rate"])
-    schedule_fn = cb.schedule_function(schedule, lr0, int(epochs), decay_rate=decay_rate, decay_after=decay_after)
-    jit_compile = resolve_jit(jit)
-    out_dir = io.ensure_dir(output)
-    model_path = out_dir / f"{name}{io.MODEL_SUFFIX}"
-    run_dir = partial_dir(model_path)
-    state, resume_from = _prepare_run_dir(run_dir, model_path, resume, overwrite)
-
-    keras.utils.set_random_seed(seed)
-    data = load_dataset(dataset, data_dir, val_size=val_size, train_size=train_size, seed=seed)
-    size = resolve_image_size(spec, image_size, data.image_shape[0], echo=echo)
-    input_shape = (size, size, data.image_shape[2])
-    mean, std = data.stats()
-    has_val = len(data.x_val) > 0
-    config = {
-        "arch": arch,
-        "name": name,
-        "model_options": {k: list(v) if isinstance(v, tuple) else v
-                          for k, v in model_options.items() if v is not None},
-        "input_shape": list(input_shape),
-        "num_classes": data.num_classes,
-        "dataset": dataset,
-        "data_dir": str(data_dir) if data_dir else None,
-        "data_source": data.source,
-        "class_names": data.class_names,
-        "mean": mean,
-        "std": std,
-        "val_size": val_size,
-        "train_size": train_size,
-        "train_images": len(data.x_train),
-        "val_images": len(data.x_val),
-        "epochs": int(epochs),
-        "batch_size": batch_size,
-        "optimizer": optimizer,
-        "lr": lr0,
-        "momentum": momentum,
-        "beta1": beta1,
-        "beta2": beta2,
-        "weight_decay": weight_decay,
-        "optimizer_config": {k: v for k, v in opt.get_config().items()
-                             if isinstance(v, (int, float, str, bool, type(None)))},
-        "l2": l2,
-        "schedule": schedule,
-        "decay_rate": decay_rate,
-        "decay_after": decay_after,
-        "augment": list(augment),
-        "sampling": sampling,
-        "patience": patience,
-        "seed": seed,
-        "jit_compile": jit_compile,
-        "backend": keras.backend.backend(),
-        "keras_version": keras.__version__,
-    }
-    if state is not None:
-        _check_resume(state, config, resume_from)
-    initial_epoch = state["epoch"] if state else 0
-    run_id = state["run_id"] if state else uuid.uuid4().hex
-
-    restore_policy = _mixed_precision(mixed_precision, echo)
-    try:
-        scope, replicas = distribution_scope(distribute, echo)
-        config.update(distribute=distribute, replicas=replicas,
-                      mixed_precision=bool(restore_policy is not None))
-        with scope:
-            if state is not None:
-                model = io.load_model(resume_from)
-                cb.set_seed_generator_states(model, state["seed_generators"])
-                if echo:
-                    echo(f"resuming {resume_from} after epoch {initial_epoch} of {epochs}")
-            else:
-                model = build_model(arch, input_shape=input_shape, num_classes=data.num_classes, **model_options)
-                apply_l2(model, l2)
-                # a fresh optimizer: its variables must be created inside the distribution scope
-                compile_model(model, make_optimizer(optimizer, lr, momentum=momentum, beta1=beta1, beta2=beta2,
-                                                    weight_decay=weight_decay), jit_compile)
-            if state is not None and model.optimizer is None:
-                raise KerasCNNError(f"{resume_from} has no optimizer state to resume")
-
-            train, steps = make_training_pipeline(
-                data.x_train, data.y_train, input_shape=input_shape, mean=mean, std=std, batch_size=batch_size,
-                epochs=int(epochs), initial_epoch=initial_epoch, seed=seed, sampling=sampling,
-                augment=Augmenter(augment, size) if augment else None)
-
-            def pipeline(x, y):
-                return make_pipeline(x, y, input_shape=input_shape, mean=mean, std=std, batch_size=batch_size)
-
-            monitor = "val_loss" if has_val else "loss"
-            recorder = cb.HistoryRecorder()
-            stateful = {"history": recorder}
-            run_callbacks = [recorder]
-            if schedule == "plateau":
-                rate, after = cb.SCHEDULE_DEFAULTS["plateau"]
-                stateful["plateau"] = cb.ReduceOnPlateau(
-                    monitor, factor=rate if decay_rate is None else float(decay_rate),
-                    patience=after if decay_after is None else max(1, int(decay_after)))
-                run_callbacks.append(stateful["plateau"])
-            else:
-                run_callbacks.append(cb.EpochSchedule(schedule_fn))
-            guard = cb.NanGuard()
-            run_callbacks.append(guard)
-            if record_layers:
-                index = np.arange(min(int(probe_size), len(data.x_test)))
-                probe = next(iter(pipeline(data.x_test[index], data.y_test[index])))[0]
-                activations = cb.ActivationRecorder(run_dir / "activations.npz", record_layers,
-                                                    probe, data.y_test[index], index)
-                if state is not None:
-                    activations.resume_from(initial_epoch, run_dir / "activations.npz" if resume_from.parent == run_dir
-                                            else io.sidecar(model_path, "activations.npz"))
-                run_callbacks.append(activations)
-            if patience:
-                stateful["early_stop"] = cb.EarlyStop(monitor, int(patience))
-                run_callbacks.append(stateful["early_stop"])
-
-            def run_state(epoch):
-                return {"version": 1, "run_id": run_id, "status": "running", "epoch": epoch, "config": config,
-                        "callbacks": {k: c.get_state() for k, c in stateful.items()},
-                        "seed_generators": cb.seed_generator_states(model)}
-
-            checkpointer = cb.Checkpointer(run_dir, run_state, monitor="val_accuracy" if has_val else "accuracy",
-                                           save_every=save_every)
-            stateful["checkpoint"] = checkpointer
-            run_callbacks.append(checkpointer)
-            if tensorboard:
-                run_callbacks.append(keras.callbacks.TensorBoard(log_dir=str(tensorboard)))
-            run_callbacks.extend(callbacks)
-            if state is not None:
-                for key, c in stateful.items():
-                    if key in state["callbacks"]:
-                        c.set_state(state["callbacks"][key])
-
-            if initial_epoch < int(epochs):
-                try:
-                    model.fit(train, steps_per_epoch=steps, validation_data=pipeline(data.x_val, data.y_val)
-                              if has_val else None, epochs=int(epochs), initial_epoch=initial_epoch,
-                              callbacks=run_callbacks, verbose=verbose, shuffle=False)
-                except KeyboardInterrupt:
-                    last = run_dir / "last.keras"
-                    done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
-                    raise KerasCNNError(f"interrupted after epoch {done}; the same command with --resume "
-                                        f"continues from there ({run_dir}/)") from None
-            if guard.diverged_epoch is not None:
-                last = run_dir / "last.keras"
-                if last.exists() and (io.read_state(last) or {}).get("run_id") == run_id:
-                    io.update_state(last, status="diverged")
-                raise KerasCNNError(f"training diverged in epoch {guard.diverged_epoch} (the loss became NaN); "
-                                    f"try a smaller --lr. The final model was not saved")
-            if echo and patience and stateful["early_stop"].stopped_epoch:
-                echo(f"early stopping after epoch {stateful['early_stop'].stopped_epoch}: {monitor} has not "
-                     f"improved for {patience} epochs")
-            test = model.evaluate(pipeline(data.x_test, data.y_test), verbose=0, return_dict=True)
-    finally:
-        if restore_policy is not None:
-            keras.config.set_dtype_policy(restore_policy)
-
-    history = recorder.rows
-    config.update(
-        run_id=run_id,
-        epochs_run=len(history),
-        resumed_from=initial_epoch or None,
-        steps_per_epoch=steps,
-        train_seconds=round(sum(r["seconds"] for r in history), 2),
-        test_loss=float(test["loss"]),
-        test_accuracy=float(test["accuracy"]),
-    )
-    io.save_model(model, model_path)
-    io.write_csv(io.sidecar(model_path, "history.csv"), history)
-    io.write_json(io.sidecar(model_path, "history.json"), history)
-    io.write_json(io.sidecar(model_path, "run.json"), config)
-    _promote(run_dir, model_path)
-    if echo:
-        echo(f"test accuracy: {config['test_accuracy']:.4f} (loss {config['test_loss']:.4f}) on {dataset}, "
-             f"{config['train_seconds']:.1f} s of training")
-        hint = near_chance_hint(config["test_accuracy"], data.num_classes, steps, len(history), batch_size,
-                                arch, model_options)
-        if hint:
-            echo(hint)
-    return FitResult(model, history, config["test_loss"], config["test_accuracy"], model_path, config)

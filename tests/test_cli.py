@@ -77,15 +77,15 @@ def test_near_chance_hint_only_near_chance():
 
 
 @pytest.mark.parametrize("args, message, code", [
-    (("fit", "--arch", "resnet999"), "unknown architecture", 1),
-    (("fit", "--channels", "6"), "two positive widths", 2),
-    (("fit", "--dataset", "svhn"), "'svhn' is not one of", 2),
-    (("fit", "--dataset", "digits", "--kernel", "4"), "odd", 1),
+    (("fit", "--arch", "resnet999"), "unknown architecture", 2),
+    (("fit", "--channels", "6"), "--channels expects 2 values", 2),
+    (("fit", "--dataset", "svhn"), "unknown dataset 'svhn'", 2),
+    (("fit", "--dataset", "digits", "--kernel", "4"), "odd", 2),
     (("evaluate", "nowhere.keras"), "no model file at nowhere.keras", 1),
     (("visualize", "--model", "nowhere.keras"), "no model file", 1),
     (("fit", "--dataset", "mnist", "--data-dir", "/nonexistent"), "does not exist", 1),
-    (("fit", "--dataset", "digits", "--augment", "zoom"), "unknown augmentation 'zoom'", 1),
-    (("fit", "--dataset", "digits", "--schedule", "linear"), "'linear' is not one of", 2),
+    (("fit", "--dataset", "digits", "--augment", "zoom"), "unknown augmentation 'zoom'", 2),
+    (("fit", "--dataset", "digits", "--schedule", "linear"), "unknown schedule 'linear'", 2),
     (("fit", "--dataset", "digits", "--resume"), "no checkpoint to continue from", 1),
     (("fit", "--dataset", "digits", "--distribute", "data-parallel"), "needs the jax backend", 1),
     (("visualize", "--epochs", "--model", "nowhere.keras"), "no recorded activations", 1),

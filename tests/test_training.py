@@ -36,7 +36,7 @@ def test_bad_schedule_and_sampling_names_are_clear_errors(tmp_path):
         fit("lenet", epochs=1, sampling="random", output=tmp_path, **SMALL)
     with pytest.raises(KerasCNNError, match="unknown augmentation 'zoom'"):
         fit("lenet", epochs=1, augment="flip,zoom", output=tmp_path, **SMALL)
-    with pytest.raises(KerasCNNError, match="decay-rate"):
+    with pytest.raises(KerasCNNError, match=r"decay_rate must be in \(0, 1\]"):
         fit("lenet", epochs=1, schedule="step", decay_rate=1.5, output=tmp_path, **SMALL)
 
 

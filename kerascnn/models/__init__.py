@@ -3,9 +3,9 @@
 import dataclasses
 import inspect
 
+from kerascnn.choices import FAMILIES, Family
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import head_start, split_encoder_head
-from kerascnn.models import alexnet, googlenet, lenet, mobilenet, nin, resnet, vgg
 from kerascnn.models.alexnet import build_alexnet
 from kerascnn.models.googlenet import build_googlenet
 from kerascnn.models.lenet import build_lenet
@@ -15,19 +15,24 @@ from kerascnn.models.resnet import build_resnet18
 from kerascnn.models.vgg import build_vgg, build_vgg11, build_vgg16
 
 
-@dataclasses.dataclass(frozen=True)
-class Arch:
-    """A registered architecture: its builder, the input sizes it takes
-    (`default_size` is the textbook size; None means the data's own size)
-    and the optimizer settings and batch size it trains well with by default."""
+BUILDERS = {
+    "lenet": build_lenet,
+    "alexnet": build_alexnet,
+    "vgg11": build_vgg11,
+    "vgg16": build_vgg16,
+    "nin": build_nin,
+    "googlenet": build_googlenet,
+    "resnet18": build_resnet18,
+    "mobilenet": build_mobilenet,
+}
 
-    name: str
-    builder: callable
-    default_size: int
-    min_size: int
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    batch_size: int = 64
+
+@dataclasses.dataclass(frozen=True)
+class Arch(Family):
+    """A registered architecture: its family's data (kerascnn.choices:
+    sizes, options and training defaults) and its builder."""
+
+    builder: callable = None
 
     def knobs(self):
         """Keyword arguments the builder accepts beyond the input settings."""
@@ -35,16 +40,9 @@ class Arch:
         return [p for p in params if p not in ("input_shape", "num_classes", "name")]
 
 
-ARCHS = {a.name: a for a in (
-    Arch("lenet", build_lenet, default_size=None, min_size=lenet.MIN_SIZE, batch_size=256),
-    Arch("alexnet", build_alexnet, alexnet.DEFAULT_SIZE, alexnet.MIN_SIZE),
-    Arch("vgg11", build_vgg11, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
-    Arch("vgg16", build_vgg16, vgg.DEFAULT_SIZE, vgg.MIN_SIZE),
-    Arch("nin", build_nin, nin.DEFAULT_SIZE, nin.MIN_SIZE, batch_size=32),
-    Arch("googlenet", build_googlenet, googlenet.DEFAULT_SIZE, googlenet.MIN_SIZE, batch_size=32),
-    Arch("resnet18", build_resnet18, resnet.DEFAULT_SIZE, resnet.MIN_SIZE),
-    Arch("mobilenet", build_mobilenet, mobilenet.DEFAULT_SIZE, mobilenet.MIN_SIZE, batch_size=32),
-)}
+ARCHS = {name: Arch(**{f.name: getattr(family, f.name) for f in dataclasses.fields(family)},
+                    builder=BUILDERS[name])
+         for name, family in FAMILIES.items()}
 
 
 def get_arch(name):

@@ -3,9 +3,8 @@ the encoder/head split."""
 
 from keras import layers
 
+from kerascnn.choices import POOLS
 from kerascnn.errors import KerasCNNError
-
-POOLS = ("avg", "max")
 
 # Moving statistics follow the batches faster than Keras' default 0.99
 # (this is PyTorch's momentum 0.1): short runs of a few hundred steps

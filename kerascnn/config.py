@@ -1,0 +1,501 @@
+"""One run configuration: `FitConfig` holds every option of `fit` once, with
+its default, its choices or range and its help text.
+
+The command line's options, `<name>.run.json`, the resume check and the
+Python API all come from the fields below, so adding an option is one edit.
+A FitConfig checks itself when it is made, before Keras or TensorFlow is
+imported, and names a bad option as the user typed it: the keyword in
+Python, `--flag` on the command line.
+
+A run's record (`<name>.run.json`, format 2) keeps the options as given
+(`"given"`, None where a default was left to the family or the data) and,
+at the top level, the options as resolved, beside the facts of the run
+(normalization, class names, backend, test accuracy, ...). That is what
+`kerascnn fit --config` and `FitConfig.from_file` replay.
+"""
+
+import contextlib
+import contextvars
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+from kerascnn import choices
+from kerascnn.errors import KerasCNNError
+
+FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
+
+MODEL_OPTIONS = ("activation", "pool", "kernel", "channels", "batchnorm", "width", "dense_units", "dropout",
+                 "depth_multiplier")
+
+_CLI = contextvars.ContextVar("kerascnn_cli_spelling", default=False)
+
+
+class OptionError(KerasCNNError):
+    """A bad option value: the CLI exits 2 with it, as for its own usage errors."""
+
+
+@contextlib.contextmanager
+def cli_spelling():
+    """Within this block, options are named as flags (`--batch-size`)."""
+    token = _CLI.set(True)
+    try:
+        yield
+    finally:
+        _CLI.reset(token)
+
+
+def flag(name):
+    """The command-line flag of a FitConfig field: "batch_size" -> "--batch-size"."""
+    spelled = FIELDS[name].metadata.get("flags") if name in FIELDS else None
+    return next((f.split("/")[0] for f in spelled or () if f.startswith("--")), "--" + name.replace("_", "-"))
+
+
+def spell(name):
+    """An option's name as the user typed it: its flag in the CLI, else its keyword."""
+    return flag(name) if _CLI.get() else name
+
+
+def _option(default, help, *, kind, group, match=False, replay=True, **meta):
+    """A FitConfig field. `kind` says how values are read (see `_coerce`);
+    `match`: a resumed run must agree on it (every model option must);
+    `replay`: `--config` takes it from a file (not --resume or --overwrite,
+    which are acts, not settings)."""
+    return dataclasses.field(default=default, metadata=dict(help=help, kind=kind, group=group, replay=replay,
+                                                            match=match or group == "model", **meta))
+
+
+_OPTIMIZER_LR = ", ".join(f"{name} {lr:g}" for name, lr in choices.DEFAULT_LR.items())
+
+
+@dataclasses.dataclass(frozen=True)
+class FitConfig:
+    """Everything `fit` needs to know to train and save one run.
+
+    None means "the default of the family or the data"; `resolve` fills
+    those in once the data and the device are known.
+    """
+
+    # the model
+    arch: str = _option("lenet", "Architecture.", kind="choice", group="model", match=True,
+                        choices=choices.ARCH_NAMES, noun="architecture")
+    activation: str = _option(None, "Hidden activation: sigmoid, tanh, relu, gelu, ... "
+                              f"[{choices.family_defaults('activation')}]", kind="str", group="model")
+    pool: str = _option(None, f"Pooling [{choices.family_defaults('pool')}].", kind="choice", group="model",
+                        choices=choices.POOLS, noun="pooling")
+    kernel: int = _option(None, f"Conv kernel size, odd [{choices.family_defaults('kernel')}].", kind="int",
+                          group="model", low=1)
+    channels: tuple = _option(None, f"The two conv widths, e.g. 16,32 [{choices.family_defaults('channels')}].",
+                              kind="ints", group="model", low=1, count=2)
+    batchnorm: bool = _option(None, f"Batch normalization [{choices.family_defaults('batchnorm')}].",
+                              kind="bool", group="model", flags=("--batchnorm/--no-batchnorm",))
+    width: float = _option(None, f"Channel width multiplier [{choices.family_defaults('width')}].",
+                           kind="float", group="model", low=0, open_low=True)
+    dense_units: tuple = _option(None, f"Dense layer widths [{choices.family_defaults('dense_units')}].",
+                                 kind="ints", group="model", low=1)
+    dropout: float = _option(None, f"Dropout rate [{choices.family_defaults('dropout')}].", kind="float",
+                             group="model", low=0, high=1, open_high=True)
+    depth_multiplier: int = _option(None, f"Depthwise multiplier [{choices.family_defaults('depth_multiplier')}].",
+                                    kind="int", group="model", low=1)
+    # the data
+    dataset: str = _option("fashion_mnist", "Dataset.", kind="choice", group="data", match=True,
+                           choices=choices.DATASETS)
+    data_dir: str = _option(None, "Folder with <dataset>/ files [env KERASCNN_DATA_DIR].", kind="path",
+                            group="data")
+    val_size: float = _option(0.1, "Validation images held out of training: a fraction or a count.",
+                              kind="size", group="data", match=True)
+    train_size: float = _option(None, "Train on a random subset: a fraction or a count.", kind="size",
+                                group="data", match=True)
+    image_size: int = _option(None, "Train at this size [lenet: the data's; others: textbook size with a GPU, "
+                              "smallest without].", kind="int", group="data", low=1, match=True)
+    augment: tuple = _option((), "Training-batch augmentation (repeat or comma-separate).", kind="names",
+                             group="data", match=True, choices=tuple(choices.TRANSFORMS), noun="augmentation",
+                             metavar=",".join(choices.TRANSFORMS))
+    sampling: str = _option("shuffle", "Order of training samples per epoch; bootstrap draws with replacement.",
+                            kind="choice", group="data", match=True, choices=choices.SAMPLINGS)
+    seed: int = _option(0, "Seed of the split, the initial weights, the order and the augmentation.", kind="int",
+                        group="data", match=True)
+    # the optimization
+    epochs: int = _option(10, "Epochs to train.", kind="int", group="training", low=1)
+    batch_size: int = _option(None, f"Batch size [{choices.family_defaults(None, 'batch_size')}].", kind="int",
+                              group="training", low=1, match=True, flags=("-b", "--batch-size"))
+    optimizer: str = _option(None, "Optimizer [the family's: adamw].", kind="choice", group="training",
+                             match=True, choices=choices.OPTIMIZERS, flags=("--optimizer", "--opt"))
+    lr: float = _option(None, f"Learning rate [the family's with its optimizer, else {_OPTIMIZER_LR}].",
+                        kind="float", group="training", low=0, open_low=True, match=True)
+    momentum: float = _option(0.9, "Momentum, for momentum and nesterov.", kind="float", group="training", low=0,
+                              high=1, open_high=True, match=True)
+    beta1: float = _option(0.9, "Adam's beta_1.", kind="float", group="training", low=0, high=1, open_high=True,
+                           match=True)
+    beta2: float = _option(0.999, "Adam's beta_2.", kind="float", group="training", low=0, high=1, open_high=True,
+                           match=True)
+    weight_decay: float = _option(None, "Decoupled weight decay [adamw: 0.004, others: none].", kind="float",
+                                  group="training", low=0, match=True)
+    l2: float = _option(None, "L2 penalty on conv and dense kernels, e.g. 5e-4.", kind="float", group="training",
+                        low=0, match=True)
+    schedule: str = _option("constant", "Learning-rate schedule, applied per epoch.", kind="choice",
+                            group="training", match=True, choices=choices.SCHEDULES)
+    decay_rate: float = _option(None, "Factor per decay [step 0.7, exponential 0.9, plateau 0.5].", kind="float",
+                                group="training", low=0, high=1, open_low=True, match=True)
+    decay_after: int = _option(None, "step: decay every epoch after this one [10]; exponential/cosine: hold "
+                               "until it [0]; plateau: epochs without improvement [2].", kind="int",
+                               group="training", low=0, match=True)
+    patience: int = _option(None, "Stop early after this many epochs without a better validation loss.",
+                            kind="int", group="training", low=1)
+    # the files
+    output: str = _option("saved_models", "Folder for the run's files.", kind="path", group="files")
+    name: str = _option(None, "File name of the run [the arch].", kind="str", group="files")
+    save_every: int = _option(None, "Also keep <name>.epoch-NNN.keras every N epochs.", kind="int", group="files",
+                              low=1)
+    record_layers: tuple = _option((), "Record this layer's activations on a probe batch every epoch "
+                                   "(repeatable).", kind="names", group="files", flags=("--record-layer",))
+    probe_size: int = _option(4, "Test images the recorded activations are taken on.", kind="int",
+                              group="files", low=1)
+    tensorboard: str = _option(None, "Also write TensorBoard logs to this folder.", kind="path", group="files")
+    resume: bool = _option(False, "Continue the interrupted (or extend the finished) run from "
+                           "<name>.last.keras.", kind="flag", group="files", replay=False)
+    overwrite: bool = _option(False, "Start over even if a run of this name exists.", kind="flag",
+                              group="files", replay=False)
+    # the machine
+    distribute: str = _option(None, "mirrored: tf.distribute over all GPUs (tensorflow); data-parallel: "
+                              "keras.distribution (jax).", kind="choice", group="system",
+                              choices=choices.DISTRIBUTE, noun="distribution")
+    mixed_precision: bool = _option(False, "float16 compute on a GPU (ignored, with a warning, on CPU).",
+                                    kind="flag", group="system")
+    jit: str = _option("auto", "XLA compilation [auto: on with a GPU or JAX, off on CPU].", kind="choice",
+                       group="system", choices=choices.JIT_MODES, noun="jit mode")
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _coerce(f, getattr(self, f.name)))
+        _check_together(self)
+
+    @property
+    def family(self):
+        return choices.FAMILIES[self.arch]
+
+    def replace(self, **changes):
+        """A copy with `changes`, checked like any FitConfig."""
+        unknown = sorted(set(changes) - set(FIELDS))
+        if unknown:
+            raise OptionError(f"unknown option{'s' * (len(unknown) > 1)} {', '.join(map(repr, unknown))}; "
+                              f"the options are: {', '.join(FIELDS)}")
+        return dataclasses.replace(self, **changes)
+
+    def describe(self):
+        """One line: what trains on what, and how."""
+        decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
+        size = f"{self.image_size}x{self.image_size}" if self.image_size else "its default size"
+        return (f"{self.arch} on {self.dataset} at {size}: {self.optimizer} lr {self.lr:g}{decay}, "
+                f"batch {self.batch_size}, {self.epochs} epoch{'s' * (self.epochs != 1)}, seed {self.seed}")
+
+    def to_dict(self):
+        """Every option, JSON-ready (tuples as lists)."""
+        return {f: _jsonable(getattr(self, f)) for f in FIELDS}
+
+    def model_options(self):
+        """The model options given (None left out), as run.json has always kept them."""
+        return {k: _jsonable(getattr(self, k)) for k in MODEL_OPTIONS if getattr(self, k) is not None}
+
+    def builder_options(self):
+        """Keyword arguments for the family's builder: the options given."""
+        options = {k: getattr(self, k) for k in MODEL_OPTIONS if getattr(self, k) is not None}
+        if "dense_units" in options and self.arch != "lenet":
+            options["dense_units"] = options["dense_units"][0]
+        return options
+
+    @classmethod
+    def from_dict(cls, mapping, source="the configuration"):
+        """A FitConfig from option names (keywords or --flags) and values."""
+        options = {}
+        for key, value in mapping.items():
+            name = str(key).lstrip("-").replace("-", "_")
+            name = {"record_layer": "record_layers", "opt": "optimizer"}.get(name, name)
+            if name not in FIELDS:
+                raise OptionError(f"{source}: unknown option {key!r}; the options are: {', '.join(FIELDS)}")
+            if FIELDS[name].metadata["replay"]:
+                options[name] = value
+        return cls(**options)
+
+    @classmethod
+    def from_file(cls, path):
+        """Read a configuration: a run's `<name>.run.json` (the options it was
+        given), or a TOML, YAML or JSON file of options."""
+        return cls.from_dict(read_options(path), source=str(path))
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(FitConfig)}
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _fail(name, message):
+    raise OptionError(message.format(option=spell(name)))
+
+
+def coerce_option(name, value):
+    """One option's value read and checked as FitConfig reads it."""
+    return _coerce(FIELDS[name], value)
+
+
+def _coerce(field, value):
+    """The value in the field's type, or an OptionError naming the option."""
+    meta, name, kind = field.metadata, field.name, field.metadata["kind"]
+    if value is None:
+        return () if kind == "names" else None
+    try:
+        value = _READERS[kind](value)
+    except (TypeError, ValueError):
+        _fail(name, f"{{option}} expects {_EXPECTS[kind]}, got {value!r}")
+    noun = meta.get("noun", name)
+    if kind == "choice" and value not in meta["choices"]:
+        _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}")
+    if kind == "names" and meta.get("choices"):
+        value = tuple(v for v in dict.fromkeys(value) if v != "none")
+        unknown = [v for v in value if v not in meta["choices"]]
+        if unknown:
+            _fail(name, f"{{option}}: unknown {noun} {', '.join(map(repr, unknown))}; choose from: "
+                        f"{', '.join(meta['choices'])}")
+    if kind == "ints" and meta.get("count") and len(value) != meta["count"]:
+        _fail(name, f"{{option}} expects {meta['count']} values such as 16,32, got {_jsonable(value)}")
+    for v in value if kind == "ints" else (value,):
+        _check_range(name, meta, v)
+    return value
+
+
+def _check_range(name, meta, value):
+    low, high = meta.get("low"), meta.get("high")
+    if low is None and high is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    too_low = low is not None and (value <= low if meta.get("open_low") else value < low)
+    too_high = high is not None and (value >= high if meta.get("open_high") else value > high)
+    if too_low or too_high:
+        _fail(name, f"{{option}} must be {_range_text(meta)}, got {value}")
+
+
+def _range_text(meta):
+    low, high = meta.get("low"), meta.get("high")
+    if high is None:
+        return "positive" if low == 0 and meta.get("open_low") else f"at least {low}"
+    left, right = "(" if meta.get("open_low") else "[", ")" if meta.get("open_high") else "]"
+    return f"in {left}{low}, {high}{right}"
+
+
+def _int(value):
+    if isinstance(value, bool):
+        raise TypeError
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError
+    return int(value)
+
+
+def _float(value):
+    if isinstance(value, bool):
+        raise TypeError
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError
+    return value
+
+
+def _bool(value):
+    if not isinstance(value, bool):
+        raise TypeError
+    return value
+
+
+def _text(value):
+    if not isinstance(value, str):
+        raise TypeError
+    return value
+
+
+def _items(value):
+    """"a,b" or ["a", "b,c"] -> ("a", "b", "c")."""
+    if isinstance(value, str):
+        value = [value]
+    return tuple(item.strip() for part in value for item in str(part).split(",") if item.strip())
+
+
+def _ints(value):
+    """"16,32", [16, 32] or 4096 -> a tuple of whole numbers."""
+    if isinstance(value, (int, float, bool)):
+        value = [value]
+    return tuple(_int(v) for v in (_items(value) if isinstance(value, str) else value))
+
+
+def _size(value):
+    """A fraction below 1 or a whole count."""
+    number = _float(value)
+    if number < 0 or (number >= 1 and not number.is_integer()):
+        raise ValueError
+    return number if number < 1 else int(number)
+
+
+_READERS = {
+    "choice": _text, "str": _text, "path": lambda v: str(v) if isinstance(v, (str, Path)) else _text(v),
+    "int": _int, "float": _float, "bool": _bool, "flag": _bool, "size": _size, "names": _items, "ints": _ints,
+}
+_EXPECTS = {
+    "choice": "a name", "str": "text", "path": "a path", "int": "a whole number", "float": "a number",
+    "bool": "true or false", "flag": "true or false", "size": "a fraction below 1 or a whole count such as 5000",
+    "names": "names", "ints": "whole numbers such as 16,32",
+}
+
+
+def _check_together(config):
+    """The checks that involve more than one option or the family's data."""
+    family = config.family
+    taken = [k for k in MODEL_OPTIONS if getattr(config, k) is not None and not family.takes(k)]
+    if taken:
+        _fail(taken[0], f"{config.arch} does not take {', '.join(spell(k) for k in taken)}; its options are: "
+                        f"{', '.join(spell(k) for k in MODEL_OPTIONS if family.takes(k))}")
+    if config.kernel is not None and config.kernel % 2 == 0:
+        _fail("kernel", f"{{option}} must be a positive odd size such as 5, 7 or 11, got {config.kernel}")
+    if config.dense_units is not None:
+        count = len(family.options["dense_units"]) if isinstance(family.options["dense_units"], tuple) else 1
+        if len(config.dense_units) != count:
+            _fail("dense_units", f"{{option}}: {config.arch} has {count} dense layer{'s' * (count > 1)}, "
+                                 f"got {len(config.dense_units)} widths")
+    if config.image_size is not None and config.image_size < family.min_size:
+        _fail("image_size", f"{config.arch} needs images of at least {family.min_size}x{family.min_size}; "
+                            f"{{option}} {config.image_size} is too small")
+    name = config.name
+    if name is not None and (not name or "/" in name or "\\" in name or name.startswith(".")):
+        _fail("name", f"{{option}} must be a plain file name, got {name!r}")
+    if config.resume and config.overwrite:
+        _fail("resume", f"{{option}} and {spell('overwrite')} contradict each other; give one")
+
+
+# ----------------------------------------------------------------------------- resolving defaults
+
+
+def resolve(config, *, image_size, accelerator):
+    """The configuration with every family and optimizer default filled in:
+    the model options the family takes, name, batch size, optimizer,
+    learning rate and weight decay; the
+    `image_size` to train at (see `image_size()`), and mixed precision only
+    where an accelerator (a visible GPU or TPU) can use it."""
+    family = config.family
+    optimizer = config.optimizer or family.optimizer
+    if config.lr is not None:
+        lr = config.lr
+    else:
+        lr = family.lr if config.optimizer is None else choices.DEFAULT_LR[optimizer]
+    weight_decay = config.weight_decay
+    if weight_decay is None:
+        weight_decay = choices.DEFAULT_WEIGHT_DECAY.get(optimizer)
+    model = {k: family.options[k] for k in MODEL_OPTIONS if getattr(config, k) is None and family.takes(k)}
+    return dataclasses.replace(
+        config, **model, name=config.name or config.arch, batch_size=config.batch_size or family.batch_size,
+        optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+        image_size=image_size,
+        mixed_precision=config.mixed_precision and accelerator)
+
+
+def image_size(family, data_size, accelerator):
+    """The square size a family trains at when none is given: the data's
+    own for LeNet; the textbook size with an accelerator, else the smallest
+    the family takes."""
+    if family.default_size is None:
+        return max(data_size, family.min_size)
+    return family.default_size if accelerator else family.min_size
+
+
+# ----------------------------------------------------------------------------- the record: run.json
+
+
+def record(given, resolved, **facts):
+    """A run's record, as `<name>.run.json` and the checkpoints' state keep it."""
+    return {"format": FORMAT, **resolved.to_dict(), "model_options": given.model_options(), **facts,
+            "given": given.to_dict()}
+
+
+def upgrade(saved):
+    """A run record in the current format. Format 1 (before FitConfig) kept
+    the options flat, the learning rate, optimizer and batch size resolved
+    and the weight decay as given: its options become both the given and
+    the resolved ones."""
+    version = saved.get("format", 1)
+    if version > FORMAT:
+        raise KerasCNNError(f"this run was saved by a newer kerascnn (run format {version}; this one reads up to "
+                            f"{FORMAT}): upgrade kerascnn to use it")
+    if version == FORMAT:
+        return saved
+    options = {k: saved[k] for k in FIELDS if k in saved and FIELDS[k].metadata["replay"]}
+    options.update(saved.get("model_options") or {})
+    if "input_shape" in saved:
+        options["image_size"] = saved["input_shape"][0]
+    upgraded = {**saved, "format": FORMAT, "given": options}
+    family = choices.FAMILIES.get(saved.get("arch"))
+    for k in MODEL_OPTIONS:
+        default = family.options.get(k) if family else None
+        upgraded[k] = _jsonable((saved.get("model_options") or {}).get(k, default))
+    if saved.get("weight_decay") is None:
+        upgraded["weight_decay"] = (saved.get("optimizer_config") or {}).get("weight_decay")
+    return upgraded
+
+
+def read_options(path):
+    """The options in a configuration file: a run.json's given options, or a
+    TOML, YAML or JSON mapping of options."""
+    path = Path(path)
+    if not path.is_file():
+        raise OptionError(f"{spell('config')}: no configuration file at {path}")
+    suffix = path.suffix.lower()
+    try:
+        text = path.read_text(encoding="utf-8")
+        if suffix == ".toml":
+            options = _toml().loads(text)
+        elif suffix in (".yaml", ".yml"):
+            import yaml
+
+            options = yaml.safe_load(text)
+        elif suffix == ".json":
+            options = json.loads(text)
+        else:
+            raise OptionError(f"{path}: a configuration is a .json (a run's run.json), .toml or .yaml file")
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # the parsers' errors are ValueErrors
+        raise OptionError(f"cannot read the configuration {path}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 - yaml.YAMLError
+        raise OptionError(f"cannot read the configuration {path}: {str(e).splitlines()[0]}") from None
+    if not isinstance(options, dict):
+        raise OptionError(f"{path} holds no mapping of options")
+    if "test_accuracy" in options or "given" in options:  # a run's record
+        options = upgrade(options)["given"]
+    return options
+
+
+def _toml():
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    return tomllib
+
+
+def mismatches(saved, current):
+    """The options (as the user spells them) a resumed run does not share
+    with the run it continues; both arguments are run records."""
+    saved = upgrade(saved)
+    differ = []
+    for name, field in FIELDS.items():
+        key = "input_shape" if name == "image_size" else name
+        if field.metadata["match"] and not _same(saved.get(key), current.get(key)):
+            differ.append(spell(name))
+    if current.get("schedule") == "cosine" and saved.get("epochs") != current.get("epochs"):
+        differ.append(f"{spell('epochs')} (the cosine schedule spans them)")
+    return differ
+
+
+def _same(a, b):
+    if isinstance(a, float) or isinstance(b, float):
+        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
