@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "KerasCNNError": "kerascnn.errors",
+    "FitConfig": "kerascnn.config",
     "build_lenet": "kerascnn.models",
     "build_model": "kerascnn.models",
     "ARCHS": "kerascnn.models",

@@ -98,7 +98,9 @@ def family_defaults(option, attribute=None):
     common = max(counts, key=counts.get)
     parts = [f"{name}: {v}" for name, v in shown.items() if v != common]
     parts.append(f"others: {common}" if parts else common)
-    only = "" if len(values) == len(FAMILIES) else f" ({'/'.join(values)} only)"
+    others = [name for name in FAMILIES if name not in values]
+    only = "" if not others else f" (not {'/'.join(others)})" if len(others) < len(values) else \
+        f" ({'/'.join(values)} only)"
     return ", ".join(parts) + only
 
 

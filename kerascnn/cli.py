@@ -10,6 +10,7 @@ mistyped option answer at once.
 
 import os
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -144,7 +145,7 @@ def fit(ctx, config_file, **options):
 
     if config_file:
         typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        result = fit_run(config_file, **typed)
+        result = fit_run(Path(config_file), **typed)
     else:
         result = fit_run(FitConfig(**options))
     for path in result.paths:

@@ -149,13 +149,15 @@ class FitConfig:
     save_every: int = _option(None, "Also keep <name>.epoch-NNN.keras every N epochs.", kind="int", group="files",
                               low=1)
     record_layers: tuple = _option((), "Record this layer's activations on a probe batch every epoch "
-                                   "(repeatable).", kind="names", group="files", flags=("--record-layer",))
+                                   "(repeatable).", kind="names", group="files", flags=("--record-layer",),
+                                   metavar="LAYER")
     probe_size: int = _option(4, "Test images the recorded activations are taken on.", kind="int",
                               group="files", low=1)
     tensorboard: str = _option(None, "Also write TensorBoard logs to this folder.", kind="path", group="files")
     resume: bool = _option(False, "Continue the interrupted (or extend the finished) run from "
                            "<name>.last.keras.", kind="flag", group="files", replay=False)
-    overwrite: bool = _option(False, "Start over even if a run of this name exists.", kind="flag",
+    overwrite: bool = _option(False, "Start over even if an unfinished run of this name exists; let a --config "
+                              "replay replace a finished one.", kind="flag",
                               group="files", replay=False)
     # the machine
     distribute: str = _option(None, "mirrored: tf.distribute over all GPUs (tensorflow); data-parallel: "

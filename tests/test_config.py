@@ -1,0 +1,264 @@
+"""FitConfig: every option once, checked before Keras loads, named as the
+user typed it; run records old and new; replaying a saved run."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerascnn import io
+from kerascnn.config import (FIELDS, FORMAT, FitConfig, OptionError, cli_spelling, mismatches, resolve, upgrade)
+from kerascnn.errors import KerasCNNError
+from tests.conftest import REPO
+
+
+def strip(rows):
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def test_defaults_and_types():
+    c = FitConfig(channels="16,32", augment=["crop", "flip,crop"], val_size="0.2", train_size=500.0, lr="1e-3")
+    assert c.channels == (16, 32) and c.augment == ("crop", "flip") and c.val_size == 0.2
+    assert c.train_size == 500 and isinstance(c.train_size, int) and c.lr == 0.001
+    assert FitConfig().dataset == "fashion_mnist" and FitConfig().epochs == 10
+    assert FitConfig(arch="alexnet", dense_units=512).builder_options() == {"dense_units": 512}
+    assert FitConfig(activation="relu", channels=(8, 16)).model_options() == {"activation": "relu",
+                                                                               "channels": [8, 16]}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"lr": -1}, "lr must be positive, got -1"),
+    ({"epochs": 0}, "epochs must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be at least 1"),
+    ({"arch": "resnet999"}, "arch: unknown architecture 'resnet999'; choose one of: lenet, alexnet"),
+    ({"optimizer": "adamax"}, "optimizer: unknown optimizer 'adamax'"),
+    ({"dataset": "svhn"}, "dataset: unknown dataset 'svhn'"),
+    ({"augment": "flip,zoom"}, "augment: unknown augmentation 'zoom'"),
+    ({"kernel": 4}, "kernel must be a positive odd size"),
+    ({"channels": "6"}, "channels expects 2 values"),
+    ({"epochs": "ten"}, "epochs expects a whole number, got 'ten'"),
+    ({"val_size": 1.5}, "val_size expects a fraction below 1 or a whole count"),
+    ({"decay_rate": 0}, r"decay_rate must be in \(0, 1\]"),
+    ({"dropout": 1, "arch": "vgg11"}, r"dropout must be in \[0, 1\)"),
+    ({"arch": "vgg11", "kernel": 5}, "vgg11 does not take kernel; its options are: activation, pool"),
+    ({"arch": "lenet", "dense_units": 100}, "lenet has 2 dense layers, got 1 widths"),
+    ({"arch": "nin", "image_size": 64}, "nin needs images of at least 67x67; image_size 64 is too small"),
+    ({"name": "../x"}, "name must be a plain file name"),
+    ({"resume": True, "overwrite": True}, "resume and overwrite contradict"),
+])
+def test_bad_values_name_the_keyword(options, message):
+    with pytest.raises(OptionError, match=message):
+        FitConfig(**options)
+
+
+def test_cli_spelling_names_the_flag():
+    with cli_spelling(), pytest.raises(OptionError, match="^--batch-size must be at least 1"):
+        FitConfig(batch_size=0)
+    with cli_spelling(), pytest.raises(OptionError, match="vgg11 does not take --kernel, --channels; its options "
+                                                          "are: --activation, --pool, --batchnorm"):
+        FitConfig(arch="vgg11", kernel=3, channels=(1, 2))
+    with cli_spelling(), pytest.raises(OptionError, match="--record-layer"):
+        FitConfig(record_layers=5)
+
+
+def test_replace_checks_and_rejects_unknown_options():
+    c = FitConfig(arch="resnet18")
+    assert c.replace(epochs=3).epochs == 3 and c.epochs == 10
+    with pytest.raises(OptionError, match="unknown option 'epoch'"):
+        c.replace(epoch=3)
+    with pytest.raises(OptionError, match="resnet18 does not take pool"):
+        c.replace(pool="avg")
+
+
+def test_resolve_fills_family_and_optimizer_defaults():
+    lenet = resolve(FitConfig(), image_size=28, accelerator=False)
+    assert (lenet.name, lenet.batch_size, lenet.optimizer, lenet.lr, lenet.weight_decay) == \
+        ("lenet", 256, "adamw", 1e-3, 0.004)
+    assert (lenet.activation, lenet.pool, lenet.kernel, lenet.channels) == ("sigmoid", "avg", 5, (6, 16))
+    sgd = resolve(FitConfig(arch="mobilenet", optimizer="sgd", mixed_precision=True), image_size=32,
+                  accelerator=False)
+    assert (sgd.batch_size, sgd.lr, sgd.weight_decay, sgd.mixed_precision) == (32, 0.1, None, False)
+    assert sgd.activation == "relu6" and sgd.pool is None and sgd.kernel is None
+
+
+def test_every_option_is_a_fit_flag_and_a_record_key(trained_run):
+    from kerascnn.cli import cli
+
+    params = {p.name for p in cli.commands["fit"].params}
+    assert params == set(FIELDS) | {"config_file", "backend"}
+    record = json.loads(io.sidecar(trained_run.model_path, "run.json").read_text())
+    assert record["format"] == FORMAT
+    assert set(FIELDS) <= set(record) and set(record["given"]) == set(FIELDS)
+    assert record["given"]["batch_size"] == 64 and record["given"]["optimizer"] is None
+    assert record["optimizer"] == "adamw" and record["weight_decay"] == 0.004 and record["lr"] == 1e-3
+    assert record["image_size"] == 28 and record["input_shape"] == [28, 28, 1]
+
+
+def test_config_files_toml_yaml_json(tmp_path):
+    expected = FitConfig(arch="lenet", dataset="digits", epochs=3, batch_size=64, channels=(8, 16),
+                         augment=("crop", "flip"), lr=0.002)
+    files = {
+        "run.toml": 'arch = "lenet"\ndataset = "digits"\nepochs = 3\nbatch-size = 64\nchannels = [8, 16]\n'
+                    'augment = ["crop", "flip"]\nlr = 2e-3\n',
+        "run.yaml": "arch: lenet\ndataset: digits\nepochs: 3\nbatch_size: 64\nchannels: 8,16\n"
+                    "augment: crop,flip\nlr: 0.002\n",
+        "run.json": json.dumps({"arch": "lenet", "dataset": "digits", "epochs": 3, "batch_size": 64,
+                                "channels": [8, 16], "augment": "crop,flip", "lr": 0.002}),
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+        assert FitConfig.from_file(tmp_path / name) == expected, name
+    (tmp_path / "bad.toml").write_text("epochs = 3\nepoch = 4\n")
+    with pytest.raises(OptionError, match="bad.toml: unknown option 'epoch'"):
+        FitConfig.from_file(tmp_path / "bad.toml")
+    (tmp_path / "broken.yaml").write_text("epochs: [3\n")
+    with pytest.raises(OptionError, match="cannot read the configuration"):
+        FitConfig.from_file(tmp_path / "broken.yaml")
+    (tmp_path / "list.yaml").write_text("- 3\n")
+    with pytest.raises(OptionError, match="holds no mapping"):
+        FitConfig.from_file(tmp_path / "list.yaml")
+
+
+def test_a_run_record_replays_what_was_given(trained_run):
+    config = FitConfig.from_file(io.sidecar(trained_run.model_path, "run.json"))
+    assert config == FitConfig(arch="lenet", dataset="digits", epochs=3, batch_size=64, activation="relu",
+                               pool="max", output=str(trained_run.model_path.parent))
+    assert config.optimizer is None  # given as the family's default, so it stays the family's
+
+
+def test_replay_on_the_command_line_gives_the_same_history(trained_run, tmp_path):
+    """Must show: `kerascnn fit --config <run.json> --output OTHER` repeats a seeded run."""
+    from kerascnn.cli import cli
+
+    run_json = io.sidecar(trained_run.model_path, "run.json")
+    result = CliRunner().invoke(cli, ["fit", "--config", str(run_json), "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "lenet on digits at 28x28: adamw lr 0.001, weight decay 0.004, batch 64, 3 epochs" in result.output
+    again = json.loads((tmp_path / "lenet.history.json").read_text())
+    assert strip(again) == strip(trained_run.history)
+    assert set(again[0]) >= {"loss", "accuracy", "val_loss", "val_accuracy", "lr"}
+    replayed = json.loads((tmp_path / "lenet.run.json").read_text())
+    assert replayed["test_accuracy"] == trained_run.test_accuracy
+    assert replayed["given"] == {**trained_run.config["given"], "output": str(tmp_path)}
+
+
+def test_replay_overrides_and_never_overwrites_silently(trained_run, tmp_path):
+    from kerascnn.cli import cli
+
+    folder = tmp_path / "runs"
+    shutil.copytree(trained_run.model_path.parent, folder)
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    run_json = folder / "lenet.run.json"
+    result = CliRunner().invoke(cli, ["fit", "--config", str(run_json), "--output", str(folder)])
+    assert result.exit_code == 1 and "already holds a run" in result.output and "--overwrite" in result.output
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+    # options typed on the command line override the file; the others come from it
+    result = CliRunner().invoke(cli, ["fit", "--config", str(run_json), "--epochs", "1", "--name", "short",
+                                      "-b", "32", "--output", str(folder)])
+    assert result.exit_code == 0, result.output
+    record = json.loads((folder / "short.run.json").read_text())
+    assert (record["epochs"], record["batch_size"], record["activation"], record["dataset"]) == \
+        (1, 32, "relu", "digits")
+    with pytest.raises(KerasCNNError, match="already holds a run; .* add overwrite"):
+        from kerascnn.train import fit
+
+        fit(run_json, output=folder, verbose=0)
+
+
+def test_fit_takes_a_config_object(tmp_path):
+    from kerascnn.train import fit
+
+    config = FitConfig(dataset="digits", epochs=1, train_size=64, activation="relu", output=str(tmp_path))
+    result = fit(config, verbose=0)
+    assert result.settings.batch_size == 256 and result.config["given"]["batch_size"] is None
+    with pytest.raises(OptionError, match="the architecture is given twice"):
+        fit("lenet", arch="vgg11")
+
+
+def to_format_1(record):
+    """A run record as kerascnn wrote it before FitConfig: flat options,
+    the weight decay as given, the learning rate as Keras stored it."""
+    old = {k: v for k, v in record.items() if k not in ("format", "given", "image_size", "resume", "overwrite",
+                                                         "output", "record_layers", "probe_size", "tensorboard",
+                                                         "save_every", "jit")}
+    for k in ("activation", "pool", "kernel", "channels", "batchnorm", "width", "dense_units", "dropout",
+              "depth_multiplier"):
+        old.pop(k)
+    old["weight_decay"] = record["given"]["weight_decay"]
+    old["lr"] = float(np.float32(record["lr"]))
+    return old
+
+
+def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp_path):
+    from kerascnn.evaluate import evaluate
+    from kerascnn.train import fit
+
+    folder = tmp_path / "old"
+    shutil.copytree(trained_run.model_path.parent, folder)
+    record = json.loads((folder / "lenet.run.json").read_text())
+    old = to_format_1(record)
+    io.write_json(folder / "lenet.run.json", old)
+    state = io.read_state(folder / "lenet.last.keras")
+    io.update_state(folder / "lenet.last.keras", config=to_format_1(state["config"]))
+
+    assert upgrade(old)["weight_decay"] == 0.004 and upgrade(old)["activation"] == "relu"
+    assert mismatches(old, record) == []
+    assert evaluate(folder / "lenet.keras", output=tmp_path / "eval").accuracy == \
+        pytest.approx(trained_run.test_accuracy, abs=1e-6)
+    replayed = FitConfig.from_file(folder / "lenet.run.json")
+    assert (replayed.arch, replayed.epochs, replayed.activation, replayed.image_size) == ("lenet", 3, "relu", 28)
+    resumed = fit("lenet", "digits", epochs=4, batch_size=64, activation="relu", pool="max", output=folder,
+                  resume=True, verbose=0)
+    assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4] and resumed.config["resumed_from"] == 3
+
+    io.write_json(folder / "lenet.run.json", {**record, "format": FORMAT + 1})
+    with pytest.raises(KerasCNNError, match="saved by a newer kerascnn"):
+        FitConfig.from_file(folder / "lenet.run.json")
+
+
+def test_resume_names_what_differs():
+    saved = {"arch": "lenet", "batch_size": 64, "lr": 1e-3, "activation": "relu", "input_shape": [28, 28, 1],
+             "format": FORMAT, "given": {}}
+    current = {**saved, "batch_size": 32, "lr": float(np.float32(1e-3)), "activation": "tanh"}
+    assert mismatches(saved, current) == ["activation", "batch_size"]
+    with cli_spelling():
+        assert mismatches(saved, {**current, "input_shape": [32, 32, 1]}) == \
+            ["--activation", "--image-size", "--batch-size"]
+
+
+ERRORS = textwrap.dedent("""
+    import json, sys, time
+    start = time.perf_counter()
+    from kerascnn.cli import main
+    try:
+        main(sys.argv[1:])
+    except SystemExit as e:
+        code = e.code
+    loaded = sorted(m for m in ("tensorflow", "keras", "jax", "torch") if m in sys.modules)
+    print(json.dumps({"code": code, "loaded": loaded, "seconds": time.perf_counter() - start}))
+""")
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (("fit", "--lr", "-1"), 2, "error: --lr must be positive, got -1.0"),
+    (("fit", "--epochs", "0"), 2, "error: --epochs must be at least 1, got 0"),
+    (("fit", "--arch", "lenet9"), 2, "error: --arch: unknown architecture 'lenet9'; choose one of: lenet, alexnet"),
+    (("fit", "--arch", "resnet18", "--pool", "avg"), 2, "error: resnet18 does not take --pool"),
+    (("fit", "--config", "no/such.run.json"), 2, "error: --config: no configuration file at no/such.run.json"),
+    (("evaluate", "no/such.keras"), 1, "error: no model file at no/such.keras"),
+    (("summary", "--arch", "vgg11", "--kernel", "3"), 2, "error: vgg11 does not take --kernel"),
+])
+def test_option_errors_answer_without_tensorflow(args, code, message, tmp_path):
+    """Must show: one line, the right exit code, and TensorFlow never imported."""
+    result = subprocess.run([sys.executable, "-c", ERRORS, *args], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=60, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome["code"] == code and outcome["loaded"] == [], outcome
+    assert result.stderr.strip().splitlines() == [message] or result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
