@@ -15,6 +15,7 @@ import numpy as np
 
 from kerascnn import io
 from kerascnn.choices import SCHEDULE_DEFAULTS, SCHEDULES
+from kerascnn.config import OptionError, spell
 from kerascnn.errors import KerasCNNError
 
 def current_lr(model):
@@ -58,9 +59,9 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     rate = default_rate if decay_rate is None else float(decay_rate)
     after = default_after if decay_after is None else int(decay_after)
     if rate is not None and not 0 < rate <= 1:
-        raise KerasCNNError(f"--decay-rate must be in (0, 1], got {rate}")
+        raise OptionError(f"{spell('decay_rate')} must be in (0, 1], got {rate}")
     if after is not None and after < 0:
-        raise KerasCNNError(f"--decay-after must be at least 0, got {after}")
+        raise OptionError(f"{spell('decay_after')} must be at least 0, got {after}")
     if name in ("constant", "plateau"):
         return lambda e: lr
     if name == "step":

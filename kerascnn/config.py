@@ -57,6 +57,15 @@ def spell(name):
     return flag(name) if _CLI.get() else name
 
 
+def spell_set(name, value=True):
+    """How to set an option, as the user would type it: `--resume` or
+    `--image-size 224` on the command line, `resume=True` or
+    `image_size=224` in Python."""
+    if not _CLI.get():
+        return f"{name}={value!r}"
+    return flag(name) if value is True else f"{flag(name)} {value}"
+
+
 def _option(default, help, *, kind, group, match=False, replay=True, **meta):
     """A FitConfig field. `kind` says how values are read (see `_coerce`);
     `match`: a resumed run must agree on it (every model option must);

@@ -64,6 +64,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list
     source: str
+    _stats: tuple = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def num_classes(self):
@@ -74,9 +75,12 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
     def stats(self):
-        """Per-channel mean and std of the training images scaled to [0, 1]."""
-        x = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64) / 255.0
-        return x.mean(axis=0).tolist(), x.std(axis=0).tolist()
+        """Per-channel mean and std of the training images scaled to [0, 1]
+        (computed once)."""
+        if self._stats is None:
+            x = self.x_train.reshape(-1, self.x_train.shape[-1]).astype(np.float64) / 255.0
+            self._stats = (x.mean(axis=0).tolist(), x.std(axis=0).tolist())
+        return self._stats
 
     def __repr__(self):
         return (f"Dataset({self.name!r}, train={len(self.x_train)}, val={len(self.x_val)}, "

@@ -13,7 +13,7 @@ import numpy as np
 
 from kerascnn import io
 from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS
-from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell
+from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell, spell_set
 from kerascnn.config import image_size as default_image_size
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.errors import KerasCNNError
@@ -76,14 +76,8 @@ def resolve_image_size(spec, image_size, data_size, echo=None):
     size = default_image_size(spec, data_size, accelerator)
     if echo and spec.default_size is not None and not accelerator:
         echo(f"image size {size}: no GPU visible, so {spec.name} trains at the smallest size it takes, "
-             f"not its textbook {spec.default_size} ({flag_hint('image_size', spec.default_size)} to insist)")
+             f"not its textbook {spec.default_size} ({spell_set('image_size', spec.default_size)} to insist)")
     return size
-
-
-def flag_hint(name, value):
-    """`--image-size 224` on the command line, `image_size=224` in Python."""
-    spelled = spell(name)
-    return f"{spelled} {value}" if spelled.startswith("-") else f"{spelled}={value}"
 
 
 def resolve_jit(jit):
@@ -191,6 +185,7 @@ class RunFolder:
     run_dir: Path
     state: dict = None
     resume_from: Path = None
+    new_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
 
     @property
     def initial_epoch(self):
@@ -198,10 +193,7 @@ class RunFolder:
 
     @property
     def run_id(self):
-        return self.state["run_id"] if self.state else self._new_id
-
-    def __post_init__(self):
-        self._new_id = uuid.uuid4().hex
+        return self.state["run_id"] if self.state else self.new_id
 
 
 def make_config(config=None, dataset=None, options=None):
@@ -242,11 +234,12 @@ def open_run_folder(config, replay=False):
         old = io.read_state(last) or {}
         if old.get("status") == "running":
             raise KerasCNNError(f"{run_dir}/ holds an unfinished run (epoch {old.get('epoch')} of "
-                                f"{old.get('config', {}).get('epochs')}); add {spell('resume')} to continue it, "
-                                f"or {spell('overwrite')} to start over")
+                                f"{old.get('config', {}).get('epochs')}); add {spell_set('resume')} to continue it, "
+                                f"or {spell_set('overwrite')} to start over")
     if replay and model_path.exists() and not config.overwrite:
         raise KerasCNNError(f"{model_path} already holds a run; to replay a configuration into it add "
-                            f"{spell('overwrite')} (or {spell('resume')} to train it further), or choose another "
+                            f"{spell_set('overwrite')} (or {spell_set('resume')} to train it further), or choose "
+                            f"another "
                             f"{spell('output')} or {spell('name')}")
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -430,7 +423,7 @@ def train(model, settings, run, data, callbacks, verbose):
         except KeyboardInterrupt:
             last = run.run_dir / "last.keras"
             done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
-            raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell('resume')} "
+            raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell_set('resume')} "
                                 f"continues from there ({run.run_dir}/)") from None
     if callbacks.nan_guard.diverged_epoch is not None:
         last = run.run_dir / "last.keras"

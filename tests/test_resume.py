@@ -66,7 +66,7 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
 
     # the same command again without --resume refuses to discard the run
     again = run_fit({**RUN, "output": str(cut)})
-    assert again.returncode != 0 and "--resume" in again.stderr
+    assert again.returncode != 0 and "add resume=True to continue it" in again.stderr
 
     resumed = run_fit({**RUN, "output": str(cut), "resume": True})
     assert resumed.returncode == 0, resumed.stderr
