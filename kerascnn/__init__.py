@@ -19,8 +19,10 @@ _EXPORTS = {
     "load_dataset": "kerascnn.data",
     "make_pipeline": "kerascnn.data",
     "fit": "kerascnn.train",
-    "evaluate": "kerascnn.evaluate",
-    "visualize": "kerascnn.visualize",
+    "Run": "kerascnn.run",
+    "evaluate": "kerascnn.evaluation",
+    "visualize": "kerascnn.visualization",
+    "compare_runs": "kerascnn.visualization",
     "parameter_counts": "kerascnn.summary",
 }
 

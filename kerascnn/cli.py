@@ -124,12 +124,18 @@ def _fail(error):
     return error.exit_code
 
 
-@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+HELP = f"""Train, evaluate and look inside the classic CNNs on MNIST, Fashion-MNIST,
+CIFAR-10 and scikit-learn's digits.
+
+Architectures (--arch): {", ".join(ARCH_NAMES)}. `kerascnn COMMAND --help`
+tells more."""
+
+
+@click.group(cls=Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kerascnn")
 @backend_option
 def cli():
-    """Train, evaluate and look inside the classic CNNs (LeNet ... MobileNet)
-    on MNIST, Fashion-MNIST, CIFAR-10 and scikit-learn's digits."""
+    pass
 
 
 @cli.command()
@@ -162,7 +168,7 @@ def fit(ctx, config_file, **options):
 def evaluate(model, dataset, data_dir, batch_size, output):
     """Test loss and accuracy, per-class report, most-confused classes and
     the confusion matrix of a saved model."""
-    from kerascnn.evaluate import evaluate as evaluate_model
+    from kerascnn.evaluation import evaluate as evaluate_model
 
     r = evaluate_model(model, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
     click.echo(f"test loss: {r.loss:.4f}  test accuracy: {r.accuracy:.4f} ({int(r.confusion.sum())} images)")
@@ -176,18 +182,19 @@ def evaluate(model, dataset, data_dir, batch_size, output):
 
 @cli.command()
 @backend_option
-@click.option("--layer", default="conv1", show_default=True, help="Any layer with spatial output.")
+@click.option("--layer", help="Any layer with spatial output (`kerascnn layers` lists them) "
+                             "[the model's first convolution].")
 @click.option("--model", "model_path", type=click.Path(), help="[the newest .keras in saved_models/]")
 @click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image to run.")
 @config_option("dataset", default=None, show_default=False, help="[the dataset the model was trained on]")
 @config_option("data_dir")
 @click.option("--output", type=click.Path(), help="Folder for the PNGs [the model's folder].")
-@click.option("--epochs", "by_epoch", is_flag=True,
+@click.option("--by-epoch", is_flag=True,
               help="How the maps and kernels evolved over training (needs fit --record-layer); "
                    "--index is then a probe image.")
 def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
     """Draw a layer's kernels and feature maps, and the training curves."""
-    from kerascnn.visualize import visualize as visualize_model, visualize_epochs
+    from kerascnn.visualization import visualize as visualize_model, visualize_epochs
 
     if by_epoch:
         r = visualize_epochs(model_path, layer, index=index, output=output)
@@ -206,7 +213,7 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
 def compare(models, output, title):
     """Overlay the training curves of saved runs in one PNG and print a
     Markdown table of their settings and accuracies."""
-    from kerascnn.visualize import compare_runs
+    from kerascnn.visualization import compare_runs
 
     table, path = compare_runs(models, output, title=title)
 
@@ -230,8 +237,10 @@ def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs
         return load_model(model_path)
     settings = FitConfig(arch=arch, image_size=image_size, **knobs)  # checked before Keras loads
     from kerascnn.models import build_model
+    from kerascnn.train import resolve_image_size
 
-    size = settings.image_size or settings.family.default_size or 28
+    # the size `fit` would train at: LeNet at MNIST's 28, the others by the devices
+    size = resolve_image_size(settings.family, image_size, 28, echo=click.echo)
     return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes,
                        **settings.builder_options())
 
@@ -240,7 +249,8 @@ def listing_options(f):
     for option in reversed([
         config_option("arch"),
         click.option("--model", "model_path", type=click.Path(), help="A saved .keras model instead of --arch."),
-        config_option("image_size", help="[the family's default size]"),
+        config_option("image_size", help="[the size `fit` trains at: lenet 28; others: the textbook size "
+                                         "with a GPU, the smallest they take without]"),
         click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
         click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True),
         config_options(*MODEL_OPTIONS),

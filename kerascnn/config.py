@@ -384,12 +384,14 @@ def _check_together(config):
 # ----------------------------------------------------------------------------- resolving defaults
 
 
-def resolve(config, *, image_size, accelerator):
+def resolve(config, *, image_size, accelerator, data_dir=None):
     """The configuration with every family and optimizer default filled in:
     the model options the family takes, name, batch size, optimizer,
     learning rate and weight decay; the
     `image_size` to train at (see `image_size()`), and mixed precision only
-    where an accelerator (a visible GPU or TPU) can use it."""
+    where an accelerator (a visible GPU or TPU) can use it; `data_dir` the
+    folder the data was found in (kept whole, so that the run finds its data
+    from anywhere)."""
     family = config.family
     optimizer = config.optimizer or family.optimizer
     if config.lr is not None:
@@ -403,7 +405,7 @@ def resolve(config, *, image_size, accelerator):
     return dataclasses.replace(
         config, **model, name=config.name or config.arch, batch_size=config.batch_size or family.batch_size,
         optimizer=optimizer, lr=lr, weight_decay=weight_decay,
-        image_size=image_size,
+        image_size=image_size, data_dir=data_dir or config.data_dir,
         mixed_precision=config.mixed_precision and accelerator)
 
 
@@ -440,7 +442,7 @@ def upgrade(saved):
     options.update(saved.get("model_options") or {})
     if "input_shape" in saved:
         options["image_size"] = saved["input_shape"][0]
-    upgraded = {**saved, "format": FORMAT, "given": options}
+    upgraded = {**saved, "format": FORMAT, "given": options, "image_size": options.get("image_size")}
     family = choices.FAMILIES.get(saved.get("arch"))
     for k in MODEL_OPTIONS:
         default = family.options.get(k) if family else None

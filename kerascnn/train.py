@@ -6,6 +6,7 @@ model, the callbacks, training, and the files of the finished run.
 """
 
 import dataclasses
+import os
 import uuid
 from pathlib import Path
 
@@ -257,7 +258,9 @@ def resolve_settings(given, data, echo=None):
     accelerator = accelerator_available()
     if given.mixed_precision and not accelerator and echo:
         echo(f"warning: {spell('mixed_precision')} needs a GPU; training in float32 on this CPU")
-    settings = resolve(given, image_size=size, accelerator=accelerator)
+    local = data.source.startswith("local:")
+    settings = resolve(given, image_size=size, accelerator=accelerator,
+                       data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
     if echo:
         echo(settings.describe())
     return settings

@@ -88,7 +88,7 @@ def test_near_chance_hint_only_near_chance():
     (("fit", "--dataset", "digits", "--schedule", "linear"), "unknown schedule 'linear'", 2),
     (("fit", "--dataset", "digits", "--resume"), "no checkpoint to continue from", 1),
     (("fit", "--dataset", "digits", "--distribute", "data-parallel"), "needs the jax backend", 1),
-    (("visualize", "--epochs", "--model", "nowhere.keras"), "no recorded activations", 1),
+    (("visualize", "--by-epoch", "--model", "nowhere.keras"), "no model file at nowhere.keras", 1),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(args, message, code, tmp_path):
     result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args],
@@ -104,6 +104,8 @@ def test_unknown_layer_via_cli(trained_run):
     result = run("visualize", "--model", trained_run.model_path, "--layer", "fc9")
     assert result.exit_code == 1
     assert "valid layers: conv1, pool1, conv2, pool2" in result.output
+    result = run("visualize", "--by-epoch", "--model", trained_run.model_path)
+    assert result.exit_code == 1 and "no recorded activations" in result.output
 
 
 def test_fit_with_training_options_then_visualize_by_epoch(tmp_path):
@@ -123,7 +125,7 @@ def test_fit_with_training_options_then_visualize_by_epoch(tmp_path):
     assert [row["lr"] for row in json.loads((out / "lenet.history.json").read_text())] == \
         pytest.approx([0.05, 0.035, 0.0245])
 
-    result = run("visualize", "--epochs", "--layer", "conv1", "--model", out / "lenet.keras", "--index", 1)
+    result = run("visualize", "--by-epoch", "--layer", "conv1", "--model", out / "lenet.keras", "--index", 1)
     assert result.exit_code == 0, result.output
     assert "lenet.conv1.maps_by_epoch.1.png" in result.output and "lenet.conv1.kernels_by_epoch.png" in result.output
 

@@ -196,7 +196,7 @@ def to_format_1(record):
 
 
 def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp_path):
-    from kerascnn.evaluate import evaluate
+    from kerascnn.evaluation import evaluate
     from kerascnn.train import fit
 
     folder = tmp_path / "old"

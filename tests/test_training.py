@@ -144,7 +144,7 @@ def test_early_stopping(tmp_path):
 
 
 def test_activation_recorder_files_and_pictures(tmp_path):
-    from kerascnn.visualize import visualize_epochs
+    from kerascnn.visualization import visualize_epochs
 
     r = fit("lenet", epochs=3, record_layers=["conv1", "pool2"], probe_size=3, output=tmp_path, **SMALL)
     npz = tmp_path / "lenet.activations.npz"

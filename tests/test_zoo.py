@@ -9,7 +9,7 @@ from kerascnn.errors import KerasCNNError
 from kerascnn.models import ARCHS, build_model, get_arch
 from kerascnn.summary import parameter_counts
 from kerascnn.train import compile_model, resolve_image_size
-from kerascnn.visualize import layer_activations, spatial_layers
+from kerascnn.visualization import layer_activations, spatial_layers
 
 ZOO = [name for name in ARCHS if name != "lenet"]
 TINY = {"width": 0.125}

@@ -3,11 +3,11 @@ import pytest
 
 from kerascnn.errors import KerasCNNError
 from kerascnn.models import build_lenet
-from kerascnn.visualize import kernel_images, plot_history, spatial_layers, visualize
+from kerascnn.visualization import first_conv_layer, kernel_images, spatial_layers, visualize
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
-pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
 
 
 def _image(path):
@@ -53,8 +53,23 @@ def test_kernel_images_gray_and_rgb():
     assert weights.shape == (5, 5, 3, 6)
 
 
-def test_history_plot(tmp_path):
-    rows = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 1.1 / e,
-             "val_accuracy": 1 - 1.1 / (e + 1)} for e in range(1, 6)]
-    img = _image(plot_history(rows, tmp_path / "c.png"))
-    assert np.asarray(img).std() > 0.05
+def test_the_default_layer_is_the_first_convolution(trained_run, tmp_path):
+    from kerascnn.models import build_model
+
+    assert first_conv_layer(build_lenet()) == "conv1"
+    assert first_conv_layer(build_model("vgg11", input_shape=(32, 32, 1), num_classes=3, width=0.125,
+                                        dense_units=8)) == "block1_conv1"
+    assert first_conv_layer(build_model("resnet18", input_shape=(32, 32, 1), num_classes=3,
+                                        width=0.125)) == "conv1_conv"
+    r = visualize(trained_run.model_path, output=tmp_path)
+    assert r.layer == "conv1" and r.paths[0].name == "lenet.conv1.kernels.png"
+
+
+def test_checkpoints_from_another_folder(trained_run, tmp_path, monkeypatch):
+    """Must show: visualize works on lenet.best.keras and lenet.last.keras from another folder."""
+    monkeypatch.chdir(tmp_path)
+    for kind in ("best", "last"):
+        model = trained_run.model_path.with_name(f"lenet.{kind}.keras")
+        r = visualize(model, "conv2", index=1, output=tmp_path / "pictures")
+        assert [p.name for p in r.paths] == [f"lenet.{kind}.conv2.kernels.png", f"lenet.{kind}.conv2.maps.1.png",
+                                             f"lenet.{kind}.curves.png"]

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from kerascnn.errors import KerasCNNError
-from kerascnn.evaluate import evaluate, most_confused
+from kerascnn.evaluation import evaluate, most_confused
 
-pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
 
 
 def test_most_confused_pairs_count_both_directions():
@@ -47,3 +47,26 @@ def test_evaluate_missing_model(tmp_path):
     bad.write_bytes(b"not a zip")
     with pytest.raises(KerasCNNError, match="cannot load"):
         evaluate(bad)
+
+
+def test_checkpoints_from_another_folder_and_other_data(trained_run, npz_dir, tmp_path, monkeypatch):
+    """Must show: evaluate works on lenet.best/last/epoch-NNN.keras from another folder, and
+    `--dataset X` writes lenet.X.* beside the model's own files, which stay as they were."""
+    import shutil
+
+    folder = tmp_path / "runs"
+    shutil.copytree(trained_run.model_path.parent, folder)
+    shutil.copy(folder / "lenet.last.keras", folder / "lenet.epoch-003.keras")
+    own = evaluate(folder / "lenet.keras")
+    before = {p.name: p.read_bytes() for p in own.paths}
+    assert sorted(before) == ["lenet.confusion.png", "lenet.metrics.json"]
+    monkeypatch.chdir(tmp_path / "..")
+    for kind in ("best", "last", "epoch-003"):
+        r = evaluate(folder / f"lenet.{kind}.keras")
+        assert [p.name for p in r.paths] == [f"lenet.{kind}.confusion.png", f"lenet.{kind}.metrics.json"]
+        assert json.loads(r.paths[1].read_text())["dataset"] == "digits" and r.confusion.sum() == 360
+    assert evaluate(folder / "lenet.last.keras").accuracy == pytest.approx(own.accuracy)  # last = final weights
+    other = evaluate(folder / "lenet.keras", "cifar10", data_dir=npz_dir)
+    assert [p.parent for p in other.paths] == [folder, folder]
+    assert [p.name for p in other.paths] == ["lenet.cifar10.confusion.png", "lenet.cifar10.metrics.json"]
+    assert {p.name: p.read_bytes() for p in own.paths} == before

@@ -1,0 +1,207 @@
+"""Figures that explain a model: kernels, feature maps, training curves,
+compared runs, the confusion matrix and how layers changed over training.
+
+Every function returns a matplotlib Figure built with the object API (no
+pyplot state), so it renders on a machine without a screen and shows inline
+in a notebook; `kerascnn.io.save_figure(fig, path)` writes it as a PNG.
+Inputs are plain arrays and lists: nothing here imports Keras.
+"""
+
+import math
+
+import numpy as np
+
+MAX_KERNEL_ROWS = 32  # output channels drawn at most
+MAX_KERNEL_COLS = 16  # input channels drawn at most
+MAX_MAPS = 64
+
+
+def _figure(width, height):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def _bare(ax):
+    """No ticks or frame, but room for a label."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def plot_kernels(k, name):
+    """Every kernel of a conv layer `name` in a grid, each scaled to its own
+    range: `k` is (out, in, kh, kw) gray tiles or (out, 1, kh, kw, 3) RGB
+    (see visualization.kernel_images)."""
+    n_out, n_in = k.shape[:2]
+    rows, cols = min(n_out, MAX_KERNEL_ROWS), min(n_in, MAX_KERNEL_COLS)
+    if cols == 1:  # lay single-channel kernels out in a near-square grid
+        grid_cols = min(rows, 8 if rows > 16 else max(1, math.ceil(math.sqrt(rows))))
+        cells = [(i, 0) for i in range(rows)]
+        grid_rows = math.ceil(rows / grid_cols)
+    else:
+        grid_rows, grid_cols = rows, cols
+        cells = [(i, j) for i in range(rows) for j in range(cols)]
+    fig = _figure(1.1 * grid_cols + 0.5, 1.1 * grid_rows + 0.8)
+    axes = fig.subplots(grid_rows, grid_cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for n, (i, j) in enumerate(cells):
+        ax = axes.flat[n]
+        ax.axis("on")
+        tile = k[i, j]
+        lo, hi = tile.min(), tile.max()
+        tile = (tile - lo) / (hi - lo) if hi > lo else np.zeros_like(tile)
+        ax.imshow(tile, cmap=None if tile.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
+        _bare(ax)
+        if cols == 1:
+            ax.set_title(str(i), fontsize=7)
+        else:
+            if i == 0:
+                ax.set_title(f"in {j}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(f"out {i}", fontsize=7)
+    shown = "" if (rows, cols) == (n_out, n_in) else f" (first {rows} of {n_out} out x {cols} of {n_in} in)"
+    kind = "RGB" if k.ndim == 5 else ("rows: output, columns: input channel" if cols > 1 else "one per filter")
+    fig.suptitle(f"{name}: {n_out} kernels {k.shape[2]}x{k.shape[3]} ({kind}){shown}")
+    return fig
+
+
+def plot_feature_maps(maps, image, *, title, image_title):
+    """Draw `image` and the layer's feature maps (H, W, C) beside it."""
+    channels = maps.shape[-1]
+    shown = min(channels, MAX_MAPS)
+    cols = min(shown, 8)
+    rows = math.ceil(shown / cols)
+    image_cols = 2 if rows >= 2 else 1
+    fig = _figure(1.4 * (cols + image_cols), 1.4 * rows + 0.6)
+    grid = fig.add_gridspec(rows, cols + image_cols)
+    ax = fig.add_subplot(grid[:image_cols, :image_cols])
+    ax.imshow(image.squeeze(), cmap="gray" if image.shape[-1] == 1 else None)
+    ax.set_title(image_title, fontsize=8)
+    ax.axis("off")
+    for c in range(shown):
+        ax = fig.add_subplot(grid[c // cols, image_cols + c % cols])
+        ax.imshow(maps[..., c], cmap="viridis", interpolation="nearest")
+        ax.set_title(str(c), fontsize=7)
+        ax.axis("off")
+    more = "" if shown == channels else f" (first {shown} of {channels} channels)"
+    fig.suptitle(title + more)
+    return fig
+
+
+def plot_history(rows, title="training curves"):
+    """Loss and accuracy per epoch, train and validation, from history rows."""
+    epochs = [r["epoch"] for r in rows]
+    fig = _figure(10, 3.8)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = [r.get(prefix + key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, markersize=3, label=f"{'validation' if prefix else 'train'} {key}")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    return fig
+
+
+def plot_comparison(runs, title="training curves compared"):
+    """Overlay the curves of several runs: `runs` is a list of (label,
+    history rows). Left: training loss; right: validation (solid) and
+    training (dotted) accuracy."""
+    fig = _figure(11, 4.2)
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    for n, (label, rows) in enumerate(runs):
+        color = f"C{n % 10}"
+        epochs = [r["epoch"] for r in rows]
+        ax_loss.plot(epochs, [r["loss"] for r in rows], "-o", color=color, markersize=3, label=label)
+        if any("val_accuracy" in r for r in rows):
+            ax_acc.plot(epochs, [r.get("val_accuracy") for r in rows], "-o", color=color, markersize=3,
+                        label=f"{label} (validation)")
+        ax_acc.plot(epochs, [r["accuracy"] for r in rows], ":", color=color, label=f"{label} (train)")
+    for ax, key in ((ax_loss, "training loss"), (ax_acc, "accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_confusion_matrix(cm, class_names, title="confusion matrix"):
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    size = max(5.0, 0.6 * len(class_names) + 2)
+    fig = _figure(size, size)
+    ax = fig.subplots()
+    ConfusionMatrixDisplay(cm, display_labels=class_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45, values_format="d")
+    ax.set_title(title)
+    return fig
+
+
+MAX_EVOLUTION_ROWS = 8
+MAX_EVOLUTION_COLS = 8
+
+
+def _pick_epochs(epochs, limit=MAX_EVOLUTION_ROWS):
+    """Row indices of at most `limit` recorded epochs, first and last kept."""
+    if len(epochs) <= limit:
+        return list(range(len(epochs)))
+    return sorted({int(round(i)) for i in np.linspace(0, len(epochs) - 1, limit)})
+
+
+def plot_map_evolution(records, layer, *, probe=0, title):
+    """Feature maps of `layer` for probe image `probe`, one row per
+    recorded epoch (0 = before training), first channels as columns; each
+    map scaled to its own range."""
+    maps = records[f"{layer}/maps"][:, probe].astype(np.float32)  # (E, H, W, C)
+    epochs = records["epochs"]
+    rows = _pick_epochs(epochs)
+    cols = min(maps.shape[-1], MAX_EVOLUTION_COLS)
+    fig = _figure(1.3 * cols + 0.6, 1.3 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for r, e in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r, c]
+            ax.imshow(maps[e, ..., c], cmap="viridis", interpolation="nearest")
+            _bare(ax)
+            if r == 0:
+                ax.set_title(f"channel {c}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"epoch {int(epochs[e])}", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_kernel_evolution(records, layer, *, title):
+    """The first kernels of `layer` (input channel 0, or RGB for 3 input
+    channels), one row per recorded epoch; each column shares one gray
+    scale across epochs, so growth in magnitude shows."""
+    k = records[f"{layer}/kernel"].astype(np.float32)  # (E, kh, kw, in, out) or depthwise (E, kh, kw, in, 1)
+    if k.shape[-1] == 1 and k.shape[-2] > 1:
+        k = np.swapaxes(k, -1, -2)  # depthwise: one kernel per input channel
+    epochs = records["epochs"]
+    rows = _pick_epochs(epochs)
+    cols = min(k.shape[-1], MAX_EVOLUTION_COLS)
+    rgb = k.shape[-2] == 3
+    fig = _figure(1.1 * cols + 0.6, 1.1 * len(rows) + 0.6)
+    axes = fig.subplots(len(rows), cols, squeeze=False)
+    for c in range(cols):
+        tiles = k[..., c] if rgb else k[..., 0, c]  # (E, kh, kw[, 3])
+        lo, hi = tiles.min(), tiles.max()
+        for r, e in enumerate(rows):
+            ax = axes[r, c]
+            tile = (tiles[e] - lo) / (hi - lo) if hi > lo else np.zeros_like(tiles[e])
+            ax.imshow(tile, cmap=None if rgb else "gray", vmin=0, vmax=1, interpolation="nearest")
+            _bare(ax)
+            if r == 0:
+                ax.set_title(f"filter {c}", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(f"epoch {int(epochs[e])}", fontsize=8)
+    fig.suptitle(title)
+    return fig

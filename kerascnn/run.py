@@ -1,0 +1,207 @@
+"""One saved run: `Run` is what evaluate, visualize, compare and reports read.
+
+A run is the files `fit` wrote under one name: `<name>.keras`, its
+checkpoints (`<name>.best.keras`, `<name>.last.keras`,
+`<name>.epoch-NNN.keras`), `<name>.run.json`, `<name>.history.json` and
+`<name>.activations.npz`. Whichever of its model files you point at, the Run
+finds the rest; a checkpoint of an unfinished run carries the record in its
+own state. Like keras-hub's task with its preprocessor, whoever loads a Run
+also has what the model was trained with: its configuration, class names,
+normalization and data.
+"""
+
+import os
+import re
+from pathlib import Path
+
+from kerascnn import io
+from kerascnn.config import FIELDS, FitConfig, upgrade
+from kerascnn.errors import KerasCNNError
+
+# <name>.best.keras, <name>.last.keras, <name>.epoch-005.keras
+CHECKPOINT = re.compile(r"^(?P<name>.+)\.(best|last|epoch-\d+)$")
+
+
+class Run:
+    """A saved run, read from one of its model files.
+
+    `record` is the run's run.json (upgraded to the current format; None
+    for a bare model that kerascnn did not train), `history` its rows per
+    epoch. The model itself loads on first use (`model`).
+    """
+
+    def __init__(self, model_path, record=None, history=None):
+        self.model_path = Path(model_path)
+        self.record = upgrade(record) if record is not None else None
+        self.history = history or []
+        self._model = None
+
+    @classmethod
+    def load(cls, path):
+        """The run of a model file (a final model or any of its checkpoints)."""
+        path = Path(path)
+        if not path.is_file():
+            raise KerasCNNError(f"no model file at {path}")
+        if path.suffix != io.MODEL_SUFFIX:
+            raise KerasCNNError(f"{path} is not a .keras model file")
+        state = _state(path)  # a checkpoint's own: its run's record as of that epoch
+        for base in _run_bases(path):
+            record_path = io.sidecar(base, "run.json")
+            if record_path.is_file():
+                record = _read(record_path)
+                if "config" in state and state.get("run_id") != record.get("run_id"):
+                    break  # a stale checkpoint of an earlier run of that name
+                history = io.sidecar(base, "history.json")
+                return cls(path, record, _read(history) if history.is_file() else None)
+        if "config" in state:
+            return cls(path, state["config"], state.get("callbacks", {}).get("history", {}).get("rows"))
+        return cls(path)
+
+    @classmethod
+    def newest(cls, folder="saved_models"):
+        """The run of the most recently written model in `folder`."""
+        return cls.load(io.newest_model(folder))
+
+    def __repr__(self):
+        return f"Run({str(self.model_path)!r}, dataset={self.dataset!r})"
+
+    # --- what the run was trained with
+
+    @property
+    def stem(self):
+        """The model file's name without .keras: "lenet.best" for a checkpoint."""
+        return self.model_path.name[: -len(io.MODEL_SUFFIX)]
+
+    @property
+    def name(self):
+        """The run's name: "lenet" for lenet.keras and all its checkpoints."""
+        if self.record and self.record.get("name"):
+            return self.record["name"]
+        match = CHECKPOINT.match(self.stem)
+        return match["name"] if match else self.stem
+
+    @property
+    def dataset(self):
+        return self.record.get("dataset") if self.record else None
+
+    @property
+    def settings(self):
+        """The configuration as resolved (a FitConfig), or None for a bare model."""
+        if not self.record:
+            return None
+        return FitConfig.from_dict({k: v for k, v in self.record.items() if k in FIELDS and FIELDS[k].metadata["replay"]})
+
+    @property
+    def given(self):
+        """The configuration as given (a FitConfig): what `fit --config` replays."""
+        return FitConfig.from_dict(self.record["given"]) if self.record else None
+
+    @property
+    def class_names(self):
+        return self.record.get("class_names") if self.record else None
+
+    def normalization(self, dataset=None):
+        """(mean, std) the model was trained with, or None when unknown or
+        when `dataset` is another dataset than the run's."""
+        if not self.record or "mean" not in self.record or (dataset or self.dataset) != self.dataset:
+            return None
+        return self.record["mean"], self.record["std"]
+
+    def model(self):
+        """The Keras model (loaded once, in safe mode)."""
+        if self._model is None:
+            self._model = io.load_model(self.model_path)
+        return self._model
+
+    # --- its data
+
+    def data_dirs(self):
+        """Folders where this run's data may be, most likely first: the one
+        it was trained from, the path as typed (from here, from the run's
+        folder, and from the folder the run was made in)."""
+        if not self.record:
+            return []
+        typed = self.record.get("given", {}).get("data_dir")
+        found = [self.record.get("data_dir")]
+        if typed:
+            found += [typed, self.model_path.parent / typed]
+            origin = _origin(self.model_path.parent, self.record.get("given", {}).get("output"))
+            if origin is not None:
+                found.append(origin / typed)
+        return list(dict.fromkeys(str(Path(p)) for p in found if p))
+
+    def load_data(self, dataset=None, data_dir=None):
+        """The run's dataset (or `dataset`), split as in training, from
+        `data_dir` if given, else the first of `data_dirs()` that holds it,
+        else $KERASCNN_DATA_DIR and the usual sources (see load_dataset)."""
+        from kerascnn.data import load_dataset
+
+        dataset = dataset or self.dataset
+        if dataset is None:
+            raise KerasCNNError(f"{self.model_path} has no run.json beside it (nor a training state inside); "
+                                f"say which data with --dataset")
+        same = dataset == self.dataset
+        split = {"val_size": self.record.get("val_size", 0.1), "seed": self.record.get("seed", 0)} if same else {}
+        if data_dir is None:
+            data_dir = next((d for d in self.data_dirs() if (Path(d) / dataset).is_dir()), None)
+        return load_dataset(dataset, data_dir, **split)
+
+    # --- its files
+
+    def sidecar(self, kind):
+        """A file of the run: sidecar("history.json") is <folder>/<name>.history.json."""
+        return self.model_path.parent / f"{self.name}.{kind}"
+
+    def output_base(self, output=None, dataset=None):
+        """Where to write files about this model: `<output>/<stem>` (the model's
+        folder by default), with `.<dataset>` added when it is another dataset
+        than the run's, so the model's own files stay as they were."""
+        folder = io.ensure_dir(output or self.model_path.parent)
+        suffix = f".{dataset}" if dataset and dataset != self.dataset else ""
+        return folder / f"{self.stem}{suffix}{io.MODEL_SUFFIX}"
+
+    @property
+    def paths(self):
+        """The run's files that exist: models, records, history, recordings."""
+        kinds = ("keras", "best.keras", "last.keras", "run.json", "history.json", "history.csv", "activations.npz")
+        found = [self.sidecar(k) for k in kinds] + sorted(self.model_path.parent.glob(f"{self.name}.epoch-*.keras"))
+        return [p for p in found if p.is_file()]
+
+
+def _read(path):
+    try:
+        return io.read_json(path)
+    except (OSError, ValueError) as e:
+        raise KerasCNNError(f"cannot read {path}: {e}") from None
+
+
+def _state(path):
+    """The training state inside a checkpoint; {} for a final model, and for
+    a file that is no zip at all (loading the model says what is wrong)."""
+    try:
+        return io.read_state(path) or {}
+    except KerasCNNError:
+        return {}
+
+
+def _run_bases(path):
+    """Model paths whose run.json may describe `path`: itself, then for a
+    checkpoint its run's final model. (In <name>.partial/ a run is still
+    going: its checkpoints' own state is its record.)"""
+    if path.parent.name.endswith(".partial"):
+        return
+    yield path
+    match = CHECKPOINT.match(path.name[: -len(io.MODEL_SUFFIX)])
+    if match:
+        yield path.with_name(match["name"] + io.MODEL_SUFFIX)
+
+
+def _origin(folder, output):
+    """The folder a run was made from: `folder` less the `--output` typed then."""
+    if not output or Path(output).is_absolute():
+        return None
+    parts = Path(os.path.normpath(output)).parts
+    if parts and parts != (".",) and folder.resolve().parts[-len(parts):] == parts:
+        return Path(*folder.resolve().parts[: -len(parts)])
+    return None
+

@@ -1,0 +1,72 @@
+"""Figures: each plot function returns a matplotlib Figure that shows something."""
+
+import numpy as np
+import pytest
+from matplotlib.figure import Figure
+
+from kerascnn import io, plots
+
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def drawn(fig, path):
+    """Save `fig` and return the image, checked not blank."""
+    import matplotlib.image
+
+    assert isinstance(fig, Figure)
+    assert io.save_figure(fig, path).read_bytes()[:8] == PNG
+    img = matplotlib.image.imread(path)
+    assert img.shape[0] > 100 and img.shape[1] > 100 and img[..., :3].std() > 0.05
+    return img
+
+
+HISTORY = [{"epoch": e, "loss": 1 / e, "accuracy": 1 - 1 / (e + 1), "val_loss": 1.1 / e,
+            "val_accuracy": 1 - 1.1 / (e + 1)} for e in range(1, 6)]
+
+
+def test_history_plot(tmp_path):
+    fig = plots.plot_history(HISTORY, title="curves")
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "accuracy"]
+    assert len(fig.axes[0].lines) == 2  # train and validation
+    drawn(fig, tmp_path / "c.png")
+
+
+def test_kernels_grid_gray_and_rgb(tmp_path):
+    gray = np.random.default_rng(0).normal(size=(16, 6, 5, 5))
+    fig = plots.plot_kernels(gray, "conv2")
+    assert len([ax for ax in fig.axes if ax.images]) == 16 * 6
+    drawn(fig, tmp_path / "k.png")
+    rgb = np.random.default_rng(0).normal(size=(6, 1, 5, 5, 3))
+    fig = plots.plot_kernels(rgb, "conv1")
+    assert len([ax for ax in fig.axes if ax.images]) == 6 and "RGB" in fig.texts[0].get_text()
+
+
+def test_feature_maps_beside_the_image(tmp_path):
+    maps = np.random.default_rng(0).random((14, 14, 10))
+    fig = plots.plot_feature_maps(maps, np.zeros((28, 28, 1)), title="maps", image_title="#0")
+    assert len([ax for ax in fig.axes if ax.images]) == 11
+    drawn(fig, tmp_path / "m.png")
+
+
+def test_confusion_matrix_and_comparison(tmp_path):
+    cm = np.array([[5, 1], [2, 7]])
+    fig = plots.plot_confusion_matrix(cm, ["a", "b"], title="cm")
+    assert [t.get_text() for t in fig.axes[0].texts] == ["5", "1", "2", "7"]
+    drawn(fig, tmp_path / "cm.png")
+    fig = plots.plot_comparison([("a", HISTORY), ("b", HISTORY[:3])])
+    assert len(fig.axes[0].lines) == 2 and len(fig.axes[1].lines) == 4
+    drawn(fig, tmp_path / "cmp.png")
+
+
+def test_evolution_plots_pick_at_most_eight_epochs(tmp_path):
+    rng = np.random.default_rng(0)
+    records = {"epochs": np.arange(12), "conv1/maps": rng.random((12, 2, 8, 8, 4)).astype(np.float16),
+               "conv1/kernel": rng.normal(size=(12, 3, 3, 1, 4)).astype(np.float16)}
+    fig = plots.plot_map_evolution(records, "conv1", probe=1, title="maps")
+    assert len(fig.axes) == 8 * 4
+    drawn(fig, tmp_path / "me.png")
+    fig = plots.plot_kernel_evolution(records, "conv1", title="kernels")
+    assert fig.axes[0].get_ylabel() == "epoch 0" and fig.axes[-4].get_ylabel() == "epoch 11"
+    drawn(fig, tmp_path / "ke.png")

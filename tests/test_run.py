@@ -1,0 +1,117 @@
+"""Run: a saved run read back from any of its model files, from anywhere,
+with its record, history, normalization and data."""
+
+import json
+import os
+import shutil
+
+import pytest
+
+from kerascnn import io
+from kerascnn.errors import KerasCNNError
+from kerascnn.run import Run
+
+CHECKPOINTS = ("lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.epoch-001.keras")
+
+
+@pytest.fixture(scope="module")
+def mnist_run(tmp_path_factory):
+    """A run trained on IDX files under a relative --data-dir, with every kind of checkpoint."""
+    from kerascnn.train import fit
+    from tests.conftest import make_images, write_idx
+
+    root = tmp_path_factory.mktemp("project")
+    folder = root / "data" / "mnist"
+    folder.mkdir(parents=True)
+    for stem, (x, y) in {"train": make_images(200, seed=1), "t10k": make_images(50, seed=2)}.items():
+        write_idx(folder / f"{stem}-images-idx3-ubyte", x[..., 0])
+        write_idx(folder / f"{stem}-labels-idx1-ubyte", y)
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        fit("lenet", "mnist", data_dir="data", epochs=2, batch_size=32, activation="relu", pool="max",
+            save_every=1, output="runs", verbose=0)
+    finally:
+        os.chdir(cwd)
+    return root
+
+
+def test_every_model_file_finds_its_run(mnist_run):
+    for name in CHECKPOINTS:
+        run = Run.load(mnist_run / "runs" / name)
+        assert run.name == "lenet" and run.stem == name[: -len(".keras")]
+        assert run.dataset == "mnist" and run.class_names == [str(i) for i in range(10)]
+        assert len(run.history) == 2 and run.record["test_accuracy"] > 0
+        assert run.settings.batch_size == 32 and run.given.batch_size == 32 and run.given.optimizer is None
+        assert run.normalization() == (run.record["mean"], run.record["std"])
+        assert run.normalization("digits") is None
+    assert [p.name for p in Run.load(mnist_run / "runs" / "lenet.keras").paths] == [
+        "lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.run.json", "lenet.history.json",
+        "lenet.history.csv", "lenet.epoch-001.keras", "lenet.epoch-002.keras"]
+
+
+def test_data_dir_typed_and_resolved(mnist_run):
+    record = json.loads((mnist_run / "runs" / "lenet.run.json").read_text())
+    assert record["given"]["data_dir"] == "data"  # as typed
+    assert record["data_dir"] == str(mnist_run / "data")  # where it was found
+
+
+def test_a_moved_run_finds_its_data_from_anywhere(mnist_run, tmp_path, monkeypatch):
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(mnist_run, moved)
+    shutil.move(mnist_run / "data", tmp_path / "hidden")  # the folder the run was trained from is gone
+    try:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.delenv("KERASCNN_DATA_DIR", raising=False)
+        run = Run.load(moved / "runs" / "lenet.best.keras")
+        data = run.load_data()  # found as typed, relative to the folder the run was made in
+        assert data.source == f"local:{moved / 'data' / 'mnist'}" and len(data.x_test) == 50
+        shutil.rmtree(moved / "data")
+        monkeypatch.setattr("kerascnn.data.network_available", lambda *args, **kwargs: False)
+        with pytest.raises(KerasCNNError, match="cannot download mnist"):
+            run.load_data()
+        monkeypatch.setenv("KERASCNN_DATA_DIR", str(tmp_path / "hidden"))
+        assert run.load_data().source == f"local:{tmp_path / 'hidden' / 'mnist'}"
+    finally:
+        shutil.move(tmp_path / "hidden", mnist_run / "data")
+
+
+def test_an_unfinished_runs_checkpoint_carries_its_record(mnist_run, tmp_path):
+    partial = tmp_path / "lenet.partial"
+    partial.mkdir()
+    shutil.copy(mnist_run / "runs" / "lenet.last.keras", partial / "last.keras")
+    run = Run.load(partial / "last.keras")
+    assert run.dataset == "mnist" and run.name == "lenet" and len(run.history) == 2
+    # a checkpoint beside its run's run.json is described by it...
+    shutil.copy(mnist_run / "runs" / "lenet.run.json", tmp_path / "lenet.run.json")
+    state = io.read_state(partial / "last.keras")
+    io.update_state(partial / "last.keras", config={**state["config"], "epochs": 99})
+    shutil.copy(partial / "last.keras", tmp_path / "lenet.best.keras")
+    assert Run.load(tmp_path / "lenet.best.keras").record["epochs"] == 2
+    # ...but a stale one, left by an earlier run of the same name, by its own state
+    io.update_state(tmp_path / "lenet.best.keras", run_id="an earlier run")
+    assert Run.load(tmp_path / "lenet.best.keras").record["epochs"] == 99
+
+
+def test_bare_models_and_bad_paths(tmp_path):
+    from kerascnn.models import build_lenet
+
+    path = io.save_model(build_lenet(), tmp_path / "bare.keras")
+    run = Run.load(path)
+    assert run.record is None and run.dataset is None and run.history == [] and run.settings is None
+    with pytest.raises(KerasCNNError, match="say which data with --dataset"):
+        run.load_data()
+    assert run.load_data("digits").name == "digits"
+    with pytest.raises(KerasCNNError, match="no model file at"):
+        Run.load(tmp_path / "none.keras")
+    with pytest.raises(KerasCNNError, match="not a .keras model file"):
+        Run.load(io.write_text(tmp_path / "x.h5", "x"))
+    with pytest.raises(KerasCNNError, match="no .keras model in"):
+        Run.newest(tmp_path / "empty")
+
+
+def test_output_base_keeps_the_models_own_files(mnist_run, tmp_path):
+    run = Run.load(mnist_run / "runs" / "lenet.best.keras")
+    assert run.output_base() == mnist_run / "runs" / "lenet.best.keras"
+    assert run.output_base(tmp_path, "mnist") == tmp_path / "lenet.best.keras"
+    assert run.output_base(tmp_path, "digits") == tmp_path / "lenet.best.digits.keras"
