@@ -1,9 +1,16 @@
-"""Properties of the package as a whole: short functions."""
+"""The package as a whole: short functions, no import cycles, and the
+README's Python example working as written."""
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
+
 import kerascnn
+from tests.conftest import REPO
 
 MAX_LINES = 60  # of code, the docstring aside
 
@@ -67,3 +74,33 @@ def test_no_import_cycle_between_kerascnn_modules():
     for module in sorted(graph):
         visit(module)
     assert not cycles, cycles
+
+
+@pytest.mark.slow
+def test_the_readme_python_example_runs_as_written(real_data_dir, tmp_path):
+    """Must show: the README's notebook example, pasted as written, works."""
+    readme = (REPO / "README.md").read_text()
+    example = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    env = {**os.environ, "KERASCNN_DATA_DIR": str(real_data_dir), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", example], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fashion_mnist ['T-shirt/top', 'Trouser', 'Pullover']" in result.stdout
+    assert (tmp_path / "saved_models" / "lenet.best.conv1.kernels.png").exists()
+    assert (tmp_path / "saved_models" / "lenet5.keras").exists()
+
+
+def test_public_names_are_never_shadowed_by_modules():
+    """`from kerascnn import evaluate` is the function, even after the modules are imported."""
+    import importlib
+
+    root = Path(kerascnn.__file__).parent
+    modules = {p.stem for p in root.glob("*.py")} | {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+    assert not set(kerascnn.__all__) & modules
+    for module in sorted(modules - {"__init__"}):
+        importlib.import_module(f"kerascnn.{module}")
+    for name in kerascnn.__all__:
+        assert not isinstance(getattr(kerascnn, name), type(kerascnn)), name
+    from kerascnn import evaluate, fit, visualize
+
+    assert callable(evaluate) and callable(fit) and callable(visualize)
