@@ -52,6 +52,8 @@ def test_batchnorm_follows_each_hidden_activation():
     names = [layer.name for layer in model.layers]
     for layer in ("conv1", "conv2", "fc1", "fc2"):
         assert names[names.index(layer) + 1] == f"{layer}_bn"
+        # f(x) = BN(sigmoid(x)): the activation stays inside the layer, before BN
+        assert model.get_layer(layer).activation.__name__ == "sigmoid"
     assert "logits_bn" not in names
 
 

@@ -19,7 +19,7 @@ TINY_DENSE = {"alexnet": {"dense_units": 32}, "vgg11": {"dense_units": 32}, "vgg
 def tiny(arch, size=None, channels=1, classes=3, **extra):
     spec = get_arch(arch)
     size = size or spec.min_size
-    options = {**TINY, **TINY_DENSE.get(arch, {}), **extra}
+    options = {**({} if arch == "lenet" else TINY), **TINY_DENSE.get(arch, {}), **extra}
     return build_model(arch, input_shape=(size, size, channels), num_classes=classes, **options)
 
 
@@ -100,8 +100,8 @@ def test_every_spatial_layer_resolves(arch):
 
 
 @pytest.mark.parametrize("arch, first_head", [
-    ("alexnet", "flatten"), ("vgg11", "flatten"), ("vgg16", "flatten"), ("nin", "classifier_dropout"),
-    ("googlenet", "avg_pool"), ("resnet18", "avg_pool"), ("mobilenet", "global_pool"),
+    ("lenet", "flatten"), ("alexnet", "flatten"), ("vgg11", "flatten"), ("vgg16", "flatten"),
+    ("nin", "classifier_dropout"), ("googlenet", "avg_pool"), ("resnet18", "avg_pool"), ("mobilenet", "global_pool"),
 ])
 def test_encoder_head_split(arch, first_head):
     from kerascnn.models import split_encoder_head
@@ -111,6 +111,34 @@ def test_encoder_head_split(arch, first_head):
     assert head[0].name == first_head and encoder
     counts = parameter_counts(model)
     assert counts["encoder"]["total"] + counts["head"]["total"] == model.count_params()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_starts_where_the_encoder_ends_also_after_loading(arch, tmp_path):
+    from kerascnn.models import head_start, split_encoder_head
+
+    model = tiny(arch)
+    encoder = tiny(arch, include_top=False)
+    start = head_start(model)
+    assert [layer.name for layer in model.layers[:start]] == [layer.name for layer in encoder.layers]
+    assert head_start(encoder) == len(encoder.layers)
+    # the split is found by layer names, the only part of it a .keras file keeps
+    loaded = io.load_model(io.save_model(model, tmp_path / f"{arch}.keras"))
+    assert head_start(loaded) == start
+    assert [[layer.name for layer in part] for part in split_encoder_head(loaded)] == \
+        [[layer.name for layer in part] for part in split_encoder_head(model)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_batchnorm_settings(arch, batchnorm):
+    import keras
+
+    bns = [layer for layer in tiny(arch, batchnorm=batchnorm).layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bool(bns) == batchnorm
+    epsilon = 1e-5 if arch == "resnet18" else 1e-3  # ResNet: torchvision's
+    assert all(bn.momentum == 0.9 and bn.epsilon == epsilon for bn in bns)
 
 
 def test_hierarchical_names():

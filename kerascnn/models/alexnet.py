@@ -7,14 +7,27 @@ version."""
 import keras
 from keras import layers
 
-from kerascnn.models.common import (check_input_shape, check_width, classifier, conv_block, dense_block,
-                                    pooling_layer, scaled)
+from kerascnn.models.common import check_input_shape, check_width, conv_block, dense_head, pooling_layer, scaled
 
 DEFAULT_SIZE = 224
 # conv1 -> pool1 -> pool2 -> pool5 must leave at least 1x1:
 # floor((s + 4 - 11) / 4) + 1 >= 15.
 MIN_SIZE = 63
 CHANNELS = (64, 192, 384, 256, 256)
+
+
+def _encoder(x, channels, *, activation, pool, batchnorm):
+    """conv1 (11x11/4) -> pool1 -> conv2 (5x5) -> pool2 -> conv3..5 (3x3) -> pool5."""
+    conv = dict(activation=activation, batchnorm=batchnorm)
+    x = layers.ZeroPadding2D(2, name="conv1_pad")(x)
+    x = conv_block(x, channels[0], 11, strides=4, padding="valid", name="conv1", **conv)
+    x = pooling_layer(pool, 3, 2, name="pool1")(x)
+    x = conv_block(x, channels[1], 5, name="conv2", **conv)
+    x = pooling_layer(pool, 3, 2, name="pool2")(x)
+    x = conv_block(x, channels[2], 3, name="conv3", **conv)
+    x = conv_block(x, channels[3], 3, name="conv4", **conv)
+    x = conv_block(x, channels[4], 3, name="conv5", **conv)
+    return pooling_layer(pool, 3, 2, name="pool5")(x)
 
 
 def build_alexnet(
@@ -35,22 +48,10 @@ def build_alexnet(
     width of fc1 and fc2."""
     check_input_shape(input_shape, min_size=MIN_SIZE, family="alexnet")
     width = check_width(width)
-    c = [scaled(ch, width) for ch in CHANNELS]
-    conv = dict(activation=activation, batchnorm=batchnorm)
-
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.ZeroPadding2D(2, name="conv1_pad")(inputs)
-    x = conv_block(x, c[0], 11, strides=4, padding="valid", name="conv1", **conv)
-    x = pooling_layer(pool, 3, 2, name="pool1")(x)
-    x = conv_block(x, c[1], 5, name="conv2", **conv)
-    x = pooling_layer(pool, 3, 2, name="pool2")(x)
-    x = conv_block(x, c[2], 3, name="conv3", **conv)
-    x = conv_block(x, c[3], 3, name="conv4", **conv)
-    x = conv_block(x, c[4], 3, name="conv5", **conv)
-    x = pooling_layer(pool, 3, 2, name="pool5")(x)
+    x = _encoder(inputs, [scaled(c, width) for c in CHANNELS], activation=activation, pool=pool,
+                 batchnorm=batchnorm)
     if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        x = dense_block(x, dense_units, name="fc1", activation=activation, batchnorm=batchnorm, dropout=dropout)
-        x = dense_block(x, dense_units, name="fc2", activation=activation, batchnorm=batchnorm, dropout=dropout)
-        x = classifier(x, num_classes, classifier_activation)
+        x = dense_head(x, num_classes, (dense_units, dense_units), activation=activation, batchnorm=batchnorm,
+                       dropout=dropout, classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)

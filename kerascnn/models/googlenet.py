@@ -6,7 +6,7 @@ average pooling and one dense layer; no auxiliary classifiers."""
 import keras
 from keras import layers
 
-from kerascnn.models.common import check_input_shape, check_width, classifier, conv_block, scaled
+from kerascnn.models.common import check_input_shape, check_width, conv_block, pooled_head, scaled
 
 DEFAULT_SIZE = 96
 MIN_SIZE = 32  # five stride-2 stages leave 1x1
@@ -41,6 +41,27 @@ def inception_block(x, c1, c2, c3, c4, *, name, activation="relu", batchnorm=Fal
     return layers.Concatenate(name=f"{name}_concat")([b1, b2, b3, b4])
 
 
+def _encoder(x, *, width, activation, batchnorm):
+    """The stem (conv1, pool1, conv2_reduce, conv2, pool2), then INCEPTIONS."""
+    conv = dict(activation=activation, batchnorm=batchnorm)
+
+    def w(channels):
+        return scaled(channels, width)
+
+    x = conv_block(x, w(64), 7, strides=2, name="conv1", **conv)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
+    x = conv_block(x, w(64), 1, name="conv2_reduce", **conv)
+    x = conv_block(x, w(192), 3, name="conv2", **conv)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
+    for block, spec in INCEPTIONS:
+        if spec is None:
+            x = layers.MaxPooling2D(3, strides=2, padding="same", name=block)(x)
+            continue
+        c1, (r3, c3), (r5, c5), cp = spec
+        x = inception_block(x, w(c1), (w(r3), w(c3)), (w(r5), w(c5)), w(cp), name=block, **conv)
+    return x
+
+
 def build_googlenet(
     *,
     input_shape=(96, 96, 1),
@@ -55,24 +76,8 @@ def build_googlenet(
     """Build GoogLeNet; `width` scales every branch."""
     check_input_shape(input_shape, min_size=MIN_SIZE, family="googlenet")
     width = check_width(width)
-    conv = dict(activation=activation, batchnorm=batchnorm)
-
-    def w(channels):
-        return scaled(channels, width)
-
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = conv_block(inputs, w(64), 7, strides=2, name="conv1", **conv)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool1")(x)
-    x = conv_block(x, w(64), 1, name="conv2_reduce", **conv)
-    x = conv_block(x, w(192), 3, name="conv2", **conv)
-    x = layers.MaxPooling2D(3, strides=2, padding="same", name="pool2")(x)
-    for block, spec in INCEPTIONS:
-        if spec is None:
-            x = layers.MaxPooling2D(3, strides=2, padding="same", name=block)(x)
-            continue
-        c1, (r3, c3), (r5, c5), cp = spec
-        x = inception_block(x, w(c1), (w(r3), w(c3)), (w(r5), w(c5)), w(cp), name=block, **conv)
+    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        x = classifier(x, num_classes, classifier_activation)
+        x = pooled_head(x, num_classes, classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)

@@ -8,13 +8,22 @@ batch normalization after each hidden activation.
 """
 
 import keras
-from keras import layers
 
 from kerascnn.errors import KerasCNNError
-from kerascnn.models.common import BN_MOMENTUM, check_input_shape, classifier, pooling_layer
+from kerascnn.models.common import check_input_shape, conv_bn_act, dense_head, pooling_layer
 
 DEFAULT_SIZE = 28
 MIN_SIZE = 12  # 5x5 kernels: conv2 on 6x6 leaves 2x2 to pool
+
+
+def _encoder(x, *, activation, pool, kernel, channels, batchnorm):
+    """conv1 (same padding) -> pool1 -> conv2 (valid) -> pool2, with BN after
+    each activation: BN(act(conv(x)))."""
+    for i, (filters, padding) in enumerate(zip(channels, ("same", "valid")), start=1):
+        x = conv_bn_act(x, filters, kernel, padding=padding, name=f"conv{i}", activation=activation,
+                        batchnorm=batchnorm, order="act_bn")
+        x = pooling_layer(pool, 2, 2, name=f"pool{i}")(x)
+    return x
 
 
 def build_lenet(
@@ -68,17 +77,8 @@ def build_lenet(
         )
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    for i, (filters, padding) in enumerate(zip(channels, ("same", "valid")), start=1):
-        x = layers.Conv2D(filters, kernel, padding=padding, activation=activation, name=f"conv{i}")(x)
-        if batchnorm:
-            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"conv{i}_bn")(x)
-        x = pooling_layer(pool, 2, 2, name=f"pool{i}")(x)
+    x = _encoder(inputs, activation=activation, pool=pool, kernel=kernel, channels=channels, batchnorm=batchnorm)
     if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        for i, units in enumerate(dense_units, start=1):
-            x = layers.Dense(units, activation=activation, name=f"fc{i}")(x)
-            if batchnorm:
-                x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"fc{i}_bn")(x)
-        x = classifier(x, num_classes, classifier_activation)
+        x = dense_head(x, num_classes, dense_units, activation=activation, batchnorm=batchnorm,
+                       classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)

@@ -7,8 +7,7 @@ are those of keras.applications.MobileNet."""
 import keras
 from keras import layers
 
-from kerascnn.models.common import (BN_MOMENTUM, activation_name, check_input_shape, check_width, classifier,
-                                    scaled)
+from kerascnn.models.common import GLOBAL_POOL, check_input_shape, check_width, conv_bn_act, pooled_head, scaled
 
 DEFAULT_SIZE = 224
 MIN_SIZE = 32
@@ -16,12 +15,6 @@ MIN_SIZE = 32
 # (pointwise channels, stride) of depthwise separable blocks 1..13
 BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
           (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
-
-
-def _bn_act(x, name, activation, batchnorm):
-    if batchnorm:
-        x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
-    return layers.Activation(activation, name=f"{name}_{activation_name(activation)}")(x)
 
 
 def depthwise_separable_block(x, filters, *, strides, block_id, activation="relu6", batchnorm=True,
@@ -32,11 +25,21 @@ def depthwise_separable_block(x, filters, *, strides, block_id, activation="relu
     else:
         x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{block_id}")(x)
         padding = "valid"
-    x = layers.DepthwiseConv2D(3, strides=strides, padding=padding, depth_multiplier=depth_multiplier,
-                               use_bias=not batchnorm, name=f"conv_dw_{block_id}")(x)
-    x = _bn_act(x, f"conv_dw_{block_id}", activation, batchnorm)
-    x = layers.Conv2D(filters, 1, use_bias=not batchnorm, name=f"conv_pw_{block_id}")(x)
-    return _bn_act(x, f"conv_pw_{block_id}", activation, batchnorm)
+    bn_act = dict(activation=activation, batchnorm=batchnorm)
+    x = conv_bn_act(x, 3, conv=layers.DepthwiseConv2D, strides=strides, padding=padding,
+                    depth_multiplier=depth_multiplier, use_bias=not batchnorm, name=f"conv_dw_{block_id}", **bn_act)
+    return conv_bn_act(x, filters, 1, use_bias=not batchnorm, name=f"conv_pw_{block_id}", **bn_act)
+
+
+def _encoder(x, *, width, activation, batchnorm, depth_multiplier):
+    """`conv1` (3x3/2), then the depthwise separable BLOCKS 1..13."""
+    x = conv_bn_act(x, scaled(32, width), 3, strides=2, padding="same", use_bias=not batchnorm, name="conv1",
+                    activation=activation, batchnorm=batchnorm)
+    for block_id, (filters, strides) in enumerate(BLOCKS, start=1):
+        x = depthwise_separable_block(x, scaled(filters, width), strides=strides, block_id=block_id,
+                                      activation=activation, batchnorm=batchnorm,
+                                      depth_multiplier=depth_multiplier)
+    return x
 
 
 def build_mobilenet(
@@ -56,14 +59,8 @@ def build_mobilenet(
     check_input_shape(input_shape, min_size=MIN_SIZE, family="mobilenet")
     width = check_width(width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = layers.Conv2D(scaled(32, width), 3, strides=2, padding="same", use_bias=not batchnorm, name="conv1")(inputs)
-    x = _bn_act(x, "conv1", activation, batchnorm)
-    for block_id, (filters, strides) in enumerate(BLOCKS, start=1):
-        x = depthwise_separable_block(x, scaled(filters, width), strides=strides, block_id=block_id,
-                                      activation=activation, batchnorm=batchnorm,
-                                      depth_multiplier=depth_multiplier)
+    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm, depth_multiplier=depth_multiplier)
     if include_top:
-        x = layers.GlobalAveragePooling2D(name="global_pool")(x)
-        x = layers.Dropout(dropout, name="dropout")(x)
-        x = classifier(x, num_classes, classifier_activation)
+        x = pooled_head(x, num_classes, pool_name=GLOBAL_POOL, dropout=dropout,
+                        classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)

@@ -6,8 +6,8 @@ dense layers."""
 import keras
 from keras import layers
 
-from kerascnn.errors import KerasCNNError
-from kerascnn.models.common import check_input_shape, check_width, conv_block, pooling_layer, scaled
+from kerascnn.models.common import (check_input_shape, check_num_classes, check_width, conv_block, conv_head,
+                                    pooling_layer, scaled)
 
 DEFAULT_SIZE = 224
 # conv1 (11x11 stride 4, no padding) -> three 3x3/2 poolings leave >= 1x1.
@@ -27,6 +27,15 @@ def _nin_block(x, filters, kernel, strides, padding, *, name, activation, batchn
     return x
 
 
+def _encoder(x, *, width, activation, pool, batchnorm):
+    """NiN blocks `nin1`..`nin3`, each followed by 3x3/2 pooling."""
+    for b, (channels, kernel, strides, padding) in enumerate(BLOCKS, start=1):
+        x = _nin_block(x, scaled(channels, width), kernel, strides, padding, name=f"nin{b}",
+                       activation=activation, batchnorm=batchnorm)
+        x = pooling_layer(pool, 3, 2, name=f"pool{b}")(x)
+    return x
+
+
 def build_nin(
     *,
     input_shape=(224, 224, 1),
@@ -43,17 +52,13 @@ def build_nin(
     the global average pooling that yields the logits."""
     check_input_shape(input_shape, min_size=MIN_SIZE, family="nin")
     width = check_width(width)
-    if int(num_classes) < 2:
-        raise KerasCNNError(f"num_classes must be at least 2, got {num_classes}")
+    check_num_classes(num_classes)  # NiN checks it for the encoder alone too, unlike the other families
+
+    def classifier_block(x, filters, *, name):
+        return _nin_block(x, filters, 3, 1, 1, name=name, activation=activation, batchnorm=batchnorm)
+
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    for b, (channels, kernel, strides, padding) in enumerate(BLOCKS, start=1):
-        x = _nin_block(x, scaled(channels, width), kernel, strides, padding, name=f"nin{b}",
-                       activation=activation, batchnorm=batchnorm)
-        x = pooling_layer(pool, 3, 2, name=f"pool{b}")(x)
+    x = _encoder(inputs, width=width, activation=activation, pool=pool, batchnorm=batchnorm)
     if include_top:
-        x = layers.Dropout(dropout, name="classifier_dropout")(x)
-        x = _nin_block(x, int(num_classes), 3, 1, 1, name="classifier", activation=activation,
-                       batchnorm=batchnorm)
-        x = layers.GlobalAveragePooling2D(name="logits")(x)
+        x = conv_head(x, num_classes, classifier_block, dropout=dropout)
     return keras.Model(inputs, x, name=name)

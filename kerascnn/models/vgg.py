@@ -3,10 +3,8 @@ closed by 2x2 max pooling, then two dense layers. A variant is its block
 list; `width` scales the channels (d2l trains VGG-11 at width 0.25)."""
 
 import keras
-from keras import layers
 
-from kerascnn.models.common import (check_input_shape, check_width, classifier, conv_block, dense_block,
-                                    pooling_layer, scaled)
+from kerascnn.models.common import check_input_shape, check_width, conv_block, dense_head, pooling_layer, scaled
 
 DEFAULT_SIZE = 224
 MIN_SIZE = 32  # five 2x2 poolings
@@ -14,6 +12,16 @@ MIN_SIZE = 32  # five 2x2 poolings
 # (convolutions, channels) per block
 VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
 VGG16 = ((2, 64), (2, 128), (3, 256), (3, 512), (3, 512))
+
+
+def _encoder(x, blocks, *, width, activation, pool, batchnorm):
+    """Per block, its 3x3 convolutions `block<b>_conv<i>` and `block<b>_pool`."""
+    for b, (convs, channels) in enumerate(blocks, start=1):
+        for i in range(1, convs + 1):
+            x = conv_block(x, scaled(channels, width), 3, name=f"block{b}_conv{i}", activation=activation,
+                           batchnorm=batchnorm)
+        x = pooling_layer(pool, 2, 2, name=f"block{b}_pool")(x)
+    return x
 
 
 def build_vgg(
@@ -35,17 +43,10 @@ def build_vgg(
     check_input_shape(input_shape, min_size=MIN_SIZE, family=name)
     width = check_width(width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = inputs
-    for b, (convs, channels) in enumerate(blocks, start=1):
-        for i in range(1, convs + 1):
-            x = conv_block(x, scaled(channels, width), 3, name=f"block{b}_conv{i}", activation=activation,
-                           batchnorm=batchnorm)
-        x = pooling_layer(pool, 2, 2, name=f"block{b}_pool")(x)
+    x = _encoder(inputs, blocks, width=width, activation=activation, pool=pool, batchnorm=batchnorm)
     if include_top:
-        x = layers.Flatten(name="flatten")(x)
-        x = dense_block(x, dense_units, name="fc1", activation=activation, batchnorm=batchnorm, dropout=dropout)
-        x = dense_block(x, dense_units, name="fc2", activation=activation, batchnorm=batchnorm, dropout=dropout)
-        x = classifier(x, num_classes, classifier_activation)
+        x = dense_head(x, num_classes, (dense_units, dense_units), activation=activation, batchnorm=batchnorm,
+                       dropout=dropout, classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)
 
 
