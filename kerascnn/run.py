@@ -89,7 +89,7 @@ class Run:
         """The configuration as resolved (a FitConfig), or None for a bare model."""
         if not self.record:
             return None
-        return FitConfig.from_dict({k: v for k, v in self.record.items() if k in FIELDS and FIELDS[k].metadata["replay"]})
+        return FitConfig.from_dict({k: v for k, v in self.record.items() if k in FIELDS})
 
     @property
     def given(self):

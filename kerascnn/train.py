@@ -37,7 +37,8 @@ class FitResult:
     def paths(self):
         """The files of the run: model, history, configuration, then the
         checkpoints and recorded activations that exist."""
-        paths = [self.model_path] + [io.sidecar(self.model_path, k) for k in ("history.csv", "history.json", "run.json")]
+        paths = [self.model_path]
+        paths += [io.sidecar(self.model_path, k) for k in ("history.csv", "history.json", "run.json")]
         extra = [io.checkpoint_path(self.model_path, k) for k in ("best", "last")]
         extra.append(io.sidecar(self.model_path, "activations.npz"))
         return paths + [p for p in extra if p.exists()]
@@ -532,7 +533,8 @@ def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, mod
         return None
     advice = "train for more steps (more --epochs, a smaller --batch-size)"
     if arch == "lenet" and model_options.get("activation", "sigmoid") == "sigmoid":
-        advice += "; the sigmoid LeNet needs a few hundred steps before it learns, --activation relu --pool max far fewer"
+        advice += ("; the sigmoid LeNet needs a few hundred steps before it learns, --activation relu --pool max "
+                   "far fewer")
     return (f"note: test accuracy {accuracy:.1%} is near chance ({chance:.0%}) after {epochs * steps} training steps "
             f"({epochs} epoch{'s' * (epochs != 1)} x {steps} batches of {batch_size}): {advice}")
 

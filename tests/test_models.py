@@ -1,13 +1,32 @@
+"""The model zoo: LeNet's textbook shapes and knobs, and every family on tiny
+inputs and widths: it builds, trains a step, saves and loads, exposes every
+layer by name, and splits into encoder and head."""
+
 import numpy as np
 import pytest
 
+from kerascnn import io
 from kerascnn.errors import KerasCNNError
-from kerascnn.models import build_lenet, build_model, split_encoder_head
-from kerascnn.summary import format_parameter_table, layer_table, parameter_counts
+from kerascnn.models import ARCHS, build_lenet, build_model, get_arch, split_encoder_head
+from kerascnn.summary import layer_table, parameter_counts
+from kerascnn.train import compile_model, resolve_image_size
+from kerascnn.visualization import layer_activations, spatial_layers
 
-pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backends.py)
+# @pytest.mark.core tests also run under jax and torch (tests/test_backend.py)
+
+ZOO = [name for name in ARCHS if name != "lenet"]
+TINY = {"width": 0.125}
+TINY_DENSE = {"alexnet": {"dense_units": 32}, "vgg11": {"dense_units": 32}, "vgg16": {"dense_units": 32}}
 
 
+def tiny(arch, size=None, channels=1, classes=3, **extra):
+    spec = get_arch(arch)
+    size = size or spec.min_size
+    options = {**({} if arch == "lenet" else TINY), **TINY_DENSE.get(arch, {}), **extra}
+    return build_model(arch, input_shape=(size, size, channels), num_classes=classes, **options)
+
+
+@pytest.mark.core
 def test_lenet_textbook_shapes_and_names():
     model = build_lenet()
     names = [layer.name for layer in model.layers]
@@ -21,23 +40,7 @@ def test_lenet_textbook_shapes_and_names():
     assert model.count_params() == 61706  # d2l's LeNet
 
 
-@pytest.mark.parametrize("kwargs, encoder_weights", [
-    ({}, 2550),
-    ({"kernel": 7}, 4998),
-    ({"channels": (16, 32)}, 13200),
-])
-def test_encoder_conv_weights_match_seed_report(kwargs, encoder_weights):
-    counts = parameter_counts(build_lenet(**kwargs))
-    assert counts["encoder"]["weights"] == encoder_weights
-    assert counts["encoder"]["biases"] == sum(build_lenet(**kwargs).get_layer(n).filters for n in ("conv1", "conv2"))
-    assert counts["total"]["total"] == build_lenet(**kwargs).count_params()
-
-
-def test_parameter_table_lists_both_parts():
-    table = format_parameter_table(parameter_counts(build_lenet()))
-    assert "encoder" in table and "head" in table and "2,550" in table
-
-
+@pytest.mark.core
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 1), (28, 28, 3), (32, 32, 3)])
 @pytest.mark.parametrize("kernel", [5, 7, 11])
 def test_lenet_inputs_and_kernels(input_shape, kernel):
@@ -47,6 +50,7 @@ def test_lenet_inputs_and_kernels(input_shape, kernel):
     assert model.get_layer("conv1").output.shape[1:3] == input_shape[:2]
 
 
+@pytest.mark.core
 def test_batchnorm_follows_each_hidden_activation():
     model = build_lenet(batchnorm=True)
     names = [layer.name for layer in model.layers]
@@ -57,13 +61,15 @@ def test_batchnorm_follows_each_hidden_activation():
     assert "logits_bn" not in names
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "gelu"])
 def test_activations(activation):
     model = build_lenet(activation)
     assert model.get_layer("conv1").activation.__name__ == activation
 
 
-def test_encoder_head_split():
+@pytest.mark.core
+def test_lenet_split_and_layer_table():
     encoder, head = split_encoder_head(build_lenet())
     assert [layer.name for layer in head] == ["flatten", "fc1", "fc2", "logits"]
     assert "conv2" in [layer.name for layer in encoder]
@@ -71,11 +77,13 @@ def test_encoder_head_split():
     assert parts["conv1"] == "encoder" and parts["fc1"] == "head"
 
 
+@pytest.mark.core
 def test_include_top_false_is_the_encoder():
     model = build_lenet(include_top=False)
     assert model.layers[-1].name == "pool2"
 
 
+@pytest.mark.core
 @pytest.mark.parametrize("kwargs, message", [
     ({"kernel": 4}, "odd"),
     ({"kernel": 15}, "does not fit"),
@@ -89,8 +97,168 @@ def test_bad_options_raise_clear_errors(kwargs, message):
         build_lenet(**kwargs)
 
 
+@pytest.mark.core
 def test_registry_rejects_unknown_arch_and_options():
     with pytest.raises(KerasCNNError, match="unknown architecture"):
         build_model("lenet6", input_shape=(28, 28, 1), num_classes=10)
     with pytest.raises(KerasCNNError, match="does not take width"):
         build_model("lenet", input_shape=(28, 28, 1), num_classes=10, width=2)
+
+
+@pytest.mark.parametrize("arch, shape, classes, trainable, total", [
+    ("vgg16", (224, 224, 3), 1000, 138_357_544, 138_357_544),
+    ("resnet18", (224, 224, 3), 1000, 11_689_512, 11_699_112),
+    ("mobilenet", (224, 224, 3), 1000, 4_231_976, 4_253_864),
+    ("alexnet", (224, 224, 1), 10, 57_029_322, 57_029_322),
+    ("nin", (224, 224, 1), 10, 1_992_166, 1_992_166),
+])
+def test_reference_parameter_counts(arch, shape, classes, trainable, total):
+    model = build_model(arch, input_shape=shape, num_classes=classes)
+    counts = parameter_counts(model)["total"]
+    assert counts["trainable"] == trainable
+    assert counts["total"] == total == model.count_params()
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ZOO)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_builds_at_min_size_any_channels_and_classes(arch, channels):
+    model = tiny(arch, channels=channels, classes=7)
+    x = np.random.default_rng(0).normal(size=(2,) + model.input_shape[1:]).astype("float32")
+    assert model.predict(x, verbose=0).shape == (2, 7)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_builds_at_default_size(arch):
+    spec = get_arch(arch)
+    model = tiny(arch, size=spec.default_size, channels=3, classes=4)
+    assert model.output_shape == (None, 4)
+
+
+@pytest.mark.parametrize("arch", ZOO)
+def test_below_min_size_names_the_minimum(arch):
+    spec = get_arch(arch)
+    with pytest.raises(KerasCNNError, match=f"at least {spec.min_size}x{spec.min_size}"):
+        tiny(arch, size=spec.min_size - 1)
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ZOO)
+def test_one_step_lowers_the_loss_and_save_load_is_exact(arch, tmp_path):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    # no dropout here, so that the loss before and after the step is measured
+    # on the same network (dropout draws differ between backends' RNGs)
+    no_dropout = {"dropout": 0.0} if "dropout" in get_arch(arch).knobs() else {}
+    wider = {"width": 0.5} if arch == "nin" else {}  # narrower, NiN's ReLU logits can all start at 0
+    model = tiny(arch, classes=3, **no_dropout, **wider)
+    compile_model(model, keras.optimizers.Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8,) + model.input_shape[1:]).astype("float32")
+    y = np.arange(8) % 3
+    def training_loss():  # batch statistics, as the step sees them
+        logits = model(x, training=True)
+        return float(keras.ops.mean(keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)))
+
+    before = training_loss()
+    for _ in range(5):
+        model.train_on_batch(x, y)
+    after = training_loss()
+    assert after < before, (before, after)
+    path = io.save_model(model, tmp_path / f"{arch}.keras")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), io.load_model(path).predict(x, verbose=0))
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ZOO)
+def test_every_spatial_layer_resolves(arch):
+    model = tiny(arch)
+    names = spatial_layers(model)
+    assert len(names) == len(set(names)) > 3
+    x = np.zeros((1,) + model.input_shape[1:], "float32")
+    outputs = layer_activations(model, names, x)
+    assert all(o.ndim == 4 for o in outputs)
+
+
+@pytest.mark.parametrize("arch, first_head", [
+    ("lenet", "flatten"), ("alexnet", "flatten"), ("vgg11", "flatten"), ("vgg16", "flatten"),
+    ("nin", "classifier_dropout"), ("googlenet", "avg_pool"), ("resnet18", "avg_pool"), ("mobilenet", "global_pool"),
+])
+def test_encoder_head_split(arch, first_head):
+    from kerascnn.models import split_encoder_head
+
+    model = tiny(arch)
+    encoder, head = split_encoder_head(model)
+    assert head[0].name == first_head and encoder
+    counts = parameter_counts(model)
+    assert counts["encoder"]["total"] + counts["head"]["total"] == model.count_params()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_head_starts_where_the_encoder_ends_also_after_loading(arch, tmp_path):
+    from kerascnn.models import head_start, split_encoder_head
+
+    model = tiny(arch)
+    encoder = tiny(arch, include_top=False)
+    start = head_start(model)
+    assert [layer.name for layer in model.layers[:start]] == [layer.name for layer in encoder.layers]
+    assert head_start(encoder) == len(encoder.layers)
+    # the split is found by layer names, the only part of it a .keras file keeps
+    loaded = io.load_model(io.save_model(model, tmp_path / f"{arch}.keras"))
+    assert head_start(loaded) == start
+    assert [[layer.name for layer in part] for part in split_encoder_head(loaded)] == \
+        [[layer.name for layer in part] for part in split_encoder_head(model)]
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("batchnorm", [False, True])
+def test_batchnorm_settings(arch, batchnorm):
+    import keras
+
+    bns = [layer for layer in tiny(arch, batchnorm=batchnorm).layers
+           if isinstance(layer, keras.layers.BatchNormalization)]
+    assert bool(bns) == batchnorm
+    epsilon = 1e-5 if arch == "resnet18" else 1e-3  # ResNet: torchvision's
+    assert all(bn.momentum == 0.9 and bn.epsilon == epsilon for bn in bns)
+
+
+def test_hierarchical_names():
+    names = {layer.name for layer in tiny("resnet18").layers}
+    assert {"conv2_block1_1_conv", "conv3_block1_0_conv", "conv5_block2_out"} <= names
+    names = {layer.name for layer in tiny("mobilenet").layers}
+    assert {"conv_dw_3", "conv_pw_13_relu6", "conv_dw_1_bn"} <= names
+    names = {layer.name for layer in tiny("googlenet").layers}
+    assert {"inception3a_1x1", "inception4e_5x5", "inception5b_concat"} <= names
+    names = {layer.name for layer in tiny("vgg16").layers}
+    assert {"block1_conv1", "block5_conv3", "block5_pool"} <= names
+
+
+def test_width_scales_channels():
+    assert tiny("vgg11", width=0.25).get_layer("block1_conv1").filters == 16
+    assert tiny("mobilenet", width=0.5).get_layer("conv_pw_13").filters == 512
+
+
+def test_image_size_defaults(monkeypatch):
+    import kerascnn.train as train
+
+    said = []
+    monkeypatch.setattr(train, "accelerator_available", lambda: False)
+    assert resolve_image_size(get_arch("vgg16"), None, 28, echo=said.append) == 32
+    assert "no GPU" in said[0] and "224" in said[0]
+    assert resolve_image_size(get_arch("lenet"), None, 28) == 28
+    assert resolve_image_size(get_arch("lenet"), None, 32) == 32
+    monkeypatch.setattr(train, "accelerator_available", lambda: True)
+    assert resolve_image_size(get_arch("resnet18"), None, 28) == 96
+    assert resolve_image_size(get_arch("alexnet"), 100, 28) == 100
+    with pytest.raises(KerasCNNError, match="at least 67x67"):
+        resolve_image_size(get_arch("nin"), 64, 28)
+
+
+def test_fit_feeds_gray_data_to_any_size(tmp_path):
+    from kerascnn.train import fit
+
+    result = fit("resnet18", "digits", epochs=1, train_size=64, width=0.125, image_size=40, output=tmp_path,
+                 verbose=0)
+    assert result.config["input_shape"] == [40, 40, 1]
+    assert result.model.input_shape == (None, 40, 40, 1)
