@@ -1,14 +1,27 @@
-"""kerascnn.backend: JAX's persistent compilation cache."""
+"""kerascnn.backend: JAX's persistent compilation cache.
+
+Keras 3 multi-backend: the core tests under jax and torch, and models
+saved under one backend loading under the others with the same
+predictions, batch-norm statistics and optimizer state.
+
+Each backend runs in its own process (Keras picks its backend at import).
+A backend whose package is not installed is skipped with the reason;
+`pip install -e ".[test,jax,torch]"` (README) installs all three.
+"""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
+import textwrap
 
+import numpy as np
 import pytest
 
-from kerascnn import backend
+from kerascnn import backend as kerascnn_backend
 from tests.conftest import REPO
+
 
 JAX_VARIABLES = ("JAX_COMPILATION_CACHE_DIR", "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS",
                  "JAX_ENABLE_COMPILATION_CACHE")
@@ -25,29 +38,29 @@ def clean_env(monkeypatch, tmp_path):
 
 
 def test_cache_dir_follows_the_environment(clean_env, tmp_path):
-    assert backend.cache_dir() == tmp_path / "cache"
+    assert kerascnn_backend.cache_dir() == tmp_path / "cache"
     clean_env.delenv("KERASCNN_CACHE_DIR")
     clean_env.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert backend.cache_dir() == tmp_path / "xdg" / "kerascnn"
+    assert kerascnn_backend.cache_dir() == tmp_path / "xdg" / "kerascnn"
     clean_env.delenv("XDG_CACHE_HOME")
     clean_env.setenv("HOME", str(tmp_path / "home"))
-    assert backend.cache_dir() == tmp_path / "home" / ".cache" / "kerascnn"
+    assert kerascnn_backend.cache_dir() == tmp_path / "home" / ".cache" / "kerascnn"
 
 
 def test_sets_jax_defaults_before_jax_starts(clean_env, tmp_path):
-    assert backend.use_compilation_cache() == tmp_path / "cache" / "jax"
+    assert kerascnn_backend.use_compilation_cache() == tmp_path / "cache" / "jax"
     assert os.environ["JAX_COMPILATION_CACHE_DIR"] == str(tmp_path / "cache" / "jax")
-    assert float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) == backend.MIN_COMPILE_SECONDS
+    assert float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]) == kerascnn_backend.MIN_COMPILE_SECONDS
     assert "JAX_COMPILATION_CACHE_MAX_SIZE" not in os.environ  # eviction needs filelock and rescans the folder
 
 
 def test_the_users_jax_settings_win(clean_env, tmp_path):
     clean_env.setenv("JAX_COMPILATION_CACHE_DIR", str(tmp_path / "mine"))
     clean_env.setenv("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "2")
-    assert backend.use_compilation_cache() == tmp_path / "mine"
+    assert kerascnn_backend.use_compilation_cache() == tmp_path / "mine"
     assert os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] == "2"
     clean_env.setenv("JAX_ENABLE_COMPILATION_CACHE", "false")
-    assert backend.use_compilation_cache() is None
+    assert kerascnn_backend.use_compilation_cache() is None
 
 
 def run_cli(args, env_update):
@@ -69,3 +82,132 @@ def test_cli_under_jax_fills_the_cache_and_can_be_told_not_to(tmp_path):
     proc = run_cli(args, {"KERASCNN_CACHE_DIR": str(tmp_path / "off"), "JAX_ENABLE_COMPILATION_CACHE": "false"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert not (tmp_path / "off" / "jax").exists() or not any((tmp_path / "off" / "jax").iterdir())
+
+
+BACKENDS = ("tensorflow", "jax", "torch")
+
+
+def installed(backend):
+    return importlib.util.find_spec(backend) is not None
+
+
+def needs(backend):
+    return pytest.mark.skipif(not installed(backend), reason=f"{backend} is not installed (pip install -e .[{backend}])")
+
+
+def run_under(backend, args, timeout=900):
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3",
+               JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, cwd=REPO,
+                          timeout=timeout)
+
+
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=needs(b)) for b in ("jax", "torch")])
+def test_core_tests_pass_under(backend):
+    proc = run_under(backend, ["-m", "pytest", "-q", "-m", "core", "-p", "no:cacheprovider", "tests"])
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert " passed" in proc.stdout
+
+
+SAVE = textwrap.dedent("""
+    import json, sys
+    from kerascnn.backend import use_compilation_cache
+    use_compilation_cache()  # as the CLI does; LOAD then reuses these programs under JAX
+    import keras
+    import numpy as np
+    from kerascnn import io
+    from kerascnn.models import ARCHS, build_model
+    from kerascnn.train import compile_model
+
+    def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
+        if keras.backend.backend() == "jax":
+            return model.predict(x, verbose=0)
+        return keras.ops.convert_to_numpy(model(x, training=False))
+
+    out = sys.argv[1]
+    tiny = {"width": 0.125}
+    dense = {"alexnet": {"dense_units": 32}, "vgg11": {"dense_units": 32}, "vgg16": {"dense_units": 32}}
+    for arch, spec in ARCHS.items():
+        keras.utils.set_random_seed(0)
+        options = {} if arch == "lenet" else {**tiny, **dense.get(arch, {})}
+        if arch == "lenet":
+            options = {"batchnorm": True}
+        size = spec.min_size if spec.default_size else 28
+        model = build_model(arch, input_shape=(size, size, 1), num_classes=5, **options)
+        compile_model(model, keras.optimizers.Adam(1e-3))  # as fit does: jit under JAX only
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(6, size, size, 1)).astype("float32")
+        y = np.arange(6) % 5
+        for _ in range(2):  # moves weights, batch-norm statistics and Adam's moments
+            model.train_on_batch(x, y)
+        io.save_model(model, f"{out}/{arch}.keras")
+        np.save(f"{out}/{arch}.x.npy", x)
+        np.save(f"{out}/{arch}.logits.npy", logits(model, x))
+        np.savez(f"{out}/{arch}.state.npz",
+                 **{f"w{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.weights)},
+                 **{f"o{i}": keras.ops.convert_to_numpy(v) for i, v in enumerate(model.optimizer.variables)})
+""")
+
+
+LOAD = textwrap.dedent("""
+    import json, sys
+    from kerascnn.backend import use_compilation_cache
+    use_compilation_cache()
+    import keras
+    import numpy as np
+    from kerascnn import io
+    from kerascnn.models import ARCHS
+
+    def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
+        if keras.backend.backend() == "jax":
+            return model.predict(x, verbose=0)
+        return keras.ops.convert_to_numpy(model(x, training=False))
+
+    results = {}
+    for source in sys.argv[1:]:
+        for arch in ARCHS:
+            model = io.load_model(f"{source}/{arch}.keras")
+            x = np.load(f"{source}/{arch}.x.npy")
+            logits_now = logits(model, x)
+            state = np.load(f"{source}/{arch}.state.npz")
+            weights = [keras.ops.convert_to_numpy(v) for v in model.weights]
+            opt = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
+            results[f"{source}|{arch}"] = {
+                "logits": float(np.max(np.abs(logits_now - np.load(f"{source}/{arch}.logits.npy")))),
+                "weights": max(float(np.max(np.abs(w - state[f"w{i}"]))) for i, w in enumerate(weights)),
+                "n_weights": [len(weights), len([k for k in state.files if k.startswith("w")])],
+                "optimizer": max(float(np.max(np.abs(np.asarray(v, dtype="float64") - state[f"o{i}"])))
+                                 for i, v in enumerate(opt)),
+                "n_optimizer": [len(opt), len([k for k in state.files if k.startswith("o")])],
+            }
+    print(json.dumps(results))
+""")
+
+
+def test_models_move_between_backends(tmp_path):
+    available = [b for b in BACKENDS if installed(b)]
+    if len(available) < 2:
+        pytest.skip("only one Keras backend is installed (pip install -e .[jax,torch])")
+    for backend in available:
+        (tmp_path / backend).mkdir()
+        proc = run_under(backend, ["-c", SAVE, str(tmp_path / backend)])
+        assert proc.returncode == 0, f"saving under {backend}: {proc.stderr[-3000:]}"
+    differences = {}
+    for backend in available:
+        sources = [str(tmp_path / b) for b in available if b != backend]
+        proc = run_under(backend, ["-c", LOAD, *sources])
+        assert proc.returncode == 0, f"loading under {backend}: {proc.stderr[-3000:]}"
+        for key, r in json.loads(proc.stdout.strip().splitlines()[-1]).items():
+            source, arch = key.split("|")
+            differences[(os.path.basename(source), backend, arch)] = r
+    from kerascnn.models import ARCHS
+
+    assert len(differences) == len(available) * (len(available) - 1) * len(ARCHS)
+    for (source, target, arch), r in differences.items():
+        where = f"{arch} saved under {source}, loaded under {target}"
+        assert r["logits"] < 1e-4, (where, r)
+        assert r["n_weights"][0] == r["n_weights"][1] and r["weights"] == 0.0, (where, r)  # incl. BN statistics
+        assert r["n_optimizer"][0] == r["n_optimizer"][1] and r["optimizer"] == 0.0, (where, r)
+    worst = max(r["logits"] for r in differences.values())
+    print(f"largest cross-backend logit difference: {worst:.2e}")
+    assert np.isfinite(worst)

@@ -67,15 +67,6 @@ def test_fit_at_chance_says_why(tmp_path):
     assert (tmp_path / "lenet.keras").exists()
 
 
-def test_near_chance_hint_only_near_chance():
-    from kerascnn.train import near_chance_hint
-
-    assert near_chance_hint(0.12, 10, 5, 2, 32, "vgg11", {}) is not None
-    assert "sigmoid" not in near_chance_hint(0.12, 10, 5, 2, 32, "lenet", {"activation": "relu"})
-    assert near_chance_hint(0.2, 10, 5, 2, 32, "lenet", {}) is None
-    assert near_chance_hint(0.6, 2, 5, 2, 32, "lenet", {}) is None
-
-
 @pytest.mark.parametrize("args, message, code", [
     (("fit", "--arch", "resnet999"), "unknown architecture", 2),
     (("fit", "--channels", "6"), "--channels expects 2 values", 2),

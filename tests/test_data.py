@@ -1,3 +1,4 @@
+import math
 import socket
 import time
 
@@ -5,9 +6,12 @@ import numpy as np
 import pytest
 
 from kerascnn import data as kdata
-from kerascnn.data import load_dataset, make_pipeline, read_idx
+from kerascnn.data import epoch_indices, load_dataset, make_pipeline, make_training_pipeline, read_idx
 from kerascnn.errors import KerasCNNError
+from kerascnn.train import fit
 from tests.conftest import write_idx
+
+SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
 
 
 def test_idx_files_gzipped_and_plain(idx_dir):
@@ -187,3 +191,29 @@ def test_real_datasets(real_data_dir, name, train, test, shape):
         assert abs(mean[0] - 0.1307) < 0.002 and abs(std[0] - 0.3081) < 0.002
     if name == "fashion_mnist":
         assert ds.class_names[6] == "Shirt"
+
+
+def test_sampling_orders():
+    seq = np.asarray(epoch_indices(100, 3, sampling="sequential"))
+    np.testing.assert_array_equal(seq, np.arange(100))
+    shuffled = [np.asarray(epoch_indices(100, e, seed=1)) for e in (0, 1)]
+    for order in shuffled:
+        np.testing.assert_array_equal(np.sort(order), np.arange(100))  # a permutation
+    assert not np.array_equal(shuffled[0], shuffled[1])  # a fresh order every epoch
+    np.testing.assert_array_equal(np.asarray(epoch_indices(100, 1, seed=1)), shuffled[1])  # a function of the epoch
+    boot = np.asarray(epoch_indices(1000, 0, seed=1, sampling="bootstrap"))
+    assert len(boot) == 1000 and boot.min() >= 0 and boot.max() < 1000
+    unique = len(np.unique(boot))
+    assert unique < 1000  # drawn with replacement: repeats
+    assert abs(unique / 1000 - (1 - 1 / math.e)) < 0.05  # about 63.2% distinct, as bootstrap gives
+
+
+def test_sequential_and_bootstrap_pipelines_feed_fit(tmp_path):
+    data = load_dataset("digits", val_size=0, train_size=100)
+    ds, steps = make_training_pipeline(data.x_train, data.y_train, input_shape=(28, 28, 1), mean=[0.0], std=[1.0],
+                                       batch_size=30, epochs=2, sampling="sequential")
+    labels = np.concatenate([np.asarray(y) for _, y in ds])
+    assert steps == 4 and len(labels) == 200
+    np.testing.assert_array_equal(labels[:100], data.y_train)
+    r = fit("lenet", epochs=2, sampling="bootstrap", output=tmp_path, **SMALL)
+    assert r.config["sampling"] == "bootstrap" and len(r.history) == 2

@@ -1,5 +1,11 @@
+"""kerascnn.train: fit end to end: the saved run, bad settings, training options, kill -9 and --resume, seeds."""
+
 import json
 import os
+import signal
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -8,6 +14,11 @@ from kerascnn import io
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import fit
+
+SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
+
+RUN = dict(arch="lenet", dataset="digits", epochs=4, batch_size=128, activation="relu", pool="max",
+           augment="crop,flip", train_size=600, seed=3, verbose=0)
 
 
 def test_fit_lowers_the_loss_and_writes_the_run(trained_run):
@@ -65,22 +76,6 @@ def test_failed_run_leaves_saved_model_untouched(trained_run, tmp_path, monkeypa
     assert (out / "lenet.partial" / "last.keras").exists()
 
 
-def test_interrupted_save_keeps_the_old_file(tmp_path):
-    target = tmp_path / "m.keras"
-    target.write_bytes(b"old model")
-
-    class Failing:
-        def save(self, path):
-            with open(path, "wb") as f:
-                f.write(b"half")
-            raise OSError("disk full")
-
-    with pytest.raises(OSError):
-        io.save_model(Failing(), target)
-    assert target.read_bytes() == b"old model"
-    assert os.listdir(tmp_path) == ["m.keras"]
-
-
 @pytest.mark.parametrize("kwargs, message", [
     ({"arch": "lenet9"}, "unknown architecture"),
     ({"optimizer": "adamax"}, "unknown optimizer"),
@@ -96,21 +91,174 @@ def test_bad_settings_fail_before_writing(tmp_path, kwargs, message):
     assert not list((tmp_path / "o").glob("*.keras")) if (tmp_path / "o").exists() else True
 
 
-def test_nan_loss_stops_with_a_message(tmp_path):
-    with pytest.raises(KerasCNNError, match="NaN"):
-        fit("lenet", "digits", epochs=1, optimizer="sgd", lr=1e6, activation="relu", output=tmp_path, verbose=0)
-    assert not list(tmp_path.glob("*.keras"))
-    # a diverged run does not block starting over
-    fit("lenet", "digits", epochs=1, train_size=64, output=tmp_path, verbose=0)
+def test_bad_schedule_and_sampling_names_are_clear_errors(tmp_path):
+    with pytest.raises(KerasCNNError, match="unknown schedule 'linear'"):
+        fit("lenet", epochs=1, schedule="linear", output=tmp_path, **SMALL)
+    with pytest.raises(KerasCNNError, match="unknown sampling 'random'"):
+        fit("lenet", epochs=1, sampling="random", output=tmp_path, **SMALL)
+    with pytest.raises(KerasCNNError, match="unknown augmentation 'zoom'"):
+        fit("lenet", epochs=1, augment="flip,zoom", output=tmp_path, **SMALL)
+    with pytest.raises(KerasCNNError, match=r"decay_rate must be in \(0, 1\]"):
+        fit("lenet", epochs=1, schedule="step", decay_rate=1.5, output=tmp_path, **SMALL)
+
+
+def test_l2_adds_a_penalty_that_is_saved(tmp_path):
+    import keras
+
+    plain = fit("lenet", epochs=1, output=tmp_path / "a", **SMALL)
+    l2 = fit("lenet", epochs=1, l2=0.01, output=tmp_path / "b", **SMALL)
+    assert l2.history[0]["loss"] > plain.history[0]["loss"] + 0.01  # the penalty shows in the loss
+    assert len(l2.model.losses) == 5  # conv1, conv2, fc1, fc2, logits
+    loaded = keras.saving.load_model(l2.model_path)
+    assert loaded.get_layer("conv1").kernel_regularizer.get_config()["l2"] == pytest.approx(0.01)
+
+
+def test_tensorboard_logs(tmp_path):
+    fit("lenet", epochs=1, tensorboard=tmp_path / "tb", output=tmp_path, **SMALL)
+    events = list((tmp_path / "tb").rglob("events.out.tfevents.*"))
+    assert events and any("train" in str(p) for p in events)
+
+
+def test_jit_and_distribute_choices(tmp_path):
+    from kerascnn.train import distribution_scope, resolve_jit
+
+    assert resolve_jit("off") is False and resolve_jit("on") is True
+    assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
+    with pytest.raises(KerasCNNError, match="needs the jax backend"):
+        distribution_scope("data-parallel")
+    r = fit("lenet", epochs=1, jit="on", output=tmp_path, **SMALL)
+    assert r.config["jit_compile"] is True
+
+
+def test_mixed_precision_on_cpu_warns_and_trains_in_float32(tmp_path, capsys):
+    r = fit("lenet", epochs=1, mixed_precision=True, output=tmp_path, **{**SMALL, "verbose": 1})
+    assert "needs a GPU" in capsys.readouterr().out
+    assert r.config["mixed_precision"] is False
+    assert r.model.get_layer("conv1").compute_dtype == "float32"
+
+
+def test_near_chance_hint_only_near_chance():
+    from kerascnn.train import near_chance_hint
+
+    assert near_chance_hint(0.12, 10, 5, 2, 32, "vgg11", {}) is not None
+    assert "sigmoid" not in near_chance_hint(0.12, 10, 5, 2, 32, "lenet", {"activation": "relu"})
+    assert near_chance_hint(0.2, 10, 5, 2, 32, "lenet", {}) is None
+    assert near_chance_hint(0.6, 2, 5, 2, 32, "lenet", {}) is None
+
+
+MIRRORED = textwrap.dedent("""
+    import json, sys
+    import tensorflow as tf
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    from kerascnn.train import fit
+    r = fit("lenet", "digits", epochs=2, batch_size=64, train_size=256, activation="relu", pool="max",
+            distribute="mirrored", output=sys.argv[1], verbose=0)
+    print(json.dumps({"replicas": r.config["replicas"], "loss": [row["loss"] for row in r.history],
+                      "acc": r.test_accuracy}))
+""")
+
+
+@pytest.mark.slow
+def test_mirrored_training_on_two_logical_cpus(tmp_path):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
+    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    assert result["loss"][1] < result["loss"][0]
     assert (tmp_path / "lenet.keras").exists()
 
 
-@pytest.mark.parametrize("name", ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam", "adamw"])
-def test_optimizers_by_name(name):
-    from kerascnn.optimizers import make_optimizer
+SCRIPT = textwrap.dedent("""
+    import json, os, signal, sys
+    import keras
+    from kerascnn.train import fit
 
-    opt = make_optimizer(name, 0.01, weight_decay=1e-4)
-    assert float(opt.learning_rate) == pytest.approx(0.01)
+    kwargs = json.loads(sys.argv[1])
+    kill_at = json.loads(sys.argv[2])  # [epoch, batch] (from 1) or null
+
+    class Kill(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch + 1
+        def on_train_batch_end(self, batch, logs=None):
+            if kill_at and [self.epoch, batch + 1] == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    fit(callbacks=[Kill()], **kwargs)
+""")
+
+
+def run_fit(kwargs, kill_at=None):
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, "-c", SCRIPT, json.dumps(kwargs), json.dumps(kill_at)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def weights(path):
+    import keras
+
+    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+
+
+def history(path):
+    rows = json.loads(io.sidecar(path, "history.json").read_text())
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+
+@pytest.mark.slow
+def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
+    whole = run_fit({**RUN, "output": str(tmp_path / "whole")})
+    assert whole.returncode == 0, whole.stderr
+
+    killed = run_fit({**RUN, "output": str(tmp_path / "cut")}, kill_at=[3, 2])
+    assert killed.returncode == -signal.SIGKILL
+    cut = tmp_path / "cut"
+    assert not (cut / "lenet.keras").exists()  # no final model from a killed run
+    partial = cut / "lenet.partial"
+    assert io.read_state(partial / "last.keras")["epoch"] == 2
+    assert not [p for p in partial.iterdir() if p.name.startswith(".")]  # no temporary files left
+
+    # the same command again without --resume refuses to discard the run
+    again = run_fit({**RUN, "output": str(cut)})
+    assert again.returncode != 0 and "add resume=True to continue it" in again.stderr
+
+    resumed = run_fit({**RUN, "output": str(cut), "resume": True})
+    assert resumed.returncode == 0, resumed.stderr
+    assert history(cut / "lenet.keras") == history(tmp_path / "whole" / "lenet.keras")
+    assert not partial.exists()  # the finished run's checkpoints moved beside the model
+    assert io.read_state(cut / "lenet.last.keras")["epoch"] == 4
+    for a, b in zip(weights(cut / "lenet.keras"), weights(tmp_path / "whole" / "lenet.keras")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_same_seed_same_history_and_different_seed_differs(tmp_path):
+    from kerascnn.train import fit
+
+    kwargs = {**RUN, "epochs": 2}
+    a = fit(**kwargs, output=tmp_path / "a")
+    b = fit(**kwargs, output=tmp_path / "b")
+    c = fit(**{**kwargs, "seed": 4}, output=tmp_path / "c")
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    assert strip(a.history) != strip(c.history)
+    for wa, wb in zip(a.model.get_weights(), b.model.get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+def test_resume_refuses_other_options_and_missing_checkpoint(tmp_path):
+    from kerascnn.errors import KerasCNNError
+    from kerascnn.train import fit
+
+    with pytest.raises(KerasCNNError, match="no checkpoint"):
+        fit(**{**RUN, "epochs": 1}, output=tmp_path, resume=True)
+    fit(**{**RUN, "epochs": 1, "augment": None}, output=tmp_path)
+    with pytest.raises(KerasCNNError, match="differs .* in: batch_size"):
+        fit(**{**RUN, "epochs": 2, "augment": None, "batch_size": 64}, output=tmp_path, resume=True)
+    # a finished run can be extended by more epochs
+    r = fit(**{**RUN, "epochs": 2, "augment": None}, output=tmp_path, resume=True)
+    assert [row["epoch"] for row in r.history] == [1, 2] and r.config["resumed_from"] == 1
 
 
 @pytest.mark.slow

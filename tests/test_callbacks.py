@@ -1,0 +1,121 @@
+"""kerascnn.callbacks: learning-rate schedules, early stopping, the activation recorder, the NaN stop, checkpoints."""
+
+import numpy as np
+import pytest
+
+from kerascnn import io
+from kerascnn.callbacks import SCHEDULES, schedule_function
+from kerascnn.errors import KerasCNNError
+from kerascnn.train import fit
+
+SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
+
+RUN = dict(arch="lenet", dataset="digits", epochs=4, batch_size=128, activation="relu", pool="max",
+           augment="crop,flip", train_size=600, seed=3, verbose=0)
+
+
+def weights(path):
+    import keras
+
+    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_trains_and_logs_its_rate(tmp_path, name):
+    r = fit("lenet", epochs=3, schedule=name, decay_after=1, output=tmp_path, **SMALL)
+    rates = [row["lr"] for row in r.history]
+    expected = schedule_function(name, 1e-3, 3, decay_after=1)
+    if name != "plateau":
+        assert rates == pytest.approx([expected(e) for e in range(3)], rel=1e-6)
+    assert r.config["schedule"] == name
+
+
+def test_step_schedule_is_the_seed_reports_rule(tmp_path):
+    """x0.7 every epoch after epoch 10: epochs 1-10 at lr, 11 at 0.7 lr, 12 at 0.49 lr."""
+    fn = schedule_function("step", 0.1, 12)
+    assert [fn(e) for e in range(12)] == pytest.approx([0.1] * 10 + [0.07, 0.049])
+    r = fit("lenet", epochs=4, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, output=tmp_path,
+            **SMALL)
+    assert [row["lr"] for row in r.history] == pytest.approx([0.1, 0.1, 0.07, 0.049])
+
+
+def test_cosine_reaches_zero_and_plateau_reduces(tmp_path):
+    fn = schedule_function("cosine", 1.0, 10)
+    assert fn(0) == 1.0 and fn(5) == pytest.approx(0.5) and fn(10) == pytest.approx(0.0)
+    # plateau: at a negligible rate the validation loss cannot improve, so the
+    # rate is halved after every epoch without improvement (patience 1)
+    r = fit("lenet", epochs=4, optimizer="sgd", lr=1e-9, schedule="plateau", decay_after=1, output=tmp_path,
+            **SMALL)
+    assert [row["lr"] for row in r.history] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10], rel=1e-6)
+
+
+def test_early_stopping(tmp_path):
+    # a learning rate of 0 never improves the validation loss
+    r = fit("lenet", epochs=10, optimizer="sgd", lr=1e-12, patience=2, output=tmp_path, **SMALL)
+    assert len(r.history) < 10
+    assert r.config["epochs_run"] == len(r.history)
+
+
+def test_activation_recorder_files_and_pictures(tmp_path):
+    from kerascnn.visualization import visualize_epochs
+
+    r = fit("lenet", epochs=3, record_layers=["conv1", "pool2"], probe_size=3, output=tmp_path, **SMALL)
+    npz = tmp_path / "lenet.activations.npz"
+    assert npz in r.paths
+    with np.load(npz) as f:
+        np.testing.assert_array_equal(f["epochs"], [0, 1, 2, 3])
+        assert f["conv1/maps"].shape == (4, 3, 28, 28, 6) and f["conv1/maps"].dtype == np.float16
+        assert f["conv1/kernel"].shape == (4, 5, 5, 1, 6)
+        assert f["pool2/maps"].shape == (4, 3, 5, 5, 16) and "pool2/kernel" not in f.files
+        np.testing.assert_array_equal(f["probe_index"], [0, 1, 2])
+        # the last record is the trained model's own kernel
+        np.testing.assert_allclose(f["conv1/kernel"][-1], r.model.get_layer("conv1").kernel.numpy(), atol=1e-3)
+        assert not np.allclose(f["conv1/kernel"][0], f["conv1/kernel"][-1])
+    v = visualize_epochs(r.model_path, "conv1", index=2)
+    assert [p.name for p in v.paths] == ["lenet.conv1.maps_by_epoch.2.png", "lenet.conv1.kernels_by_epoch.png"]
+    assert all(p.stat().st_size > 5000 for p in v.paths)
+    with pytest.raises(KerasCNNError, match="recorded: conv1, pool2"):
+        visualize_epochs(r.model_path, "conv2")
+    with pytest.raises(KerasCNNError, match="has no spatial output"):
+        fit("lenet", epochs=1, record_layers=["fc1"], output=tmp_path / "x", **SMALL)
+
+
+def test_nan_loss_stops_with_a_message(tmp_path):
+    with pytest.raises(KerasCNNError, match="NaN"):
+        fit("lenet", "digits", epochs=1, optimizer="sgd", lr=1e6, activation="relu", output=tmp_path, verbose=0)
+    assert not list(tmp_path.glob("*.keras"))
+    # a diverged run does not block starting over
+    fit("lenet", "digits", epochs=1, train_size=64, output=tmp_path, verbose=0)
+    assert (tmp_path / "lenet.keras").exists()
+
+
+def test_seed_generator_states_round_trip():
+    import keras
+
+    from kerascnn.callbacks import seed_generator_states, set_seed_generator_states
+
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dropout(0.5, name="drop")(inputs))
+    x = np.ones((2, 4), "float32")
+    saved = seed_generator_states(model)
+    first = np.asarray(model(x, training=True))
+    set_seed_generator_states(model, saved)
+    np.testing.assert_array_equal(np.asarray(model(x, training=True)), first)
+    assert seed_generator_states(model) != saved
+
+
+def test_checkpoints_best_last_every_n(tmp_path):
+    from kerascnn.train import fit
+
+    r = fit(**{**RUN, "epochs": 3, "augment": None}, save_every=2, output=tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "lenet.partial" not in names
+    assert {"lenet.best.keras", "lenet.last.keras", "lenet.epoch-002.keras", "lenet.keras"} <= set(names)
+    assert "lenet.epoch-001.keras" not in names and "lenet.epoch-003.keras" not in names
+    assert not [n for n in names if n.startswith(".")]
+    best = io.read_state(tmp_path / "lenet.best.keras")
+    val = [row["val_accuracy"] for row in r.history]
+    assert best["epoch"] == int(np.argmax(val)) + 1  # first epoch with the best val accuracy
+    assert io.read_state(tmp_path / "lenet.last.keras")["epoch"] == 3
+    # a checkpoint is a plain Keras model too
+    np.testing.assert_array_equal(weights(tmp_path / "lenet.last.keras")[0], r.model.get_weights()[0])
