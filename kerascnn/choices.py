@@ -50,6 +50,7 @@ JIT_MODES = ("auto", "on", "off")
 DISTRIBUTE = ("mirrored", "data-parallel")
 BACKENDS = ("tensorflow", "jax", "torch")
 POOLS = ("avg", "max")
+INITS = ("glorot", "he")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,18 +72,19 @@ class Family:
         return option in self.options
 
 
-_CONV = {"activation": "relu", "pool": "max", "batchnorm": False, "width": 1.0}
+_CONV = {"activation": "relu", "pool": "max", "batchnorm": False, "init": "glorot", "width": 1.0}
 FAMILIES = {f.name: f for f in (
     Family("lenet", None, 12, {"activation": "sigmoid", "pool": "avg", "kernel": 5, "channels": (6, 16),
-                               "batchnorm": False, "dense_units": (120, 84)}, batch_size=256),
+                               "batchnorm": False, "init": "glorot", "dense_units": (120, 84)}, batch_size=256),
     Family("alexnet", 224, 63, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
     Family("vgg11", 224, 32, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
     Family("vgg16", 224, 32, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
     Family("nin", 224, 67, {**_CONV, "dropout": 0.5}, batch_size=32),
-    Family("googlenet", 96, 32, {"activation": "relu", "batchnorm": False, "width": 1.0}, batch_size=32),
-    Family("resnet18", 96, 32, {"activation": "relu", "batchnorm": True, "width": 1.0}),
-    Family("mobilenet", 224, 32, {"activation": "relu6", "batchnorm": True, "width": 1.0, "depth_multiplier": 1,
-                                  "dropout": 1e-3}, batch_size=32),
+    Family("googlenet", 96, 32, {"activation": "relu", "batchnorm": False, "init": "glorot", "width": 1.0},
+           batch_size=32),
+    Family("resnet18", 96, 32, {"activation": "relu", "batchnorm": True, "init": "glorot", "width": 1.0}),
+    Family("mobilenet", 224, 32, {"activation": "relu6", "batchnorm": True, "init": "glorot", "width": 1.0,
+                                  "depth_multiplier": 1, "dropout": 1e-3}, batch_size=32),
 )}
 ARCH_NAMES = tuple(FAMILIES)
 

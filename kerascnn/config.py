@@ -25,8 +25,10 @@ from kerascnn import choices
 from kerascnn.errors import KerasCNNError
 
 FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
+# Model options that came with format 2, as every format-1 run had them (whatever today's family default).
+FORMAT_1_MODEL = {"init": "glorot"}
 
-MODEL_OPTIONS = ("activation", "pool", "kernel", "channels", "batchnorm", "width", "dense_units", "dropout",
+MODEL_OPTIONS = ("activation", "pool", "kernel", "channels", "batchnorm", "init", "width", "dense_units", "dropout",
                  "depth_multiplier")
 
 _CLI = contextvars.ContextVar("kerascnn_cli_spelling", default=False)
@@ -99,6 +101,9 @@ class FitConfig:
                               kind="ints", group="model", low=1, count=2)
     batchnorm: bool = _option(None, f"Batch normalization [{choices.family_defaults('batchnorm')}].",
                               kind="bool", group="model", flags=("--batchnorm/--no-batchnorm",))
+    init: str = _option(None, "Conv kernel initializer: glorot (Keras' default) or he (He normal, fan-out, as "
+                        f"torchvision) [{choices.family_defaults('init')}].", kind="choice", group="model",
+                        choices=choices.INITS, noun="initializer")
     width: float = _option(None, f"Channel width multiplier [{choices.family_defaults('width')}].",
                            kind="float", group="model", low=0, open_low=True)
     dense_units: tuple = _option(None, f"Dense layer widths [{choices.family_defaults('dense_units')}].",
@@ -445,7 +450,7 @@ def upgrade(saved):
     upgraded = {**saved, "format": FORMAT, "given": options, "image_size": options.get("image_size")}
     family = choices.FAMILIES.get(saved.get("arch"))
     for k in MODEL_OPTIONS:
-        default = family.options.get(k) if family else None
+        default = FORMAT_1_MODEL.get(k, family.options.get(k)) if family and family.takes(k) else None
         upgraded[k] = _jsonable((saved.get("model_options") or {}).get(k, default))
     if saved.get("weight_decay") is None:
         upgraded["weight_decay"] = (saved.get("optimizer_config") or {}).get("weight_decay")

@@ -262,3 +262,25 @@ def test_fit_feeds_gray_data_to_any_size(tmp_path):
                  verbose=0)
     assert result.config["input_shape"] == [40, 40, 1]
     assert result.model.input_shape == (None, 40, 40, 1)
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ARCHS)
+def test_init_he_is_torchvisions_fan_out_normal(arch):
+    """--init he: conv kernels ~ N(0, 2 / fan_out), as torchvision's kaiming_normal_(mode="fan_out");
+    glorot: Keras' uniform within sqrt(6 / (fan_in + fan_out))."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    he, glorot = tiny(arch, init="he", size=get_arch(arch).min_size), tiny(arch, size=get_arch(arch).min_size)
+    checked = 0
+    for layer in he.layers:
+        if type(layer).__name__ != "Conv2D" or np.prod(layer.kernel.shape) < 2000:
+            continue
+        kh, kw, c_in, c_out = layer.kernel.shape
+        w = keras.ops.convert_to_numpy(layer.kernel)
+        assert abs(w.std() / np.sqrt(2 / (kh * kw * c_out)) - 1) < 0.1, layer.name
+        g = keras.ops.convert_to_numpy(glorot.get_layer(layer.name).kernel)
+        assert np.abs(g).max() <= np.sqrt(6 / (kh * kw * (c_in + c_out))) + 1e-6
+        checked += 1
+    assert checked

@@ -16,9 +16,9 @@ MIN_SIZE = 63
 CHANNELS = (64, 192, 384, 256, 256)
 
 
-def _encoder(x, channels, *, activation, pool, batchnorm):
+def _encoder(x, channels, *, activation, pool, batchnorm, init):
     """conv1 (11x11/4) -> pool1 -> conv2 (5x5) -> pool2 -> conv3..5 (3x3) -> pool5."""
-    conv = dict(activation=activation, batchnorm=batchnorm)
+    conv = dict(activation=activation, batchnorm=batchnorm, init=init)
     x = layers.ZeroPadding2D(2, name="conv1_pad")(x)
     x = conv_block(x, channels[0], 11, strides=4, padding="valid", name="conv1", **conv)
     x = pooling_layer(pool, 3, 2, name="pool1")(x)
@@ -37,6 +37,7 @@ def build_alexnet(
     activation="relu",
     pool="max",
     batchnorm=False,
+    init="glorot",
     width=1.0,
     dense_units=4096,
     dropout=0.5,
@@ -49,7 +50,7 @@ def build_alexnet(
     check_input_shape(input_shape, min_size=MIN_SIZE, family="alexnet")
     width = check_width(width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _encoder(inputs, [scaled(c, width) for c in CHANNELS], activation=activation, pool=pool,
+    x = _encoder(inputs, [scaled(c, width) for c in CHANNELS], activation=activation, pool=pool, init=init,
                  batchnorm=batchnorm)
     if include_top:
         x = dense_head(x, num_classes, (dense_units, dense_units), activation=activation, batchnorm=batchnorm,

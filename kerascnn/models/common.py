@@ -1,9 +1,10 @@
 """Pieces shared by every family: input checks, the conv -> BN -> activation
 block, pooling, the heads and the encoder/head split."""
 
+import keras
 from keras import layers
 
-from kerascnn.choices import POOLS
+from kerascnn.choices import INITS, POOLS
 from kerascnn.errors import KerasCNNError
 
 # Moving statistics follow the batches faster than Keras' default 0.99
@@ -60,8 +61,19 @@ def activation_name(activation):
     return activation if isinstance(activation, str) else getattr(activation, "__name__", "act")
 
 
+def conv_initializer(init):
+    """A convolution kernel's initializer: "glorot" is Keras' default (Glorot
+    uniform); "he" is He normal over the fan-out, as torchvision initializes
+    VGG's and ResNet's convolutions (kaiming_normal_, mode="fan_out")."""
+    if init == "glorot":
+        return "glorot_uniform"
+    if init == "he":
+        return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal")
+    raise KerasCNNError(f"init must be one of {', '.join(INITS)}, got {init!r}")
+
+
 def conv_bn_act(x, *conv_args, name, activation=None, batchnorm=False, order="bn_act", epsilon=BN_EPSILON,
-                conv=layers.Conv2D, conv_name=None, **conv_options):
+                conv=layers.Conv2D, conv_name=None, init="glorot", **conv_options):
     """A convolution (`conv_name`, default `name`), its batch normalization
     (`name_bn`) and its activation, in one of two orders:
 
@@ -70,12 +82,15 @@ def conv_bn_act(x, *conv_args, name, activation=None, batchnorm=False, order="bn
     - "act_bn": the activation inside the conv, then BN: BN(act(conv(x))),
       LeNet's f(x) = BN(sigmoid(x)).
 
-    `conv_args` and `conv_options` go to `conv` (Conv2D or DepthwiseConv2D).
+    `conv_args` and `conv_options` go to `conv` (Conv2D or DepthwiseConv2D),
+    whose kernel starts from `init` (see conv_initializer).
     """
     if order not in ("bn_act", "act_bn"):
         raise ValueError(f"order must be 'bn_act' or 'act_bn', got {order!r}")
     if order == "act_bn":
         conv_options["activation"] = activation
+    kernel = "depthwise_initializer" if conv is layers.DepthwiseConv2D else "kernel_initializer"
+    conv_options.setdefault(kernel, conv_initializer(init))
     x = conv(*conv_args, name=conv_name or name, **conv_options)(x)
     if batchnorm:
         x = layers.BatchNormalization(momentum=BN_MOMENTUM, epsilon=epsilon, name=f"{name}_bn")(x)
@@ -85,7 +100,7 @@ def conv_bn_act(x, *conv_args, name, activation=None, batchnorm=False, order="bn
 
 
 def conv_block(x, filters, kernel, *, name, strides=1, padding="same", activation="relu", batchnorm=False,
-               use_bias=None):
+               use_bias=None, init="glorot"):
     """The plain networks' convolution (AlexNet, VGG, NiN, GoogLeNet): Conv2D
     with its activation; with batchnorm, Conv2D -> BN -> activation as
     `name`, `name_bn`, `name_<activation>`, the bias dropped by default."""
@@ -93,7 +108,8 @@ def conv_block(x, filters, kernel, *, name, strides=1, padding="same", activatio
     # convolution, as the papers draw these networks.
     return conv_bn_act(x, filters, kernel, strides=strides, padding=padding,
                        use_bias=not batchnorm if use_bias is None else use_bias, name=name,
-                       activation=activation, batchnorm=batchnorm, order="bn_act" if batchnorm else "act_bn")
+                       activation=activation, batchnorm=batchnorm, order="bn_act" if batchnorm else "act_bn",
+                       init=init)
 
 
 def dense_block(x, units, *, name, activation="relu", batchnorm=False, dropout=0.0):

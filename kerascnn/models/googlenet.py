@@ -28,9 +28,9 @@ INCEPTIONS = (
 )
 
 
-def inception_block(x, c1, c2, c3, c4, *, name, activation="relu", batchnorm=False):
+def inception_block(x, c1, c2, c3, c4, *, name, activation="relu", batchnorm=False, init="glorot"):
     """Four parallel branches, concatenated along channels."""
-    conv = dict(activation=activation, batchnorm=batchnorm)
+    conv = dict(activation=activation, batchnorm=batchnorm, init=init)
     b1 = conv_block(x, c1, 1, name=f"{name}_1x1", **conv)
     b2 = conv_block(x, c2[0], 1, name=f"{name}_3x3_reduce", **conv)
     b2 = conv_block(b2, c2[1], 3, name=f"{name}_3x3", **conv)
@@ -41,9 +41,9 @@ def inception_block(x, c1, c2, c3, c4, *, name, activation="relu", batchnorm=Fal
     return layers.Concatenate(name=f"{name}_concat")([b1, b2, b3, b4])
 
 
-def _encoder(x, *, width, activation, batchnorm):
+def _encoder(x, *, width, activation, batchnorm, init):
     """The stem (conv1, pool1, conv2_reduce, conv2, pool2), then INCEPTIONS."""
-    conv = dict(activation=activation, batchnorm=batchnorm)
+    conv = dict(activation=activation, batchnorm=batchnorm, init=init)
 
     def w(channels):
         return scaled(channels, width)
@@ -68,6 +68,7 @@ def build_googlenet(
     num_classes=10,
     activation="relu",
     batchnorm=False,
+    init="glorot",
     width=1.0,
     include_top=True,
     classifier_activation=None,
@@ -77,7 +78,7 @@ def build_googlenet(
     check_input_shape(input_shape, min_size=MIN_SIZE, family="googlenet")
     width = check_width(width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm)
+    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm, init=init)
     if include_top:
         x = pooled_head(x, num_classes, classifier_activation=classifier_activation)
     return keras.Model(inputs, x, name=name)

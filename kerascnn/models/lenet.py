@@ -16,12 +16,12 @@ DEFAULT_SIZE = 28
 MIN_SIZE = 12  # 5x5 kernels: conv2 on 6x6 leaves 2x2 to pool
 
 
-def _encoder(x, *, activation, pool, kernel, channels, batchnorm):
+def _encoder(x, *, activation, pool, kernel, channels, batchnorm, init):
     """conv1 (same padding) -> pool1 -> conv2 (valid) -> pool2, with BN after
     each activation: BN(act(conv(x)))."""
     for i, (filters, padding) in enumerate(zip(channels, ("same", "valid")), start=1):
         x = conv_bn_act(x, filters, kernel, padding=padding, name=f"conv{i}", activation=activation,
-                        batchnorm=batchnorm, order="act_bn")
+                        batchnorm=batchnorm, order="act_bn", init=init)
         x = pooling_layer(pool, 2, 2, name=f"pool{i}")(x)
     return x
 
@@ -33,6 +33,7 @@ def build_lenet(
     channels=(6, 16),
     batchnorm=False,
     *,
+    init="glorot",
     input_shape=(28, 28, 1),
     num_classes=10,
     dense_units=(120, 84),
@@ -50,6 +51,8 @@ def build_lenet(
         channels: the widths of conv1 and conv2.
         batchnorm: put BatchNormalization after each hidden activation,
             f(x) = BN(activation(x)).
+        init: the conv kernels' initializer: "glorot" (Keras' default) or
+            "he" (He normal over the fan-out, as torchvision).
         input_shape: (height, width, channels) of the images.
         num_classes: number of classes of the classifier.
         dense_units: the widths of fc1 and fc2.
@@ -77,7 +80,8 @@ def build_lenet(
         )
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _encoder(inputs, activation=activation, pool=pool, kernel=kernel, channels=channels, batchnorm=batchnorm)
+    x = _encoder(inputs, activation=activation, pool=pool, kernel=kernel, channels=channels, batchnorm=batchnorm,
+                 init=init)
     if include_top:
         x = dense_head(x, num_classes, dense_units, activation=activation, batchnorm=batchnorm,
                        classifier_activation=classifier_activation)

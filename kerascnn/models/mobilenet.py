@@ -18,27 +18,27 @@ BLOCKS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
 
 
 def depthwise_separable_block(x, filters, *, strides, block_id, activation="relu6", batchnorm=True,
-                              depth_multiplier=1):
+                              depth_multiplier=1, init="glorot"):
     """`conv_dw_<id>` (depthwise 3x3) and `conv_pw_<id>` (pointwise 1x1)."""
     if strides == 1:
         padding = "same"
     else:
         x = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"conv_pad_{block_id}")(x)
         padding = "valid"
-    bn_act = dict(activation=activation, batchnorm=batchnorm)
+    bn_act = dict(activation=activation, batchnorm=batchnorm, init=init)
     x = conv_bn_act(x, 3, conv=layers.DepthwiseConv2D, strides=strides, padding=padding,
                     depth_multiplier=depth_multiplier, use_bias=not batchnorm, name=f"conv_dw_{block_id}", **bn_act)
     return conv_bn_act(x, filters, 1, use_bias=not batchnorm, name=f"conv_pw_{block_id}", **bn_act)
 
 
-def _encoder(x, *, width, activation, batchnorm, depth_multiplier):
+def _encoder(x, *, width, activation, batchnorm, depth_multiplier, init):
     """`conv1` (3x3/2), then the depthwise separable BLOCKS 1..13."""
     x = conv_bn_act(x, scaled(32, width), 3, strides=2, padding="same", use_bias=not batchnorm, name="conv1",
-                    activation=activation, batchnorm=batchnorm)
+                    activation=activation, batchnorm=batchnorm, init=init)
     for block_id, (filters, strides) in enumerate(BLOCKS, start=1):
         x = depthwise_separable_block(x, scaled(filters, width), strides=strides, block_id=block_id,
                                       activation=activation, batchnorm=batchnorm,
-                                      depth_multiplier=depth_multiplier)
+                                      depth_multiplier=depth_multiplier, init=init)
     return x
 
 
@@ -48,6 +48,7 @@ def build_mobilenet(
     num_classes=1000,
     activation="relu6",
     batchnorm=True,
+    init="glorot",
     width=1.0,
     depth_multiplier=1,
     dropout=1e-3,
@@ -59,7 +60,8 @@ def build_mobilenet(
     check_input_shape(input_shape, min_size=MIN_SIZE, family="mobilenet")
     width = check_width(width)
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm, depth_multiplier=depth_multiplier)
+    x = _encoder(inputs, width=width, activation=activation, batchnorm=batchnorm, depth_multiplier=depth_multiplier,
+                 init=init)
     if include_top:
         x = pooled_head(x, num_classes, pool_name=GLOBAL_POOL, dropout=dropout,
                         classifier_activation=classifier_activation)

@@ -17,21 +17,22 @@ MIN_SIZE = 67
 BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1))
 
 
-def _nin_block(x, filters, kernel, strides, padding, *, name, activation, batchnorm):
+def _nin_block(x, filters, kernel, strides, padding, *, name, activation, batchnorm, init="glorot"):
     if padding:
         x = layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     x = conv_block(x, filters, kernel, strides=strides, padding="valid", name=f"{name}_conv",
-                   activation=activation, batchnorm=batchnorm)
+                   activation=activation, batchnorm=batchnorm, init=init)
     for i in (1, 2):
-        x = conv_block(x, filters, 1, name=f"{name}_mlp{i}", activation=activation, batchnorm=batchnorm)
+        x = conv_block(x, filters, 1, name=f"{name}_mlp{i}", activation=activation, batchnorm=batchnorm,
+                       init=init)
     return x
 
 
-def _encoder(x, *, width, activation, pool, batchnorm):
+def _encoder(x, *, width, activation, pool, batchnorm, init):
     """NiN blocks `nin1`..`nin3`, each followed by 3x3/2 pooling."""
     for b, (channels, kernel, strides, padding) in enumerate(BLOCKS, start=1):
         x = _nin_block(x, scaled(channels, width), kernel, strides, padding, name=f"nin{b}",
-                       activation=activation, batchnorm=batchnorm)
+                       activation=activation, batchnorm=batchnorm, init=init)
         x = pooling_layer(pool, 3, 2, name=f"pool{b}")(x)
     return x
 
@@ -43,6 +44,7 @@ def build_nin(
     activation="relu",
     pool="max",
     batchnorm=False,
+    init="glorot",
     width=1.0,
     dropout=0.5,
     include_top=True,
@@ -55,10 +57,10 @@ def build_nin(
     check_num_classes(num_classes)  # NiN checks it for the encoder alone too, unlike the other families
 
     def classifier_block(x, filters, *, name):
-        return _nin_block(x, filters, 3, 1, 1, name=name, activation=activation, batchnorm=batchnorm)
+        return _nin_block(x, filters, 3, 1, 1, name=name, activation=activation, batchnorm=batchnorm, init=init)
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
-    x = _encoder(inputs, width=width, activation=activation, pool=pool, batchnorm=batchnorm)
+    x = _encoder(inputs, width=width, activation=activation, pool=pool, batchnorm=batchnorm, init=init)
     if include_top:
         x = conv_head(x, num_classes, classifier_block, dropout=dropout)
     return keras.Model(inputs, x, name=name)
