@@ -115,6 +115,33 @@ class MonitorCallback(keras.callbacks.Callback):
         self.best, self.wait = float(state["best"]), int(state["wait"])
 
 
+class Warmup(keras.callbacks.Callback):
+    """Ramps the learning rate linearly over the first `epochs` epochs
+    (fractions allowed, counted in batches): batch s of the warm-up trains at
+    (s + 1) / steps of the rate the schedule sets for the epoch
+    (`base(epoch)`, else the rate in force when the epoch begins). Put it
+    before the schedule callback: at each epoch's end it restores the
+    schedule's rate, which a plateau schedule then adjusts. A function of
+    (epoch, batch), so a resumed run warms up exactly as an uninterrupted one."""
+
+    def __init__(self, epochs, base=None):
+        super().__init__()
+        self.epochs, self.base = float(epochs), base
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._rate = float(self.base(epoch)) if self.base else current_lr(self.model)
+        self._steps = max(1, round(self.epochs * self.params["steps"]))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        step = self._epoch * self.params["steps"] + batch
+        if step < self._steps:
+            self.model.optimizer.learning_rate = self._rate * (step + 1) / self._steps
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.optimizer.learning_rate = self._rate
+
+
 class ReduceOnPlateau(MonitorCallback):
     """Multiplies the learning rate by `factor` when the monitored loss has
     not improved for `patience` epochs (Keras' ReduceLROnPlateau, with

@@ -67,6 +67,7 @@ class Family:
     optimizer: str = "adamw"
     lr: float = 1e-3
     batch_size: int = 64
+    warmup: float = 0  # epochs of linear learning-rate warm-up
 
     def takes(self, option):
         return option in self.options

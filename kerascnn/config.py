@@ -146,6 +146,9 @@ class FitConfig:
                            match=True)
     weight_decay: float = _option(None, "Decoupled weight decay [adamw: 0.004, others: none].", kind="float",
                                   group="training", low=0, match=True)
+    warmup: float = _option(None, "Linear learning-rate warm-up over the first N epochs (fractions allowed) "
+                            f"[{choices.family_defaults(None, 'warmup')}].", kind="float", group="training", low=0,
+                            match=True)
     l2: float = _option(None, "L2 penalty on conv and dense kernels, e.g. 5e-4.", kind="float", group="training",
                         low=0, match=True)
     schedule: str = _option("constant", "Learning-rate schedule, applied per epoch.", kind="choice",
@@ -202,6 +205,7 @@ class FitConfig:
     def describe(self):
         """One line: what trains on what, and how."""
         decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
+        decay += f", warm-up {self.warmup:g} epochs" if self.warmup else ""
         size = f"{self.image_size}x{self.image_size}" if self.image_size else "its default size"
         return (f"{self.arch} on {self.dataset} at {size}: {self.optimizer} lr {self.lr:g}{decay}, "
                 f"batch {self.batch_size}, {self.epochs} epoch{'s' * (self.epochs != 1)}, seed {self.seed}")
@@ -408,7 +412,8 @@ def resolve(config, *, image_size, accelerator, data_dir=None):
         weight_decay = choices.DEFAULT_WEIGHT_DECAY.get(optimizer)
     model = {k: family.options[k] for k in MODEL_OPTIONS if getattr(config, k) is None and family.takes(k)}
     return dataclasses.replace(
-        config, **model, name=config.name or config.arch, batch_size=config.batch_size or family.batch_size,
+        config, **model, name=config.name or config.arch,
+        warmup=family.warmup if config.warmup is None else config.warmup, batch_size=config.batch_size or family.batch_size,
         optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         image_size=image_size, data_dir=data_dir or config.data_dir,
         mixed_precision=config.mixed_precision and accelerator)

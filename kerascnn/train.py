@@ -361,6 +361,9 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
                                                          decay_after=settings.decay_after))
     guard = cb.NanGuard()
     callbacks = [history, schedule, guard]
+    if settings.warmup:
+        base = None if settings.schedule == "plateau" else schedule.fn
+        callbacks.insert(1, cb.Warmup(settings.warmup, base))
     if settings.record_layers:
         callbacks.append(activation_recorder(settings, run, data))
     if settings.patience:

@@ -119,3 +119,23 @@ def test_checkpoints_best_last_every_n(tmp_path):
     assert io.read_state(tmp_path / "lenet.last.keras")["epoch"] == 3
     # a checkpoint is a plain Keras model too
     np.testing.assert_array_equal(weights(tmp_path / "lenet.last.keras")[0], r.model.get_weights()[0])
+
+
+def test_warmup_ramps_the_rate_linearly_then_hands_over_to_the_schedule(tmp_path):
+    import keras
+
+    from kerascnn.callbacks import current_lr
+
+    rates = []
+
+    class Rates(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            rates.append(current_lr(self.model))
+
+    # 256 images, batch 64: 4 steps per epoch; warm-up over 1.5 epochs = 6 steps
+    r = fit("lenet", epochs=3, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, warmup=1.5,
+            callbacks=[Rates()], output=tmp_path, **SMALL)
+    expected = [0.1 * (s + 1) / 6 for s in range(6)] + [0.1] * 2 + [0.07] * 4
+    assert rates == pytest.approx(expected, rel=1e-6)
+    assert [row["lr"] for row in r.history] == pytest.approx([0.1 * 4 / 6, 0.1, 0.07], rel=1e-6)
+    assert r.config["warmup"] == 1.5 and r.settings.warmup == 1.5
