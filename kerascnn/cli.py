@@ -241,6 +241,9 @@ def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs
 
     # the size `fit` would train at: LeNet at MNIST's 28, the others by the devices
     size = resolve_image_size(settings.family, image_size, 28, echo=click.echo)
+    from kerascnn.config import resolve
+
+    click.echo(f"fit's defaults for {arch}: {resolve(settings, image_size=size, accelerator=False).recipe()}")
     return build_model(arch, input_shape=(size, size, in_channels), num_classes=classes,
                        **settings.builder_options())
 

@@ -203,12 +203,21 @@ class FitConfig:
         return dataclasses.replace(self, **changes)
 
     def describe(self):
-        """One line: what trains on what, and how."""
-        decay = f", weight decay {self.weight_decay:g}" if self.weight_decay else ""
-        decay += f", warm-up {self.warmup:g} epochs" if self.warmup else ""
+        """One line: what trains on what, and how (of a resolved configuration)."""
         size = f"{self.image_size}x{self.image_size}" if self.image_size else "its default size"
-        return (f"{self.arch} on {self.dataset} at {size}: {self.optimizer} lr {self.lr:g}{decay}, "
-                f"batch {self.batch_size}, {self.epochs} epoch{'s' * (self.epochs != 1)}, seed {self.seed}")
+        return (f"{self.arch} on {self.dataset} at {size}: {self.recipe()}, "
+                f"{self.epochs} epoch{'s' * (self.epochs != 1)}, seed {self.seed}")
+
+    def recipe(self):
+        """How it trains: "adamw lr 0.001, weight decay 0.004, batch 64" and
+        the initializer, warm-up and batch norm where they are not the plain ones."""
+        parts = [f"{self.optimizer} lr {self.lr:g}"]
+        parts += [f"weight decay {self.weight_decay:g}"] if self.weight_decay else []
+        parts += [f"warm-up {self.warmup:g} epochs"] if self.warmup else []
+        parts += [f"batch {self.batch_size}"]
+        parts += [f"init {self.init}"] if self.init not in (None, "glorot") else []
+        parts += ["batch norm"] if self.batchnorm else []
+        return ", ".join(parts)
 
     def to_dict(self):
         """Every option, JSON-ready (tuples as lists)."""
