@@ -134,9 +134,11 @@ class FitConfig:
     epochs: int = _option(10, "Epochs to train.", kind="int", group="training", low=1)
     batch_size: int = _option(None, f"Batch size [{choices.family_defaults(None, 'batch_size')}].", kind="int",
                               group="training", low=1, match=True, flags=("-b", "--batch-size"))
-    optimizer: str = _option(None, "Optimizer [the family's: adamw].", kind="choice", group="training",
+    optimizer: str = _option(None, f"Optimizer [{choices.family_defaults(None, 'optimizer')}].", kind="choice",
+                             group="training",
                              match=True, choices=choices.OPTIMIZERS, flags=("--optimizer", "--opt"))
-    lr: float = _option(None, f"Learning rate [the family's with its optimizer, else {_OPTIMIZER_LR}].",
+    lr: float = _option(None, f"Learning rate [{choices.family_defaults(None, 'lr')}; with another "
+                        f"--optimizer: {_OPTIMIZER_LR}].",
                         kind="float", group="training", low=0, open_low=True, match=True)
     momentum: float = _option(0.9, "Momentum, for momentum and nesterov.", kind="float", group="training", low=0,
                               high=1, open_high=True, match=True)
