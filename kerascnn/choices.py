@@ -78,11 +78,13 @@ FAMILIES = {f.name: f for f in (
     Family("lenet", None, 12, {"activation": "sigmoid", "pool": "avg", "kernel": 5, "channels": (6, 16),
                                "batchnorm": False, "init": "glorot", "dense_units": (120, 84)}, batch_size=256),
     Family("alexnet", 224, 63, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
-    Family("vgg11", 224, 32, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
-    Family("vgg16", 224, 32, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
+    # VGG and GoogLeNet start as torchvision starts them (He normal, fan-out) and at a lower rate: with
+    # Glorot and 1e-3 VGG-16 stays at chance; docs/zoo.md has the measurements (benchmarks/defaults.py).
+    Family("vgg11", 224, 32, {**_CONV, "init": "he", "dense_units": 4096, "dropout": 0.5}, lr=3e-4),
+    Family("vgg16", 224, 32, {**_CONV, "init": "he", "dense_units": 4096, "dropout": 0.5}, lr=1e-4),
     Family("nin", 224, 67, {**_CONV, "dropout": 0.5}, batch_size=32),
-    Family("googlenet", 96, 32, {"activation": "relu", "batchnorm": False, "init": "glorot", "width": 1.0},
-           batch_size=32),
+    Family("googlenet", 96, 32, {"activation": "relu", "batchnorm": False, "init": "he", "width": 1.0},
+           lr=3e-4, batch_size=32),
     Family("resnet18", 96, 32, {"activation": "relu", "batchnorm": True, "init": "glorot", "width": 1.0}),
     Family("mobilenet", 224, 32, {"activation": "relu6", "batchnorm": True, "init": "glorot", "width": 1.0,
                                   "depth_multiplier": 1, "dropout": 1e-3}, batch_size=32),

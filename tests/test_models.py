@@ -272,7 +272,7 @@ def test_init_he_is_torchvisions_fan_out_normal(arch):
     import keras
 
     keras.utils.set_random_seed(0)
-    he, glorot = tiny(arch, init="he", size=get_arch(arch).min_size), tiny(arch, size=get_arch(arch).min_size)
+    he, glorot = tiny(arch, init="he"), tiny(arch, init="glorot")
     checked = 0
     for layer in he.layers:
         if type(layer).__name__ != "Conv2D" or np.prod(layer.kernel.shape) < 2000:

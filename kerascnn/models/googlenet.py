@@ -1,7 +1,9 @@
 """GoogLeNet / Inception v1 (Szegedy et al., 2014) as d2l builds it: a
 convolutional stem, nine Inception blocks of four parallel branches
 (1x1; 1x1 -> 3x3; 1x1 -> 5x5; 3x3 max pool -> 1x1) concatenated, global
-average pooling and one dense layer; no auxiliary classifiers."""
+average pooling and one dense layer; no auxiliary classifiers. Convolutions
+start from He normal over the fan-out (`init="he"`), which learns faster
+than Keras' Glorot default here (docs/zoo.md)."""
 
 import keras
 from keras import layers
@@ -68,7 +70,7 @@ def build_googlenet(
     num_classes=10,
     activation="relu",
     batchnorm=False,
-    init="glorot",
+    init="he",
     width=1.0,
     include_top=True,
     classifier_activation=None,

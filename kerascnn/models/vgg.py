@@ -1,6 +1,9 @@
 """VGG (Simonyan & Zisserman, 2014): blocks of 3x3 convolutions, each block
 closed by 2x2 max pooling, then two dense layers. A variant is its block
-list; `width` scales the channels (d2l trains VGG-11 at width 0.25)."""
+list; `width` scales the channels (d2l trains VGG-11 at width 0.25).
+Convolutions start from He normal over the fan-out (`init="he"`), as
+torchvision's VGG does: with Keras' Glorot default VGG-16 does not learn
+(docs/zoo.md)."""
 
 import keras
 
@@ -32,7 +35,7 @@ def build_vgg(
     activation="relu",
     pool="max",
     batchnorm=False,
-    init="glorot",
+    init="he",
     width=1.0,
     dense_units=4096,
     dropout=0.5,
@@ -52,14 +55,14 @@ def build_vgg(
 
 
 def build_vgg11(*, input_shape=(224, 224, 3), num_classes=1000, activation="relu", pool="max", batchnorm=False,
-                init="glorot", width=1.0, dense_units=4096, dropout=0.5, include_top=True,
+                init="he", width=1.0, dense_units=4096, dropout=0.5, include_top=True,
                 classifier_activation=None, name="vgg11"):
     """VGG-11 (configuration A): 8 convolutions and 3 dense layers."""
     return build_vgg(VGG11, **locals())
 
 
 def build_vgg16(*, input_shape=(224, 224, 3), num_classes=1000, activation="relu", pool="max", batchnorm=False,
-                init="glorot", width=1.0, dense_units=4096, dropout=0.5, include_top=True,
+                init="he", width=1.0, dense_units=4096, dropout=0.5, include_top=True,
                 classifier_activation=None, name="vgg16"):
     """VGG-16 (configuration D): 13 convolutions and 3 dense layers."""
     return build_vgg(VGG16, **locals())
