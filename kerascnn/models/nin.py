@@ -1,7 +1,9 @@
 """Network in Network (Lin et al., 2013) as d2l builds it: NiN blocks (a
 spatial convolution followed by two 1x1 convolutions), max pooling, and a
 last NiN block with one channel per class, averaged globally instead of
-dense layers."""
+dense layers. Batch normalization is on by default (`batchnorm=False` is
+d2l's network): without it NiN learns on some seeds and not on others
+(docs/zoo.md)."""
 
 import keras
 from keras import layers
@@ -43,7 +45,7 @@ def build_nin(
     num_classes=10,
     activation="relu",
     pool="max",
-    batchnorm=False,
+    batchnorm=True,
     init="glorot",
     width=1.0,
     dropout=0.5,
