@@ -87,7 +87,8 @@ def run(args):
 
 def settings_text(resolved):
     parts = [f"{resolved['optimizer']} {resolved['lr']:g}", f"batch {resolved['batch_size']}"]
-    parts += [f"{k} {resolved[k]}" for k in ("init", "warmup") if resolved.get(k) not in (None, 0)]
+    parts += [f"init {resolved['init']}"] if resolved.get("init") not in (None, "glorot") else []
+    parts += [f"warm-up {resolved['warmup']:g}"] if resolved.get("warmup") else []
     if resolved.get("batchnorm"):
         parts.append("batchnorm")
     return ", ".join(parts)
@@ -113,6 +114,9 @@ def render(rows):
 
     groups = {}
     for row in rows:
+        # runs from before --init and --warmup existed used what "glorot" and 0 mean now
+        row["resolved"] = {"init": "glorot", **{k: v for k, v in row["resolved"].items() if v is not None}}
+        row["resolved"]["warmup"] = float(row["resolved"].get("warmup", 0))
         key = (row["arch"], json.dumps(row["options"], sort_keys=True), json.dumps(row["resolved"], sort_keys=True))
         groups.setdefault(key, {})[row["seed"]] = row  # the newest run of each seed counts
     chosen, tried = [], []
@@ -125,9 +129,12 @@ def render(rows):
                      f"{statistics.mean(r['seconds'] for r in runs):.0f}"]
             if current is not None and key == current[0]:
                 chosen.append(cells)
-            else:
-                given = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in runs[0]["options"].items())
-                tried.append(cells[:1] + [given or "(earlier defaults)"] + cells[1:])
+                continue
+            given = ", ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                              for k, v in runs[0]["options"].items())
+            if current is not None and key[2] == current[0][2]:
+                given += " (now the default)"
+            tried.append(cells[:1] + [given or "(earlier defaults)"] + cells[1:])
     m = rows[-1]["machine"]
     where = (f"{m['cpus']} CPU cores ({m['machine']}), Python {m['python']}, Keras {m['keras']} on "
              f"{m['backend']}; train size {rows[-1]['train_size']}, test accuracy on the 10,000 test images")
