@@ -174,6 +174,7 @@ LOAD = textwrap.dedent("""
             opt = [keras.ops.convert_to_numpy(v) for v in model.optimizer.variables]
             results[f"{source}|{arch}"] = {
                 "logits": float(np.max(np.abs(logits_now - np.load(f"{source}/{arch}.logits.npy")))),
+                "scale": float(np.max(np.abs(np.load(f"{source}/{arch}.logits.npy")))),
                 "weights": max(float(np.max(np.abs(w - state[f"w{i}"]))) for i, w in enumerate(weights)),
                 "n_weights": [len(weights), len([k for k in state.files if k.startswith("w")])],
                 "optimizer": max(float(np.max(np.abs(np.asarray(v, dtype="float64") - state[f"o{i}"])))
@@ -205,9 +206,11 @@ def test_models_move_between_backends(tmp_path):
     assert len(differences) == len(available) * (len(available) - 1) * len(ARCHS)
     for (source, target, arch), r in differences.items():
         where = f"{arch} saved under {source}, loaded under {target}"
-        assert r["logits"] < 1e-4, (where, r)
+        # float32 arithmetic differs between backends' kernels in proportion to the logits' size
+        assert r["logits"] < 1e-4 * max(1.0, r["scale"]), (where, r)
         assert r["n_weights"][0] == r["n_weights"][1] and r["weights"] == 0.0, (where, r)  # incl. BN statistics
         assert r["n_optimizer"][0] == r["n_optimizer"][1] and r["optimizer"] == 0.0, (where, r)
     worst = max(r["logits"] for r in differences.values())
-    print(f"largest cross-backend logit difference: {worst:.2e}")
+    print(f"largest cross-backend logit difference: {worst:.2e}; relative: "
+          f"{max(r['logits'] / max(1.0, r['scale']) for r in differences.values()):.2e}")
     assert np.isfinite(worst)
