@@ -7,8 +7,10 @@ compiled a minute ago. JAX's persistent compilation cache keeps those
 programs on disk; `use_compilation_cache` turns it on, and the CLI calls it.
 """
 
+import contextlib
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 MIN_COMPILE_SECONDS = 0.1
@@ -50,3 +52,45 @@ def use_compilation_cache(directory=None):
         directory = os.environ["JAX_COMPILATION_CACHE_DIR"]
         enabled = os.environ.get("JAX_ENABLE_COMPILATION_CACHE", "true").lower() not in ("0", "false", "no", "off")
     return Path(directory) if enabled else None
+
+
+DEBUG_ENV = "KERASCNN_DEBUG"
+
+
+@contextlib.contextmanager
+def stderr_aside():
+    """Send everything written to file descriptor 2 (C++ logs included) to a
+    temporary file for the block; yields a list that holds the text after."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    kept = []
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield kept
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            kept.append(tmp.read().decode(errors="replace"))
+
+
+def start_quietly():
+    """Import TensorFlow and Keras and query the devices once, with the
+    start-up lines TensorFlow's C++ core writes (absl, oneDNN, CUDA probes)
+    kept aside: TF_CPP_MIN_LOG_LEVEL does not reach the ones written before
+    absl starts. They are shown when the import fails, and always with
+    $KERASCNN_DEBUG set (the CLI's --debug)."""
+    if os.environ.get(DEBUG_ENV) or "tensorflow" in sys.modules:
+        return
+    try:
+        with stderr_aside() as kept:
+            import tensorflow as tf
+
+            import keras  # noqa: F401 - its backend starts here
+
+            tf.config.list_physical_devices("GPU")
+    except BaseException:
+        sys.stderr.write("".join(kept))
+        raise

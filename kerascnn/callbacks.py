@@ -47,6 +47,22 @@ class HistoryRecorder(keras.callbacks.Callback):
         self.rows = list(state["rows"])
 
 
+class EpochLog(keras.callbacks.Callback):
+    """One plain line per epoch, from the history's last row, for output
+    that is not a terminal (a log file, CI, a pipe), where Keras' progress
+    bar would write escape codes and carriage returns."""
+
+    def __init__(self, history, echo=print):
+        super().__init__()
+        self.history, self.echo = history, echo
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = self.history.rows[-1]
+        metrics = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k not in ("epoch", "lr", "seconds"))
+        self.echo(f"epoch {row['epoch']}/{self.params['epochs']}: {metrics}, lr {row['lr']:.3g} "
+                  f"({row['seconds']:.1f} s)")
+
+
 def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     """The learning rate of epoch e (from 0) for an epoch-wise schedule:
     step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);

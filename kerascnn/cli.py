@@ -15,10 +15,11 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
-from kerascnn.backend import use_compilation_cache
+from kerascnn.backend import DEBUG_ENV, start_quietly, use_compilation_cache
 from kerascnn.choices import ARCH_NAMES, BACKENDS
 from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig, OptionError, cli_spelling, coerce_option, flag
 from kerascnn.errors import KerasCNNError
+from kerascnn.run import Run
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -113,6 +114,10 @@ class Group(click.Group):
                 rv = _fail(click.ClickException(str(e)))
             except click.ClickException as e:
                 rv = _fail(e)
+            except Exception:  # a bug: with --debug its traceback, else one line saying how to get it
+                if os.environ.get(DEBUG_ENV):
+                    raise
+                rv = _fail(click.ClickException(f"{sys.exc_info()[1]!r}; run again with --debug for the traceback"))
             except click.exceptions.Abort:
                 click.echo("error: interrupted; nothing was saved", err=True)
                 rv = 130
@@ -120,8 +125,18 @@ class Group(click.Group):
 
 
 def _fail(error):
+    if os.environ.get(DEBUG_ENV):
+        import traceback
+
+        traceback.print_exc()
     click.echo(f"error: {error.format_message()}", err=True)
     return error.exit_code
+
+
+def _debug(ctx, param, value):
+    if value:
+        os.environ[DEBUG_ENV] = "1"
+    return value
 
 
 HELP = f"""Train, evaluate and look inside the classic CNNs on MNIST, Fashion-MNIST,
@@ -133,6 +148,8 @@ tells more."""
 
 @click.group(cls=Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kerascnn")
+@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=_debug,
+              help=f"Show TensorFlow's start-up logs and the traceback of an error [env {DEBUG_ENV}=1].")
 @backend_option
 def cli():
     pass
@@ -147,13 +164,16 @@ def cli():
 @click.pass_context
 def fit(ctx, config_file, **options):
     """Train a model and save it with its history and run configuration."""
-    from kerascnn.train import fit as fit_run
+    from kerascnn.train import fit as fit_run, make_config
 
     if config_file:
         typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        result = fit_run(Path(config_file), **typed)
+        config = (Path(config_file), typed)
     else:
-        result = fit_run(FitConfig(**options))
+        config = (FitConfig(**options), {})
+    make_config(config[0], None, config[1])  # a mistake is said before TensorFlow starts
+    start_quietly()
+    result = fit_run(config[0], **config[1])
     for path in result.paths:
         click.echo(f"wrote {path}")
 
@@ -170,7 +190,9 @@ def evaluate(model, dataset, data_dir, batch_size, output):
     the confusion matrix of a saved model."""
     from kerascnn.evaluation import evaluate as evaluate_model
 
-    r = evaluate_model(model, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
+    run = Run.load(model)
+    start_quietly()
+    r = evaluate_model(run, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
     click.echo(f"test loss: {r.loss:.4f}  test accuracy: {r.accuracy:.4f} ({int(r.confusion.sum())} images)")
     click.echo(r.report)
     click.echo("most confused pairs:")
@@ -194,12 +216,14 @@ def evaluate(model, dataset, data_dir, batch_size, output):
                    "--index is then a probe image.")
 def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
     """Draw a layer's kernels and feature maps, and the training curves."""
-    from kerascnn.visualization import visualize as visualize_model, visualize_epochs
+    from kerascnn.visualization import as_run, visualize as visualize_model, visualize_epochs
 
+    run = as_run(model_path)
+    start_quietly()
     if by_epoch:
-        r = visualize_epochs(model_path, layer, index=index, output=output)
+        r = visualize_epochs(run, layer, index=index, output=output)
     else:
-        r = visualize_model(model_path, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
+        r = visualize_model(run, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
     click.echo(f"model: {r.model_path}  layer: {r.layer}")
     for path in r.paths:
         click.echo(f"wrote {path}")
@@ -215,7 +239,9 @@ def compare(models, output, title):
     Markdown table of their settings and accuracies."""
     from kerascnn.visualization import compare_runs
 
-    table, path = compare_runs(models, output, title=title)
+    runs = [Run.load(m) for m in models]
+    start_quietly()
+    table, path = compare_runs(runs, output, title=title)
 
     def cell(v):
         if isinstance(v, float):
@@ -232,10 +258,11 @@ def compare(models, output, title):
 
 def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs):
     if model_path:
-        from kerascnn.io import load_model
-
-        return load_model(model_path)
+        run = Run.load(model_path)
+        start_quietly()
+        return run.model()
     settings = FitConfig(arch=arch, image_size=image_size, **knobs)  # checked before Keras loads
+    start_quietly()
     from kerascnn.models import build_model
     from kerascnn.train import resolve_image_size
 

@@ -7,6 +7,7 @@ model, the callbacks, training, and the files of the finished run.
 
 import dataclasses
 import os
+import sys
 import uuid
 from pathlib import Path
 
@@ -413,6 +414,7 @@ def train(model, settings, run, data, callbacks, verbose):
     """model.fit from the run's first epoch to its last. A Ctrl-C says how to
     resume; a NaN loss marks the checkpoint as diverged and is an error."""
     from kerascnn.augment import Augmenter
+    from kerascnn.callbacks import EpochLog
     from kerascnn.data import make_training_pipeline
 
     mean, std = data.stats()
@@ -422,11 +424,16 @@ def train(model, settings, run, data, callbacks, verbose):
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=run.initial_epoch,
         seed=settings.seed, sampling=settings.sampling,
         augment=Augmenter(settings.augment, size) if settings.augment else None)
+    extra = []
+    # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
+    if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
+        verbose, extra = 0, [EpochLog(callbacks.history)]
     if run.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
         try:
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
-                      initial_epoch=run.initial_epoch, callbacks=callbacks.all, verbose=verbose, shuffle=False)
+                      initial_epoch=run.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
+                      shuffle=False)
         except KeyboardInterrupt:
             last = run.run_dir / "last.keras"
             done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0

@@ -214,3 +214,31 @@ def test_models_move_between_backends(tmp_path):
     print(f"largest cross-backend logit difference: {worst:.2e}; relative: "
           f"{max(r['logits'] / max(1.0, r['scale']) for r in differences.values()):.2e}")
     assert np.isfinite(worst)
+
+
+def test_stderr_aside_keeps_what_c_code_writes_and_restores_the_stream(capfd):
+    with kerascnn_backend.stderr_aside() as kept:
+        os.write(2, b"absl start-up line\n")
+    os.write(2, b"after\n")
+    assert kept == ["absl start-up line\n"]
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_a_failing_start_shows_what_was_kept(monkeypatch, capfd):
+    import builtins
+    import sys
+
+    monkeypatch.delenv(kerascnn_backend.DEBUG_ENV, raising=False)
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "tensorflow":
+            os.write(2, b"libtensorflow.so: cannot open shared object file\n")
+            raise ImportError("no tensorflow")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ImportError):
+        kerascnn_backend.start_quietly()
+    assert "cannot open shared object file" in capfd.readouterr().err

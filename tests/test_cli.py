@@ -129,3 +129,26 @@ def test_fit_with_training_options_then_visualize_by_epoch(tmp_path):
     assert "resuming" in result.output
     history = json.loads((out / "lenet.history.json").read_text())
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]
+
+
+def test_output_is_clean_in_a_pipe(tmp_path):
+    """No TensorFlow start-up lines on stderr, and one plain line per epoch (no escape codes) in a pipe."""
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--dataset", "digits", "--epochs", "2",
+                          "-b", "64", "--activation", "relu", "--output", tmp_path], capture_output=True, text=True,
+                         cwd=tmp_path, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr == ""
+    assert "\x1b" not in out.stdout and "\r" not in out.stdout
+    epochs = [line for line in out.stdout.splitlines() if line.startswith("epoch ")]
+    assert [line.split(":")[0] for line in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert "val_accuracy" in epochs[0] and "lr 0.001" in epochs[0]
+    summary = subprocess.run([sys.executable, str(REPO / "cli.py"), "summary", "--arch", "resnet18"],
+                             capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert summary.returncode == 0 and summary.stderr == ""
+
+
+def test_debug_shows_the_traceback_and_still_ends_with_the_error_line(tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "cli.py"), "--debug", "evaluate", "no/such.keras"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 1
+    assert "Traceback" in out.stderr and out.stderr.strip().splitlines()[-1] == "error: no model file at no/such.keras"
