@@ -424,7 +424,8 @@ def resolve(config, *, image_size, accelerator, data_dir=None):
     model = {k: family.options[k] for k in MODEL_OPTIONS if getattr(config, k) is None and family.takes(k)}
     return dataclasses.replace(
         config, **model, name=config.name or config.arch,
-        warmup=family.warmup if config.warmup is None else config.warmup, batch_size=config.batch_size or family.batch_size,
+        warmup=family.warmup if config.warmup is None else config.warmup,
+        batch_size=config.batch_size or family.batch_size,
         optimizer=optimizer, lr=lr, weight_decay=weight_decay,
         image_size=image_size, data_dir=data_dir or config.data_dir,
         mixed_precision=config.mixed_precision and accelerator)

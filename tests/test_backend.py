@@ -92,7 +92,8 @@ def installed(backend):
 
 
 def needs(backend):
-    return pytest.mark.skipif(not installed(backend), reason=f"{backend} is not installed (pip install -e .[{backend}])")
+    return pytest.mark.skipif(not installed(backend),
+                              reason=f"{backend} is not installed (pip install -e .[{backend}])")
 
 
 def run_under(backend, args, timeout=900):
