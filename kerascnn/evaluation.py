@@ -49,7 +49,7 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     n_out = model.output_shape[-1]
     if n_out != data.num_classes:
         raise KerasCNNError(f"{run.model_path} predicts {n_out} classes but {data.name} has {data.num_classes}")
-    mean, std = run.normalization(data.name) or data.stats()
+    mean, std = run.stats_for(data)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
                          batch_size=batch_size)
     logits = model.predict(test, verbose=0)

@@ -107,6 +107,11 @@ class Run:
             return None
         return self.record["mean"], self.record["std"]
 
+    def stats_for(self, data):
+        """The (mean, std) to feed `data` to the model with: the run's own for
+        its dataset, else `data`'s."""
+        return self.normalization(data.name) or data.stats()
+
     def model(self):
         """The Keras model (loaded once, in safe mode)."""
         if self._model is None:

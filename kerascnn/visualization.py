@@ -95,7 +95,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     data = run.load_data(dataset, data_dir)
     if not 0 <= index < len(data.x_test):
         raise KerasCNNError(f"--index must be between 0 and {len(data.x_test) - 1}, got {index}")
-    mean, std = run.normalization(data.name) or data.stats()
+    mean, std = run.stats_for(data)
     base = run.output_base(output, data.name)
     figures = {}
     kernels = kernel_images(target)
