@@ -1,5 +1,5 @@
 """Callbacks of a training run: the per-epoch history, learning-rate
-schedules, early stopping, NaN detection, checkpoints with the state a
+schedules, early stopping, divergence detection, checkpoints with the state a
 resumed run needs, and the activation recorder.
 
 Every callback with state across epochs has `get_state()` and
@@ -185,23 +185,63 @@ class EarlyStop(MonitorCallback):
         self.model.stop_training = True
 
 
-class NanGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose loss is NaN or infinite and
-    remembers the epoch (from 1)."""
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training when the loss diverges: a batch loss that is not
+    finite, or above `factor` times the run's first batch loss for
+    `patience` batches in a row (or a whole epoch, if an epoch is shorter).
 
-    def __init__(self):
+    Keras logs the epoch's running mean, weighted by batch size; each
+    batch's own loss is recovered from two consecutive means. After a stop,
+    `diverged_epoch` (from 1) and `reason` say when and why."""
+
+    def __init__(self, batch_size, samples, *, factor=10.0, patience=50):
         super().__init__()
-        self.diverged_epoch = None
-        self._epoch = 0
+        self.batch_size, self.samples = batch_size, samples
+        self.factor, self.patience = factor, patience
+        self.first_loss = None
+        self.diverged_epoch = self.reason = None
+        self._epoch, self._run = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1
+        self._seen, self._total, self._last_batch = 0, 0.0, -1
+
+    def _batch_loss(self, batch, mean):
+        """The mean loss of the batches since the last call (one, unless
+        several steps run per execution), and how many they were."""
+        count = batch - self._last_batch
+        seen = min(self.samples, (batch + 1) * self.batch_size) if self.samples else (batch + 1) * self.batch_size
+        total = mean * seen
+        loss = (total - self._total) / max(seen - self._seen, 1)
+        self._seen, self._total, self._last_batch = seen, total, batch
+        return loss, count
 
     def on_train_batch_end(self, batch, logs=None):
-        loss = (logs or {}).get("loss")
-        if loss is not None and not math.isfinite(float(loss)):
-            self.diverged_epoch = self._epoch
-            self.model.stop_training = True
+        mean = (logs or {}).get("loss")
+        if mean is None:
+            return
+        mean = float(mean)
+        if not math.isfinite(mean):
+            return self._stop(f"the loss became {'NaN' if math.isnan(mean) else 'infinite'}")
+        loss, count = self._batch_loss(batch, mean)
+        if self.first_loss is None:
+            self.first_loss = loss
+            return
+        self._run = self._run + count if loss > self.factor * self.first_loss else 0
+        limit = min(self.patience, self.params.get("steps") or self.patience)
+        if self._run >= limit:
+            self._stop(f"the loss stayed above {self.factor:g} times its first value ({self.first_loss:.3g}) "
+                       f"for {self._run} batches, reaching {loss:.3g}")
+
+    def _stop(self, reason):
+        self.diverged_epoch, self.reason = self._epoch, reason
+        self.model.stop_training = True
+
+    def get_state(self):
+        return {"first_loss": self.first_loss}
+
+    def set_state(self, state):
+        self.first_loss = state["first_loss"]
 
 
 def seed_generator_states(model):
@@ -227,9 +267,10 @@ class Checkpointer(keras.callbacks.Callback):
       point that `--resume` continues from.
     `state_fn(epoch)` returns the state of the run after `epoch` epochs."""
 
-    def __init__(self, folder, state_fn, *, monitor="val_accuracy", save_every=None):
+    def __init__(self, folder, state_fn, *, monitor="val_accuracy", save_every=None, guard=None):
         super().__init__()
         self.folder = folder
+        self.guard = guard
         self.state_fn = state_fn
         self.monitor = monitor
         self.save_every = save_every
@@ -237,7 +278,7 @@ class Checkpointer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if not math.isfinite(float(logs.get("loss", 0.0))):
+        if not math.isfinite(float(logs.get("loss", 0.0))) or self.guard and self.guard.diverged_epoch:
             return  # a diverged epoch is never a checkpoint
         done = epoch + 1
         value = logs.get(self.monitor)

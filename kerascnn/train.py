@@ -335,12 +335,12 @@ class RunCallbacks:
     all: list
     stateful: dict
     history: object
-    nan_guard: object
+    guard: object
     early_stop: object = None
 
 
 def make_callbacks(settings, run, data, record_dict, extra=()):
-    """History, learning-rate schedule, NaN guard, activation recorder, early
+    """History, learning-rate schedule, divergence guard, activation recorder, early
     stopping, checkpoints and TensorBoard, restored to a resumed run's state."""
     import keras
 
@@ -360,7 +360,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
         schedule = cb.EpochSchedule(cb.schedule_function(settings.schedule, settings.lr, settings.epochs,
                                                          decay_rate=settings.decay_rate,
                                                          decay_after=settings.decay_after))
-    guard = cb.NanGuard()
+    stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, len(data.x_train))
     callbacks = [history, schedule, guard]
     if settings.warmup:
         base = None if settings.schedule == "plateau" else schedule.fn
@@ -377,7 +377,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
                 "seed_generators": cb.seed_generator_states(history.model)}
 
     stateful["checkpoint"] = cb.Checkpointer(run.run_dir, run_state, monitor="val_accuracy" if has_val else "accuracy",
-                                             save_every=settings.save_every)
+                                             save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)))
@@ -412,7 +412,7 @@ def eval_pipeline(settings, data, x, y):
 
 def train(model, settings, run, data, callbacks, verbose):
     """model.fit from the run's first epoch to its last. A Ctrl-C says how to
-    resume; a NaN loss marks the checkpoint as diverged and is an error."""
+    resume; a diverging loss marks the checkpoint as diverged and is an error."""
     from kerascnn.augment import Augmenter
     from kerascnn.callbacks import EpochLog
     from kerascnn.data import make_training_pipeline
@@ -439,12 +439,13 @@ def train(model, settings, run, data, callbacks, verbose):
             done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
             raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell_set('resume')} "
                                 f"continues from there ({run.run_dir}/)") from None
-    if callbacks.nan_guard.diverged_epoch is not None:
+    guard = callbacks.guard
+    if guard.diverged_epoch is not None:
         last = run.run_dir / "last.keras"
         if last.exists() and (io.read_state(last) or {}).get("run_id") == run.run_id:
             io.update_state(last, status="diverged")
-        raise KerasCNNError(f"training diverged in epoch {callbacks.nan_guard.diverged_epoch} (the loss became "
-                            f"NaN); try a smaller {spell('lr')}. The final model was not saved")
+        raise KerasCNNError(f"training diverged in epoch {guard.diverged_epoch}: {guard.reason}; lower the learning "
+                            f"rate ({spell('lr')} {settings.lr:g} now). The final model was not saved")
     return steps
 
 

@@ -1,4 +1,4 @@
-"""kerascnn.callbacks: learning-rate schedules, early stopping, the activation recorder, the NaN stop, checkpoints."""
+"""kerascnn.callbacks: learning-rate schedules, early stopping, the activation recorder, the divergence stop, checkpoints."""
 
 import numpy as np
 import pytest
@@ -80,13 +80,80 @@ def test_activation_recorder_files_and_pictures(tmp_path):
         fit("lenet", epochs=1, record_layers=["fc1"], output=tmp_path / "x", **SMALL)
 
 
-def test_nan_loss_stops_with_a_message(tmp_path):
-    with pytest.raises(KerasCNNError, match="NaN"):
-        fit("lenet", "digits", epochs=1, optimizer="sgd", lr=1e6, activation="relu", output=tmp_path, verbose=0)
-    assert not list(tmp_path.glob("*.keras"))
+class _Model:
+    stop_training = False
+
+
+def run_guard(epochs, *, batch_size=10, samples=None, **kwargs):
+    """Feed DivergenceGuard the running means Keras would log for these
+    per-batch losses (one list per epoch); returns the guard."""
+    from kerascnn.callbacks import DivergenceGuard
+
+    guard = DivergenceGuard(batch_size, samples, **kwargs)
+    guard.set_model(_Model())
+    for e, losses in enumerate(epochs):
+        guard.params = {"steps": len(losses)}
+        guard.on_epoch_begin(e)
+        sizes = [batch_size] * len(losses)
+        if samples:
+            sizes[-1] = samples - batch_size * (len(losses) - 1)
+        for b, loss in enumerate(losses):
+            mean = float(np.dot(losses[:b + 1], sizes[:b + 1]) / sum(sizes[:b + 1]))
+            guard.on_train_batch_end(b, {"loss": mean})
+            if guard.model.stop_training:
+                return guard
+    return guard
+
+
+def test_divergence_guard_rule():
+    # bounded oscillation, as a sigmoid LeNet under SGD at lr 0.1: never a stop
+    wobble = [2.3 + 0.8 * np.sin(i) for i in range(400)]
+    assert run_guard([wobble[:200], wobble[200:]]).diverged_epoch is None
+    # 49 batches above ten times the first loss, then back: no stop; 50 in a row: a stop at the 50th
+    assert run_guard([[1.0] + [10.5] * 49 + [9.0] * 100]).diverged_epoch is None
+    g = run_guard([[1.0] + [5.0] * 20 + [10.5] * 60])
+    assert g.diverged_epoch == 1 and "for 50 batches" in g.reason and "(1)" in g.reason
+    # exactly ten times is not above it
+    assert run_guard([[1.0] + [10.0] * 80]).diverged_epoch is None
+    # epochs shorter than 50 batches: a whole epoch's worth in a row, across the epoch boundary
+    g = run_guard([[2.0, 3.0, 30.0, 30.0], [30.0, 30.0, 1.0, 1.0]], samples=35)
+    assert (g.diverged_epoch, g._run) == (2, 4)
+    # a short last batch is weighed by its size: its own loss is recovered exactly
+    g = run_guard([[1.0, 2.0, 50.0]], samples=21, patience=1)
+    assert g.diverged_epoch == 1 and "reaching 50" in g.reason
+    # not finite: at once
+    assert "NaN" in run_guard([[1.0, float("nan")]]).reason
+    assert "infinite" in run_guard([[1.0, 2.0, float("inf")]]).reason
+    # the reference survives a resume
+    g = run_guard([[4.0, 5.0]])
+    assert g.get_state() == {"first_loss": pytest.approx(4.0)}
+
+
+def test_diverging_run_fails_and_loses_nothing(tmp_path):
+    from kerascnn.cli import main
+
+    fit("lenet", epochs=1, output=tmp_path, **SMALL)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises(KerasCNNError, match=r"diverged in epoch \d: the loss .*; lower the learning rate \(lr 1e\+12"):
+        fit("lenet", epochs=2, optimizer="sgd", lr=1e12, output=tmp_path, **SMALL)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    last = tmp_path / "lenet.partial" / "last.keras"
+    assert not last.exists() or io.read_state(last)["status"] == "diverged"
+    # on the command line: one line, exit 1
+    with pytest.raises(SystemExit) as e:
+        main(["fit", "--dataset", "digits", "--optimizer", "sgd", "--lr", "1e12", "--epochs", "2",
+              "--output", str(tmp_path / "cli")])
+    assert e.value.code == 1
+    assert not list((tmp_path / "cli").glob("*.keras"))
     # a diverged run does not block starting over
-    fit("lenet", "digits", epochs=1, train_size=64, output=tmp_path, verbose=0)
-    assert (tmp_path / "lenet.keras").exists()
+    fit("lenet", epochs=1, output=tmp_path, **SMALL)
+    assert (tmp_path / "lenet.keras").read_bytes() != before["lenet.keras"]
+
+
+def test_bounded_oscillation_trains_to_the_end(tmp_path):
+    r = fit("lenet", "digits", epochs=3, batch_size=32, activation="sigmoid", pool="avg", optimizer="sgd", lr=0.1,
+            output=tmp_path, verbose=0)
+    assert len(r.history) == 3 and (tmp_path / "lenet.keras").exists()
 
 
 def test_seed_generator_states_round_trip():
@@ -139,3 +206,10 @@ def test_warmup_ramps_the_rate_linearly_then_hands_over_to_the_schedule(tmp_path
     assert rates == pytest.approx(expected, rel=1e-6)
     assert [row["lr"] for row in r.history] == pytest.approx([0.1 * 4 / 6, 0.1, 0.07], rel=1e-6)
     assert r.config["warmup"] == 1.5 and r.settings.warmup == 1.5
+
+
+@pytest.mark.slow
+def test_sigmoid_lenet_sgd_on_fashion_mnist_is_not_divergence(tmp_path, real_data_dir):
+    r = fit("lenet", "fashion_mnist", data_dir=real_data_dir, epochs=2, batch_size=256, activation="sigmoid",
+            pool="avg", optimizer="sgd", lr=0.1, output=tmp_path, verbose=0)
+    assert len(r.history) == 2 and (tmp_path / "lenet.keras").exists()
