@@ -286,7 +286,7 @@ class Checkpointer(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
         state = self.state_fn(done)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        io.ensure_dir(self.folder)
         if improved:
             io.save_model(self.model, self.folder / "best.keras", state=state)
         if self.save_every and done % self.save_every == 0:

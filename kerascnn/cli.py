@@ -76,8 +76,13 @@ def config_options(*names):
 
 
 def _set_backend(ctx, param, value):
-    """Select the Keras backend before anything imports Keras."""
+    """Select the Keras backend before anything imports Keras; check the
+    one KERAS_BACKEND names when --backend is not given."""
     if value is None:
+        named = os.environ.get("KERAS_BACKEND")
+        if named and named not in BACKENDS and "keras" not in sys.modules:
+            raise click.UsageError(f"KERAS_BACKEND={named} is not a Keras backend kerascnn runs on; "
+                                   f"choose one of: {', '.join(BACKENDS)}")
         return None
     if "keras" in sys.modules:
         import keras
@@ -88,6 +93,20 @@ def _set_backend(ctx, param, value):
         return value
     os.environ["KERAS_BACKEND"] = value
     return value
+
+
+def _warn_unsafe(ctx, param, value):
+    if value:
+        click.echo("warning: --unsafe: code a model file holds will run as it loads; use it only for files "
+                   "you trust", err=True)
+    return value
+
+
+def unsafe_option(f):
+    """--unsafe on the commands that load a model: the one way to load a model that holds code."""
+    return click.option("--unsafe", is_flag=True, callback=_warn_unsafe,
+                        help="Load a model that holds Python code (a Lambda layer), which is refused by default. "
+                             "Its code runs: only for files you trust.")(f)
 
 
 def backend_option(f):
@@ -185,12 +204,13 @@ def fit(ctx, config_file, **options):
 @config_option("data_dir")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--output", type=click.Path(), help="Folder for the PNG and JSON [the model's folder].")
-def evaluate(model, dataset, data_dir, batch_size, output):
+@unsafe_option
+def evaluate(model, dataset, data_dir, batch_size, output, unsafe):
     """Test loss and accuracy, per-class report, most-confused classes and
     the confusion matrix of a saved model."""
     from kerascnn.evaluation import evaluate as evaluate_model
 
-    run = Run.load(model)
+    run = Run.load(model, unsafe=unsafe)
     start_quietly()
     r = evaluate_model(run, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
     click.echo(f"test loss: {r.loss:.4f}  test accuracy: {r.accuracy:.4f} ({int(r.confusion.sum())} images)")
@@ -214,11 +234,12 @@ def evaluate(model, dataset, data_dir, batch_size, output):
 @click.option("--by-epoch", is_flag=True,
               help="How the maps and kernels evolved over training (needs fit --record-layer); "
                    "--index is then a probe image.")
-def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
+@unsafe_option
+def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch, unsafe):
     """Draw a layer's kernels and feature maps, and the training curves."""
-    from kerascnn.visualization import as_run, visualize as visualize_model, visualize_epochs
+    from kerascnn.visualization import visualize as visualize_model, visualize_epochs
 
-    run = as_run(model_path)
+    run = Run.load(model_path, unsafe=unsafe) if model_path else Run.newest(unsafe=unsafe)
     start_quietly()
     if by_epoch:
         r = visualize_epochs(run, layer, index=index, output=output)
@@ -232,15 +253,16 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch):
 @cli.command()
 @backend_option
 @click.argument("models", nargs=-1, required=True, type=click.Path())
-@click.option("--output", type=click.Path(), default="comparison.png", show_default=True, help="The PNG to write.")
+@click.option("--output", type=click.Path(), default="comparison.png", show_default=True,
+              help="The PNG to write (a .png name, in a folder that exists).")
 @click.option("--title", default="training curves compared", show_default=True)
 def compare(models, output, title):
     """Overlay the training curves of saved runs in one PNG and print a
     Markdown table of their settings and accuracies."""
-    from kerascnn.visualization import compare_runs
+    from kerascnn.visualization import check_figure_path, compare_runs
 
-    runs = [Run.load(m) for m in models]
-    start_quietly()
+    check_figure_path(output)
+    runs = [Run.load(m) for m in models]  # records and histories only: no Keras to start
     table, path = compare_runs(runs, output, title=title)
 
     def cell(v):
@@ -256,9 +278,9 @@ def compare(models, output, title):
     click.echo(f"wrote {path}")
 
 
-def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs):
+def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs, unsafe=False):
     if model_path:
-        run = Run.load(model_path)
+        run = Run.load(model_path, unsafe=unsafe)
         start_quietly()
         return run.model()
     settings = FitConfig(arch=arch, image_size=image_size, **knobs)  # checked before Keras loads
@@ -284,6 +306,7 @@ def listing_options(f):
         click.option("--in-channels", type=click.Choice(["1", "3"]), default="1", show_default=True),
         click.option("--classes", type=click.IntRange(min=2), default=10, show_default=True),
         config_options(*MODEL_OPTIONS),
+        unsafe_option,
     ]):
         f = option(f)
     return f
@@ -292,9 +315,9 @@ def listing_options(f):
 @cli.command()
 @backend_option
 @listing_options
-def summary(arch, model_path, image_size, in_channels, classes, **knobs):
+def summary(arch, model_path, image_size, in_channels, classes, unsafe, **knobs):
     """The layer table and the parameters of the encoder and the head."""
-    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs)
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs, unsafe)
     from kerascnn.summary import format_parameter_table, parameter_counts
 
     model.summary(print_fn=lambda line, **_: click.echo(line))
@@ -306,10 +329,10 @@ def summary(arch, model_path, image_size, in_channels, classes, **knobs):
 @cli.command()
 @backend_option
 @listing_options
-def layers(arch, model_path, image_size, in_channels, classes, **knobs):
+def layers(arch, model_path, image_size, in_channels, classes, unsafe, **knobs):
     """Every layer name with its type, output shape and part; any layer with
     a 4-D output works with `visualize --layer`."""
-    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs)
+    model = _model_for_listing(arch, model_path, image_size, int(in_channels), classes, knobs, unsafe)
     from kerascnn.summary import layer_table
 
     rows = [("name", "type", "output shape", "params", "part")]

@@ -3,12 +3,21 @@ folder, renamed into place, so that a failed or interrupted run never leaves
 a half-written file or replaces a good one."""
 
 import csv
+import glob
 import io
 import json
 import os
+import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no locks, so temporary files a killed save left stay
+    fcntl = None
 
 from kerascnn.errors import KerasCNNError
 
@@ -25,6 +34,8 @@ def sidecar(model_path, kind):
 
 def ensure_dir(path):
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise KerasCNNError(f"output folder {path} is a file; choose a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -34,20 +45,76 @@ def ensure_dir(path):
     return path
 
 
-def _atomic(path, write, suffix=""):
+def check_writable(path):
+    """Raise unless folder `path` exists and is writable or could be created,
+    without creating anything (a run creates its folder at its first save)."""
     path = Path(path)
+    existing = next(p for p in (path, *path.parents) if p.exists() or p == Path(p.anchor or "."))
+    if existing == path and not path.is_dir():
+        raise KerasCNNError(f"output folder {path} is a file; choose a folder")
+    if not existing.is_dir():
+        raise KerasCNNError(f"cannot create output folder {path}: {existing} is a file")
+    if not os.access(existing, os.W_OK):
+        raise KerasCNNError(f"output folder {path} is not writable" if existing == path else
+                            f"cannot create output folder {path}: {existing} is not writable")
+    return path
+
+
+def _atomic(path, write, suffix=""):
+    """write(tmp) into `.<name>.XXXX.tmp<suffix>` beside `path`, flushed to
+    disk, then renamed onto `path`: a process killed at any moment leaves the
+    old file or the new one. The flush (fsync) keeps that true after a power
+    loss too (the rename itself may then be lost: the old file stays). The
+    temporary file is locked while written, so that the next save of `path`
+    removes only the ones a killed process left."""
+    path = Path(path)
+    _remove_stale(path, suffix)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    if fcntl:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    else:  # Windows renames no file that is open
+        os.close(fd)
+        fd = None
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         write(tmp)
+        _fsync(tmp)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if fd is not None:
+            os.close(fd)
     return path
+
+
+def _fsync(path):
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _remove_stale(path, suffix):
+    """Remove the temporary files of `path` that no save under way holds
+    locked: those of a killed process."""
+    if fcntl is None:
+        return
+    for tmp in glob.glob(os.path.join(glob.escape(str(path.parent)), f".{glob.escape(path.name)}.*.tmp{suffix}")):
+        try:
+            fd = os.open(tmp, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.remove(tmp)
+        except OSError:
+            pass  # a save under way holds it, or another save removed it first
+        finally:
+            os.close(fd)
 
 
 def write_text(path, text):
@@ -107,9 +174,12 @@ def read_state(path):
         with zipfile.ZipFile(path) as z:
             if STATE_ENTRY not in z.namelist():
                 return None
-            return json.loads(z.read(STATE_ENTRY))
-    except (OSError, zipfile.BadZipFile, ValueError) as e:
-        raise KerasCNNError(f"cannot read the training state in {path}: {e}") from None
+            state = json.loads(z.read(STATE_ENTRY))
+    except _ZIP_ERRORS + (RecursionError,) as e:
+        raise KerasCNNError(f"cannot read the training state in {path}: {_reason(e)}") from None
+    if not isinstance(state, dict):
+        raise KerasCNNError(f"cannot read the training state in {path}: not a JSON object")
+    return state
 
 
 def update_state(path, **changes):
@@ -146,19 +216,179 @@ def read_json(path):
         return json.load(f)
 
 
-def load_model(path):
-    """Load a .keras model in Keras' safe mode, with one clear error."""
+# --- reading a .keras file safely
+
+MODEL_ENTRIES = ("config.json", "metadata.json", "model.weights.h5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# Unpacked size of a whole archive: a VGG-16 checkpoint with Adam's moments is ~1.6 GB.
+MAX_MODEL_BYTES = 4 * 1024 ** 3
+MAX_JSON_BYTES = 64 * 1024 ** 2  # config.json of the largest model here: ~0.1 MB
+# Keras' safe mode could be bypassed by a crafted config.json before 3.11:
+# CVE-2025-1550 (any module's function; fixed in 3.9), CVE-2025-8747
+# (keras.utils.get_file) and CVE-2025-9906 (keras.config.enable_unsafe_deserialization).
+SAFE_KERAS = (3, 11)
+CODE_CLASSES = ("Lambda", "__lambda__")  # configs that carry Python code
+# What a damaged zip makes zipfile raise, besides BadZipFile.
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, zlib.error,
+               NotImplementedError, RuntimeError, struct.error, OverflowError)
+
+
+def model_file(path):
+    """`path` as a Path when it names a .keras file; else the error saying what it is."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        models = sorted(p.name for p in path.glob(f"*{MODEL_SUFFIX}") if not p.name.startswith("."))
+        hint = f"pass one of its models: {', '.join(models[:4])}{', ...' if len(models) > 4 else ''}" \
+            if models else "it holds no .keras model"
+        raise KerasCNNError(f"{path} is a folder, not a model file; {hint}")
+    if not path.exists():
         raise KerasCNNError(f"no model file at {path}")
+    if not path.is_file():
+        raise KerasCNNError(f"{path} is not a regular file; pass a .keras model file")
+    if path.suffix in (".h5", ".hdf5"):
+        raise KerasCNNError(f"{path} is not a .keras model file: the legacy HDF5 format is not loaded, "
+                            f"Keras cannot load it safely; save the model again as .keras")
     if path.suffix != MODEL_SUFFIX:
         raise KerasCNNError(f"{path} is not a .keras model file")
+    return path
+
+
+def check_archive(path):
+    """Check a .keras file before Keras reads it (Keras hands its weights to
+    h5py unchecked) and return its parsed config.json: a zip archive whose
+    entries' CRCs verify, unpacking to at most MAX_MODEL_BYTES, holding
+    config.json (JSON), metadata.json (JSON) and model.weights.h5 (HDF5)."""
+    path = Path(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            return _check_entries(path, z)
+    except _ZIP_ERRORS + (RecursionError,) as e:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if not head:
+            raise KerasCNNError(f"{path} is empty; save or copy the model again") from None
+        if not head.startswith(b"PK"):
+            raise KerasCNNError(f"{path} is not a Keras model file: a .keras file is a zip archive, "
+                                f"this is not one") from None
+        detail = "" if str(e) == "File is not a zip file" else f" ({_reason(e)})"
+        raise KerasCNNError(f"{path} is truncated or damaged: a zip archive whose end is missing or "
+                            f"broken{detail}; save or copy the model again") from None
+
+
+def _check_entries(path, z):
+    def bad(reason):
+        return KerasCNNError(f"{path} is not a usable Keras model: {reason}; save or copy it again")
+
+    infos = z.infolist()
+    names = [i.filename for i in infos]
+    outside = [n for n in names if n.startswith(("/", "\\")) or ".." in n.replace("\\", "/").split("/")]
+    if outside:
+        raise bad(f"its entry {outside[0]!r} points outside the archive")
+    missing = [n for n in MODEL_ENTRIES if n not in names]
+    if missing:
+        raise bad(f"it lacks {', '.join(missing)}")
+    total = sum(i.file_size for i in infos)
+    if total > MAX_MODEL_BYTES:
+        raise bad(f"it would unpack to {total / 1e9:.1f} GB, more than the {MAX_MODEL_BYTES / 1e9:.1f} GB "
+                  f"any model here needs (a zip bomb?)")
+    if any(z.getinfo(n).file_size > MAX_JSON_BYTES for n in MODEL_ENTRIES[:2]):
+        raise bad("its config.json or metadata.json is far larger than any model's")
+    corrupt = z.testzip()
+    if corrupt is not None:
+        raise bad(f"its entry {corrupt} is corrupt (its CRC does not match)")
+    config = {}
+    for name in MODEL_ENTRIES[:2]:
+        try:
+            config[name] = json.loads(z.read(name))
+        except (ValueError, RecursionError) as e:
+            raise bad(f"its {name} is not valid JSON ({_reason(e)})") from None
+        if not isinstance(config[name], dict):
+            raise bad(f"its {name} is not a JSON object")
+    with z.open(MODEL_ENTRIES[2]) as f:
+        if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
+            raise bad(f"its {MODEL_ENTRIES[2]} is not an HDF5 file")
+    return config["config.json"]
+
+
+def check_keras(version=None):
+    """Refuse a Keras whose safe mode a crafted file can bypass (see SAFE_KERAS)."""
+    if version is None:
+        import keras
+
+        version = keras.__version__
+    if tuple(int(n) for n in re.findall(r"\d+", version)[:2]) < SAFE_KERAS:
+        raise KerasCNNError(f"Keras {version} is installed, but loading a model file safely needs Keras "
+                            f"{'.'.join(map(str, SAFE_KERAS))} or later: earlier versions let a crafted .keras "
+                            f"file run code (CVE-2025-1550, CVE-2025-8747, CVE-2025-9906); "
+                            f"upgrade with: pip install -U 'keras>={'.'.join(map(str, SAFE_KERAS))}'")
+
+
+def code_in(config):
+    """The parts of a model config that carry Python code (Lambda layers,
+    lambda functions), as short descriptions."""
+    found, todo = [], [config]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") in CODE_CLASSES:
+                inner = node.get("config")
+                name = inner.get("name") if isinstance(inner, dict) else None
+                found.append(f"Lambda layer {name!r}" if node["class_name"] == "Lambda" and name
+                             else "a Python lambda")
+                continue  # its function is the same code
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return found
+
+
+def _holds_code(path, what):
+    from kerascnn.config import spell_set
+
+    return (f"{path} holds Python code ({what}), which safe loading never runs; if you trust the file, "
+            f"load it with {spell_set('unsafe')}")
+
+
+def load_model(path, unsafe=False):
+    """Load a .keras model, checked first (model_file, check_archive,
+    check_keras), in Keras' safe mode: a model holding code (a Lambda layer)
+    is refused unless `unsafe`. Whatever is wrong is one KerasCNNError."""
+    path = model_file(path)
+    code = code_in(check_archive(path))
+    if code and not unsafe:
+        raise KerasCNNError(_holds_code(path, ", ".join(code[:3])))
     import keras
 
+    check_keras(keras.__version__)
     try:
-        return keras.saving.load_model(path, safe_mode=True)
-    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
-        raise KerasCNNError(f"cannot load {path} as a Keras model: {str(e).splitlines()[0]}") from None
+        return keras.saving.load_model(path, safe_mode=not unsafe)
+    except Exception as e:  # noqa: BLE001 - whatever the checked file still makes Keras raise
+        raise KerasCNNError(_load_failure(path, e)) from None
+
+
+def _reason(e):
+    """The innermost message of a (Keras) exception, on one line, without the configs Keras appends."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).rsplit("Exception encountered: ", 1)[-1]
+    text = re.split(r"\s*(?:Full object config:|config=)", text, maxsplit=1)[0]
+    line = " ".join(text.split()) or type(e).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _load_failure(path, e):
+    reason = _reason(e)
+    unknown = re.search(r"Could not locate (class|function) '([^']+)'", reason)
+    if unknown:
+        return (f"{path} needs the {unknown[1]} {unknown[2]!r}, which is neither part of Keras nor registered: "
+                f"it was saved with custom code, which must be imported (and registered with "
+                f"@keras.saving.register_keras_serializable) to load it")
+    if "safe_mode=False" in reason:
+        return _holds_code(path, "a lambda")
+    refused = re.search(r"Cannot deserialize `([^`]+)`|deserialize '([^']+)' because it is not a KerasSaveable",
+                        reason)
+    if refused:
+        return (f"{path} asks to call {refused[1] or refused[2]} while loading, which no model needs "
+                f"(a crafted file?); refused")
+    return f"cannot load {path} as a Keras model: {reason}"
 
 
 def newest_model(folder):

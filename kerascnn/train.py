@@ -115,6 +115,18 @@ def compile_model(model, optimizer, jit_compile=None):
     )
 
 
+def check_distribute(distribute, backend):
+    """`distribute` is a known strategy that runs on `backend`."""
+    if distribute not in DISTRIBUTE:
+        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
+                          f"choose one of: {', '.join(DISTRIBUTE)}")
+    needs, other = ("tensorflow", "data-parallel") if distribute == "mirrored" else ("jax", "mirrored")
+    if backend != needs:
+        raise KerasCNNError(f"{spell('distribute')} {distribute} needs the {needs} backend (active: {backend})"
+                            + (f"; use {spell('distribute')} {other} on {backend}" if backend in ("jax", "tensorflow")
+                               else ""))
+
+
 def distribution_scope(distribute, echo=None):
     """A context manager that builds and trains under `distribute`:
     "mirrored" is tf.distribute.MirroredStrategy over every visible GPU (or
@@ -125,16 +137,10 @@ def distribution_scope(distribute, echo=None):
 
     import keras
 
-    backend = keras.backend.backend()
     if not distribute:
         return contextlib.nullcontext(), 1
-    if distribute not in DISTRIBUTE:
-        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
-                          f"choose one of: {', '.join(DISTRIBUTE)}")
+    check_distribute(distribute, keras.backend.backend())
     if distribute == "mirrored":
-        if backend != "tensorflow":
-            raise KerasCNNError(f"--distribute mirrored needs the tensorflow backend (active: {backend})"
-                                + ("; use --distribute data-parallel on jax" if backend == "jax" else ""))
         import tensorflow as tf
 
         gpus = tf.config.list_logical_devices("GPU")
@@ -143,9 +149,6 @@ def distribution_scope(distribute, echo=None):
         if echo:
             echo(f"distribute: MirroredStrategy over {strategy.num_replicas_in_sync} device(s): {', '.join(devices)}")
         return strategy.scope(), strategy.num_replicas_in_sync
-    if backend != "jax":
-        raise KerasCNNError(f"--distribute data-parallel needs the jax backend (active: {backend})"
-                            + ("; use --distribute mirrored on tensorflow" if backend == "tensorflow" else ""))
     devices = keras.distribution.list_devices()
     previous = keras.distribution.distribution()
 
@@ -224,7 +227,7 @@ def open_run_folder(config, replay=False):
     configuration never replaces a finished run without it."""
     import shutil
 
-    model_path = io.ensure_dir(config.output) / f"{config.name}{io.MODEL_SUFFIX}"
+    model_path = Path(config.output) / f"{config.name}{io.MODEL_SUFFIX}"
     run_dir = partial_dir(model_path)
     last = run_dir / "last.keras"
     if config.resume:
@@ -242,8 +245,8 @@ def open_run_folder(config, replay=False):
     if replay and model_path.exists() and not config.overwrite:
         raise KerasCNNError(f"{model_path} already holds a run; to replay a configuration into it add "
                             f"{spell_set('overwrite')} (or {spell_set('resume')} to train it further), or choose "
-                            f"another "
-                            f"{spell('output')} or {spell('name')}")
+                            f"another {spell('output')} or {spell('name')}")
+    io.check_writable(config.output)
     if run_dir.exists():
         shutil.rmtree(run_dir)
     return RunFolder(model_path, run_dir)
@@ -256,6 +259,8 @@ def resolve_settings(given, data, echo=None):
 
     if echo:
         echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
+    if given.distribute:
+        check_distribute(given.distribute, keras.backend.backend())
     size = resolve_image_size(given.family, given.image_size, data.image_shape[0], echo=echo)
     accelerator = accelerator_available()
     if given.mixed_precision and not accelerator and echo:
@@ -461,7 +466,7 @@ def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None)
     record_dict = {**record_dict, "epochs_run": len(history), "resumed_from": run.initial_epoch or None,
                    "steps_per_epoch": steps, "train_seconds": round(sum(r["seconds"] for r in history), 2),
                    "test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"])}
-    io.save_model(model, run.model_path)
+    io.save_model(model, io.ensure_dir(run.model_path.parent) / run.model_path.name)
     io.write_csv(io.sidecar(run.model_path, "history.csv"), history)
     io.write_json(io.sidecar(run.model_path, "history.json"), history)
     io.write_json(io.sidecar(run.model_path, "run.json"), record_dict)

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 
@@ -80,15 +81,34 @@ def test_fit_at_chance_says_why(tmp_path):
     (("fit", "--dataset", "digits", "--resume"), "no checkpoint to continue from", 1),
     (("fit", "--dataset", "digits", "--distribute", "data-parallel"), "needs the jax backend", 1),
     (("visualize", "--by-epoch", "--model", "nowhere.keras"), "no model file at nowhere.keras", 1),
+    (("fit", "--optimizer", "adamx"), "unknown optimizer 'adamx'; choose one of: sgd, momentum", 2),
+    (("--backend", "theano", "fit"), "'theano' is not one of 'tensorflow', 'jax', 'torch'", 2),
+    (("fit", "--epochs", "0"), "--epochs must be at least 1, got 0", 2),
+    (("fit", "--epochs", "-3"), "--epochs must be at least 1, got -3", 2),
+    (("fit", "--batch-size", "0"), "--batch-size must be at least 1, got 0", 2),
+    (("fit", "--lr", "-0.1"), "--lr must be positive", 2),
+    (("fit", "--dataset", "digits", "--kernel", "31"), "kernel 31 does not fit a 28x28 input in LeNet", 1),
+    (("fit", "--arch", "vgg11", "--image-size", "16"), "vgg11 needs images of at least 32x32", 2),
+    (("fit", "--dataset", "digits", "--output", "a_file"), "output folder a_file is a file", 1),
+    (("fit", "--dataset", "digits", "--output", "a_file/sub"), "cannot create output folder a_file/sub", 1),
+    (("fit", "--dataset", "digits", "--output", "/proc/kerascnn"), "cannot create output folder /proc/kerascnn", 1),
 ])
 def test_bad_input_gets_one_line_and_nonzero_exit(args, message, code, tmp_path):
+    (tmp_path / "a_file").write_text("")
     result = subprocess.run([sys.executable, str(REPO / "cli.py"), *args],
                             capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert result.returncode == code
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and message in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
-    assert not list(tmp_path.rglob("*.keras"))
+    assert result.stderr.startswith("error:") and len(result.stderr.splitlines()) == 1, result.stderr
+    assert message in result.stderr, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no folder, no model, nothing
+
+
+def test_unknown_keras_backend_in_the_environment(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--dataset", "digits"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "KERAS_BACKEND": "thano"})
+    assert result.returncode == 2
+    assert result.stderr == ("error: KERAS_BACKEND=thano is not a Keras backend kerascnn runs on; "
+                             "choose one of: tensorflow, jax, torch\n")
 
 
 def test_unknown_layer_via_cli(trained_run):
