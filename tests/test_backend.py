@@ -243,3 +243,22 @@ def test_a_failing_start_shows_what_was_kept(monkeypatch, capfd):
     with pytest.raises(ImportError):
         kerascnn_backend.start_quietly()
     assert "cannot open shared object file" in capfd.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", [pytest.param(b, marks=needs(b)) for b in BACKENDS])
+def test_every_command_keeps_stderr_empty_on_success(backend, tmp_path):
+    """What a user sees with stderr captured to a file: nothing they did not ask for
+    (no absl, oneDNN, CUDA or XLA start-up lines), under each backend's own defaults."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "CUDA_VISIBLE_DEVICES")}
+    env["KERAS_BACKEND"] = backend
+    model = str(tmp_path / "lenet.keras")
+    commands = [("fit", "--dataset", "digits", "--epochs", "1", "--train-size", "128", "--output", str(tmp_path)),
+                ("evaluate", model), ("visualize", "--model", model), ("compare", model, "--output", "c.png"),
+                ("summary", "--arch", "mobilenet"), ("layers", "--model", model)]
+    for args in commands:
+        err = tmp_path / "stderr.txt"
+        with open(err, "w") as f:
+            proc = subprocess.run([sys.executable, str(REPO / "cli.py"), *args], stdout=subprocess.DEVNULL,
+                                  stderr=f, env=env, cwd=tmp_path, timeout=600)
+        assert proc.returncode == 0 and err.read_text() == "", f"{args[0]} under {backend}: {err.read_text()}"
