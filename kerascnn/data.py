@@ -14,14 +14,19 @@ scales to [0, 1], adapts channels, resizes and normalizes for one model.
 
 import dataclasses
 import gzip
+import math
 import os
 import socket
 import struct
+import tokenize
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 
 from kerascnn.choices import DATASETS, SAMPLINGS
+from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 
 DATA_DIR_ENV = "KERASCNN_DATA_DIR"
@@ -102,21 +107,19 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
     """
     if name not in DATASETS:
         raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    arrays, source = _load_arrays(name, data_dir, allow_download)
-    x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    class_names = [str(c) for c in arrays.get("class_names", CLASS_NAMES[name])]
-    x_train, x_test = _as_nhwc(x_train), _as_nhwc(x_test)
-    y_train, y_test = y_train.astype(np.int64).ravel(), y_test.astype(np.int64).ravel()
+    arrays, source, where, parts = _load_arrays(name, data_dir, allow_download)
+    x_train, y_train, x_test, y_test, class_names = _checked(name, arrays, where, parts)
 
     n_val = _count(val_size, len(x_train), "val_size")
     if n_val >= len(x_train):
-        raise KerasCNNError(f"val_size {val_size} leaves no training images (the training set has {len(x_train)})")
+        raise KerasCNNError(f"{spell('val_size')} {val_size} leaves no training images (the training set has "
+                            f"{len(x_train)})")
     order = np.random.default_rng(seed).permutation(len(x_train))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
     if train_size is not None:
         n_train = _count(train_size, len(train_idx), "train_size")
         if n_train < 1:
-            raise KerasCNNError(f"train_size must keep at least one image, got {train_size}")
+            raise KerasCNNError(f"{spell('train_size')} must keep at least one image, got {train_size}")
         train_idx = np.sort(np.random.default_rng(seed + 1).permutation(train_idx)[:n_train])
     return Dataset(
         name=name,
@@ -133,21 +136,91 @@ def _count(size, total, what):
     if isinstance(size, float) and 0 <= size < 1:
         return int(round(size * total))
     if size < 0 or size != int(size):
-        raise KerasCNNError(f"{what} must be a fraction below 1 or a whole count, got {size}")
+        raise KerasCNNError(f"{spell(what)} must be a fraction below 1 or a whole count, got {size}")
     return min(int(size), total)
 
 
-def _as_nhwc(x):
+def _checked(name, arrays, where, parts):
+    """The arrays as (x_train, y_train, x_test, y_test, class_names): images
+    uint8 NHWC, labels int64 (N,), each set non-empty with one label per image
+    in 0..classes-1. Anything else is an error naming the file (`where`) and
+    the array in it (`parts`)."""
+    class_names = _class_names(name, arrays, where)
+    owner = f"class_names lists {len(class_names)}" if "class_names" in arrays else f"{name} has {len(class_names)}"
+    out = []
+    for split, kind in (("train", "training"), ("test", "test")):
+        x_key, y_key = f"x_{split}", f"y_{split}"
+        x = _as_nhwc(arrays[x_key], f"{where}: {parts[x_key]}")
+        y = _as_labels(arrays[y_key], f"{where}: {parts[y_key]}", len(class_names), owner)
+        if len(x) == 0:
+            raise KerasCNNError(f"{where}: the {kind} set is empty ({parts[x_key]} holds 0 images); "
+                                f"put the complete dataset there")
+        if len(x) != len(y):
+            raise KerasCNNError(f"{where}: {parts[x_key]} holds {len(x)} images but {parts[y_key]} holds "
+                                f"{len(y)} labels; each image needs one label (are the files from different "
+                                f"downloads, or is one incomplete?)")
+        out += [x, y]
+    if out[0].shape[1:] != out[2].shape[1:]:
+        raise KerasCNNError(f"{where}: the training images are {_dims(out[0])} but the test images "
+                            f"{_dims(out[2])}; both sets must have the same size and channels")
+    return (*out, class_names)
+
+
+def _class_names(name, arrays, where):
+    """The file's class names (one string each), else the dataset's."""
+    if "class_names" not in arrays:
+        return list(CLASS_NAMES[name])
+    names = np.asarray(arrays["class_names"])
+    if names.ndim != 1 or names.size == 0:
+        raise KerasCNNError(f"{where}: class_names must be a list of names, one per class, got shape {names.shape}")
+    return [str(c) for c in names]
+
+
+def _dims(x):
+    return "x".join(str(d) for d in x.shape[1:])
+
+
+def _as_nhwc(x, what):
+    """Images as uint8 (N, H, W, C): uint8 as they are, other numbers when
+    0..255 (floats 0..1 are scaled up)."""
     x = np.asarray(x)
     if x.ndim == 3:
         x = x[..., None]
     if x.ndim != 4 or x.shape[-1] not in (1, 3):
-        raise KerasCNNError(f"images must be (N, H, W) or (N, H, W, 1|3), got shape {x.shape}")
-    if x.dtype != np.uint8:
-        if x.max() <= 1.0:
-            x = x * 255.0
-        x = np.clip(np.round(x), 0, 255).astype(np.uint8)
-    return x
+        raise KerasCNNError(f"{what} must be images of shape (N, H, W) or (N, H, W, 1|3), got shape {x.shape}")
+    if x.dtype == np.uint8 or x.size == 0:
+        return x.astype(np.uint8)
+    if x.dtype.kind not in "iuf":
+        raise KerasCNNError(f"{what} holds {x.dtype} values; images must be numbers from 0 to 255 "
+                            f"(or floats from 0 to 1)")
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
+        raise KerasCNNError(f"{what} holds NaN or infinite values; images must be numbers from 0 to 255 "
+                            f"(or floats from 0 to 1)")
+    low, high = x.min(), x.max()
+    if low < 0 or high > 255:
+        raise KerasCNNError(f"{what} holds values from {low:g} to {high:g}; images must be numbers from 0 to 255 "
+                            f"(or floats from 0 to 1), not normalized")
+    if high <= 1.0:
+        x = x * 255.0
+    return np.round(x).astype(np.uint8)
+
+
+def _as_labels(y, what, classes, owner):
+    """Labels as int64 (N,): whole numbers 0..classes-1, one per image."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise KerasCNNError(f"{what} must hold one label per image, shape (N,), got shape {y.shape}"
+                            + ("; for one-hot labels save their argmax" if y.ndim == 2 else ""))
+    if y.dtype.kind not in "iuf" or (y.dtype.kind == "f" and not (np.isfinite(y) & (y == np.round(y))).all()):
+        raise KerasCNNError(f"{what} holds {y.dtype} values that are not whole numbers; labels must be the "
+                            f"class numbers 0 to {classes - 1}")
+    bad = y[(y < 0) | (y >= classes)]
+    if bad.size:
+        raise KerasCNNError(f"{what} holds label {bad[0]:g}, but {owner} classes (labels 0 to {classes - 1}); "
+                            f"the labels are damaged or belong to another dataset")
+    return y.astype(np.int64)
 
 
 def resolve_data_dir(data_dir=None):
@@ -156,60 +229,111 @@ def resolve_data_dir(data_dir=None):
 
 
 def _load_arrays(name, data_dir, allow_download):
+    """(arrays, source, where, parts): the raw arrays, where they came from
+    (Dataset.source), and how messages name their file and each array."""
     root = resolve_data_dir(data_dir)
     if root is not None:
+        how = spell("data_dir") if data_dir is not None else DATA_DIR_ENV
+        if not root.exists():
+            raise KerasCNNError(f"data directory {root} does not exist; check {how}, or leave it out to use "
+                                f"the downloaded datasets")
         if not root.is_dir():
-            raise KerasCNNError(f"data directory {root} does not exist")
+            raise KerasCNNError(f"data directory {root} is a file, not a folder; {how} names the folder that "
+                                f"holds {name}/")
         folder = root / name
         if folder.is_dir():
-            return read_folder(folder), f"local:{folder}"
+            arrays, where, parts = _read_local(folder)
+            return arrays, f"local:{folder}", where, parts
         if data_dir is not None and name != "digits":
             raise KerasCNNError(f"no {name}/ folder in {root}; it should hold the four IDX files or an .npz")
+    parts = {k: k for k in IDX_FILES}
     if name == "digits":
-        return load_digits_arrays(), "sklearn:digits"
+        return load_digits_arrays(), "sklearn:digits", "scikit-learn's digits", parts
     if not allow_download:
         raise KerasCNNError(_offline_message(name))
-    return load_tfds_arrays(name), "tensorflow_datasets"
+    return load_tfds_arrays(name), "tensorflow_datasets", f"tensorflow-datasets' {name}", parts
 
 
 def read_folder(folder):
     """Read a dataset folder: the four IDX files, or one .npz."""
+    return _read_local(folder)[0]
+
+
+def _read_local(folder):
+    """(arrays, where, parts) of a dataset folder: `where` is the .npz or the
+    folder, `parts` names each array as the user knows it (key or file)."""
     folder = Path(folder)
     npz = sorted(folder.glob("*.npz"))
     if npz:
-        with np.load(npz[0], allow_pickle=False) as f:
+        return read_npz(npz[0]), npz[0], {k: k for k in IDX_FILES}
+    arrays, parts = {}, {}
+    for key, stem in IDX_FILES.items():
+        path = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.is_file()), None)
+        if path is None:
+            raise KerasCNNError(f"{folder} has no .npz and no {stem}[.gz]; it needs the four IDX files "
+                                f"({', '.join(IDX_FILES.values())}, gzipped or not) or one .npz")
+        arrays[key], parts[key] = read_idx(path), path.name
+    return arrays, folder, parts
+
+
+NPZ_HINT = "an .npz dataset holds the arrays x_train, y_train, x_test and y_test (numpy.savez)"
+
+
+def read_npz(path):
+    """The arrays of an .npz dataset (x_train, y_train, x_test, y_test and
+    class_names if there), never unpickling: object arrays are refused."""
+    path = Path(path)
+    if not zipfile.is_zipfile(path):
+        raise KerasCNNError(f"{path} is not a readable .npz: no complete zip archive (the file is damaged or cut "
+                            f"short); {NPZ_HINT}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
             missing = [k for k in IDX_FILES if k not in f.files]
             if missing:
-                raise KerasCNNError(f"{npz[0]} lacks {', '.join(missing)}")
-            arrays = {k: f[k] for k in f.files}
-        return arrays
-    arrays = {}
-    for key, stem in IDX_FILES.items():
-        path = next((p for p in (folder / stem, folder / f"{stem}.gz") if p.exists()), None)
-        if path is None:
-            raise KerasCNNError(f"{folder} has no .npz and no {stem}[.gz]; it needs the four IDX files")
-        arrays[key] = read_idx(path)
-    return arrays
+                raise KerasCNNError(f"{path} lacks {', '.join(missing)}; {NPZ_HINT}")
+            return {k: _npz_array(f, k, path) for k in (*IDX_FILES, "class_names") if k in f.files}
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise KerasCNNError(f"cannot read {path}: {e}; the file is damaged or incomplete") from None
+
+
+def _npz_array(f, key, path):
+    try:
+        return f[key]
+    except (ValueError, SyntaxError, tokenize.TokenError) as e:  # numpy tokenizes an old header, unguarded
+        if "allow_pickle" in str(e):
+            raise KerasCNNError(f"{path}: {key} is an object array, which could run code when loaded and is "
+                                f"refused; save it as numbers (or strings for class_names)") from None
+        reason = e if isinstance(e, ValueError) else "its header does not parse"
+        raise KerasCNNError(f"cannot read {key} in {path}: {reason}; the file is damaged") from None
 
 
 def read_idx(path):
-    """Read an IDX file (gzipped or not) into a uint8 array."""
+    """Read an IDX file of unsigned bytes (gzipped or not) into an array."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
-        raise KerasCNNError(f"cannot read {path}: {e}") from None
-    if len(data) < 8:
-        raise KerasCNNError(f"{path} is not an IDX file (too short)")
+    except (OSError, EOFError, zlib.error) as e:
+        raise KerasCNNError(f"cannot read {path}: {e}; the file is damaged or incomplete, download it "
+                            f"again") from None
+    if len(data) < 4:
+        raise KerasCNNError(f"{path} is {'empty' if not data else 'truncated'}; download it again")
     zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype != 0x08:
-        raise KerasCNNError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()})")
+    if zero != 0 or dtype != 0x08 or ndim == 0:
+        raise KerasCNNError(f"{path} is not an IDX file of unsigned bytes (its magic number is {data[:4].hex()}, "
+                            f"not 000008..); is it the right file?")
+    if len(data) < 4 + 4 * ndim:
+        raise KerasCNNError(f"{path} is truncated: it ends inside its header; download it again")
     dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise KerasCNNError(f"{path} is truncated: header says {dims}, found {body.size} bytes")
+    expected = math.prod(dims)
+    if body.size < expected:
+        raise KerasCNNError(f"{path} is truncated: its header says {dims} ({expected} bytes), found "
+                            f"{body.size}; download it again")
+    if body.size > expected:
+        raise KerasCNNError(f"{path} holds {body.size - expected} bytes more than its header says {dims}; "
+                            f"it is damaged or not an IDX file")
     return body.reshape(dims)
 
 

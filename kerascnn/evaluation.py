@@ -2,10 +2,12 @@
 the class pairs a model mixes up most."""
 
 import dataclasses
+import sys
 
 import numpy as np
 
 from kerascnn import io
+from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.plots import plot_confusion_matrix
 from kerascnn.run import Run
@@ -40,15 +42,14 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     its test set, or on `dataset`'s, and write `<stem>.confusion.png` and
     `<stem>.metrics.json` to `output` (by default the model's folder). On
     another dataset than the run's the files are `<stem>.<dataset>.*`, so
-    the model's own stay as they were."""
+    the model's own stay as they were, and a warning says so on stderr; a
+    dataset of another class count is an error."""
     from kerascnn.data import make_pipeline
 
     run = run if isinstance(run, Run) else Run.load(run)
     model = run.model()
     data = run.load_data(dataset, data_dir)
-    n_out = model.output_shape[-1]
-    if n_out != data.num_classes:
-        raise KerasCNNError(f"{run.model_path} predicts {n_out} classes but {data.name} has {data.num_classes}")
+    check_fits(run, data, model.output_shape[-1])
     mean, std = run.stats_for(data)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
                          batch_size=batch_size)
@@ -70,6 +71,19 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
                           for a, b, n, ab, ba in pairs],
     })
     return EvalResult(loss, accuracy, cm, data.class_names, report, report_dict, pairs, [png, metrics])
+
+
+def check_fits(run, data, classes):
+    """A model scores only a dataset of its class count (an error otherwise);
+    one other than its own gets a warning on stderr. Image size and channels
+    the pipeline adapts."""
+    if classes != data.num_classes:
+        trained = (f"it was trained on {run.dataset}: evaluate it there (leave out {spell('dataset')}) or"
+                   if run.dataset else "evaluate it")
+        raise KerasCNNError(f"the model {run.model_path} has {classes} classes but dataset {data.name} has "
+                            f"{data.num_classes}; {trained} on a dataset with {classes} classes")
+    if run.dataset and data.name != run.dataset:
+        print(f"warning: this model was trained on {run.dataset}; evaluating it on {data.name}", file=sys.stderr)
 
 
 def _reports(y_true, y_pred, names):

@@ -1,4 +1,5 @@
 import math
+import re
 import socket
 import time
 
@@ -9,7 +10,7 @@ from kerascnn import data as kdata
 from kerascnn.data import epoch_indices, load_dataset, make_pipeline, make_training_pipeline, read_idx
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import fit
-from tests.conftest import write_idx
+from tests.conftest import make_images, write_idx
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
 
@@ -31,12 +32,17 @@ def test_data_dir_from_environment(idx_dir, monkeypatch):
     assert load_dataset("mnist").source == f"local:{idx_dir / 'mnist'}"
 
 
-def test_npz_with_class_names(npz_dir):
+def test_npz_with_class_names(npz_dir, tmp_path):
     ds = load_dataset("cifar10", npz_dir, val_size=20)
     assert ds.x_train.shape == (100, 32, 32, 3) and len(ds.x_val) == 20
     assert ds.class_names[0] == "airplane" and ds.num_classes == 10
     mean, std = ds.stats()
     assert len(mean) == 3 and all(s > 0 for s in std)
+    # a file's own class names win over the dataset's, and their count is the class count
+    names = ["cat", "dog", "bird"]
+    _npz(tmp_path, y_train=np.arange(20) % 3, y_test=np.arange(20) % 3, class_names=np.array(names))
+    own = load_dataset("cifar10", tmp_path, val_size=0)
+    assert own.class_names == names and own.num_classes == 3
 
 
 def test_split_is_deterministic_by_seed(idx_dir):
@@ -71,25 +77,188 @@ def test_fashion_class_names_travel_with_data(tmp_path):
     assert ds.class_names[0] == "T-shirt/top" and ds.class_names[9] == "Ankle boot"
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("missing", "no mnist/ folder"),
-    ("truncated", "truncated"),
-    ("badmagic", "not an unsigned-byte IDX"),
-    ("incomplete", "needs the four IDX files"),
-])
-def test_bad_local_files_get_clear_errors(tmp_path, idx_dir, setup, message):
-    folder = idx_dir / "mnist"
-    path = folder / "t10k-labels-idx1-ubyte"
-    if setup == "missing":
-        idx_dir = tmp_path
-    elif setup == "truncated":
-        path.write_bytes(path.read_bytes()[:-5])
-    elif setup == "badmagic":
-        path.write_bytes(b"\x01\x02\x03\x04" + path.read_bytes()[4:])
-    else:
-        path.unlink()
+def _rewrite(path, change):
+    path.write_bytes(change(path.read_bytes()))
+
+
+def _relabel(folder, stem, labels):
+    write_idx(folder / stem, labels, gz=False)  # the fixture's test files are plain
+    (folder / f"{stem}.gz").unlink(missing_ok=True)
+
+
+def _empty_training_set(folder):
+    for stem, arr in [("train-images-idx3-ubyte", np.zeros((0, 28, 28))), ("train-labels-idx1-ubyte", [])]:
+        (folder / f"{stem}.gz").unlink()
+        write_idx(folder / stem, arr, gz=False)
+
+
+# idx_dir's mnist/ holds gzipped train-* and plain t10k-* files
+TRAIN_X, TEST_Y = "train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte"
+BAD_IDX = {
+    "missing file": (lambda f: (f / TEST_Y).unlink(),
+                     r"mnist has no \.npz and no t10k-labels-idx1-ubyte\[\.gz\]; it needs the four IDX files \("
+                     r"train-images-idx3-ubyte, .*gzipped or not\) or one \.npz"),
+    "wrong magic": (lambda f: _rewrite(f / TEST_Y, lambda b: b"\x00\x00\x0d\x01" + b[4:]),
+                    r"t10k-labels-idx1-ubyte is not an IDX file of unsigned bytes \(its magic number is 00000d01"),
+    "truncated raw": (lambda f: _rewrite(f / TEST_Y, lambda b: b[:-5]),
+                      r"t10k-labels-idx1-ubyte is truncated: its header says \(50,\) \(50 bytes\), found 45; "
+                      r"download it again"),
+    "truncated header": (lambda f: _rewrite(f / TEST_Y, lambda b: b[:6]),
+                         r"t10k-labels-idx1-ubyte is truncated: it ends inside its header"),
+    "empty file": (lambda f: _rewrite(f / TEST_Y, lambda b: b""), r"t10k-labels-idx1-ubyte is empty; download it"),
+    "extra bytes": (lambda f: _rewrite(f / TEST_Y, lambda b: b + b"\0\0"),
+                    r"t10k-labels-idx1-ubyte holds 2 bytes more than its header says \(50,\)"),
+    "truncated gzip": (lambda f: _rewrite(f / TRAIN_X, lambda b: b[: len(b) // 2]),
+                       r"cannot read .*train-images-idx3-ubyte\.gz: Compressed file ended before the end-of-stream "
+                       r"marker was reached; the file is damaged or incomplete, download it again"),
+    "corrupt gzip": (lambda f: _rewrite(f / TRAIN_X, lambda b: b[:20] + bytes(x ^ 0x5A for x in b[20:40]) + b[40:]),
+                     r"cannot read .*train-images-idx3-ubyte\.gz: .*; the file is damaged or incomplete"),
+    "train counts": (lambda f: write_idx(f / "train-labels-idx1-ubyte", np.zeros(199)),
+                     r"mnist: train-images-idx3-ubyte\.gz holds 200 images but train-labels-idx1-ubyte\.gz holds "
+                     r"199 labels; each image needs one label"),
+    "test counts": (lambda f: _relabel(f, "t10k-labels-idx1-ubyte", np.zeros(51)),
+                    r"mnist: t10k-images-idx3-ubyte holds 50 images but t10k-labels-idx1-ubyte holds 51 labels"),
+    "label 10": (lambda f: write_idx(f / "train-labels-idx1-ubyte", np.arange(200) % 11),
+                 r"mnist: train-labels-idx1-ubyte\.gz holds label 10, but mnist has 10 classes \(labels 0 to 9\); "
+                 r"the labels are damaged or belong to another dataset"),
+    "label 255": (lambda f: _relabel(f, "t10k-labels-idx1-ubyte", np.full(50, 255)),
+                  r"t10k-labels-idx1-ubyte holds label 255, but mnist has 10 classes"),
+    "empty dataset": (_empty_training_set,
+                      r"mnist: the training set is empty \(train-images-idx3-ubyte holds 0 images\); put the "
+                      r"complete dataset there"),
+    "labels as images": (lambda f: write_idx(f / "train-images-idx3-ubyte", np.zeros(200)),
+                         r"train-images-idx3-ubyte\.gz must be images of shape \(N, H, W\) or \(N, H, W, 1\|3\), "
+                         r"got shape \(200,\)"),
+    "images 2 channels": (lambda f: write_idx(f / "train-images-idx3-ubyte", np.zeros((200, 28, 28, 2))),
+                          r"got shape \(200, 28, 28, 2\)"),
+    "test size differs": (lambda f: write_idx(f / "t10k-images-idx3-ubyte", np.zeros((50, 32, 32)), gz=False),
+                          r"mnist: the training images are 28x28x1 but the test images 32x32x1; both sets must have "
+                          r"the same size and channels"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_IDX)
+def test_bad_idx_files_get_clear_errors(idx_dir, case):
+    setup, message = BAD_IDX[case]
+    load_dataset("mnist", idx_dir)  # loads before the damage
+    setup(idx_dir / "mnist")
     with pytest.raises(KerasCNNError, match=message):
         load_dataset("mnist", idx_dir)
+
+
+def test_missing_data_dir_and_dataset_folder(tmp_path, monkeypatch):
+    with pytest.raises(KerasCNNError, match=f"data directory {tmp_path / 'nowhere'} does not exist; check data_dir"):
+        load_dataset("mnist", tmp_path / "nowhere")
+    monkeypatch.setenv("KERASCNN_DATA_DIR", str(tmp_path / "gone"))
+    with pytest.raises(KerasCNNError, match="does not exist; check KERASCNN_DATA_DIR"):
+        load_dataset("mnist")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(KerasCNNError, match="data directory .*file is a file, not a folder"):
+        load_dataset("mnist", tmp_path / "file")
+    with pytest.raises(KerasCNNError, match=f"no mnist/ folder in {tmp_path}; it should hold the four IDX files"):
+        load_dataset("mnist", tmp_path)
+
+
+def _npz(tmp_path, **changes):
+    """A data dir whose cifar10/data.npz holds valid arrays, with `changes`
+    (None drops an array)."""
+    x, y = make_images(20, size=8, channels=3)
+    arrays = dict(x_train=x, y_train=y, x_test=x, y_test=y)
+    arrays.update(changes)
+    (tmp_path / "cifar10").mkdir(exist_ok=True)
+    np.savez(tmp_path / "cifar10" / "data.npz", **{k: v for k, v in arrays.items() if v is not None})
+    return tmp_path / "cifar10" / "data.npz"
+
+
+class Payload:
+    """An object whose unpickling writes a file: proof that nothing unpickles."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def _damage(path, change):
+    path.write_bytes(change(path.read_bytes()))
+    return path
+
+
+BAD_NPZ = {
+    "no y_test": (dict(y_test=None), r"data\.npz lacks y_test; an \.npz dataset holds the arrays x_train, y_train, "
+                                     r"x_test and y_test"),
+    "one-hot labels": (dict(y_train=np.eye(10)[np.arange(20) % 10]),
+                       r"data\.npz: y_train must hold one label per image, shape \(N,\), got shape \(20, 10\); for "
+                       r"one-hot labels save their argmax"),
+    "fractional labels": (dict(y_test=np.arange(20) / 3), r"data\.npz: y_test holds float64 values that are not "
+                                                          r"whole numbers; labels must be the class numbers 0 to 9"),
+    "negative label": (dict(y_test=np.arange(20) - 1), r"y_test holds label -1, but cifar10 has 10 classes"),
+    "too few class names": (dict(class_names=np.array(["cat", "dog"])),
+                            r"y_train holds label 2, but class_names lists 2 classes \(labels 0 to 1\)"),
+    "flat images": (dict(x_train=np.zeros((20, 192), np.uint8)),
+                    r"data\.npz: x_train must be images of shape \(N, H, W\) or \(N, H, W, 1\|3\), got shape "
+                    r"\(20, 192\)"),
+    "NaN images": (dict(x_test=np.full((20, 8, 8, 3), np.nan)), r"x_test holds NaN or infinite values"),
+    "normalized images": (dict(x_train=np.linspace(-1, 2, 20 * 64 * 3).reshape(20, 8, 8, 3)),
+                          r"x_train holds values from -1 to 2; images must be numbers from 0 to 255 \(or floats "
+                          r"from 0 to 1\), not normalized"),
+    "text images": (dict(x_train=np.full((20, 8, 8, 3), "a")), r"x_train holds <U1 values; images must be numbers"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_NPZ)
+def test_bad_npz_arrays_get_clear_errors(tmp_path, case):
+    changes, message = BAD_NPZ[case]
+    _npz(tmp_path)
+    load_dataset("cifar10", tmp_path)  # loads before the damage
+    _npz(tmp_path, **changes)
+    with pytest.raises(KerasCNNError, match=message):
+        load_dataset("cifar10", tmp_path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda b: b"garbage" * 20, r"data\.npz is not a readable \.npz: no complete zip archive \(the file is damaged or cut short\)"),
+    (lambda b: b[: len(b) // 2], r"data\.npz is not a readable \.npz: no complete zip archive \(the file is damaged or cut short\)"),
+    (lambda b: b[:300] + bytes(x ^ 0xFF for x in b[300:310]) + b[310:],
+     r"cannot read .*data\.npz: Bad CRC-32 for file 'x_train\.npy'; the file is damaged or incomplete"),
+])
+def test_damaged_npz_gets_clear_error(tmp_path, damage, message):
+    _damage(_npz(tmp_path), damage)
+    with pytest.raises(KerasCNNError, match=message):
+        load_dataset("cifar10", tmp_path)
+
+
+def test_npz_object_arrays_are_refused_unopened(tmp_path):
+    marker = tmp_path / "unpickled"
+    _npz(tmp_path, y_train=np.array([Payload(marker)] * 20, dtype=object))
+    with pytest.raises(KerasCNNError, match=r"data\.npz: y_train is an object array, which could run code when "
+                                            r"loaded and is refused; save it as numbers"):
+        load_dataset("cifar10", tmp_path)
+    assert not marker.exists()
+
+
+def test_data_loading_never_unpickles(tmp_path, idx_dir, monkeypatch):
+    """Every np.load in the data path says allow_pickle=False, and no pickle
+    loader runs while the IDX and .npz sources load."""
+    import pickle
+
+    calls, real_load = [], np.load
+
+    def checked_load(*args, **kwargs):
+        calls.append(kwargs.get("allow_pickle"))
+        return real_load(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used while loading data")
+
+    monkeypatch.setattr(np, "load", checked_load)
+    for name in ("load", "loads", "Unpickler"):
+        monkeypatch.setattr(pickle, name, refuse)
+    _npz(tmp_path, class_names=np.array([f"c{i}" for i in range(10)]))
+    assert load_dataset("cifar10", tmp_path).class_names[3] == "c3"
+    assert load_dataset("mnist", idx_dir).num_classes == 10
+    assert calls == [False]
 
 
 def test_unknown_dataset():
@@ -157,15 +326,30 @@ def test_pipeline_shuffles_samples_before_batching(idx_dir):
     np.testing.assert_array_equal(first, again)
 
 
+LUMINANCE = np.array([0.2989, 0.5870, 0.1140])  # ITU-R BT.601, as PIL and tf.image.rgb_to_grayscale
+
+
 @pytest.mark.parametrize("target", [(32, 32, 3), (28, 28, 1), (64, 64, 1)])
 def test_pipeline_resizes_and_adapts_channels(npz_dir, idx_dir, target):
     cifar = load_dataset("cifar10", npz_dir)
     mnist = load_dataset("mnist", idx_dir)
     for ds in (cifar, mnist):
         mean, std = ds.stats()
-        x, _ = next(iter(make_pipeline(ds.x_test, ds.y_test, input_shape=target, mean=mean, std=std,
-                                       batch_size=4)))
-        assert tuple(x.shape) == (4,) + target
+
+        def first_batch(channels):
+            pipe = make_pipeline(ds.x_test, ds.y_test, input_shape=target[:2] + (channels,), mean=mean, std=std,
+                                 batch_size=4)
+            return next(iter(pipe))[0].numpy()
+
+        x = first_batch(target[2])
+        assert x.shape == (4,) + target
+        # resizing and normalizing act per channel, so converting after them equals converting the
+        # unconverted batch: RGB to gray by luminance, gray to RGB by copying
+        same = first_batch(ds.image_shape[-1])
+        if ds.image_shape[-1] == 3 and target[2] == 1:
+            np.testing.assert_allclose(x[..., 0], same @ LUMINANCE, atol=1e-4)
+        if ds.image_shape[-1] == 1 and target[2] == 3:
+            np.testing.assert_allclose(x, np.repeat(same, 3, axis=-1), atol=1e-6)
 
 
 def test_pipeline_pad_keeps_pixels(idx_dir):
@@ -217,3 +401,52 @@ def test_sequential_and_bootstrap_pipelines_feed_fit(tmp_path):
     np.testing.assert_array_equal(labels[:100], data.y_train)
     r = fit("lenet", epochs=2, sampling="bootstrap", output=tmp_path, **SMALL)
     assert r.config["sampling"] == "bootstrap" and len(r.history) == 2
+
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from kerascnn.cli import cli
+
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("case", ["missing file", "wrong magic", "truncated gzip", "test counts", "label 255",
+                                  "empty dataset"])
+def test_bad_data_through_the_cli(idx_dir, tmp_path, case):
+    """`kerascnn fit` answers a damaged dataset with its one error line and exit code 1."""
+    setup, message = BAD_IDX[case]
+    setup(idx_dir / "mnist")
+    result = _cli("fit", "--dataset", "mnist", "--data-dir", idx_dir, "--epochs", 1, "--output", tmp_path / "out")
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: "), result.stderr
+    assert re.search(message, result.stderr) and "Traceback" not in result.output
+    assert not list(tmp_path.rglob("*.keras"))
+
+
+def test_missing_data_dir_through_the_cli_names_the_option(tmp_path):
+    result = _cli("fit", "--dataset", "mnist", "--data-dir", tmp_path / "nowhere", "--output", tmp_path / "out")
+    assert result.exit_code == 1
+    assert result.stderr == f"error: data directory {tmp_path / 'nowhere'} does not exist; check --data-dir, or " \
+                            f"leave it out to use the downloaded datasets\n"
+
+
+def test_damaged_files_in_a_real_process(idx_dir, tmp_path):
+    """In a process of its own (no test harness catching anything): a
+    truncated gzip stream and an .npz of object arrays end in one line on
+    stderr and exit code 1, no zlib or pickle traceback."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    _rewrite(idx_dir / "mnist" / TRAIN_X, lambda b: b[: len(b) // 2])
+    _npz(idx_dir, y_test=np.array([Payload(tmp_path / "unpickled")] * 20, dtype=object))
+    for dataset, message in (("mnist", "train-images-idx3-ubyte.gz: Compressed file ended"),
+                             ("cifar10", "y_test is an object array")):
+        out = subprocess.run([sys.executable, str(REPO / "cli.py"), "fit", "--dataset", dataset, "--data-dir", idx_dir,
+                              "--output", tmp_path / "out"], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 1
+        assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: ") and message in out.stderr, \
+            out.stderr
+    assert not (tmp_path / "unpickled").exists()

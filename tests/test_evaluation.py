@@ -1,10 +1,17 @@
 import json
+import re
+import shutil
 
+import keras
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from kerascnn.cli import cli
+from kerascnn.data import load_dataset
 from kerascnn.errors import KerasCNNError
 from kerascnn.evaluation import evaluate, most_confused
+from tests.conftest import make_images
 
 pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
 
@@ -34,10 +41,65 @@ def test_evaluate_reports_and_writes(trained_run, tmp_path):
     assert saved["accuracy"] == pytest.approx(r.accuracy) and saved["dataset"] == "digits"
     assert np.array_equal(np.array(saved["confusion_matrix"]), r.confusion)
 
+    # the images are normalized with the run's own mean and std, not with the data's: given other
+    # numbers in run.json, evaluate scores what the model predicts for images normalized with those
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    shutil.copy(trained_run.model_path, folder / "lenet.keras")
+    record = json.loads(trained_run.model_path.with_name("lenet.run.json").read_text())
+    record.update(mean=[0.3], std=[0.2])
+    (folder / "lenet.run.json").write_text(json.dumps(record))
+    edited = evaluate(folder / "lenet.keras")
+    data = load_dataset("digits")
+    assert data.stats()[0][0] != pytest.approx(0.3, abs=0.05)  # the data alone would say otherwise
+    model = keras.saving.load_model(folder / "lenet.keras")
+    logits = model.predict((data.x_test.astype(np.float32) / 255 - 0.3) / 0.2, verbose=0)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    assert edited.loss == pytest.approx(float(np.mean(-np.log(probs[np.arange(360), data.y_test]))), rel=1e-4)
+    assert edited.accuracy == pytest.approx(float(np.mean(logits.argmax(axis=1) == data.y_test)))
 
-def test_evaluate_mismatched_dataset(trained_run, npz_dir):
+
+def test_evaluate_mismatched_dataset(trained_run, npz_dir, capsys):
     r = evaluate(trained_run.model_path, "cifar10", data_dir=npz_dir, output=npz_dir)
     assert r.confusion.sum() == 40  # RGB 32x32 fed to a gray 28x28 model
+    assert capsys.readouterr().err == "warning: this model was trained on digits; evaluating it on cifar10\n"
+    evaluate(trained_run.model_path, output=npz_dir)
+    assert capsys.readouterr().err == ""  # its own dataset: no warning
+
+
+def _three_classes(tmp_path):
+    """A data dir whose cifar10/ has three classes of its own."""
+    x, y = make_images(30, size=32, channels=3, classes=3)
+    (tmp_path / "cifar10").mkdir()
+    np.savez(tmp_path / "cifar10" / "three.npz", x_train=x, y_train=y, x_test=x, y_test=y,
+             class_names=np.array(["cat", "dog", "bird"]))
+    return tmp_path
+
+
+def test_evaluate_refuses_a_dataset_of_another_class_count(trained_run, tmp_path):
+    data_dir = _three_classes(tmp_path)
+    message = (f"the model {trained_run.model_path} has 10 classes but dataset cifar10 has 3; it was trained on "
+               f"digits: evaluate it there (leave out dataset) or on a dataset with 10 classes")
+    with pytest.raises(KerasCNNError, match=f"^{re.escape(message)}$"):
+        evaluate(trained_run.model_path, "cifar10", data_dir=data_dir, output=tmp_path)
+    assert not list(tmp_path.glob("*.png"))
+
+
+def test_evaluate_dataset_checks_through_the_cli(trained_run, tmp_path, idx_dir):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["evaluate", str(trained_run.model_path), "--dataset", "cifar10",
+                                 "--data-dir", str(_three_classes(tmp_path)), "--output", str(tmp_path)])
+    assert result.exit_code == 1
+    assert result.stderr == (f"error: the model {trained_run.model_path} has 10 classes but dataset cifar10 has 3; "
+                             f"it was trained on digits: evaluate it there (leave out --dataset) or on a dataset "
+                             f"with 10 classes\n")
+    # another dataset of ten classes: evaluated (28x28 gray either way), with one warning line
+    result = runner.invoke(cli, ["evaluate", str(trained_run.model_path), "--dataset", "mnist",
+                                 "--data-dir", str(idx_dir), "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "warning: this model was trained on digits; evaluating it on mnist\n"
+    assert "(50 images)" in result.stdout and (tmp_path / "lenet.mnist.metrics.json").exists()
 
 
 def test_evaluate_missing_model(tmp_path):
@@ -45,7 +107,7 @@ def test_evaluate_missing_model(tmp_path):
         evaluate(tmp_path / "none.keras")
     bad = tmp_path / "bad.keras"
     bad.write_bytes(b"not a zip")
-    with pytest.raises(KerasCNNError, match="cannot load"):
+    with pytest.raises(KerasCNNError, match="bad.keras is not a Keras model file: a .keras file is a zip archive"):
         evaluate(bad)
 
 

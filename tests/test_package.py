@@ -104,3 +104,22 @@ def test_public_names_are_never_shadowed_by_modules():
     from kerascnn import evaluate, fit, visualize
 
     assert callable(evaluate) and callable(fit) and callable(visualize)
+
+
+def test_every_generated_docs_block_has_its_script_entry():
+    """Each `<!-- docs.py ID -->` block in docs/ is written by entry ID of
+    benchmarks/docs.py, and each entry has its block."""
+    import re
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import docs
+    finally:
+        sys.path.pop(0)
+    blocks = {}
+    for path in (REPO / "docs").glob("*.md"):
+        text = path.read_text()
+        opened = re.findall(r"<!-- docs.py ([\w-]+) -->", text)
+        assert len(opened) == text.count("<!-- /docs.py -->"), path.name
+        blocks.update({name: path.name for name in opened})
+    assert blocks == {name: doc for name, (doc, _, _) in docs.ENTRIES.items()}
