@@ -263,7 +263,10 @@ def _read_local(folder):
     """(arrays, where, parts) of a dataset folder: `where` is the .npz or the
     folder, `parts` names each array as the user knows it (key or file)."""
     folder = Path(folder)
-    npz = sorted(folder.glob("*.npz"))
+    npz = sorted(p for p in folder.glob("*.npz") if not p.name.startswith("."))  # not macOS's ._x.npz
+    if len(npz) > 1:
+        raise KerasCNNError(f"{folder} holds {len(npz)} .npz files ({', '.join(p.name for p in npz)}); "
+                            f"keep the one dataset file there")
     if npz:
         return read_npz(npz[0]), npz[0], {k: k for k in IDX_FILES}
     arrays, parts = {}, {}

@@ -450,3 +450,12 @@ def test_damaged_files_in_a_real_process(idx_dir, tmp_path):
         assert len(out.stderr.splitlines()) == 1 and out.stderr.startswith("error: ") and message in out.stderr, \
             out.stderr
     assert not (tmp_path / "unpickled").exists()
+
+
+def test_dot_files_are_ignored_and_two_npz_are_refused(tmp_path):
+    path = _npz(tmp_path)
+    (path.parent / "._data.npz").write_bytes(b"\x00\x05\x16\x07 macOS resource fork")
+    assert load_dataset("cifar10", tmp_path).x_train.shape[0] > 0
+    (path.parent / "other.npz").write_bytes(path.read_bytes())
+    with pytest.raises(KerasCNNError, match=r"cifar10 holds 2 \.npz files \(data\.npz, other\.npz\); keep the one"):
+        load_dataset("cifar10", tmp_path)
