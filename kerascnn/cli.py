@@ -265,16 +265,16 @@ def compare(models, output, title):
     runs = [Run.load(m) for m in models]  # records and histories only: no Keras to start
     table, path = compare_runs(runs, output, title=title)
 
-    def cell(v):
+    def cell(key, v):  # accuracies to 4 decimals; the learning rate and seconds as given
         if isinstance(v, float):
-            return f"{v:.4f}" if v < 1 and v > 1e-3 else f"{v:g}"
+            return f"{v:.4f}" if "accuracy" in key else f"{v:g}"
         return "" if v is None else str(v)
 
     keys = list(table[0])
     click.echo("| " + " | ".join(keys) + " |")
     click.echo("|" + "|".join("---" for _ in keys) + "|")
     for row in table:
-        click.echo("| " + " | ".join(cell(row[k]) for k in keys) + " |")
+        click.echo("| " + " | ".join(cell(k, row[k]) for k in keys) + " |")
     click.echo(f"wrote {path}")
 
 

@@ -30,12 +30,29 @@ def _bare(ax):
         spine.set_visible(False)
 
 
-def plot_kernels(k, name):
+def _kernel_title(name, k, rows, cols, depthwise):
+    """What the kernel grid shows, e.g. "conv2: 16 kernels 5x5 (rows: output, columns: input channel)"."""
+    n_rows, n_cols = k.shape[:2]
+    row_name, col_name = ("in", "multiplier") if depthwise else ("out", "in")
+    shown = "" if (rows, cols) == (n_rows, n_cols) else \
+        f" (first {rows} of {n_rows} {row_name} x {cols} of {n_cols} {col_name})"
+    if depthwise:
+        kind = "one per input channel" if n_cols == 1 else "rows: input channel, columns: multiplier"
+        count = f"{n_rows * n_cols} depthwise kernels"
+    else:
+        kind = "RGB" if k.ndim == 5 else ("rows: output, columns: input channel" if n_cols > 1 else "one per filter")
+        count = f"{n_rows} kernels"
+    return f"{name}: {count} {k.shape[2]}x{k.shape[3]} ({kind}){shown}"
+
+
+def plot_kernels(k, name, *, depthwise=False):
     """Every kernel of a conv layer `name` in a grid, each scaled to its own
-    range: `k` is (out, in, kh, kw) gray tiles or (out, 1, kh, kw, 3) RGB
+    range: `k` is (out, in, kh, kw) gray tiles or (out, 1, kh, kw, 3) RGB;
+    for a depthwise layer (depthwise=True) it is (in, multiplier, kh, kw)
     (see visualization.kernel_images)."""
     n_out, n_in = k.shape[:2]
     rows, cols = min(n_out, MAX_KERNEL_ROWS), min(n_in, MAX_KERNEL_COLS)
+    row_name, col_name = ("in", "mult") if depthwise else ("out", "in")
     if cols == 1:  # lay single-channel kernels out in a near-square grid
         grid_cols = min(rows, 8 if rows > 16 else max(1, math.ceil(math.sqrt(rows))))
         cells = [(i, 0) for i in range(rows)]
@@ -56,15 +73,13 @@ def plot_kernels(k, name):
         ax.imshow(tile, cmap=None if tile.ndim == 3 else "gray", vmin=0, vmax=1, interpolation="nearest")
         _bare(ax)
         if cols == 1:
-            ax.set_title(str(i), fontsize=7)
+            ax.set_title(f"in {i}" if depthwise else str(i), fontsize=7)
         else:
             if i == 0:
-                ax.set_title(f"in {j}", fontsize=7)
+                ax.set_title(f"{col_name} {j}", fontsize=7)
             if j == 0:
-                ax.set_ylabel(f"out {i}", fontsize=7)
-    shown = "" if (rows, cols) == (n_out, n_in) else f" (first {rows} of {n_out} out x {cols} of {n_in} in)"
-    kind = "RGB" if k.ndim == 5 else ("rows: output, columns: input channel" if cols > 1 else "one per filter")
-    fig.suptitle(f"{name}: {n_out} kernels {k.shape[2]}x{k.shape[3]} ({kind}){shown}")
+                ax.set_ylabel(f"{row_name} {i}", fontsize=7)
+    fig.suptitle(_kernel_title(name, k, rows, cols, depthwise))
     return fig
 
 

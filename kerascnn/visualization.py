@@ -40,21 +40,30 @@ def get_spatial_layer(model, name):
     return model.get_layer(name)
 
 
+def is_depthwise(layer):
+    """True for a DepthwiseConv2D: one kernel per input channel (and
+    multiplier), where Conv2D has one per input and output channel."""
+    import keras
+
+    return isinstance(layer, keras.layers.DepthwiseConv2D)
+
+
 def kernel_images(layer):
-    """The layer's kernels as images: (out, in, kh, kw) grayscale, or
-    (out, 1, kh, kw, 3) RGB when the layer reads 3 channels. Depthwise
-    kernels give one image per input channel. None for a layer without
-    kernels."""
+    """The layer's kernels as images, None for a layer without kernels.
+    A Conv2D gives (out, in, kh, kw) grayscale, or (out, 1, kh, kw, 3) RGB
+    when it reads 3 channels. A DepthwiseConv2D gives (in, multiplier, kh, kw):
+    row c holds the kernels of input channel c, the one at column m makes
+    output channel c * multiplier + m."""
     weights = {w.name: w for w in layer.weights}
     kernel = weights.get("kernel", weights.get("depthwise_kernel"))
     if kernel is None or len(kernel.shape) != 4:
         return None
     import keras
 
-    k = np.asarray(keras.ops.convert_to_numpy(kernel))
+    k = np.asarray(keras.ops.convert_to_numpy(kernel))  # (kh, kw, in, out) or depthwise (kh, kw, in, multiplier)
+    if is_depthwise(layer):
+        return np.transpose(k, (2, 3, 0, 1))
     k = np.transpose(k, (3, 2, 0, 1))  # (out, in, kh, kw)
-    if "depthwise_kernel" in weights and "kernel" not in weights:
-        k = np.transpose(k, (1, 0, 2, 3))  # one image per input channel
     if k.shape[1] == 3:
         k = np.transpose(k, (0, 2, 3, 1))[:, None]  # (out, 1, kh, kw, 3)
     return k
@@ -100,7 +109,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     figures = {}
     kernels = kernel_images(target)
     if kernels is not None:
-        figures[f"{layer}.kernels.png"] = plots.plot_kernels(kernels, layer)
+        figures[f"{layer}.kernels.png"] = plots.plot_kernels(kernels, layer, depthwise=is_depthwise(target))
     batch = make_pipeline(data.x_test[index:index + 1], data.y_test[index:index + 1],
                           input_shape=model.input_shape[1:], mean=mean, std=std, batch_size=1)
     (maps,) = layer_activations(model, [layer], next(iter(batch))[0])
@@ -142,19 +151,53 @@ def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="
     return VisualizeResult(run.model_path, layer, paths)
 
 
+def check_figure_path(output):
+    """`output` as a Path if a PNG may be written there: a name ending in
+    .png, in a folder that exists and is writable (no folder is created)."""
+    from kerascnn.config import OptionError, spell
+
+    output = Path(output)
+    if output.suffix.lower() != ".png" or output.is_dir():
+        raise OptionError(f"{spell('output')} {output}: compare writes a PNG image; give a file name ending in .png")
+    if not output.parent.is_dir():
+        what = "is a file, not a folder" if output.parent.exists() else "does not exist"
+        raise KerasCNNError(f"{spell('output')} {output}: the folder {output.parent} {what}; "
+                            f"create it first or write elsewhere")
+    io.ensure_dir(output.parent)  # says so when it is not writable
+    return output
+
+
+def _run_rows(run):
+    """The run's history rows, with an error naming the run if it has none."""
+    if not run.record:
+        raise KerasCNNError(f"{run.model_path} has no run.json beside it; compare needs runs saved by `kerascnn fit`")
+    try:
+        rows = run.history
+    except KerasCNNError as e:
+        raise KerasCNNError(f"{e}; leave that run out, or train it again") from None
+    if not rows:
+        path = run.sidecar("history.json")
+        why = f"{path} holds no epochs" if path.is_file() else f"{path} is missing"
+        raise KerasCNNError(f"{run.model_path} has no training history ({why}); leave that run out, or train it again")
+    return rows
+
+
 def compare_runs(runs, output, title="training curves compared"):
     """Draw the curves of saved runs (Runs or model paths) in one PNG at
-    `output`; returns (rows of a table of their settings and results, path)."""
+    `output` (a .png file in an existing folder); returns (rows of a table
+    of their settings and results, path). Nothing is written unless every
+    run has its record and a readable history."""
+    output = check_figure_path(output)
+    runs = [as_run(run) for run in runs]
+    stems = [run.stem for run in runs]
+    # runs of the same name from different folders are told apart by path
+    labels = stems if len(set(stems)) == len(stems) else [str(run.model_path) for run in runs]
     curves, table = [], []
-    for run in runs:
-        run = as_run(run)
-        if not run.record or not run.history:
-            raise KerasCNNError(f"{run.model_path} has no run.json and history beside it; "
-                                f"compare needs runs saved by `kerascnn fit`")
-        rows, record = run.history, run.record
-        curves.append((run.stem, rows))
+    for run, label in zip(runs, labels):
+        rows, record = _run_rows(run), run.record
+        curves.append((label, rows))
         table.append({
-            "run": run.stem,
+            "run": label,
             "optimizer": record.get("optimizer"),
             "lr": record.get("lr"),
             "epochs": len(rows),
@@ -163,5 +206,4 @@ def compare_runs(runs, output, title="training curves compared"):
             "test accuracy": record.get("test_accuracy"),
             "seconds": record.get("train_seconds"),
         })
-    io.ensure_dir(Path(output).parent)
     return table, io.save_figure(plots.plot_comparison(curves, title=title), output)

@@ -20,14 +20,44 @@ def weights(path):
     return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
 
 
+# lr 1e-3 over 3 epochs with decay_after=1 (rate: step 0.7, exponential 0.9), worked out by hand:
+# step decays every epoch after epoch 1; exponential and cosine hold epoch 1, then start their curve,
+# cosine's over the 2 epochs left: 0.5 * (1 + cos(pi * k / 2)) * lr at its k-th epoch = 1e-3, 5e-4
+LOGGED_RATES = {
+    "constant": [1e-3, 1e-3, 1e-3],
+    "step": [1e-3, 7e-4, 4.9e-4],
+    "exponential": [1e-3, 1e-3, 9e-4],
+    "cosine": [1e-3, 1e-3, 5e-4],
+}
+
+
 @pytest.mark.parametrize("name", SCHEDULES)
 def test_every_schedule_trains_and_logs_its_rate(tmp_path, name):
     r = fit("lenet", epochs=3, schedule=name, decay_after=1, output=tmp_path, **SMALL)
     rates = [row["lr"] for row in r.history]
-    expected = schedule_function(name, 1e-3, 3, decay_after=1)
-    if name != "plateau":
-        assert rates == pytest.approx([expected(e) for e in range(3)], rel=1e-6)
+    if name == "plateau":  # follows the validation loss: tested below
+        assert rates[0] == pytest.approx(1e-3, rel=1e-6)
+    else:
+        assert rates == pytest.approx(LOGGED_RATES[name], rel=1e-6)
     assert r.config["schedule"] == name
+
+
+def test_schedules_against_numbers_worked_out_by_hand():
+    """Each schedule's rate per epoch (from 0), written out, not recomputed by the code under test."""
+    step = schedule_function("step", 0.1, 5, decay_rate=0.5, decay_after=2)
+    assert [step(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.0125])
+    exponential = schedule_function("exponential", 1.0, 4)  # x0.9 per epoch from the second
+    assert [exponential(e) for e in range(4)] == pytest.approx([1.0, 0.9, 0.81, 0.729])
+    exponential = schedule_function("exponential", 1.0, 5, decay_rate=0.5, decay_after=2)
+    assert [exponential(e) for e in range(5)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.25])
+    # cosine over 4 epochs: 0.5 * (1 + cos(pi * k / 4)) * 0.1 = 0.1, (1 + sqrt(2) / 2) / 20, 0.05, (1 - sqrt(2) / 2) / 20
+    cosine = schedule_function("cosine", 0.1, 4)
+    assert [cosine(e) for e in range(4)] == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    assert cosine(4) == pytest.approx(0.0, abs=1e-12) and cosine(9) == pytest.approx(0.0, abs=1e-12)
+    cosine = schedule_function("cosine", 0.1, 6, decay_after=2)  # holds 2 epochs, then the same curve
+    assert [cosine(e) for e in range(6)] == pytest.approx([0.1, 0.1, 0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    constant = schedule_function("constant", 0.3, 3)
+    assert [constant(e) for e in range(3)] == [0.3, 0.3, 0.3]
 
 
 def test_step_schedule_is_the_seed_reports_rule(tmp_path):
@@ -49,11 +79,32 @@ def test_cosine_reaches_zero_and_plateau_reduces(tmp_path):
     assert [row["lr"] for row in r.history] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10], rel=1e-6)
 
 
-def test_early_stopping(tmp_path):
-    # a learning rate of 0 never improves the validation loss
-    r = fit("lenet", epochs=10, optimizer="sgd", lr=1e-12, patience=2, output=tmp_path, **SMALL)
-    assert len(r.history) < 10
-    assert r.config["epochs_run"] == len(r.history)
+@pytest.mark.parametrize("patience", [1, 3])
+def test_early_stopping(tmp_path, patience):
+    """SGD at 1e-12 leaves the weights, so the validation loss, exactly as they were: the first epoch sets the
+    best loss and the run stops right after `patience` more epochs, not one later."""
+    r = fit("lenet", epochs=10, optimizer="sgd", lr=1e-12, patience=patience, output=tmp_path, **SMALL)
+    assert len({row["val_loss"] for row in r.history}) == 1  # no epoch improved
+    assert len(r.history) == patience + 1
+    assert r.config["epochs_run"] == patience + 1
+
+
+def test_early_stop_counts_epochs_without_improvement():
+    from kerascnn.callbacks import EarlyStop
+
+    def stopped(losses, patience):
+        stop = EarlyStop("val_loss", patience)
+        stop.set_model(_Model())
+        for epoch, loss in enumerate(losses):
+            stop.on_epoch_end(epoch, {"val_loss": loss})
+            if stop.model.stop_training:
+                break
+        return stop.stopped_epoch
+
+    # best 0.8 at epoch 2; 0.7 at epoch 4 resets the count; epochs 5 and 6 do not improve on it
+    assert stopped([1.0, 0.8, 0.9, 0.7, 0.75, 0.71, 0.6], patience=2) == 6
+    assert stopped([1.0, 1.0, 1.0, 1.0], patience=2) == 3  # an equal loss is no improvement
+    assert stopped([1.0, 0.9, 0.8, 0.7], patience=1) is None
 
 
 def test_activation_recorder_files_and_pictures(tmp_path):

@@ -45,6 +45,20 @@ def test_fit_evaluate_visualize(tmp_path):
                  "--optimizer", "adam", "--lr", "2e-3", "--output", out, "--name", "small")
     assert result.exit_code == 0, result.output
     assert "test accuracy:" in result.output and f"wrote {out / 'small.keras'}" in result.output
+    # every option reached the run: its record, the model's layers, its optimizer and the rate it trained at
+    from kerascnn.run import Run
+
+    saved = Run.load(out / "small.keras")
+    settings = saved.settings
+    assert (settings.kernel, settings.channels, settings.optimizer, settings.lr) == (7, (8, 16), "adam", 2e-3)
+    assert (settings.epochs, settings.batch_size, settings.activation, settings.pool) == (2, 128, "relu", "max")
+    model = saved.model()
+    assert tuple(model.get_layer("conv1").kernel.shape) == (7, 7, 1, 8)
+    assert tuple(model.get_layer("conv2").kernel.shape) == (7, 7, 8, 16)
+    assert model.get_layer("conv1").activation.__name__ == "relu"
+    assert type(model.optimizer).__name__ == "Adam"
+    assert float(model.optimizer.learning_rate) == pytest.approx(2e-3)
+    assert [row["lr"] for row in saved.history] == pytest.approx([2e-3, 2e-3])
 
     result = run("evaluate", out / "small.keras")
     assert result.exit_code == 0, result.output
@@ -172,3 +186,122 @@ def test_debug_shows_the_traceback_and_still_ends_with_the_error_line(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert out.returncode == 1
     assert "Traceback" in out.stderr and out.stderr.strip().splitlines()[-1] == "error: no model file at no/such.keras"
+
+
+def cli_in(folder, *args):
+    return subprocess.run([sys.executable, str(REPO / "cli.py"), *map(str, args)], capture_output=True, text=True,
+                          cwd=folder, timeout=120, check=False)
+
+
+def test_compare_prints_the_table_and_writes_the_png(trained_run, tmp_path):
+    from tests.test_visualization import PNG, ROWS, saved_run
+
+    saved_run(tmp_path / "runs", "sgd_run", trained_run, ROWS, optimizer="sgd", lr=0.05, test_accuracy=0.61,
+              train_seconds=12.5)
+    out = cli_in(tmp_path, "compare", trained_run.model_path, "runs/sgd_run.keras", "--output", "cmp.png")
+    assert out.returncode == 0 and out.stderr == "", out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "| run | optimizer | lr | epochs | final train accuracy | best val accuracy | test accuracy " \
+                       "| seconds |"
+    lenet = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    history = trained_run.history
+    config = trained_run.config
+    assert (lenet[0], lenet[1], float(lenet[2]), int(lenet[3])) == ("lenet", config["optimizer"], config["lr"],
+                                                                     len(history))
+    assert float(lenet[4]) == pytest.approx(history[-1]["accuracy"], abs=5e-5)
+    assert float(lenet[5]) == pytest.approx(max(r["val_accuracy"] for r in history), abs=5e-5)
+    assert float(lenet[6]) == pytest.approx(trained_run.test_accuracy, abs=5e-5)
+    assert lines[3] == "| sgd_run | sgd | 0.05 | 3 | 0.7000 | 0.6000 | 0.6100 | 12.5 |"
+    assert lines[4:] == ["wrote cmp.png"]
+    assert (tmp_path / "cmp.png").read_bytes()[:8] == PNG
+
+
+HINT = "; leave that run out, or train it again"
+
+
+@pytest.mark.parametrize("history, remove, output, message, code", [
+    ("", None, "cmp.png", "cannot use the training history runs/bad.history.json: the file is empty" + HINT, 1),
+    ("not json", None, "cmp.png", "cannot use the training history runs/bad.history.json: not JSON (Expecting "
+                                  "value: line 1 column 1 (char 0))" + HINT, 1),
+    ('[{"epoch": 1, "accuracy": 0.5}]', None, "cmp.png",
+     "cannot use the training history runs/bad.history.json: epoch 1 has no number for 'loss'" + HINT, 1),
+    ("[]", None, "cmp.png", "runs/bad.keras has no training history (runs/bad.history.json holds no epochs)" + HINT,
+     1),
+    (None, "bad.history.json", "cmp.png",
+     "runs/bad.keras has no training history (runs/bad.history.json is missing)" + HINT, 1),
+    (None, "bad.run.json", "cmp.png",
+     "runs/bad.keras has no run.json beside it; compare needs runs saved by `kerascnn fit`", 1),
+    (None, "bad.keras", "cmp.png", "no model file at runs/bad.keras", 1),
+    (None, None, "cmp.txt", "--output cmp.txt: compare writes a PNG image; give a file name ending in .png", 2),
+    (None, None, "runs", "--output runs: compare writes a PNG image; give a file name ending in .png", 2),
+    (None, None, "new/sub/cmp.png",
+     "--output new/sub/cmp.png: the folder new/sub does not exist; create it first or write elsewhere", 1),
+    (None, None, "runs/good.keras/cmp.png", "--output runs/good.keras/cmp.png: the folder runs/good.keras is a file, "
+                                           "not a folder; create it first or write elsewhere", 1),
+], ids=["empty", "not-json", "no-loss", "no-epochs", "no-history", "no-record", "no-model", "txt", "folder",
+        "missing-folder", "file-as-folder"])
+def test_compare_errors_name_the_file_and_write_nothing(trained_run, tmp_path, history, remove, output, message,
+                                                        code):
+    from tests.test_visualization import ROWS, saved_run
+
+    saved_run(tmp_path / "runs", "good", trained_run, ROWS)
+    saved_run(tmp_path / "runs", "bad", trained_run, ROWS if history is None else history)
+    if remove:
+        (tmp_path / "runs" / remove).unlink()
+    before = sorted(tmp_path.rglob("*"))
+    out = cli_in(tmp_path, "compare", "runs/good.keras", "runs/bad.keras", "--output", output)
+    assert (out.returncode, out.stderr, out.stdout) == (code, f"error: {message}\n", "")
+    assert sorted(tmp_path.rglob("*")) == before  # no picture, no folder
+
+
+# --- bad model files: every command that takes a model answers each with one line and exit 1
+
+MODEL_COMMANDS = {"evaluate": ("evaluate", "{path}"), "visualize": ("visualize", "--model", "{path}"),
+                  "summary": ("summary", "--model", "{path}"), "layers": ("layers", "--model", "{path}"),
+                  "compare": ("compare", "{path}", "--output", "{out}")}
+
+
+@pytest.fixture(scope="module")
+def bad_models(tmp_path_factory):
+    from tests.test_io import make_bad_models
+
+    return make_bad_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.mark.parametrize("command", MODEL_COMMANDS)
+@pytest.mark.parametrize("kind", ["missing", "folder", "not a zip", "empty", "truncated", "bad crc", "no weights",
+                                  "config not json", "weights not hdf5", "lambda", "unregistered"])
+def test_every_command_answers_a_bad_model_file_with_one_line(bad_models, command, kind, tmp_path):
+    from tests.test_io import BAD_MODEL_MESSAGES
+
+    if command == "compare" and kind in ("lambda", "unregistered"):
+        pytest.skip("compare reads a run's records, never its model")
+    path = bad_models[kind]
+    args = [a.format(path=path, out=tmp_path / "cmp.png") for a in MODEL_COMMANDS[command]]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: " + BAD_MODEL_MESSAGES[kind].format(path=path, unsafe="--unsafe"))
+    assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsafe_warns_and_is_the_one_way_to_load_a_lambda(bad_models):
+    for command in ("summary", "layers"):
+        result = CliRunner().invoke(cli, [command, "--model", str(bad_models["lambda"]), "--unsafe"])
+        assert result.exit_code == 0, result.output
+        assert result.stderr == ("warning: --unsafe: code a model file holds will run as it loads; use it only for "
+                                 "files you trust\n")
+        assert "double" in result.stdout
+    result = CliRunner().invoke(cli, ["layers", "--model", str(bad_models["unregistered"]), "--unsafe"])
+    assert result.exit_code == 1 and "needs the class 'Unregistered'" in result.stderr
+
+
+def test_a_lambda_model_gets_one_clean_line_from_a_real_process(bad_models):
+    out = cli_in(bad_models["lambda"].parent, "summary", "--model", "lambda.keras")
+    assert (out.returncode, out.stdout) == (1, "")
+    assert out.stderr == ("error: lambda.keras holds Python code (Lambda layer 'double'), which safe loading never "
+                          "runs; if you trust the file, load it with --unsafe\n")
+    out = cli_in(bad_models["lambda"].parent, "layers", "--model", "lambda.keras", "--unsafe")
+    assert out.returncode == 0 and "double" in out.stdout
+    assert out.stderr == "warning: --unsafe: code a model file holds will run as it loads; use it only for files " \
+                         "you trust\n"

@@ -235,6 +235,31 @@ def test_hierarchical_names():
     assert {"block1_conv1", "block5_conv3", "block5_pool"} <= names
 
 
+@pytest.mark.core
+@pytest.mark.parametrize("arch", ["mobilenet", "lenet"])
+def test_l2_on_every_conv_and_dense_kernel_including_depthwise(arch, tmp_path):
+    """--l2 (docs/training.md): a penalty l2 * sum(w**2) on every conv and dense kernel, MobileNet's 13
+    depthwise convolutions included; saved with the model."""
+    import keras
+
+    from kerascnn.models.common import apply_l2
+
+    model = apply_l2(tiny(arch), 0.01)
+    kinds = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+    kernels = [layer for layer in model.layers if isinstance(layer, kinds)]
+    depthwise = [layer for layer in kernels if isinstance(layer, keras.layers.DepthwiseConv2D)]
+    assert len(depthwise) == (13 if arch == "mobilenet" else 0)
+    assert len(model.losses) == len(kernels)
+    for layer in kernels:
+        (loss,) = layer.losses
+        w = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
+        assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(0.01 * np.sum(w ** 2), rel=1e-5), layer.name
+    loaded = io.load_model(io.save_model(model, tmp_path / "m.keras"))
+    assert len(loaded.losses) == len(kernels)
+    if depthwise:
+        assert loaded.get_layer(depthwise[0].name).depthwise_regularizer.get_config() == {"l2": pytest.approx(0.01)}
+
+
 def test_width_scales_channels():
     assert tiny("vgg11", width=0.25).get_layer("block1_conv1").filters == 16
     assert tiny("mobilenet", width=0.5).get_layer("conv_pw_13").filters == 512

@@ -13,7 +13,11 @@ import pytest
 from kerascnn import io
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import fit
+from kerascnn.train import accelerator_available, fit
+
+# What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
+cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour without a GPU or TPU; one is "
+                                                               "visible here")
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
 
@@ -123,13 +127,20 @@ def test_jit_and_distribute_choices(tmp_path):
     from kerascnn.train import distribution_scope, resolve_jit
 
     assert resolve_jit("off") is False and resolve_jit("on") is True
-    assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
     with pytest.raises(KerasCNNError, match="needs the jax backend"):
         distribution_scope("data-parallel")
     r = fit("lenet", epochs=1, jit="on", output=tmp_path, **SMALL)
     assert r.config["jit_compile"] is True
 
 
+@cpu_only
+def test_jit_auto_is_off_on_a_cpu():
+    from kerascnn.train import resolve_jit
+
+    assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
+
+
+@cpu_only
 def test_mixed_precision_on_cpu_warns_and_trains_in_float32(tmp_path, capsys):
     r = fit("lenet", epochs=1, mixed_precision=True, output=tmp_path, **{**SMALL, "verbose": 1})
     assert "needs a GPU" in capsys.readouterr().out
@@ -233,6 +244,8 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels; GPU "
+                                                    "convolutions' gradients are not by default")
 def test_same_seed_same_history_and_different_seed_differs(tmp_path):
     from kerascnn.train import fit
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from kerascnn.errors import KerasCNNError
@@ -42,14 +43,64 @@ def test_index_out_of_range(trained_run):
         visualize(trained_run.model_path, "conv1", index=360)
 
 
+def conv_with_kernel(layer, input_channels):
+    """`layer` built for `input_channels` channels, its kernel set to 0, 1, 2, ... (every entry told apart)."""
+    layer.build((None, 16, 16, input_channels))
+    kernel = np.arange(np.prod(layer.kernel.shape), dtype="float32").reshape(layer.kernel.shape)
+    layer.kernel.assign(kernel)
+    return kernel
+
+
 def test_kernel_images_gray_and_rgb():
-    gray = kernel_images(build_lenet(kernel=7).get_layer("conv2"))
-    assert gray.shape == (16, 6, 7, 7)
-    rgb = kernel_images(build_lenet(input_shape=(32, 32, 3)).get_layer("conv1"))
-    assert rgb.shape == (6, 1, 5, 5, 3)
-    weights = build_lenet(input_shape=(32, 32, 3)).get_layer("conv1").get_weights()[0]
+    import keras
+
+    # a 3x5 kernel: height and width swapped would give 5x3 tiles, transposed
+    conv = keras.layers.Conv2D(4, (3, 5))
+    w = conv_with_kernel(conv, 2)  # (kh, kw, in, out)
+    gray = kernel_images(conv)
+    assert gray.shape == (4, 2, 3, 5)
+    for out, c in np.ndindex(4, 2):
+        np.testing.assert_array_equal(gray[out, c], w[:, :, c, out])
+    conv = keras.layers.Conv2D(6, (3, 5))
+    w = conv_with_kernel(conv, 3)
+    rgb = kernel_images(conv)
+    assert rgb.shape == (6, 1, 3, 5, 3)
+    for out in range(6):
+        np.testing.assert_array_equal(rgb[out, 0], w[..., out])  # (kh, kw, RGB)
     assert spatial_layers(build_lenet()) == ["conv1", "pool1", "conv2", "pool2"]
-    assert weights.shape == (5, 5, 3, 6)
+    assert kernel_images(build_lenet().get_layer("pool1")) is None
+
+
+@pytest.mark.parametrize("multiplier", [1, 3])
+def test_depthwise_kernels_are_one_per_input_channel(multiplier, tmp_path):
+    """A DepthwiseConv2D's kernel is (kh, kw, in, multiplier): row c of the picture is input channel c (whose
+    kernel m makes output channel c * multiplier + m); never drawn as RGB, even with a multiplier of 3."""
+    import keras
+
+    from kerascnn import io, plots
+
+    conv = keras.layers.DepthwiseConv2D((3, 5), depth_multiplier=multiplier)
+    w = conv_with_kernel(conv, 5)
+    k = kernel_images(conv)
+    assert k.shape == (5, multiplier, 3, 5)
+    for c, m in np.ndindex(5, multiplier):
+        np.testing.assert_array_equal(k[c, m], w[:, :, c, m])
+    x = np.zeros((1, 7, 9, 5), "float32")
+    x[0, :3, :5, 2] = 1.0  # channel 2 alone: the output channels it makes are the sums of its kernels
+    y = keras.ops.convert_to_numpy(conv(x))[0, 0, 0]
+    for m in range(multiplier):
+        assert y[2 * multiplier + m] == pytest.approx(k[2, m].sum())
+    fig = plots.plot_kernels(k, "dw", depthwise=True)
+    tiles = [ax for ax in fig.axes if ax.images]
+    assert len(tiles) == 5 * multiplier
+    if multiplier == 1:
+        assert fig.texts[0].get_text() == "dw: 5 depthwise kernels 3x5 (one per input channel)"
+        assert [ax.get_title() for ax in tiles] == [f"in {c}" for c in range(5)]
+    else:
+        assert fig.texts[0].get_text() == "dw: 15 depthwise kernels 3x5 (rows: input channel, columns: multiplier)"
+        assert [ax.get_ylabel() for ax in tiles[::multiplier]] == [f"in {c}" for c in range(5)]
+        assert [ax.get_title() for ax in tiles[:multiplier]] == [f"mult {m}" for m in range(multiplier)]
+    assert io.save_figure(fig, tmp_path / "dw.png").read_bytes()[:8] == PNG
 
 
 def test_the_default_layer_is_the_first_convolution(trained_run, tmp_path):
@@ -72,3 +123,85 @@ def test_checkpoints_from_another_folder(trained_run, tmp_path, monkeypatch):
         r = visualize(model, "conv2", index=1, output=tmp_path / "pictures")
         assert [p.name for p in r.paths] == [f"lenet.{kind}.conv2.kernels.png", f"lenet.{kind}.conv2.maps.1.png",
                                              f"lenet.{kind}.curves.png"]
+
+
+def test_visualize_draws_a_depthwise_layer_per_input_channel(tmp_path, monkeypatch):
+    from kerascnn import io, plots
+    from kerascnn.models import build_model
+
+    model = build_model("mobilenet", input_shape=(32, 32, 1), num_classes=10, width=0.25, depth_multiplier=2)
+    path = io.save_model(model, tmp_path / "mobilenet.keras")
+    drawn, real = [], plots.plot_kernels
+    monkeypatch.setattr(plots, "plot_kernels", lambda k, name, **kw: drawn.append((k.shape, name, kw))
+                        or real(k, name, **kw))
+    for layer in ("conv1", "conv_dw_2"):
+        visualize(path, layer, dataset="digits", output=tmp_path)
+    assert drawn == [((8, 1, 3, 3), "conv1", {"depthwise": False}),  # 8 filters of 1 channel
+                     ((16, 2, 3, 3), "conv_dw_2", {"depthwise": True})]  # 16 input channels x 2
+
+
+def saved_run(folder, name, source, rows, **record):
+    """A run `name` in `folder`: `source`'s model and run.json (with `record`'s changes) and `rows` as its
+    history (a list, or the history file's raw text)."""
+    import json
+    import shutil
+
+    from kerascnn import io
+
+    folder.mkdir(parents=True, exist_ok=True)
+    model = shutil.copy(source.model_path, folder / f"{name}.keras")
+    io.write_json(folder / f"{name}.run.json", {**source.config, "name": name, **record})
+    text = rows if isinstance(rows, str) else json.dumps(rows)
+    (folder / f"{name}.history.json").write_text(text)
+    return model
+
+
+# a history whose best validation accuracy (0.6, epoch 2) is not its last (0.55)
+ROWS = [{"epoch": e, "loss": loss, "accuracy": acc, "val_loss": loss + 0.1, "val_accuracy": val, "lr": 0.05}
+        for e, loss, acc, val in ((1, 2.0, 0.2, 0.3), (2, 1.5, 0.5, 0.6), (3, 1.2, 0.7, 0.55))]
+
+
+def test_compare_runs_table_from_the_histories_and_png(trained_run, tmp_path):
+    from kerascnn.visualization import compare_runs
+
+    other = saved_run(tmp_path / "runs", "sgd_run", trained_run, ROWS, optimizer="sgd", lr=0.05,
+                      test_accuracy=0.61, train_seconds=12.5)
+    table, path = compare_runs([trained_run.model_path, other], tmp_path / "cmp.png")
+    rows = trained_run.history
+    assert table[0] == {"run": "lenet", "optimizer": trained_run.config["optimizer"], "lr": trained_run.config["lr"],
+                        "epochs": len(rows), "final train accuracy": rows[-1]["accuracy"],
+                        "best val accuracy": max(r["val_accuracy"] for r in rows),
+                        "test accuracy": trained_run.test_accuracy, "seconds": trained_run.config["train_seconds"]}
+    assert table[1] == {"run": "sgd_run", "optimizer": "sgd", "lr": 0.05, "epochs": 3, "final train accuracy": 0.7,
+                        "best val accuracy": 0.6, "test accuracy": 0.61, "seconds": 12.5}
+    assert path == tmp_path / "cmp.png"
+    img = _image(path)
+    assert img.shape[1] > 1000 and img[..., :3].std() > 0.05
+
+
+def test_compare_runs_of_one_name_are_told_apart_by_folder(trained_run, tmp_path):
+    from kerascnn.visualization import compare_runs
+
+    a = saved_run(tmp_path / "a", "lenet", trained_run, ROWS)
+    b = saved_run(tmp_path / "b", "lenet", trained_run, ROWS[:2])
+    table, _ = compare_runs([a, b], tmp_path / "cmp.png")
+    assert [(row["run"], row["epochs"]) for row in table] == [(str(a), 3), (str(b), 2)]
+
+
+@pytest.mark.parametrize("history, reason", [
+    ("", "the file is empty"),
+    ("[{\"epoch\": 1, \"loss\": 2.0", "not JSON (Expecting ',' delimiter"),
+    ("{\"loss\": [2.0]}", "not a list of epochs, as `kerascnn fit` writes"),
+    ("[{\"epoch\": 1, \"loss\": \"nan\", \"accuracy\": 0.1}]", "epoch 1 has no number for 'loss'"),
+    ("[{\"loss\": 1.0, \"accuracy\": 0.1}]", "row 1 has no integer epoch"),
+    ("[3]", "row 1 is not an object"),
+], ids=["empty", "not-json", "not-a-list", "loss-not-a-number", "no-epoch", "row-not-an-object"])
+def test_compare_runs_names_a_bad_history_and_writes_nothing(trained_run, tmp_path, history, reason):
+    from kerascnn.visualization import compare_runs
+
+    bad = saved_run(tmp_path, "bad", trained_run, history)
+    with pytest.raises(KerasCNNError) as e:
+        compare_runs([trained_run.model_path, bad], tmp_path / "cmp.png")
+    assert str(e.value).startswith(f"cannot use the training history {tmp_path / 'bad.history.json'}: {reason}")
+    assert str(e.value).endswith("; leave that run out, or train it again")
+    assert not (tmp_path / "cmp.png").exists()

@@ -197,8 +197,9 @@ def apply_l2(model, l2):
         raise KerasCNNError(f"--l2 must be at least 0, got {l2}")
     reg = keras.regularizers.L2(float(l2))
     for layer in model.layers:
-        for attr, var in (("kernel_regularizer", "kernel"), ("depthwise_regularizer", "depthwise_kernel")):
-            if hasattr(layer, attr) and getattr(layer, var, None) is not None:
-                setattr(layer, attr, reg)
-                getattr(layer, var).regularizer = reg
+        # DepthwiseConv2D keeps its kernel in `kernel` but regularizes it by `depthwise_regularizer`
+        attr = "depthwise_regularizer" if isinstance(layer, keras.layers.DepthwiseConv2D) else "kernel_regularizer"
+        if hasattr(layer, attr) and getattr(layer, "kernel", None) is not None:
+            setattr(layer, attr, reg)  # for the saved config
+            layer.kernel.regularizer = reg  # for model.losses
     return model
