@@ -53,13 +53,17 @@ class Session:
         self.env.update(KERASCNN_DATA_DIR=str(data_dir), COLUMNS="100")
         self.data_dir = data_dir
 
-    def run(self, command, *, lines=None, env=None, code=0):
+    def run(self, command, *, lines=None, env=None, code=0, stdout=True):
         """`$ command` and what it printed, as text; `lines` keeps a slice
-        of the output; `code` is the exit code it must end with."""
+        of the output; `code` is the exit code it must end with; without
+        `stdout`, only what went to stderr."""
         args = shlex.split(command)
         argv = [sys.executable, str(REPO / "cli.py"), *args[1:]] if args[0] == "kerascnn" else args
         proc = subprocess.run(argv, cwd=self.work, env={**self.env, **(env or {})}, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=7200)
+                              stdout=subprocess.PIPE, timeout=7200,
+                              stderr=subprocess.STDOUT if stdout else subprocess.PIPE)
+        if not stdout:
+            proc.stdout = proc.stderr
         if proc.returncode != code:
             sys.exit(f"`{command}` exited {proc.returncode} (expected {code}):\n{proc.stdout[-3000:]}")
         out = proc.stdout.rstrip("\n").splitlines()
@@ -187,6 +191,177 @@ def backends_digits(s):
         rows.append(f"| `{extra}` | " + " | ".join(cells) + " |")
     return ("Test accuracy on the digits, `KERAS_BACKEND=X kerascnn fit --arch lenet --dataset digits OPTIONS`:\n\n"
             + "\n".join(rows))
+
+
+def bad_data(root):
+    """Data folders, each with one mistake, under `root`; returns their names."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+
+    def idx(path, array, magic=None, cut=None, gz=False):
+        array = np.asarray(array, np.uint8)
+        data = struct.pack(">I", magic or 0x0800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        data = (data + array.tobytes())[:cut]
+        if gz:
+            data = gzip.compress(data)[: -20 if cut else None]
+        Path(str(path) + (".gz" if gz else "")).write_bytes(data)
+
+    def mnist(name, n=60, labels=None, drop=None, **damage):
+        folder = root / name / "mnist"
+        folder.mkdir(parents=True)
+        x, y = rng.integers(0, 255, (n, 28, 28)), np.arange(n) % 10 if labels is None else labels
+        for stem, array in (("train-images-idx3-ubyte", x), ("train-labels-idx1-ubyte", y),
+                            ("t10k-images-idx3-ubyte", x), ("t10k-labels-idx1-ubyte", y)):
+            if stem != drop:
+                idx(folder / stem, array, **(damage if stem == "train-images-idx3-ubyte" else {}))
+
+    mnist("missing_file", drop="t10k-labels-idx1-ubyte")
+    mnist("wrong_magic", magic=0x0D01)
+    mnist("truncated", cut=30000)
+    mnist("truncated_gz", cut=30000, gz=True)
+    mnist("counts", labels=np.arange(59) % 10)
+    mnist("labels", labels=np.arange(60) % 11)
+    mnist("empty", n=0, labels=np.zeros(0))
+    mnist("ok")
+    x, y = rng.integers(0, 255, (30, 32, 32, 3)).astype(np.uint8), np.arange(30) % 3
+    for name, arrays in (("npz_missing", dict(x_train=x, y_train=y, x_test=x)),
+                         ("npz_object", dict(x_train=x, y_train=np.array(list(y), object), x_test=x, y_test=y)),
+                         ("three_classes", dict(x_train=x, y_train=y, x_test=x, y_test=y,
+                                                class_names=np.array(["a", "b", "c"])))):
+        (root / name / "cifar10").mkdir(parents=True)
+        np.savez(root / name / "cifar10" / "data.npz", **arrays)
+
+
+def bad_models(root, good):
+    """Model files a user might be sent, beside the good one."""
+    import keras
+
+    (root / "empty_folder").mkdir()
+    (root / "notes.keras").write_text("my notes on the model\n")
+    data = good.read_bytes()
+    (root / "truncated.keras").write_bytes(data[: len(data) // 2])
+    inputs = keras.Input((28, 28, 1))
+    x = keras.layers.Lambda(lambda t: t * 2, name="double")(inputs)
+    logits = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    keras.Model(inputs, logits).save(root / "lambda.keras")
+
+    class Sharpen(keras.layers.Layer):
+        def call(self, t):
+            return t * 2
+
+    keras.Model(inputs, keras.layers.Dense(10)(keras.layers.Flatten()(Sharpen()(inputs)))).save(
+        root / "custom.keras")
+    (root / "bad_history").mkdir()
+    for suffix in (".keras", ".run.json"):
+        shutil.copyfile(str(good)[: -len(".keras")] + suffix, root / "bad_history" / f"lenet{suffix}")
+    (root / "bad_history" / "lenet.history.json").write_text("")
+
+
+BAD_INPUTS = [
+    ("unknown architecture", "kerascnn fit --arch resnet50", 2),
+    ("unknown dataset", "kerascnn fit --dataset svhn", 2),
+    ("unknown optimizer", "kerascnn fit --optimizer adamx", 2),
+    ("unknown schedule", "kerascnn fit --schedule linear", 2),
+    ("unknown backend", "kerascnn --backend theano fit", 2),
+    ("unknown layer", "kerascnn visualize --model models/lenet.keras --layer fc9", 1),
+    ("zero epochs", "kerascnn fit --epochs 0", 2),
+    ("negative batch size", "kerascnn fit --batch-size -4", 2),
+    ("learning rate not positive", "kerascnn fit --lr 0", 2),
+    ("a kernel that does not fit the input", "kerascnn fit --dataset digits --kernel 31", 1),
+    ("image size below the architecture's minimum", "kerascnn fit --arch vgg11 --image-size 16", 2),
+    ("model path that does not exist", "kerascnn evaluate models/lenet5.keras", 1),
+    ("model path that is a folder", "kerascnn evaluate models/empty_folder", 1),
+    ("model file that is not a zip", "kerascnn evaluate models/notes.keras", 1),
+    ("truncated .keras", "kerascnn evaluate models/truncated.keras", 1),
+    (".keras holding a Lambda layer", "kerascnn layers --model models/lambda.keras", 1),
+    (".keras holding a Lambda layer, with --unsafe", "kerascnn layers --model models/lambda.keras --unsafe", 0),
+    (".keras holding an unregistered class", "kerascnn layers --model models/custom.keras", 1),
+    ("data folder that does not exist", "kerascnn fit --dataset mnist --data-dir nowhere", 1),
+    ("an IDX file missing", "kerascnn fit --dataset mnist --data-dir data/missing_file", 1),
+    ("wrong IDX magic number", "kerascnn fit --dataset mnist --data-dir data/wrong_magic", 1),
+    ("truncated IDX file", "kerascnn fit --dataset mnist --data-dir data/truncated", 1),
+    ("truncated gzipped IDX file", "kerascnn fit --dataset mnist --data-dir data/truncated_gz", 1),
+    ("image and label counts disagree", "kerascnn fit --dataset mnist --data-dir data/counts", 1),
+    ("labels out of range", "kerascnn fit --dataset mnist --data-dir data/labels", 1),
+    ("empty dataset", "kerascnn fit --dataset mnist --data-dir data/empty", 1),
+    (".npz without the expected arrays", "kerascnn fit --dataset cifar10 --data-dir data/npz_missing", 1),
+    (".npz holding an object array (pickle)", "kerascnn fit --dataset cifar10 --data-dir data/npz_object", 1),
+    ("class count that does not fit the model",
+     "kerascnn evaluate models/lenet.keras --dataset cifar10 --data-dir data/three_classes", 1),
+    ("data other than the model's own (same classes)",
+     "kerascnn evaluate models/lenet.keras --dataset mnist --data-dir data/ok", 0),
+    ("output folder that cannot be created", "kerascnn fit --dataset digits --output /proc/kerascnn", 1),
+    ("output folder that is a file", "kerascnn fit --dataset digits --output models/notes.keras", 1),
+    ("a diverging run", "kerascnn fit --dataset digits --optimizer sgd --lr 1e12 --epochs 3 --output diverged", 1),
+    ("compare: empty history file", "kerascnn compare models/lenet.keras models/bad_history/lenet.keras", 1),
+    ("compare: output not a PNG", "kerascnn compare models/lenet.keras --output out.txt", 2),
+    ("compare: output folder missing", "kerascnn compare models/lenet.keras --output new/sub/cmp.png", 1),
+]
+
+
+@entry("reliability-inputs", "reliability.md")
+def reliability_inputs(s):
+    s.run("kerascnn fit --dataset digits --epochs 1 --train-size 128 --output models")
+    bad_data(s.work / "data")
+    bad_models(s.work / "models", s.work / "models" / "lenet.keras")
+    rows = ["| bad input | command | exit | what the user sees (stderr) |", "|---|---|---|---|"]
+    for label, command, code in BAD_INPUTS:
+        text = s.run(command, code=code, stdout=False)
+        said = [line for line in text.splitlines()[1:] if line.startswith(("error:", "warning:"))]
+        if len(said) != (1 if code else len(said)) or (code and len(text.splitlines()) != 2):
+            sys.exit(f"`{command}` did not answer in one line:\n{text}")
+        cell = "<br>".join(f"`` {line} ``".replace("|", "\\|") for line in said) or "(nothing)"
+        rows.append(f"| {label} | `{command}` | {code} | {cell} |")
+    return "\n".join(rows)
+
+
+def results(name):
+    return json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text())
+
+
+@entry("reliability-kills", "reliability.md")
+def reliability_kills(s):
+    r = results("kill_during_save")
+    phases = ", ".join(f"{n} {phase}" for phase, n in sorted(r["kills_by_phase"].items(), key=lambda kv: -kv[1]))
+    steps = ", ".join(f"{n} {step}" for step, n in sorted(r["kills_during_a_save_by_step"].items(),
+                                                           key=lambda kv: -kv[1]))
+    found = ", ".join(f"{n} {what}" for what, n in r["files_found"].items())
+    left = r["temp_files_left_by_a_kill"]
+    return (f"`{r['command']}` ({r['machine']}; {r['keras_backend']}; {r['seconds']:.0f} s) starts a process that "
+            "saves, over and over, a model with its training state, then rewrites that state, a history CSV, a "
+            "run record and an activations `.npz`, each through the project's atomic writer, and kills it with "
+            "SIGKILL at a random moment, aimed inside a save from measured save times (median "
+            + ", ".join(f"{k} {v:g} ms" for k, v in r["save_ms_median"].items()) + "). After each kill it loads "
+            "what is left with the project's loaders and checks it is whole and is either the previous version "
+            "or the new one.\n\n"
+            f"| kills | during a save | broken files | files checked | temp files left by kills | "
+            f"left after the next save |\n|---|---|---|---|---|---|\n"
+            f"| {r['kills']} | {r['kills_during_a_save']} | **{r['broken_files']}** | {r['files_checked']} | "
+            f"{left['total']} (at most {left['most_at_once']} at once) | {r['temp_files_after_the_next_save']} |"
+            f"\n\nWhere the kills landed: {phases}; by file: {steps}. What the files held afterwards: {found}. "
+            f"A loader picked up a temporary file {r['loader_picked_a_temp_file']} times (they start with a dot, "
+            "which loaders skip). `tests/test_io.py` runs the same campaign with 10 kills.")
+
+
+@entry("reliability-fuzz", "reliability.md")
+def reliability_fuzz(s):
+    r = results("fuzz_loaders")
+    rows = ["| format | inputs | loaded | refused with the project's error | failures | seconds |",
+            "|---|---|---|---|---|---|"]
+    for fmt, f in r["formats"].items():
+        rows.append(f"| {fmt} | {f['inputs']} | {f['outcomes'].get('loaded', 0)} | {f['outcomes'].get('refused', 0)} "
+                    f"| **{len(f['failures'])}** | {f['seconds']:.0f} |")
+    return (f"`{r['command']}` (Python {r['python']}, Keras {r['keras']}, {r['machine']}) mutates real files "
+            "(a saved LeNet `.keras`, IDX files, an `.npz`): flipped, zeroed, inserted and duplicated bytes, "
+            "truncation, and edits inside the zip's entries with their CRCs recomputed so that Keras' and h5py's "
+            "own readers are reached. Each input is loaded in a worker process with a "
+            f"{r['timeout_seconds']} s time limit and a {r['memory_gb']} GB memory limit; an exception other than "
+            "the project's error, a crash (a signal) or a timeout counts as a failure.\n\n" + "\n".join(rows)
+            + "\n\n`tests/test_io.py` runs a small version of the campaign.")
 
 
 @entry("zoo-vgg16", "zoo.md", long=True)
