@@ -264,7 +264,7 @@ def _jsonable(value):
 
 
 def _fail(name, message):
-    raise OptionError(message.format(option=spell(name)))
+    raise OptionError(message.replace("{option}", spell(name)))  # not format: values may hold braces
 
 
 def coerce_option(name, value):

@@ -1,11 +1,16 @@
 """Files a run writes, always atomically: a temporary file in the same
 folder, renamed into place, so that a failed or interrupted run never leaves
-a half-written file or replaces a good one."""
+a half-written file or replaces a good one.
 
+And model files read safely (load_model): the archive checked before Keras
+reads it, Keras' safe mode on, code in a model file run only when asked."""
+
+import copy
 import csv
 import glob
 import io
 import json
+import math
 import os
 import re
 import struct
@@ -260,16 +265,18 @@ def check_archive(path):
     config.json (JSON), metadata.json (JSON) and model.weights.h5 (HDF5)."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise KerasCNNError(f"cannot read {path}: {e.strerror}") from None
+    if not head:
+        raise KerasCNNError(f"{path} is empty; save or copy the model again")
+    if not head.startswith(b"PK"):
+        raise KerasCNNError(f"{path} is not a Keras model file: a .keras file is a zip archive, this is not one")
+    try:
         with zipfile.ZipFile(path) as z:
             return _check_entries(path, z)
     except _ZIP_ERRORS + (RecursionError,) as e:
-        with open(path, "rb") as f:
-            head = f.read(4)
-        if not head:
-            raise KerasCNNError(f"{path} is empty; save or copy the model again") from None
-        if not head.startswith(b"PK"):
-            raise KerasCNNError(f"{path} is not a Keras model file: a .keras file is a zip archive, "
-                                f"this is not one") from None
         detail = "" if str(e) == "File is not a zip file" else f" ({_reason(e)})"
         raise KerasCNNError(f"{path} is truncated or damaged: a zip archive whose end is missing or "
                             f"broken{detail}; save or copy the model again") from None
@@ -289,8 +296,8 @@ def _check_entries(path, z):
         raise bad(f"it lacks {', '.join(missing)}")
     total = sum(i.file_size for i in infos)
     if total > MAX_MODEL_BYTES:
-        raise bad(f"it would unpack to {total / 1e9:.1f} GB, more than the {MAX_MODEL_BYTES / 1e9:.1f} GB "
-                  f"any model here needs (a zip bomb?)")
+        raise bad(f"it would unpack to {_size(total)}, more than the {_size(MAX_MODEL_BYTES)} any model "
+                  f"here needs (a zip bomb?)")
     if any(z.getinfo(n).file_size > MAX_JSON_BYTES for n in MODEL_ENTRIES[:2]):
         raise bad("its config.json or metadata.json is far larger than any model's")
     corrupt = z.testzip()
@@ -308,6 +315,10 @@ def _check_entries(path, z):
         if f.read(len(HDF5_SIGNATURE)) != HDF5_SIGNATURE:
             raise bad(f"its {MODEL_ENTRIES[2]} is not an HDF5 file")
     return config["config.json"]
+
+
+def _size(n):
+    return f"{n / 1e9:.1f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
 def check_keras(version=None):
@@ -354,16 +365,48 @@ def load_model(path, unsafe=False):
     check_keras), in Keras' safe mode: a model holding code (a Lambda layer)
     is refused unless `unsafe`. Whatever is wrong is one KerasCNNError."""
     path = model_file(path)
-    code = code_in(check_archive(path))
+    config = check_archive(path)
+    code = code_in(config)
     if code and not unsafe:
         raise KerasCNNError(_holds_code(path, ", ".join(code[:3])))
     import keras
 
     check_keras(keras.__version__)
     try:
+        check_sizes(path, config, unsafe)
         return keras.saving.load_model(path, safe_mode=not unsafe)
+    except KerasCNNError:
+        raise
     except Exception as e:  # noqa: BLE001 - whatever the checked file still makes Keras raise
-        raise KerasCNNError(_load_failure(path, e)) from None
+        raise KerasCNNError(_load_failure(path, e, config)) from e  # chained: --debug shows Keras' traceback
+
+
+def check_sizes(path, config, unsafe=False):
+    """Refuse a config that asks for far more weights than the archive's
+    model.weights.h5 holds, before Keras allocates them: the model is built
+    first in a stateless scope, where Keras only notes its variables."""
+    # global_state holds Keras' list of the variables it noted, put back after
+    import keras
+    from keras.src.backend.common import global_state
+
+    with zipfile.ZipFile(path) as z:
+        stored = z.getinfo(MODEL_ENTRIES[2]).file_size
+    noted = list(global_state.get_global_attribute("uninitialized_variables") or [])
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            dry = {**copy.deepcopy(config), "compile_config": None}  # Keras edits the config it reads
+            model = keras.saving.deserialize_keras_object(dry, safe_mode=not unsafe)
+        needed = sum(math.prod(v.shape) * _itemsize(v.dtype) for v in model.variables)
+    finally:
+        global_state.set_global_attribute("uninitialized_variables", noted)
+    if needed > 2 * stored + 16 * 1024 ** 2:
+        raise KerasCNNError(f"{path} is not a usable Keras model: its config.json asks for {_size(needed)} of "
+                            f"weights, its model.weights.h5 holds {_size(stored)}; save or copy it again")
+
+
+def _itemsize(dtype):
+    bits = re.search(r"\d+", str(dtype))
+    return max(1, int(bits[0]) // 8) if bits else 1
 
 
 def _reason(e):
@@ -374,12 +417,14 @@ def _reason(e):
     return line if len(line) <= 300 else line[:297] + "..."
 
 
-def _load_failure(path, e):
+def _load_failure(path, e, config):
     reason = _reason(e)
     unknown = re.search(r"Could not locate (class|function) '([^']+)'", reason)
     if unknown:
-        return (f"{path} needs the {unknown[1]} {unknown[2]!r}, which is neither part of Keras nor registered: "
-                f"it was saved with custom code, which must be imported (and registered with "
+        module = _module_of(config, unknown[2])
+        origin = f" (from {module})" if module and module not in ("builtins", "__main__") else ""
+        return (f"{path} needs the {unknown[1]} {unknown[2]!r}{origin}, which is neither part of Keras nor "
+                f"registered: it was saved with custom code, which must be imported (and registered with "
                 f"@keras.saving.register_keras_serializable) to load it")
     if "safe_mode=False" in reason:
         return _holds_code(path, "a lambda")
@@ -389,6 +434,20 @@ def _load_failure(path, e):
         return (f"{path} asks to call {refused[1] or refused[2]} while loading, which no model needs "
                 f"(a crafted file?); refused")
     return f"cannot load {path} as a Keras model: {reason}"
+
+
+def _module_of(config, name):
+    """The module a config says the class or function `name` comes from."""
+    todo = [config]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if name in (node.get("class_name"), node.get("config")) and isinstance(node.get("module"), str):
+                return node["module"]
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return None
 
 
 def newest_model(folder):

@@ -10,12 +10,13 @@ also has what the model was trained with: its configuration, class names,
 normalization and data.
 """
 
+import json
 import os
 import re
 from pathlib import Path
 
 from kerascnn import io
-from kerascnn.config import FIELDS, FitConfig, upgrade
+from kerascnn.config import FIELDS, FitConfig, OptionError, upgrade
 from kerascnn.errors import KerasCNNError
 
 # <name>.best.keras, <name>.last.keras, <name>.epoch-005.keras
@@ -30,20 +31,27 @@ class Run:
     epoch. The model itself loads on first use (`model`).
     """
 
-    def __init__(self, model_path, record=None, history=None):
+    def __init__(self, model_path, record=None, history=None, history_path=None):
         self.model_path = Path(model_path)
         self.record = upgrade(record) if record is not None else None
-        self.history = history or []
+        self._history, self._history_from = history, history_path
         self._model = None
+        self.unsafe = False
 
     @classmethod
-    def load(cls, path):
-        """The run of a model file (a final model or any of its checkpoints)."""
-        path = Path(path)
-        if not path.is_file():
-            raise KerasCNNError(f"no model file at {path}")
-        if path.suffix != io.MODEL_SUFFIX:
-            raise KerasCNNError(f"{path} is not a .keras model file")
+    def load(cls, path, unsafe=False):
+        """The run of a model file (a final model or any of its checkpoints),
+        the file checked first (io.model_file, io.check_archive). `unsafe`
+        lets `model()` load a model that holds code (a Lambda layer): only
+        for files you trust."""
+        path = io.model_file(path)
+        io.check_archive(path)
+        run = cls._of(path)
+        run.unsafe = unsafe
+        return run
+
+    @classmethod
+    def _of(cls, path):
         state = _state(path)  # a checkpoint's own: its run's record as of that epoch
         for base in _run_bases(path):
             record_path = io.sidecar(base, "run.json")
@@ -52,20 +60,29 @@ class Run:
                 if "config" in state and state.get("run_id") != record.get("run_id"):
                     break  # a stale checkpoint of an earlier run of that name
                 history = io.sidecar(base, "history.json")
-                return cls(path, record, _read(history) if history.is_file() else None)
+                return cls(path, record, history_path=history if history.is_file() else None)
         if "config" in state:
-            return cls(path, state["config"], state.get("callbacks", {}).get("history", {}).get("rows"))
+            rows = state.get("callbacks", {}).get("history", {}).get("rows")
+            return cls(path, state["config"], _checked_history(rows, f"inside {path}"))
         return cls(path)
 
     @classmethod
-    def newest(cls, folder="saved_models"):
+    def newest(cls, folder="saved_models", unsafe=False):
         """The run of the most recently written model in `folder`."""
-        return cls.load(io.newest_model(folder))
+        return cls.load(io.newest_model(folder), unsafe=unsafe)
 
     def __repr__(self):
         return f"Run({str(self.model_path)!r}, dataset={self.dataset!r})"
 
     # --- what the run was trained with
+
+    @property
+    def history(self):
+        """The rows per epoch ([] when none was saved), read on first use: a
+        history file that is not what `fit` writes is an error naming it."""
+        if self._history is None:
+            self._history = _read_history(self._history_from) if self._history_from else []
+        return self._history
 
     @property
     def stem(self):
@@ -89,12 +106,22 @@ class Run:
         """The configuration as resolved (a FitConfig), or None for a bare model."""
         if not self.record:
             return None
-        return FitConfig.from_dict({k: v for k, v in self.record.items() if k in FIELDS})
+        return self._config({k: v for k, v in self.record.items() if k in FIELDS})
 
     @property
     def given(self):
         """The configuration as given (a FitConfig): what `fit --config` replays."""
-        return FitConfig.from_dict(self.record["given"]) if self.record else None
+        return self._config(self.record.get("given")) if self.record else None
+
+    def _config(self, options):
+        """A FitConfig of the record's options; a bad value is the record's
+        fault here, not a usage error (OptionError)."""
+        if not isinstance(options, dict):
+            raise KerasCNNError(f"the run record of {self.model_path} is damaged: its options are missing")
+        try:
+            return FitConfig.from_dict(options)
+        except OptionError as e:
+            raise KerasCNNError(f"the run record of {self.model_path} is damaged: {e}") from None
 
     @property
     def class_names(self):
@@ -113,9 +140,9 @@ class Run:
         return self.normalization(data.name) or data.stats()
 
     def model(self):
-        """The Keras model (loaded once, in safe mode)."""
+        """The Keras model (loaded once, in safe mode unless `unsafe`)."""
         if self._model is None:
-            self._model = io.load_model(self.model_path)
+            self._model = io.load_model(self.model_path, unsafe=self.unsafe)
         return self._model
 
     # --- its data
@@ -174,19 +201,75 @@ class Run:
 
 
 def _read(path):
+    """A run record (run.json), its outline checked as _checked_record does."""
     try:
-        return io.read_json(path)
-    except (OSError, ValueError) as e:
+        record = io.read_json(path)
+    except (OSError, ValueError, RecursionError) as e:
         raise KerasCNNError(f"cannot read {path}: {e}") from None
+    return _checked_record(record, path)
+
+
+def _checked_record(record, source):
+    """`record` if it is an object with an integer format (what upgrade reads); else an error naming `source`."""
+    if not isinstance(record, dict) or type(record.get("format", 1)) is not int:
+        raise KerasCNNError(f"the run record {source} is damaged: not a run record as `kerascnn fit` writes it")
+    return record
+
+
+HISTORY_NUMBERS = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+
+
+def _read_history(path):
+    """The rows of a <name>.history.json, checked as _checked_history does."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise KerasCNNError(f"cannot read the training history {path}: {e.strerror}") from None
+    if not data.strip():
+        raise KerasCNNError(f"cannot use the training history {path}: the file is empty")
+    try:
+        rows = json.loads(data)
+    except ValueError as e:  # UnicodeDecodeError included
+        raise KerasCNNError(f"cannot use the training history {path}: not JSON ({e})") from None
+    return _checked_history(rows, path)
+
+
+def _checked_history(rows, source):
+    """`rows` if they are a history as `fit` writes it: a list of objects,
+    each with an integer epoch and numbers for loss and accuracy (and for
+    the other metrics it has); else an error naming `source`."""
+    def fail(reason):
+        raise KerasCNNError(f"cannot use the training history {source}: {reason}")
+
+    if rows is None:
+        return []
+    if not isinstance(rows, list):
+        fail("not a list of epochs, as `kerascnn fit` writes")
+    for n, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            fail(f"row {n} is not an object")
+        if type(row.get("epoch")) is not int:
+            fail(f"row {n} has no integer epoch")
+        for key in HISTORY_NUMBERS:
+            value = row.get(key)
+            if (key in row or key in ("loss", "accuracy")) and not isinstance(value, (int, float)) \
+                    or isinstance(value, bool):
+                fail(f"epoch {row['epoch']} has no number for {key!r}")
+    return rows
 
 
 def _state(path):
-    """The training state inside a checkpoint; {} for a final model, and for
-    a file that is no zip at all (loading the model says what is wrong)."""
-    try:
-        return io.read_state(path) or {}
-    except KerasCNNError:
-        return {}
+    """The training state inside a checkpoint ({} for a final model), the
+    parts a Run reads checked: a damaged one is an error."""
+    state = io.read_state(path) or {}
+    callbacks = state.get("callbacks", {})
+    history = callbacks.get("history", {}) if isinstance(callbacks, dict) else {}
+    for what, part in (("config", state.get("config", {})), ("callbacks", callbacks), ("history", history)):
+        if not isinstance(part, dict):
+            raise KerasCNNError(f"the training state in {path} is damaged: its {what} is not an object")
+    if "config" in state:
+        _checked_record(state["config"], f"inside {path}")
+    return state
 
 
 def _run_bases(path):

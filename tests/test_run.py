@@ -115,3 +115,32 @@ def test_output_base_keeps_the_models_own_files(mnist_run, tmp_path):
     assert run.output_base() == mnist_run / "runs" / "lenet.best.keras"
     assert run.output_base(tmp_path, "mnist") == tmp_path / "lenet.best.keras"
     assert run.output_base(tmp_path, "digits") == tmp_path / "lenet.best.digits.keras"
+
+
+def test_a_folder_a_damaged_state_and_unsafe_loading(tmp_path):
+    from kerascnn.models import build_lenet
+    from tests.test_io import make_bad_models
+
+    with pytest.raises(KerasCNNError, match=f"^{tmp_path} is a folder, not a model file; it holds no .keras model$"):
+        Run.load(tmp_path)
+    io.save_model(build_lenet(), tmp_path / "b.keras")
+    path = io.save_model(build_lenet(), tmp_path / "a.keras", state={"epoch": 1})
+    with pytest.raises(KerasCNNError, match="is a folder, not a model file; pass one of its models: a.keras, b.keras$"):
+        Run.load(tmp_path)
+    io.update_state(path, config="lenet")
+    with pytest.raises(KerasCNNError, match="the training state in .*a.keras is damaged: its config is not an object"):
+        Run.load(path)
+    io.update_state(path, config={"format": "2"})
+    with pytest.raises(KerasCNNError, match="the run record inside .*a.keras is damaged"):
+        Run.load(path)
+    io.update_state(path, config={"format": 2, "given": {"epochs": "many"}})
+    with pytest.raises(KerasCNNError, match="the run record of .*a.keras is damaged: epochs expects a whole number"):
+        _ = Run.load(path).given  # a damaged record, not a usage error (exit 2)
+
+    models = make_bad_models(tmp_path / "bad")
+    with pytest.raises(KerasCNNError, match="truncated"):
+        Run.load(models["truncated"])  # before the model is needed: the CLI answers before Keras starts
+    run = Run.load(models["lambda"])
+    with pytest.raises(KerasCNNError, match="holds Python code"):
+        run.model()
+    assert Run.load(models["lambda"], unsafe=True).model().get_layer("double") is not None
