@@ -59,9 +59,11 @@ def check_writable(path):
         raise KerasCNNError(f"output folder {path} is a file; choose a folder")
     if not existing.is_dir():
         raise KerasCNNError(f"cannot create output folder {path}: {existing} is a file")
-    if not os.access(existing, os.W_OK):
-        raise KerasCNNError(f"output folder {path} is not writable" if existing == path else
-                            f"cannot create output folder {path}: {existing} is not writable")
+    try:  # a real probe: permission bits say little to root, or on a read-only or special file system
+        tempfile.TemporaryDirectory(prefix=".kerascnn-probe-", dir=existing).cleanup()
+    except OSError as e:
+        raise KerasCNNError(f"output folder {path} is not writable ({e.strerror})" if existing == path else
+                            f"cannot create output folder {path}: cannot write in {existing} ({e.strerror})") from None
     return path
 
 
