@@ -168,14 +168,15 @@ def training_by_epoch(s):
 
 @entry("training-optimizers", "training.md")
 def training_optimizers(s):
+    fits = []
     for o in ("momentum", "adagrad", "adam"):
-        s.run(f"kerascnn fit --arch lenet --activation relu --pool max --dataset mnist --epochs 10 --optimizer {o} "
-              f"--name lenet_{o}")
+        fits.append(s.run(f"kerascnn fit --arch lenet --activation relu --pool max --dataset mnist --epochs 10 "
+                          f"--optimizer {o} --name lenet_{o}", lines=slice(-7, -6)))
     title = "LeNet (ReLU, max pooling) on MNIST: SGD+momentum vs AdaGrad vs Adam"
     table = s.run("kerascnn compare saved_models/lenet_momentum.keras saved_models/lenet_adagrad.keras "
                   f"saved_models/lenet_adam.keras --output saved_models/optimizers_mnist.png --title {shlex.quote(title)}")
     image = s.image("optimizers_mnist.png")
-    return block(table) + f"\n\n![optimizers on MNIST]({image})"
+    return block(*fits, table) + f"\n\n![optimizers on MNIST]({image})"
 
 
 @entry("backends-digits", "backends.md")
