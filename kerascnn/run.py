@@ -59,6 +59,9 @@ class Run:
                 record = _read(record_path)
                 if "config" in state and state.get("run_id") != record.get("run_id"):
                     break  # a stale checkpoint of an earlier run of that name
+                if "run_id" in state and "config" not in state and state["run_id"] != record.get("run_id"):
+                    raise KerasCNNError(f"{path} and {record_path.name} come from different runs (was the run "
+                                        f"stopped while it saved?); train it again")
                 history = io.sidecar(base, "history.json")
                 return cls(path, record, history_path=history if history.is_file() else None)
         if "config" in state:

@@ -466,7 +466,8 @@ def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None)
     record_dict = {**record_dict, "epochs_run": len(history), "resumed_from": run.initial_epoch or None,
                    "steps_per_epoch": steps, "train_seconds": round(sum(r["seconds"] for r in history), 2),
                    "test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"])}
-    io.save_model(model, io.ensure_dir(run.model_path.parent) / run.model_path.name)
+    # the run's id inside the model and in run.json (written last): a set cut short by a kill is detected
+    io.save_model(model, io.ensure_dir(run.model_path.parent) / run.model_path.name, state={"run_id": run.run_id})
     io.write_csv(io.sidecar(run.model_path, "history.csv"), history)
     io.write_json(io.sidecar(run.model_path, "history.json"), history)
     io.write_json(io.sidecar(run.model_path, "run.json"), record_dict)

@@ -144,3 +144,15 @@ def test_a_folder_a_damaged_state_and_unsafe_loading(tmp_path):
     with pytest.raises(KerasCNNError, match="holds Python code"):
         run.model()
     assert Run.load(models["lambda"], unsafe=True).model().get_layer("double") is not None
+
+
+def test_a_model_and_a_record_of_different_runs_are_refused(mnist_run, tmp_path):
+    """A kill between writing the final model and its run.json leaves a new
+    model beside an earlier run's record: found, not trusted."""
+    runs = tmp_path / "runs"
+    shutil.copytree(mnist_run / "runs", runs)
+    assert Run.load(runs / "lenet.keras").record["run_id"] == io.read_state(runs / "lenet.keras")["run_id"]
+    record = json.loads((runs / "lenet.run.json").read_text())
+    (runs / "lenet.run.json").write_text(json.dumps({**record, "run_id": "an earlier run"}))
+    with pytest.raises(KerasCNNError, match=r"lenet\.keras and lenet\.run\.json come from different runs"):
+        Run.load(runs / "lenet.keras")
