@@ -94,3 +94,6 @@ def start_quietly():
     except BaseException:
         sys.stderr.write("".join(kept))
         raise
+    # TensorFlow's Python warnings (tf.function retracing when a study trains run after run in one
+    # process) are for TensorFlow's developers, not ours: errors only.
+    tf.get_logger().setLevel("ERROR")

@@ -342,6 +342,37 @@ def layers(arch, model_path, image_size, in_channels, classes, unsafe, **knobs):
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+STUDY_FIT_OPTIONS = [n for n in FIELDS if n not in ("output", "name", "resume", "overwrite")]
+
+
+@cli.command()
+@backend_option
+@click.argument("study_file", required=False, type=click.Path())
+@click.option("--preset", help="A study course reports run: lenet-ablation, lenet5-mnist, optimizers, modern-cnns.")
+@click.option("--vary", multiple=True, metavar="OPTION=V1,V2",
+              help="Values of an option to try (repeatable: a full grid); a list value is written 6/16.")
+@click.option("--ablate", is_flag=True, help="One change at a time against the baseline, not the grid.")
+@click.option("--seeds", type=int, default=1, show_default=True, help="Runs per variant, seeds --seed, --seed+1, ...")
+@click.option("--shard", metavar="I/N", help="Run only slice I (from 0) of N of the study's runs.")
+@click.option("--output", type=click.Path(), help="The study folder [saved_models/<study name>].")
+@click.option("--name", help="The study's name [the preset's, the file's, or 'study'].")
+@config_options(*STUDY_FIT_OPTIONS)
+@click.pass_context
+def study(ctx, study_file, preset, vary, ablate, seeds, shard, output, name, **options):
+    """Run a study: variants of a run, each over seeds, in one folder, with
+    a results table and report.html. Options of fit given here set the
+    baseline (and override a preset's or study file's)."""
+    from kerascnn.study import make_study, parse_shard, run_study
+
+    typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+    first = typed.pop("seed", 0)
+    spec = make_study(preset, study_file, vary=vary, ablate=ablate, seeds=seeds, seed=first, name=name, **typed)
+    if shard is not None:
+        shard = parse_shard(shard)
+    start_quietly()
+    run_study(spec, output, shard=shard, echo=click.echo)
+
+
 def main(argv=None):
     """The console script."""
     cli.main(args=argv, prog_name="kerascnn")

@@ -27,9 +27,11 @@ from kerascnn.errors import KerasCNNError
 FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 # Model options that came with format 2, as every format-1 run had them (whatever today's family default).
 FORMAT_1_MODEL = {"init": "glorot"}
+# Options added since, as every run saved without them had them (a model option only where the family takes it).
+ADDED = {"padding": "same", "resize": "resize"}
 
-MODEL_OPTIONS = ("activation", "pool", "kernel", "channels", "batchnorm", "init", "width", "dense_units", "dropout",
-                 "depth_multiplier")
+MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
+                 "dropout", "depth_multiplier")
 
 _CLI = contextvars.ContextVar("kerascnn_cli_spelling", default=False)
 
@@ -97,6 +99,10 @@ class FitConfig:
                         choices=choices.POOLS, noun="pooling")
     kernel: int = _option(None, f"Conv kernel size, odd [{choices.family_defaults('kernel')}].", kind="int",
                           group="model", low=1)
+    padding: str = _option(None, "The first convolution's padding: same keeps the size, valid shrinks it by "
+                           "kernel - 1 (LeNet-5 on 32x32: 28x28x6 after conv1) "
+                           f"[{choices.family_defaults('padding')}].", kind="choice", group="model",
+                           choices=choices.PADDINGS, noun="padding")
     channels: tuple = _option(None, f"The two conv widths, e.g. 16,32 [{choices.family_defaults('channels')}].",
                               kind="ints", group="model", low=1, count=2)
     batchnorm: bool = _option(None, f"Batch normalization [{choices.family_defaults('batchnorm')}].",
@@ -123,6 +129,10 @@ class FitConfig:
                                 group="data", match=True)
     image_size: int = _option(None, "Train at this size [lenet: the data's; others: textbook size with a GPU, "
                               "smallest without].", kind="int", group="data", low=1, match=True)
+    resize: str = _option("resize", "How images reach --image-size: resize them, or pad them (centred on a "
+                          "border of black, pixel 0, before normalization; needs --image-size at least the data's).",
+                          kind="choice", group="data", match=True, choices=choices.RESIZE_MODES,
+                          noun="resize mode")
     augment: tuple = _option((), "Training-batch augmentation (repeat or comma-separate).", kind="names",
                              group="data", match=True, choices=tuple(choices.TRANSFORMS), noun="augmentation",
                              metavar=",".join(choices.TRANSFORMS))
@@ -207,6 +217,7 @@ class FitConfig:
     def describe(self):
         """One line: what trains on what, and how (of a resolved configuration)."""
         size = f"{self.image_size}x{self.image_size}" if self.image_size else "its default size"
+        size += " (padded)" if self.resize == "pad" else ""
         return (f"{self.arch} on {self.dataset} at {size}: {self.recipe()}, "
                 f"{self.epochs} epoch{'s' * (self.epochs != 1)}, seed {self.seed}")
 
@@ -332,7 +343,13 @@ def _float(value):
     return value
 
 
+BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
 def _bool(value):
+    """A bool, or its word as typed (`--vary batchnorm=true,false`)."""
+    if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
+        return BOOL_WORDS[value.strip().lower()]
     if not isinstance(value, bool):
         raise TypeError
     return value
@@ -453,13 +470,13 @@ def upgrade(saved):
     """A run record in the current format. Format 1 (before FitConfig) kept
     the options flat, the learning rate, optimizer and batch size resolved
     and the weight decay as given: its options become both the given and
-    the resolved ones."""
+    the resolved ones. Options added since (ADDED) get the value its run had."""
     version = saved.get("format", 1)
     if version > FORMAT:
         raise KerasCNNError(f"this run was saved by a newer kerascnn (run format {version}; this one reads up to "
                             f"{FORMAT}): upgrade kerascnn to use it")
     if version == FORMAT:
-        return saved
+        return _with_added(saved)
     options = {k: saved[k] for k in FIELDS if k in saved and FIELDS[k].metadata["replay"]}
     options.update(saved.get("model_options") or {})
     if "input_shape" in saved:
@@ -467,11 +484,20 @@ def upgrade(saved):
     upgraded = {**saved, "format": FORMAT, "given": options, "image_size": options.get("image_size")}
     family = choices.FAMILIES.get(saved.get("arch"))
     for k in MODEL_OPTIONS:
-        default = FORMAT_1_MODEL.get(k, family.options.get(k)) if family and family.takes(k) else None
+        default = FORMAT_1_MODEL.get(k, ADDED.get(k, family.options.get(k))) if family and family.takes(k) else None
         upgraded[k] = _jsonable((saved.get("model_options") or {}).get(k, default))
     if saved.get("weight_decay") is None:
         upgraded["weight_decay"] = (saved.get("optimizer_config") or {}).get("weight_decay")
-    return upgraded
+    return _with_added(upgraded)
+
+
+def _with_added(saved):
+    """A record with the options added since it was written (ADDED), at the
+    value its run had; a model option only where its family takes it."""
+    family = choices.FAMILIES.get(saved.get("arch"))
+    missing = {k: v for k, v in ADDED.items()
+               if k not in saved and (k not in MODEL_OPTIONS or family is not None and family.takes(k))}
+    return {**saved, **missing} if missing else saved
 
 
 def read_options(path):

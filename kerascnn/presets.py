@@ -1,0 +1,64 @@
+"""The studies course reports run, as presets of `kerascnn study`.
+
+Plain data, no Keras: each preset is a baseline (options of `fit`) and its
+variants (a label and the options each changes). Options given with
+`--preset` (`--epochs`, `--train-size`, `--seeds`, ...) override the
+baseline, for a quick look.
+"""
+
+from kerascnn.config import OptionError, spell
+
+LENET_ABLATION = {
+    "baseline": dict(arch="lenet", dataset="fashion_mnist", activation="sigmoid", pool="avg", kernel=5,
+                     channels=(6, 16), batchnorm=False, optimizer="adamw", lr=1e-3, beta1=0.9, beta2=0.999,
+                     weight_decay=0.01, batch_size=256, epochs=10),
+    "variants": [("baseline (sigmoid, avg pooling)", {}),
+                 ("ReLU", {"activation": "relu"}),
+                 ("BN after each sigmoid", {"batchnorm": True}),
+                 ("kernel 7", {"kernel": 7}),
+                 ("channels 16/32", {"channels": (16, 32)}),
+                 ("max pooling", {"pool": "max"}),
+                 ("L2 5e-4", {"l2": 5e-4})],
+    "about": "LeNet on Fashion-MNIST, one change at a time (the report's framework: AdamW, weight decay 0.01)",
+}
+
+LENET5_MNIST = {
+    # LeNet-5 as the report modernised it: 28x28 digits padded to 32x32, a valid C1 (28x28x6).
+    "baseline": dict(arch="lenet", dataset="mnist", activation="relu", pool="max", padding="valid", image_size=32,
+                     resize="pad", optimizer="adam", lr=1e-3, batch_size=200, schedule="exponential",
+                     decay_rate=0.8, decay_after=10, epochs=40, val_size=1000, sampling="sequential"),
+    "variants": [("LeNet-5 (sequential, lr x0.8 after epoch 10)", {}),
+                 ("bootstrap sampling", {"sampling": "bootstrap"}),
+                 ("no decay", {"schedule": "constant"})],
+    "about": "the modernised LeNet-5 on MNIST (the report: 99.22% test accuracy), and its two comparisons",
+}
+
+OPTIMIZER_ARCHS = ("lenet", "alexnet", "resnet18", "mobilenet", "vgg16")
+OPTIMIZERS = {
+    "baseline": dict(dataset="mnist", lr=0.01, momentum=0.9, epochs=10),
+    "variants": [(f"{arch} {label}", {"arch": arch, "optimizer": optimizer}) for arch in OPTIMIZER_ARCHS
+                 for optimizer, label in (("momentum", "SGD+momentum"), ("adagrad", "AdaGrad"))],
+    "about": "SGD with momentum 0.9 against AdaGrad at lr 0.01, across five families on MNIST",
+}
+
+MODERN_CNNS = {
+    # No image size: the families' textbook sizes with a GPU (224; 96 for GoogLeNet and ResNet-18), their
+    # smallest valid sizes on a CPU (fit says so in one line).
+    "baseline": dict(dataset="fashion_mnist", epochs=3),
+    "variants": [(arch, {"arch": arch}) for arch in ("vgg11", "nin", "googlenet", "resnet18")],
+    "about": "VGG-11, NiN, GoogLeNet and ResNet-18 on Fashion-MNIST, 3 epochs",
+}
+
+PRESETS = {"lenet-ablation": LENET_ABLATION, "lenet5-mnist": LENET5_MNIST, "optimizers": OPTIMIZERS,
+           "modern-cnns": MODERN_CNNS}
+
+
+def preset_study(name):
+    """(name, baseline, variants) of a preset."""
+    from kerascnn.study import Variant
+
+    if name not in PRESETS:
+        raise OptionError(f"{spell('preset')}: unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    return name, dict(preset["baseline"]), tuple(Variant(label, dict(options))
+                                                 for label, options in preset["variants"])
