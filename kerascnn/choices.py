@@ -51,6 +51,8 @@ DISTRIBUTE = ("mirrored", "data-parallel")
 BACKENDS = ("tensorflow", "jax", "torch")
 POOLS = ("avg", "max")
 INITS = ("glorot", "he")
+PADDINGS = ("same", "valid")  # LeNet's conv1: "valid" is the paper's LeNet-5 (32x32 in, 28x28 after C1)
+RESIZE_MODES = ("resize", "pad")  # how images reach the size a model takes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +78,8 @@ class Family:
 _CONV = {"activation": "relu", "pool": "max", "batchnorm": False, "init": "glorot", "width": 1.0}
 FAMILIES = {f.name: f for f in (
     Family("lenet", None, 12, {"activation": "sigmoid", "pool": "avg", "kernel": 5, "channels": (6, 16),
-                               "batchnorm": False, "init": "glorot", "dense_units": (120, 84)}, batch_size=256),
+                               "batchnorm": False, "padding": "same", "init": "glorot", "dense_units": (120, 84)},
+           batch_size=256),
     Family("alexnet", 224, 63, {**_CONV, "dense_units": 4096, "dropout": 0.5}),
     # VGG and GoogLeNet start as torchvision starts them (He normal, fan-out) and at a lower rate: with
     # Glorot and 1e-3 VGG-16 stays at chance; docs/zoo.md has the measurements (benchmarks/defaults.py).

@@ -373,6 +373,20 @@ def study(ctx, study_file, preset, vary, ablate, seeds, shard, output, name, **o
     run_study(spec, output, shard=shard, echo=click.echo)
 
 
+@cli.command()
+@backend_option
+@click.argument("path", type=click.Path())
+def report(path):
+    """Rebuild a study's results (results.csv, results.md, curves.png,
+    accuracy.png, report.html) from what its folder holds, or write
+    <name>.report.html beside a single run (its model file, or its folder)."""
+    from kerascnn.report import write_report
+
+    start_quietly()
+    for written in write_report(path):
+        click.echo(f"wrote {written}")
+
+
 def main(argv=None):
     """The console script."""
     cli.main(args=argv, prog_name="kerascnn")

@@ -541,7 +541,7 @@ def _toml():
 def mismatches(saved, current):
     """The options (as the user spells them) a resumed run does not share
     with the run it continues; both arguments are run records."""
-    saved = upgrade(saved)
+    saved, current = upgrade(saved), _with_added(current)
     differ = []
     for name, field in FIELDS.items():
         key = "input_shape" if name == "image_size" else name

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascnn.choices import DATASETS, SAMPLINGS
+from kerascnn.choices import DATASETS, RESIZE_MODES, SAMPLINGS
 from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 
@@ -417,13 +417,13 @@ def _tfds_prepared(builder):
         absl.setLevel(level)
 
 
-RESIZE_MODES = ("resize", "pad")
-
-
 def scale_and_resize(images, *, size, resize="resize"):
     """uint8 images to float32 in [0, 1], fitted to size (height, width):
-    resized (antialiased when shrinking), or padded when `resize="pad"` and
-    the target is larger."""
+    resized (antialiased when shrinking), or, when `resize="pad"` and the
+    target is larger, centred on a border of zeros. The padding comes before
+    normalization, so the border is pixel value 0 (MNIST's background, as
+    LeNet-5 padded its 28x28 digits to 32x32) and is normalized like any
+    black pixel, to -mean/std."""
     import tensorflow as tf
 
     height, width = size

@@ -52,7 +52,7 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     check_fits(run, data, model.output_shape[-1])
     mean, std = run.stats_for(data)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
-                         batch_size=batch_size)
+                         batch_size=batch_size, resize=run.resize)
     logits = model.predict(test, verbose=0)
     y_true, y_pred = data.y_test, logits.argmax(axis=1)
     loss = float(np.mean(_cross_entropy(logits, y_true, from_logits=_outputs_logits(model))))

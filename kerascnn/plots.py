@@ -1,5 +1,6 @@
 """Figures that explain a model: kernels, feature maps, training curves,
-compared runs, the confusion matrix and how layers changed over training.
+compared runs, a study's variants over seeds, the confusion matrix and how
+layers changed over training.
 
 Every function returns a matplotlib Figure built with the object API (no
 pyplot state), so it renders on a machine without a screen and shows inline
@@ -144,6 +145,75 @@ def plot_comparison(runs, title="training curves compared"):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle(title)
+    return fig
+
+
+def seed_spread(values):
+    """(mean, sample std with ddof=1) of per-seed values; std None for one seed."""
+    values = np.asarray(values, dtype=float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else None
+
+
+def _mean_curve(histories, key):
+    """Epochs, mean and std over the seeds' history rows that have `key`, per epoch."""
+    by_epoch = {}
+    for rows in histories:
+        for r in rows:
+            if r.get(key) is not None:
+                by_epoch.setdefault(r["epoch"], []).append(r[key])
+    epochs = sorted(by_epoch)
+    stats = [seed_spread(by_epoch[e]) for e in epochs]
+    return epochs, np.array([m for m, _ in stats]), np.array([s or 0.0 for _, s in stats])
+
+
+def plot_study_curves(variants, title="training curves, mean over seeds"):
+    """The curves of a study's variants overlaid, one colour per variant:
+    `variants` is a list of (label, [history rows of each seed]). Panels:
+    loss (train solid, validation dashed), training accuracy, validation
+    accuracy; each line the mean over seeds, the band ± one std (2+ seeds)."""
+    fig = _figure(15, 4.4)
+    ax_loss, ax_train, ax_val = fig.subplots(1, 3)
+    for n, (label, histories) in enumerate(variants):
+        color = f"C{n % 10}"
+        for ax, key, style in ((ax_loss, "loss", "-"), (ax_loss, "val_loss", "--"),
+                               (ax_train, "accuracy", "-"), (ax_val, "val_accuracy", "-")):
+            epochs, mean, std = _mean_curve(histories, key)
+            if not epochs:
+                continue
+            ax.plot(epochs, mean, style, color=color, marker="o", markersize=3,
+                    label=label if key in ("loss", "accuracy") else None)
+            if len(histories) > 1 and key != "val_loss":
+                ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
+    for ax, name in ((ax_loss, "loss (train solid, validation dashed)"), (ax_train, "training accuracy"),
+                     (ax_val, "validation accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+    ax_train.legend(fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_seed_accuracy(variants, title="test accuracy over seeds"):
+    """Test accuracy per variant: every seed's point, and the mean with a
+    bar of ± one sample std (2+ seeds). `variants` is a list of (label,
+    [test accuracy of each seed]); a variant without any is left empty."""
+    fig = _figure(max(5.0, 1.1 * len(variants) + 2), 4.4)
+    ax = fig.subplots()
+    for n, (label, accuracies) in enumerate(variants):
+        if not accuracies:
+            continue
+        color = f"C{n % 10}"
+        offsets = np.linspace(-0.15, 0.15, len(accuracies)) if len(accuracies) > 1 else [0.0]
+        ax.scatter(n + np.asarray(offsets), accuracies, color=color, alpha=0.6, s=22, zorder=3)
+        mean, std = seed_spread(accuracies)
+        ax.errorbar(n + 0.3, mean, yerr=std, fmt="D", color=color, capsize=5, markersize=6, zorder=4)
+        ax.annotate(f"{mean:.4f}", (n + 0.38, mean), fontsize=8, va="center")
+    ax.set_xticks(range(len(variants)), [label for label, _ in variants], rotation=25, ha="right")
+    ax.set_xlim(-0.6, len(variants) - 0.1)
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(f"{title} (dots: seeds; diamond: mean ± sample std)")
     return fig
 
 

@@ -23,9 +23,10 @@ LENET_ABLATION = {
 }
 
 LENET5_MNIST = {
-    # LeNet-5 as the report modernised it: 28x28 digits padded to 32x32, a valid C1 (28x28x6).
+    # LeNet-5 as the report modernised it: 28x28 digits padded to 32x32, a valid C1 (28x28x6); "step" with
+    # decay_after 10: epochs 1-10 at lr, then x0.8 every epoch.
     "baseline": dict(arch="lenet", dataset="mnist", activation="relu", pool="max", padding="valid", image_size=32,
-                     resize="pad", optimizer="adam", lr=1e-3, batch_size=200, schedule="exponential",
+                     resize="pad", optimizer="adam", lr=1e-3, batch_size=200, schedule="step",
                      decay_rate=0.8, decay_after=10, epochs=40, val_size=1000, sampling="sequential"),
     "variants": [("LeNet-5 (sequential, lr x0.8 after epoch 10)", {}),
                  ("bootstrap sampling", {"sampling": "bootstrap"}),
@@ -53,12 +54,8 @@ PRESETS = {"lenet-ablation": LENET_ABLATION, "lenet5-mnist": LENET5_MNIST, "opti
            "modern-cnns": MODERN_CNNS}
 
 
-def preset_study(name):
-    """(name, baseline, variants) of a preset."""
-    from kerascnn.study import Variant
-
+def preset(name):
+    """(baseline, [(label, options), ...]) of a preset."""
     if name not in PRESETS:
         raise OptionError(f"{spell('preset')}: unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    preset = PRESETS[name]
-    return name, dict(preset["baseline"]), tuple(Variant(label, dict(options))
-                                                 for label, options in preset["variants"])
+    return dict(PRESETS[name]["baseline"]), [(label, dict(options)) for label, options in PRESETS[name]["variants"]]

@@ -142,6 +142,12 @@ class Run:
         its dataset, else `data`'s."""
         return self.normalization(data.name) or data.stats()
 
+    @property
+    def resize(self):
+        """How images were fitted to the model's size: "resize" or "pad" (the
+        run's `resize` option; "resize" for a bare model and older runs)."""
+        return (self.record or {}).get("resize", "resize")
+
     def model(self):
         """The Keras model (loaded once, in safe mode unless `unsafe`)."""
         if self._model is None:

@@ -187,9 +187,10 @@ def make_study(preset=None, file=None, *, vary=(), ablate=False, seeds=1, seed=0
         raise OptionError(f"give {spell('preset')} or a study file, not both")
     variants = ()
     if preset:
-        from kerascnn.presets import preset_study
+        from kerascnn.presets import preset as preset_spec
 
-        base_name, baseline, variants = preset_study(preset)
+        baseline, given = preset_spec(preset)
+        base_name, variants = preset, tuple(Variant(label, options) for label, options in given)
     elif file:
         base_name, baseline, variants = read_study_file(file)
     else:

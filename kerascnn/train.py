@@ -262,6 +262,10 @@ def resolve_settings(given, data, echo=None):
     if given.distribute:
         check_distribute(given.distribute, keras.backend.backend())
     size = resolve_image_size(given.family, given.image_size, data.image_shape[0], echo=echo)
+    if given.resize == "pad" and size < max(data.image_shape[:2]):
+        raise OptionError(f"{spell_set('resize', 'pad')} needs {spell('image_size')} at least the data's "
+                          f"{data.image_shape[0]}x{data.image_shape[1]}, got {size}; pad only enlarges, "
+                          f"{spell_set('resize', 'resize')} shrinks")
     accelerator = accelerator_available()
     if given.mixed_precision and not accelerator and echo:
         echo(f"warning: {spell('mixed_precision')} needs a GPU; training in float32 on this CPU")
@@ -412,7 +416,7 @@ def eval_pipeline(settings, data, x, y):
     """Batches of `x, y` preprocessed as the run's model takes them, in order."""
     mean, std = data.stats()
     return make_pipeline(x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]),
-                         mean=mean, std=std, batch_size=settings.batch_size)
+                         mean=mean, std=std, batch_size=settings.batch_size, resize=settings.resize)
 
 
 def train(model, settings, run, data, callbacks, verbose):
@@ -427,7 +431,7 @@ def train(model, settings, run, data, callbacks, verbose):
     batches, steps = make_training_pipeline(
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=run.initial_epoch,
-        seed=settings.seed, sampling=settings.sampling,
+        seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
         augment=Augmenter(settings.augment, size) if settings.augment else None)
     extra = []
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).

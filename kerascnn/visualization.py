@@ -111,7 +111,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     if kernels is not None:
         figures[f"{layer}.kernels.png"] = plots.plot_kernels(kernels, layer, depthwise=is_depthwise(target))
     batch = make_pipeline(data.x_test[index:index + 1], data.y_test[index:index + 1],
-                          input_shape=model.input_shape[1:], mean=mean, std=std, batch_size=1)
+                          input_shape=model.input_shape[1:], mean=mean, std=std, batch_size=1, resize=run.resize)
     (maps,) = layer_activations(model, [layer], next(iter(batch))[0])
     figures[f"{layer}.maps.{index}.png"] = plots.plot_feature_maps(
         maps[0], data.x_test[index], title=f"{run.model_path.name}: {layer} feature maps {tuple(maps.shape[1:])}",

@@ -38,6 +38,7 @@ def test_registry_is_the_table():
 def test_defaults_for_help_texts():
     assert choices.family_defaults("activation") == "lenet: sigmoid, mobilenet: relu6, others: relu"
     assert choices.family_defaults("kernel") == "5 (lenet only)"
+    assert choices.family_defaults("padding") == "same (lenet only)"
     assert choices.family_defaults(None, "batch_size") == \
         "lenet: 256, nin: 32, googlenet: 32, mobilenet: 32, others: 64"
 

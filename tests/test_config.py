@@ -47,6 +47,9 @@ def test_defaults_and_types():
     ({"decay_rate": 0}, r"decay_rate must be in \(0, 1\]"),
     ({"dropout": 1, "arch": "vgg11"}, r"dropout must be in \[0, 1\)"),
     ({"arch": "vgg11", "kernel": 5}, "vgg11 does not take kernel; its options are: activation, pool"),
+    ({"arch": "vgg11", "padding": "valid"}, "vgg11 does not take padding; its options are: activation, pool"),
+    ({"padding": "full"}, "padding: unknown padding 'full'; choose one of: same, valid"),
+    ({"resize": "crop"}, "resize: unknown resize mode 'crop'; choose one of: resize, pad"),
     ({"arch": "lenet", "dense_units": 100}, "lenet has 2 dense layers, got 1 widths"),
     ({"arch": "nin", "image_size": 64}, "nin needs images of at least 67x67; image_size 64 is too small"),
     ({"name": "../x"}, "name must be a plain file name"),
@@ -193,6 +196,8 @@ def to_format_1(record):
     for k in ("activation", "pool", "kernel", "channels", "batchnorm", "width", "dense_units", "dropout",
               "depth_multiplier"):
         old.pop(k)
+    for k in ("padding", "resize"):  # came later still
+        old.pop(k, None)
     old["weight_decay"] = record["given"]["weight_decay"]
     old["lr"] = float(np.float32(record["lr"]))
     return old
@@ -211,6 +216,7 @@ def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp
     io.update_state(folder / "lenet.last.keras", config=to_format_1(state["config"]))
 
     assert upgrade(old)["weight_decay"] == 0.004 and upgrade(old)["activation"] == "relu"
+    assert (upgrade(old)["padding"], upgrade(old)["resize"]) == ("same", "resize")
     assert mismatches(old, record) == []
     assert evaluate(folder / "lenet.keras", output=tmp_path / "eval").accuracy == \
         pytest.approx(trained_run.test_accuracy, abs=1e-6)
@@ -235,6 +241,17 @@ def test_resume_names_what_differs():
             ["--activation", "--image-size", "--batch-size"]
 
 
+def test_runs_saved_before_padding_and_resize_resume_as_same_and_resize():
+    """A format-2 record from before --padding and --resize: its run had LeNet's same padding and resized."""
+    saved = {"arch": "lenet", "format": FORMAT, "given": {}, "input_shape": [28, 28, 1]}
+    current = {**saved, "padding": "same", "resize": "resize"}
+    assert (upgrade(saved)["padding"], upgrade(saved)["resize"]) == ("same", "resize")
+    assert "padding" not in upgrade({**saved, "arch": "vgg11"})  # vgg11 has no such option
+    assert mismatches(saved, current) == []
+    with cli_spelling():
+        assert mismatches(saved, {**current, "padding": "valid", "resize": "pad"}) == ["--padding", "--resize"]
+
+
 ERRORS = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
@@ -256,6 +273,11 @@ ERRORS = textwrap.dedent("""
     (("fit", "--config", "no/such.run.json"), 2, "error: --config: no configuration file at no/such.run.json"),
     (("evaluate", "no/such.keras"), 1, "error: no model file at no/such.keras"),
     (("summary", "--arch", "vgg11", "--kernel", "3"), 2, "error: vgg11 does not take --kernel"),
+    (("fit", "--arch", "vgg11", "--padding", "valid"), 2, "error: vgg11 does not take --padding; its options are: "
+                                                          "--activation, --pool, --batchnorm, --init, --width, "
+                                                          "--dense-units, --dropout"),
+    (("fit", "--padding", "full"), 2, "error: --padding: unknown padding 'full'; choose one of: same, valid"),
+    (("fit", "--resize", "crop"), 2, "error: --resize: unknown resize mode 'crop'; choose one of: resize, pad"),
 ])
 def test_option_errors_answer_without_tensorflow(args, code, message, tmp_path):
     """Must show: one line, the right exit code, and TensorFlow never imported."""

@@ -41,6 +41,35 @@ def test_lenet_textbook_shapes_and_names():
 
 
 @pytest.mark.core
+def test_lenet5_valid_conv1_on_32x32_is_the_papers():
+    model = build_lenet("relu", "max", padding="valid", input_shape=(32, 32, 1))
+    names = [layer.name for layer in model.layers]
+    assert names == ["input", "conv1", "pool1", "conv2", "pool2", "flatten", "fc1", "fc2", "logits"]
+    shapes = {n: model.get_layer(n).output.shape[1:] for n in names[1:5]}
+    assert shapes == {"conv1": (28, 28, 6), "pool1": (14, 14, 6), "conv2": (10, 10, 16), "pool2": (5, 5, 16)}
+    assert model.get_layer("flatten").output.shape[1:] == (400,)
+    # conv1 (5*5*1+1)*6, conv2 (5*5*6+1)*16, fc1 (400+1)*120, fc2 (120+1)*84, logits (84+1)*10
+    assert [model.get_layer(n).count_params() for n in ("conv1", "conv2", "fc1", "fc2", "logits")] == \
+        [156, 2416, 48120, 10164, 850]
+    assert model.count_params() == 61706
+    counts = parameter_counts(model)
+    assert (counts["encoder"]["total"], counts["head"]["total"]) == (2572, 59134)
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("padding, size, ok", [("same", 12, True), ("valid", 16, True), ("valid", 15, False),
+                                               ("valid", 28, True)])
+def test_kernel_fit_check_counts_a_valid_conv1(padding, size, ok):
+    if ok:
+        model = build_lenet(padding=padding, input_shape=(size, size, 1))
+        assert model.get_layer("conv2").output.shape[1] >= 2
+    else:
+        with pytest.raises(KerasCNNError, match="kernel 5 does not fit a 15x15 input in LeNet with padding valid: "
+                                                "conv2 would leave 1x1; .* at least 16x16"):
+            build_lenet(padding=padding, input_shape=(size, size, 1))
+
+
+@pytest.mark.core
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 1), (28, 28, 3), (32, 32, 3)])
 @pytest.mark.parametrize("kernel", [5, 7, 11])
 def test_lenet_inputs_and_kernels(input_shape, kernel):
@@ -88,6 +117,7 @@ def test_include_top_false_is_the_encoder():
     ({"kernel": 4}, "odd"),
     ({"kernel": 15}, "does not fit"),
     ({"pool": "median"}, "pool must be one of"),
+    ({"padding": "full"}, "padding must be one of same, valid, got 'full'"),
     ({"channels": (6,)}, "two positive widths"),
     ({"input_shape": (28, 28, 2)}, "1- or 3-channel"),
     ({"num_classes": 1}, "at least 2"),

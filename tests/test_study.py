@@ -119,7 +119,7 @@ def test_presets_expand_to_the_runs_described():
     assert (c.dataset, c.activation, c.pool, c.padding, c.image_size, c.resize) == (
         "mnist", "relu", "max", "valid", 32, "pad")
     assert (c.optimizer, c.lr, c.batch_size, c.schedule, c.decay_rate, c.decay_after, c.epochs, c.val_size,
-            c.sampling) == ("adam", 1e-3, 200, "exponential", 0.8, 10, 40, 1000, "sequential")
+            c.sampling) == ("adam", 1e-3, 200, "step", 0.8, 10, 40, 1000, "sequential")
     assert [v.options for v in s.variants[1:]] == [{"sampling": "bootstrap"}, {"schedule": "constant"}]
 
     s = make_study("optimizers")

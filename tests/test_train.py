@@ -87,6 +87,7 @@ def test_failed_run_leaves_saved_model_untouched(trained_run, tmp_path, monkeypa
     ({"name": "../x"}, "plain file name"),
     ({"kernel": 6}, "odd"),
     ({"val_size": 2000}, "leaves no training images"),
+    ({"resize": "pad", "image_size": 24}, "resize='pad' needs image_size at least the data's 28x28, got 24"),
 ])
 def test_bad_settings_fail_before_writing(tmp_path, kwargs, message):
     kwargs = {"arch": "lenet", "dataset": "digits", "epochs": 1, "output": tmp_path / "o", "verbose": 0, **kwargs}
@@ -272,6 +273,66 @@ def test_resume_refuses_other_options_and_missing_checkpoint(tmp_path):
     # a finished run can be extended by more epochs
     r = fit(**{**RUN, "epochs": 2, "augment": None}, output=tmp_path, resume=True)
     assert [row["epoch"] for row in r.history] == [1, 2] and r.config["resumed_from"] == 1
+
+
+def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_path, monkeypatch):
+    """Must show (issue 16, lenet5-mnist): `fit --image-size 32 --resize pad --padding valid` pads the 28x28
+    digits with black (normalized to -mean/std) in training and evaluation, and evaluate and visualize pad too."""
+    from click.testing import CliRunner
+
+    from kerascnn import data as data_module, train as train_module
+    from kerascnn.cli import cli
+    from kerascnn.config import FitConfig
+    from kerascnn.run import Run
+    from kerascnn.train import eval_pipeline
+
+    calls = []
+
+    def spy(name, real):
+        def pipeline(*args, **kwargs):
+            calls.append((name, kwargs.get("resize")))
+            return real(*args, **kwargs)
+        return pipeline
+
+    for module, name in ((data_module, "make_pipeline"), (data_module, "make_training_pipeline"),
+                         (train_module, "make_pipeline")):
+        monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
+    out = tmp_path / "runs"
+    runner = CliRunner()
+    result = runner.invoke(cli, ["fit", "--dataset", "digits", "--image-size", "32", "--resize", "pad", "--padding",
+                                 "valid", "--activation", "relu", "--pool", "max", "--epochs", "1", "--train-size",
+                                 "128", "-b", "64", "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "lenet on digits at 32x32 (padded)" in result.output
+    record = json.loads((out / "lenet.run.json").read_text())
+    assert (record["resize"], record["padding"], record["input_shape"]) == ("pad", "valid", [32, 32, 1])
+    assert record["given"]["resize"] == "pad" and record["model_options"]["padding"] == "valid"
+    replayed = FitConfig.from_file(out / "lenet.run.json")
+    assert (replayed.padding, replayed.resize, replayed.image_size) == ("valid", "pad", 32)
+    with pytest.raises(KerasCNNError, match="differs from the run in .* in: padding, resize; repeat"):
+        fit(replayed.replace(padding=None, resize="resize", epochs=2, resume=True), verbose=0)
+    run = Run.load(out / "lenet.keras")
+    assert (run.resize, run.settings.resize, run.settings.padding) == ("pad", "pad", "valid")
+    assert run.model().get_layer("conv1").output.shape[1:] == (28, 28, 6)
+
+    data = load_dataset("digits", train_size=128)  # as fit split it: the record's mean and std
+    x = next(iter(eval_pipeline(run.settings, data, data.x_test[:8], data.y_test[:8])))[0].numpy()
+    black = (0 - record["mean"][0]) / record["std"][0]
+    assert x.shape == (8, 32, 32, 1)
+    ring = np.concatenate([x[:, :2].ravel(), x[:, -2:].ravel(), x[:, :, :2].ravel(), x[:, :, -2:].ravel()])
+    np.testing.assert_allclose(ring, black, rtol=1e-6)
+    np.testing.assert_allclose(x[:, 2:30, 2:30, 0], (data.x_test[:8, ..., 0] / 255 - record["mean"][0])
+                               / record["std"][0], rtol=1e-5, atol=1e-5)
+
+    assert runner.invoke(cli, ["evaluate", str(out / "lenet.keras")]).exit_code == 0
+    metrics = json.loads((out / "lenet.metrics.json").read_text())
+    assert metrics["loss"] == pytest.approx(record["test_loss"], rel=1e-4)
+    result = runner.invoke(cli, ["visualize", "--model", str(out / "lenet.keras")])
+    assert result.exit_code == 0 and (out / "lenet.conv1.maps.0.png").exists(), result.output
+    assert {name for name, _ in calls} == {"make_pipeline", "make_training_pipeline"}
+    assert [resize for _, resize in calls] == ["pad"] * len(calls)
+    result = runner.invoke(cli, ["layers", "--arch", "lenet", "--image-size", "32", "--padding", "valid"])
+    assert result.exit_code == 0 and "(None, 28, 28, 6)" in result.output, result.output
 
 
 @pytest.mark.slow
