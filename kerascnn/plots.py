@@ -171,6 +171,8 @@ def plot_study_curves(variants, title="training curves, mean over seeds"):
     `variants` is a list of (label, [history rows of each seed]). Panels:
     loss (train solid, validation dashed), training accuracy, validation
     accuracy; each line the mean over seeds, the band ± one std (2+ seeds)."""
+    from matplotlib.ticker import MaxNLocator
+
     fig = _figure(15, 4.4)
     ax_loss, ax_train, ax_val = fig.subplots(1, 3)
     for n, (label, histories) in enumerate(variants):
@@ -186,6 +188,7 @@ def plot_study_curves(variants, title="training curves, mean over seeds"):
                 ax.fill_between(epochs, mean - std, mean + std, color=color, alpha=0.15, linewidth=0)
     for ax, name in ((ax_loss, "loss (train solid, validation dashed)"), (ax_train, "training accuracy"),
                      (ax_val, "validation accuracy")):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)

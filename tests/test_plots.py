@@ -70,3 +70,34 @@ def test_evolution_plots_pick_at_most_eight_epochs(tmp_path):
     fig = plots.plot_kernel_evolution(records, "conv1", title="kernels")
     assert fig.axes[0].get_ylabel() == "epoch 0" and fig.axes[-4].get_ylabel() == "epoch 11"
     drawn(fig, tmp_path / "ke.png")
+
+
+def test_seed_spread_is_the_sample_std():
+    mean, std = plots.seed_spread([0.8, 0.9, 0.85])
+    assert mean == pytest.approx(0.85) and std == pytest.approx(0.05)  # ddof=1: sqrt(0.005 / 2)
+    assert plots.seed_spread([0.5]) == (0.5, None)
+
+
+def test_study_curves_are_the_mean_over_seeds(tmp_path):
+    lower = [{**r, "accuracy": r["accuracy"] - 0.1} for r in HISTORY]
+    fig = plots.plot_study_curves([("a", [HISTORY, lower]), ("b", [HISTORY[:3]])])
+    drawn(fig, tmp_path / "curves.png")
+    loss, train, val = fig.axes
+    assert [ax.get_title() for ax in fig.axes] == ["loss (train solid, validation dashed)", "training accuracy",
+                                                   "validation accuracy"]
+    np.testing.assert_allclose(train.lines[0].get_ydata(), [r["accuracy"] - 0.05 for r in HISTORY])
+    assert list(train.lines[1].get_xdata()) == [1, 2, 3]
+    assert len(loss.lines) == 4 and len(val.lines) == 2  # train and validation loss of each variant
+    assert [t.get_text() for t in train.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_seed_accuracy_shows_every_seed_and_the_mean(tmp_path):
+    fig = plots.plot_seed_accuracy([("a", [0.8, 0.9, 0.85]), ("none yet", []), ("c", [0.7])])
+    drawn(fig, tmp_path / "accuracy.png")
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "none yet", "c"]
+    points = [sorted(c.get_offsets()[:, 1]) for c in ax.collections if len(c.get_offsets()) > 0
+              and type(c).__name__ == "PathCollection"]
+    assert points == [pytest.approx([0.8, 0.85, 0.9]), pytest.approx([0.7])]
+    means = [line.get_ydata()[0] for line in ax.lines if line.get_marker() == "D"]
+    assert means == pytest.approx([0.85, 0.7])
