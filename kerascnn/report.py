@@ -340,14 +340,16 @@ def write_run_report(run):
 
 
 def write_report(path):
-    """`kerascnn report PATH`: a study folder (with study.json) gets its
-    results (write_results); a run (its model file, or a folder holding one
+    """`kerascnn report PATH`: a study folder (with study.json, or that file
+    itself) gets its results (write_results); a run (its model file, or a folder holding one
     run) its `<stem>.report.html`. Returns the paths written."""
     path = Path(path)
     if not path.exists():
         raise KerasCNNError(f"no study folder or run at {path}")
     if path.is_dir() and (path / STUDY_FILE).is_file():
         return write_results(path)
+    if path.name == STUDY_FILE and path.is_file():
+        return write_results(path.parent)
     return [write_run_report(Run.load(_run_model(path)))]
 
 

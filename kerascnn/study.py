@@ -275,6 +275,20 @@ def run_one(study, folder, run, *, verbose=0):
         return e
 
 
+def cpu_sizes(study):
+    """One line, when no GPU is visible, naming the variants that train at
+    their family's smallest size instead of the textbook one (None if none)."""
+    from kerascnn.train import accelerator_available
+
+    configs = [study.config(v, study.seeds[0]) for v in study.variants]
+    small = {c.arch: c.family for c in configs if c.image_size is None and c.family.default_size is not None}
+    if not small or accelerator_available():
+        return None
+    return (f"no GPU visible: {', '.join(small)} train at their smallest sizes "
+            f"({', '.join(str(f.min_size) for f in small.values())}), not their textbook ones "
+            f"({', '.join(str(f.default_size) for f in small.values())}); {spell('image_size')} N to insist")
+
+
 def _eta(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -293,6 +307,9 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
     if echo:
         echo(f"study {study.name}: {len(study.variants)} variants x {len(study.seeds)} seeds = "
              f"{len(study.runs())} runs in {folder}/; {len(runs) - len(todo)} done, {len(todo)} to run")
+        said = cpu_sizes(study) if todo else None
+        if said:
+            echo(said)
     started = time.perf_counter()
     for i, run in enumerate(todo, start=1):
         result = run_one(study, folder, run, verbose=verbose)

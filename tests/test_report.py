@@ -301,10 +301,11 @@ def cli(*args):
 
 
 def test_report_command_on_a_study_folder(study):
-    result = cli("report", study)
-    assert result.exit_code == 0, result.output
-    assert result.output.splitlines() == [f"wrote {study / name}" for name in
-                                          ("results.csv", "results.md", "curves.png", "accuracy.png", "report.html")]
+    for target in (study, study / "study.json"):
+        result = cli("report", target)
+        assert result.exit_code == 0, result.output
+        assert result.output.splitlines() == [f"wrote {study / name}" for name in (
+            "results.csv", "results.md", "curves.png", "accuracy.png", "report.html")]
 
 
 def test_report_command_on_a_single_run(study):
@@ -325,7 +326,7 @@ def test_report_command_on_a_single_run(study):
     ("nowhere", "no study folder or run at"),
     ("runs", r"holds neither a study \(study.json\) nor a finished run"),
     ("runs/wide-s0", r"the run in .*wide-s0 failed: wide broke \(on purpose\)$"),
-    ("study.json", "is not a .keras model file"),
+    ("runs/baseline-s0/baseline.run.json", "is not a .keras model file"),
 ])
 def test_report_command_says_what_is_wrong_in_one_line(built_study, where, message):
     result = cli("report", built_study / where)

@@ -228,3 +228,16 @@ def test_importing_the_study_modules_loads_no_keras():
 
     code = "import sys, kerascnn.study, kerascnn.presets; print(any(m in sys.modules for m in ('keras', 'tensorflow')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_on_a_cpu_a_study_says_which_families_train_small():
+    from kerascnn.study import cpu_sizes
+    from kerascnn.train import accelerator_available
+
+    if accelerator_available():
+        pytest.skip("an accelerator is visible: the families train at their textbook sizes")
+    assert cpu_sizes(make_study("modern-cnns")) == (
+        "no GPU visible: vgg11, nin, googlenet, resnet18 train at their smallest sizes (32, 67, 32, 32), not their "
+        "textbook ones (224, 224, 96, 96); image_size N to insist")
+    assert cpu_sizes(make_study("modern-cnns", image_size=64)) is None
+    assert cpu_sizes(make_study("lenet-ablation")) is None
