@@ -239,5 +239,5 @@ def test_on_a_cpu_a_study_says_which_families_train_small():
     assert cpu_sizes(make_study("modern-cnns")) == (
         "no GPU visible: vgg11, nin, googlenet, resnet18 train at their smallest sizes (32, 67, 32, 32), not their "
         "textbook ones (224, 224, 96, 96); image_size N to insist")
-    assert cpu_sizes(make_study("modern-cnns", image_size=64)) is None
+    assert cpu_sizes(make_study("modern-cnns", image_size=96)) is None
     assert cpu_sizes(make_study("lenet-ablation")) is None
