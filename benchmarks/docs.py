@@ -153,6 +153,17 @@ def cli_no_data(s):
         s.env = saved
 
 
+@entry("cli-study", "cli.md")
+def cli_study(s):
+    text = s.run("kerascnn study --vary activation=sigmoid,relu --vary pool=avg,max --ablate --dataset digits "
+                 "--epochs 5 -b 32 --seeds 3 --name pools")
+    table = (s.work / "saved_models" / "pools" / "results.md").read_text().strip()
+    again = s.run("kerascnn study --vary activation=sigmoid,relu --vary pool=avg,max --ablate --dataset digits "
+                  "--epochs 5 -b 32 --seeds 3 --name pools", lines=slice(0, 1))
+    report = s.run("kerascnn report saved_models/pools")
+    return block(text) + "\n\n`results.md`:\n\n" + table + "\n\nThe same command again:\n\n" + block(again, report)
+
+
 @entry("training-by-epoch", "training.md")
 def training_by_epoch(s):
     fit = ("kerascnn fit --arch lenet --activation relu --pool max --dataset digits --epochs 10 -b 32 "
