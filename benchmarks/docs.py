@@ -157,7 +157,7 @@ def cli_no_data(s):
 def cli_study(s):
     text = s.run("kerascnn study --vary activation=sigmoid,relu --vary pool=avg,max --ablate --dataset digits "
                  "--epochs 5 -b 32 --seeds 3 --name pools")
-    table = (s.work / "saved_models" / "pools" / "results.md").read_text().strip()
+    table = without_title(s.work / "saved_models" / "pools" / "results.md")
     again = s.run("kerascnn study --vary activation=sigmoid,relu --vary pool=avg,max --ablate --dataset digits "
                   "--epochs 5 -b 32 --seeds 3 --name pools", lines=slice(0, 1))
     report = s.run("kerascnn report saved_models/pools")
@@ -376,13 +376,18 @@ def reliability_fuzz(s):
             + "\n\n`tests/test_io.py` runs a small version of the campaign.")
 
 
+def without_title(path):
+    """A results.md without its own title line, to sit under a section of ours."""
+    return "\n".join(line for line in path.read_text().strip().splitlines() if not line.startswith("# ")).strip()
+
+
 def study_block(s, command, name, reported):
     """A study's command, its last lines, its results table and plots."""
     text = s.run(command)
     lines = text.splitlines()
     shown = "\n".join(lines[:2] + ["..."] + [x for x in lines if x.startswith("[")][-1:])
     folder = s.work / "saved_models" / name
-    table = (folder / "results.md").read_text().strip()
+    table = without_title(folder / "results.md")
     images = []
     for plot in ("curves", "accuracy"):
         target = IMAGES / f"study_{name.replace('-', '_')}.{plot}.png"
@@ -411,6 +416,9 @@ def zoo_vgg16(s):
 
 
 def machine():
+    from kerascnn.backend import start_quietly
+
+    start_quietly()
     import keras
 
     versions = [f"Python {platform.python_version()}", f"Keras {keras.__version__}"]
