@@ -252,10 +252,7 @@ class FitConfig:
         """A FitConfig from option names (keywords or --flags) and values."""
         options = {}
         for key, value in mapping.items():
-            name = str(key).lstrip("-").replace("-", "_")
-            name = {"record_layer": "record_layers", "opt": "optimizer"}.get(name, name)
-            if name not in FIELDS:
-                raise OptionError(f"{source}: unknown option {key!r}; the options are: {', '.join(FIELDS)}")
+            name = option_name(key, source)
             if FIELDS[name].metadata["replay"]:
                 options[name] = value
         return cls(**options)
@@ -268,6 +265,16 @@ class FitConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(FitConfig)}
+
+
+def option_name(key, source="the configuration"):
+    """The field an option is written as in a file or mapping (a keyword,
+    or a --flag), or an OptionError naming `source`."""
+    name = str(key).lstrip("-").replace("-", "_")
+    name = {"record_layer": "record_layers", "opt": "optimizer"}.get(name, name)
+    if name not in FIELDS:
+        raise OptionError(f"{source}: unknown option {key!r}; the options are: {', '.join(FIELDS)}")
+    return name
 
 
 def _jsonable(value):

@@ -272,6 +272,12 @@ def write_results(study_dir):
     results.md, curves.png (mean curves per variant), accuracy.png (test
     accuracy of every seed, mean ± std) and report.html (all of it, one
     self-contained file). Returns the paths written."""
+    return write_study_results(study_dir)[0]
+
+
+def write_study_results(study_dir):
+    """write_results, returning (paths written, study_rows) from one reading
+    of the runs."""
     study_dir = Path(study_dir)
     study, variants = study_variants(study_dir)
     rows = [variant_row(v) for v in variants]
@@ -290,7 +296,7 @@ def write_results(study_dir):
             paths.append(io.save_figure(figure, study_dir / file))
             images[file] = paths[-1].read_bytes()
     paths.append(io.write_text(study_dir / "report.html", study_html(study, variants, rows, note, images)))
-    return paths
+    return paths, rows
 
 
 def study_html(study, variants, rows, note, images):

@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from kerascnn import io
-from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, read_options,
-                             spell, spell_set)
+from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, option_name,
+                             read_options, spell, spell_set)
 from kerascnn.errors import KerasCNNError
 
 FORMAT = 1
@@ -165,10 +165,7 @@ def _options(mapping, source):
     their values checked; the ones a study sets per run are refused."""
     options = {}
     for key, value in mapping.items():
-        name = str(key).lstrip("-").replace("-", "_")
-        name = {"record_layer": "record_layers", "opt": "optimizer"}.get(name, name)
-        if name not in FIELDS:
-            raise OptionError(f"{source}: unknown option {key!r}; the options are: {', '.join(FIELDS)}")
+        name = option_name(key, source)
         if name in PER_RUN:
             raise OptionError(f"{source}: {key} is set by the study for each run")
         options[name] = value
@@ -322,11 +319,11 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
                  + (f"; about {_eta(left)} left" if i < len(todo) else ""))
     from kerascnn import report
 
-    paths = report.write_results(folder)
+    paths, rows = report.write_study_results(folder)
     if echo:
         for path in paths:
             echo(f"wrote {path}")
-    return report.study_rows(folder)
+    return rows
 
 
 def study(preset=None, file=None, *, output=None, shard=None, echo=print, **options):
