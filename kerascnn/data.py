@@ -228,24 +228,46 @@ def resolve_data_dir(data_dir=None):
     return Path(data_dir).expanduser() if data_dir else None
 
 
+def check_available(name, data_dir=None, *, allow_download=True):
+    """Raise the error loading `name` would raise for a missing folder or an
+    offline machine, without reading the data (a study checks once, before
+    its first run)."""
+    if _local_folder(name, data_dir) is not None or name == "digits":
+        return
+    import tensorflow_datasets as tfds
+
+    if not (allow_download and (_tfds_prepared(tfds.builder(name)) or network_available(TFDS_HOSTS[name]))):
+        raise KerasCNNError(_offline_message(name))
+
+
+def _local_folder(name, data_dir):
+    """The local folder holding `name` (None when the data comes from
+    elsewhere); a data folder that cannot hold it is an error."""
+    root = resolve_data_dir(data_dir)
+    if root is None:
+        return None
+    how = spell("data_dir") if data_dir is not None else DATA_DIR_ENV
+    if not root.exists():
+        raise KerasCNNError(f"data directory {root} does not exist; check {how}, or leave it out to use "
+                            f"the downloaded datasets")
+    if not root.is_dir():
+        raise KerasCNNError(f"data directory {root} is a file, not a folder; {how} names the folder that "
+                            f"holds {name}/")
+    folder = root / name
+    if folder.is_dir():
+        return folder
+    if data_dir is not None and name != "digits":
+        raise KerasCNNError(f"no {name}/ folder in {root}; it should hold the four IDX files or an .npz")
+    return None
+
+
 def _load_arrays(name, data_dir, allow_download):
     """(arrays, source, where, parts): the raw arrays, where they came from
     (Dataset.source), and how messages name their file and each array."""
-    root = resolve_data_dir(data_dir)
-    if root is not None:
-        how = spell("data_dir") if data_dir is not None else DATA_DIR_ENV
-        if not root.exists():
-            raise KerasCNNError(f"data directory {root} does not exist; check {how}, or leave it out to use "
-                                f"the downloaded datasets")
-        if not root.is_dir():
-            raise KerasCNNError(f"data directory {root} is a file, not a folder; {how} names the folder that "
-                                f"holds {name}/")
-        folder = root / name
-        if folder.is_dir():
-            arrays, where, parts = _read_local(folder)
-            return arrays, f"local:{folder}", where, parts
-        if data_dir is not None and name != "digits":
-            raise KerasCNNError(f"no {name}/ folder in {root}; it should hold the four IDX files or an .npz")
+    folder = _local_folder(name, data_dir)
+    if folder is not None:
+        arrays, where, parts = _read_local(folder)
+        return arrays, f"local:{folder}", where, parts
     parts = {k: k for k in IDX_FILES}
     if name == "digits":
         return load_digits_arrays(), "sklearn:digits", "scikit-learn's digits", parts

@@ -286,6 +286,16 @@ def cpu_sizes(study):
             f"({', '.join(str(f.default_size) for f in small.values())}); {spell('image_size')} N to insist")
 
 
+def check_data(study):
+    """Fail at once, before any run, when a dataset the study trains on
+    cannot be found (rather than once per run)."""
+    from kerascnn.data import check_available
+
+    for dataset, data_dir in dict.fromkeys((c.dataset, c.data_dir) for c in
+                                           (study.config(v, study.seeds[0]) for v in study.variants)):
+        check_available(dataset, data_dir)
+
+
 def _eta(seconds):
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
@@ -295,6 +305,7 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
     one line each with progress and time left; then write the results.
     Returns the rows of the results table (kerascnn.report.study_rows)."""
     folder = study_folder(study, output)
+    check_data(study)
     study = open_study(study, folder)
     runs = study.runs()
     if shard is not None:

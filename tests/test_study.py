@@ -210,6 +210,18 @@ def test_study_mistakes_on_the_command_line(args, message, tmp_path):
     assert not (tmp_path / "st").exists()
 
 
+def test_missing_data_stops_the_study_before_its_first_run(tmp_path, monkeypatch):
+    monkeypatch.delenv("KERASCNN_DATA_DIR", raising=False)
+    args = ["study", "--vary", "pool=avg,max", "--dataset", "mnist", "--output", str(tmp_path / "st")]
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(tmp_path / "nowhere")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert f"error: data directory {tmp_path / 'nowhere'} does not exist" in result.stderr
+    (tmp_path / "data").mkdir()
+    result = CliRunner().invoke(cli, [*args, "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 1 and f"no mnist/ folder in {tmp_path / 'data'}" in result.stderr
+    assert result.stdout == "" and not (tmp_path / "st").exists()
+
+
 def test_study_on_the_command_line(tmp_path):
     result = CliRunner().invoke(cli, ["study", "--vary", "activation=relu,tanh", "--dataset", "digits", "--epochs", "1",
                                       "--train-size", "128", "--seeds", "2", "--seed", "3", "--output",
