@@ -381,8 +381,9 @@ def without_title(path):
     return "\n".join(line for line in path.read_text().strip().splitlines() if not line.startswith("# ")).strip()
 
 
-def study_block(s, command, name, reported):
-    """A study's command, its last lines, its results table and plots."""
+def study_block(s, command, name, reported, screenshot=False):
+    """A study's command, its last lines, its results table and plots (and
+    a screenshot of its report.html in headless Chromium)."""
     text = s.run(command)
     lines = text.splitlines()
     shown = "\n".join(lines[:2] + ["..."] + [x for x in lines if x.startswith("[")][-1:])
@@ -393,7 +394,15 @@ def study_block(s, command, name, reported):
         target = IMAGES / f"study_{name.replace('-', '_')}.{plot}.png"
         shutil.copyfile(folder / f"{plot}.png", target)
         images.append(f"![{name} {plot}](images/{target.name})")
-    return f"{block(shown)}\n\n{table}\n\nWhat the course reports give: {reported}\n\n" + "\n\n".join(images)
+    if screenshot:
+        sys.path.insert(0, str(REPO))
+        from tests.test_report import screenshot as take
+
+        target = IMAGES / f"study_{name.replace('-', '_')}.report.png"
+        take(folder / "report.html", target, height=1600)
+        images.append(f"The top of its `report.html`, in headless Chromium:\n\n![{name} report](images/{target.name})")
+    said = f"What the course reports give: {reported}\n\n" if reported else ""
+    return f"{block(shown)}\n\n{table}\n\n{said}" + "\n\n".join(images)
 
 
 @entry("results-lenet-ablation", "results.md", long=True)
@@ -408,6 +417,17 @@ def results_lenet5_mnist(s):
     return study_block(s, "kerascnn study --preset lenet5-mnist", "lenet5-mnist",
                        "99.22% test accuracy for the modernised LeNet-5 (sequential sampling, lr x0.8 after "
                        "epoch 10).")
+
+
+@entry("results-optimizers", "results.md", long=True)
+def results_optimizers(s):
+    return study_block(s, "kerascnn study --preset optimizers --train-size 10000 --epochs 3 --seeds 2",
+                       "optimizers", None, screenshot=True)
+
+
+@entry("results-modern-cnns", "results.md", long=True)
+def results_modern_cnns(s):
+    return study_block(s, "kerascnn study --preset modern-cnns --train-size 10000 --seeds 2", "modern-cnns", None)
 
 
 @entry("zoo-vgg16", "zoo.md", long=True)

@@ -291,13 +291,14 @@ def test_every_image_of_report_html_renders_in_headless_chromium(study):
     assert fetched == []  # nothing but the page itself: it works offline
 
 
-def screenshot(page, png, width=1280):
-    """Save a full-page screenshot of an HTML file (for docs/images)."""
+def screenshot(page, png, width=1280, height=None):
+    """Save a screenshot of an HTML file (for docs/images): the whole page,
+    or its top `height` pixels."""
     browser = chromium(width)
     try:
         browser.get(Path(page).resolve().as_uri())
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(width, height + 100)
+        height = height or browser.execute_script("return document.documentElement.scrollHeight") + 100
+        browser.set_window_size(width, height)
         browser.save_screenshot(str(png))
     finally:
         browser.quit()

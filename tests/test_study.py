@@ -2,7 +2,11 @@
 one-at-a-time), study files and presets; the runner's seeds, failures,
 resuming and shards."""
 
+import csv
 import json
+import os
+import subprocess
+import sys
 import textwrap
 
 import pytest
@@ -12,6 +16,7 @@ from kerascnn.cli import cli
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
 from kerascnn.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
+from tests.conftest import REPO
 
 TINY = dict(dataset="digits", epochs=1, train_size=128, batch_size=64)
 
@@ -195,6 +200,26 @@ def test_shards_split_the_runs(tmp_path):
     assert [run_state(tmp_path, r) for r in s.runs()] == ["pending", "done", "pending", "done"]
     run_study(s, tmp_path, shard=(0, 2), echo=None)
     assert {run_state(tmp_path, r) for r in s.runs()} == {"done"}
+
+
+def test_two_shards_in_two_processes_make_one_study(tmp_path):
+    """What a SLURM job array or an indexed Kubernetes job does: N processes,
+    one study folder, `--shard I/N` each; `kerascnn report` merges."""
+    args = ["study", "--vary", "pool=avg,max", "--activation", "relu", "--dataset", "digits", "--epochs", "1",
+            "--train-size", "128", "--batch-size", "64", "--seeds", "2", "--output", str(tmp_path / "st")]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3")
+    shards = [subprocess.Popen([sys.executable, str(REPO / "cli.py"), *args, "--shard", f"{i}/2"], env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(2)]
+    outputs = [p.communicate(timeout=600) for p in shards]
+    assert [p.returncode for p in shards] == [0, 0], outputs
+    assert all(err == "" for _, err in outputs)
+    trained = sorted(line.split(": ")[0].split("] ")[1] for out, _ in outputs for line in out.splitlines()
+                     if line.startswith("["))
+    assert trained == ["pool=avg seed 0", "pool=avg seed 1", "pool=max seed 0", "pool=max seed 1"]  # each run once, by one shard
+    result = CliRunner().invoke(cli, ["report", str(tmp_path / "st")])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader((tmp_path / "st/results.csv").open()))
+    assert [(r["label"], r["runs_done"], r["runs_pending"]) for r in rows] == [("pool=avg", "2", "0"), ("pool=max", "2", "0")]
 
 
 @pytest.mark.parametrize("args, message", [
