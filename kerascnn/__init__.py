@@ -19,10 +19,14 @@ _EXPORTS = {
     "load_dataset": "kerascnn.data",
     "make_pipeline": "kerascnn.data",
     "fit": "kerascnn.train",
+    "lr_find": "kerascnn.lr_finder",
     "Run": "kerascnn.run",
     "evaluate": "kerascnn.evaluation",
     "visualize": "kerascnn.visualization",
     "compare_runs": "kerascnn.visualization",
+    "explain": "kerascnn.explanation",
+    "predict": "kerascnn.prediction",
+    "show_batch": "kerascnn.preview",
     "parameter_counts": "kerascnn.summary",
 }
 

@@ -14,17 +14,25 @@ import keras
 import numpy as np
 
 from kerascnn import io
-from kerascnn.choices import SCHEDULE_DEFAULTS, SCHEDULES
+from kerascnn.choices import EPOCH_SCHEDULES, SCHEDULE_DEFAULTS, SCHEDULES, STEP_SCHEDULES
 from kerascnn.config import OptionError, spell
 from kerascnn.errors import KerasCNNError
 
 def current_lr(model):
-    return float(np.asarray(keras.ops.convert_to_numpy(model.optimizer.learning_rate)))
+    """The learning rate of the optimizer's last step (before any, its first):
+    a plain rate as set, a per-step schedule (kerascnn.schedules) at the
+    step before its iteration counter."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)  # under a loss-scale optimizer
+    schedule = getattr(optimizer, "_learning_rate", None)
+    if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+        step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
+        return float(keras.ops.convert_to_numpy(schedule(step)))
+    return float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
 
 
 class HistoryRecorder(keras.callbacks.Callback):
     """Keeps one row per epoch: the epoch (from 1), Keras' logs, the
-    learning rate in force and the epoch's wall-clock seconds."""
+    learning rate of the epoch's last step and its wall-clock seconds."""
 
     def __init__(self):
         super().__init__()
@@ -68,9 +76,13 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
     exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
     to 0 over the epochs after `after`. Plateau is a callback, not a
-    function of the epoch."""
+    function of the epoch; onecycle a function of the step
+    (kerascnn.schedules)."""
     if name not in SCHEDULES:
         raise KerasCNNError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
+    if name in STEP_SCHEDULES:
+        raise ValueError(f"{name} is a schedule of the step, not the epoch: see kerascnn.schedules; the per-epoch "
+                         f"schedules are: {', '.join(EPOCH_SCHEDULES)}")
     default_rate, default_after = SCHEDULE_DEFAULTS[name]
     rate = default_rate if decay_rate is None else float(decay_rate)
     after = default_after if decay_after is None else int(decay_after)
@@ -138,7 +150,9 @@ class Warmup(keras.callbacks.Callback):
     (`base(epoch)`, else the rate in force when the epoch begins). Put it
     before the schedule callback: at each epoch's end it restores the
     schedule's rate, which a plateau schedule then adjusts. A function of
-    (epoch, batch), so a resumed run warms up exactly as an uninterrupted one."""
+    (epoch, batch), so a resumed run warms up exactly as an uninterrupted one.
+    A per-step schedule is warmed up by kerascnn.schedules.LinearWarmup,
+    with the same ramp."""
 
     def __init__(self, epochs, base=None):
         super().__init__()

@@ -26,7 +26,11 @@ OPTIMIZERS = tuple(DEFAULT_LR)
 # Decoupled weight decay when none is given: Keras' AdamW default; none for the others.
 DEFAULT_WEIGHT_DECAY = {"adamw": 0.004}
 
-SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
+# Schedules that set the rate at each epoch's start (callbacks), and those that are a function of the
+# optimizer's step count (kerascnn.schedules: saved inside the model, so a resumed run continues them).
+EPOCH_SCHEDULES = ("constant", "step", "exponential", "cosine", "plateau")
+STEP_SCHEDULES = ("onecycle",)
+SCHEDULES = EPOCH_SCHEDULES + STEP_SCHEDULES
 # (decay_rate, decay_after) defaults per schedule; step is the seed report's
 # "multiply the rate by 0.7 every epoch after epoch 10".
 SCHEDULE_DEFAULTS = {
@@ -35,9 +39,22 @@ SCHEDULE_DEFAULTS = {
     "exponential": (0.9, 0),
     "cosine": (None, 0),
     "plateau": (0.5, 2),
+    "onecycle": (None, None),
+}
+# One-cycle as PyTorch's OneCycleLR (cosine, two phases) with its defaults, but fastai's share of rising steps:
+# from lr / DIV_FACTOR up to lr over the first PCT_START of the steps, then down to lr / (DIV_FACTOR * FINAL_DIV).
+ONECYCLE = {"pct_start": 0.25, "div_factor": 25.0, "final_div_factor": 1e4}
+
+# How `lr_find` picks a rate from its sweep (fastai's suggestion functions steep and valley).
+LR_FIND_RULES = {
+    "steepest": "steepest descent of the smoothed loss",
+    "valley": "valley rule: within the longest descent of the smoothed loss",
 }
 
 SAMPLINGS = ("shuffle", "sequential", "bootstrap")
+
+# `kerascnn explain`: two class activation maps of a convolution, two gradients of the pixels.
+EXPLAIN_METHODS = ("gradcam", "gradcam++", "saliency", "smoothgrad")
 
 TRANSFORMS = {
     "crop": "random crop after zero padding by 1/8 of the image side (4 px at 32)",

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from kerascnn.backend import DEBUG_ENV, start_quietly, use_compilation_cache
-from kerascnn.choices import ARCH_NAMES, BACKENDS
+from kerascnn.choices import ARCH_NAMES, BACKENDS, EXPLAIN_METHODS, LR_FIND_RULES
 from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig, OptionError, cli_spelling, coerce_option, flag
 from kerascnn.errors import KerasCNNError
 from kerascnn.run import Run
@@ -183,18 +183,62 @@ def cli():
 @click.pass_context
 def fit(ctx, config_file, **options):
     """Train a model and save it with its history and run configuration."""
-    from kerascnn.train import fit as fit_run, make_config
+    from kerascnn.train import fit as fit_run
+
+    config = _given_config(ctx, config_file, options)
+    start_quietly()
+    result = fit_run(config[0], **config[1])
+    for path in result.paths:
+        click.echo(f"wrote {path}")
+
+
+def _given_config(ctx, config_file, options):
+    """(configuration, overrides) for fit's library functions: the --config
+    file and the options typed, else a FitConfig of the options; checked
+    here, so that a mistake is said before TensorFlow starts."""
+    from kerascnn.train import make_config
 
     if config_file:
         typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
         config = (Path(config_file), typed)
     else:
         config = (FitConfig(**options), {})
-    make_config(config[0], None, config[1])  # a mistake is said before TensorFlow starts
+    make_config(config[0], None, config[1])
+    return config
+
+
+LR_FIND_OPTIONS = [n for n in FIELDS if n not in ("output", "resume", "overwrite")]
+
+
+@cli.command("lr-find")
+@backend_option
+@click.option("--config", "config_file", type=click.Path(), metavar="FILE",
+              help="Take the options of a run's <name>.run.json or of a .toml/.yaml/.json file; options typed here "
+                   "override it.")
+@click.option("--start-lr", type=float, default=1e-7, show_default=True, metavar="X", help="The sweep's first rate.")
+@click.option("--end-lr", type=float, default=10.0, show_default=True, metavar="X",
+              help="Its last: the rate grows exponentially from one to the other.")
+@click.option("--steps", type=int, default=200, show_default=True, metavar="N",
+              help="Training steps (batches) of the sweep, one rate each; it stops early once the smoothed loss "
+                   "passes 4x its minimum.")
+@click.option("--suggest", type=click.Choice(tuple(LR_FIND_RULES)), default="steepest", show_default=True,
+              help="steepest: where the smoothed loss falls fastest; valley: fastai's valley rule.")
+@click.option("--output", type=click.Path(), metavar="PNG",
+              help="The plot to write [saved_models/<name>.lr_find.png, beside the run fit would save].")
+@config_options(*LR_FIND_OPTIONS)
+@click.pass_context
+def lr_find(ctx, config_file, start_lr, end_lr, steps, suggest, output, **options):
+    """Find a learning rate: train from the initial weights of the model fit
+    would train, one batch per rate while the rate grows exponentially,
+    plot the loss against the rate and suggest one. Takes fit's options
+    (the schedule and warm-up aside: the sweep sets the rate)."""
+    from kerascnn.lr_finder import check_sweep, lr_find as find_lr
+
+    check_sweep(start_lr, end_lr, steps, suggest, output)
+    config = _given_config(ctx, config_file, options)
     start_quietly()
-    result = fit_run(config[0], **config[1])
-    for path in result.paths:
-        click.echo(f"wrote {path}")
+    click.echo(find_lr(config[0], start_lr=start_lr, end_lr=end_lr, steps=steps, suggest=suggest, output=output,
+                       **config[1]))
 
 
 @cli.command()
@@ -204,22 +248,92 @@ def fit(ctx, config_file, **options):
 @config_option("data_dir")
 @click.option("-b", "--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--output", type=click.Path(), help="Folder for the PNG and JSON [the model's folder].")
+@click.option("--top-losses", type=click.IntRange(min=0), default=16, show_default=True, metavar="K",
+              help="Draw the K test images of highest loss (<stem>.top_losses.png) and list them in the "
+                   "metrics JSON; 0 for none.")
 @unsafe_option
-def evaluate(model, dataset, data_dir, batch_size, output, unsafe):
-    """Test loss and accuracy, per-class report, most-confused classes and
-    the confusion matrix of a saved model."""
+def evaluate(model, dataset, data_dir, batch_size, output, top_losses, unsafe):
+    """Test loss and accuracy, per-class report, most-confused classes, the
+    confusion matrix and the test images of highest loss of a saved model."""
     from kerascnn.evaluation import evaluate as evaluate_model
 
     run = Run.load(model, unsafe=unsafe)
     start_quietly()
-    r = evaluate_model(run, dataset, data_dir=data_dir, batch_size=batch_size, output=output)
+    r = evaluate_model(run, dataset, data_dir=data_dir, batch_size=batch_size, output=output, top_losses=top_losses)
     click.echo(f"test loss: {r.loss:.4f}  test accuracy: {r.accuracy:.4f} ({int(r.confusion.sum())} images)")
     click.echo(r.report)
     click.echo("most confused pairs:")
     for a, b, n, ab, ba in r.confused_pairs:
         click.echo(f"  {a} and {b}: {n} cases ({a} as {b}: {ab}, {b} as {a}: {ba})")
+    if r.top_losses:
+        click.echo(f"highest losses ({min(5, len(r.top_losses))} of the {len(r.top_losses)} listed):")
+    for w in r.top_losses[:5]:
+        click.echo(f"  test #{w['index']}: {w['true']} predicted as {w['predicted']} ({w['probability']:.1%}), "
+                   f"loss {w['loss']:.3f}")
     for path in r.paths:
         click.echo(f"wrote {path}")
+
+
+SHOW_BATCH_OPTIONS = ("arch", "dataset", "data_dir", "val_size", "train_size", "image_size", "resize", "augment",
+                      "sampling", "batch_size", "seed")
+
+
+@cli.command("show-batch")
+@backend_option
+@click.option("--config", "config_file", type=click.Path(), metavar="FILE",
+              help="Show the batch of a run's <name>.run.json (or of a .toml/.yaml/.json of fit's options); "
+                   "options typed here override it.")
+@config_options(*SHOW_BATCH_OPTIONS)
+@click.option("--count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Images of the batch to draw.")
+@click.option("--output", type=click.Path(), help="The PNG to write [<arch>.<dataset>.batch.png].")
+@click.pass_context
+def show_batch(ctx, config_file, count, output, **options):
+    """Draw the first training batch as the model receives it from fit's own
+    pipeline (resized, channels adapted, augmented, normalized), with the
+    normalization undone for display."""
+    from kerascnn.preview import show_batch as draw_batch
+    from kerascnn.train import make_config
+    from kerascnn.visualization import check_figure_path
+
+    if config_file:
+        typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
+        config = (Path(config_file), typed)
+    else:
+        config = (FitConfig(**options), {})
+    make_config(config[0], None, config[1])  # a mistake is said before TensorFlow starts
+    if output:
+        check_figure_path(output, "show-batch")
+    start_quietly()
+    click.echo(f"wrote {draw_batch(config[0], output=output, count=count, **config[1]).path}")
+
+
+@cli.command()
+@backend_option
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True, metavar="K",
+              help="Classes to list per image, most probable first.")
+@click.option("--invert", is_flag=True,
+              help="Invert the images first: dark digits on white paper become light on black, as in MNIST.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of {file, top: [{class, index, "
+                                                      "probability}]} instead of the table.")
+@unsafe_option
+def predict(model, images, top_k, invert, as_json, unsafe):
+    """The most probable classes of your own PNG or JPEG images (or folders
+    of them), converted as the model's training data was: channels, size
+    (the run's resize or pad), scaling and normalization."""
+    import json
+
+    from kerascnn.prediction import format_table, predict as predict_images
+
+    run = Run.load(model, unsafe=unsafe)
+    start_quietly()
+    predictions = predict_images(run, images, top_k=top_k, invert=invert)
+    if as_json:
+        click.echo(json.dumps(predictions, indent=2))
+    else:
+        click.echo("\n".join(format_table(predictions)))
 
 
 @cli.command()
@@ -246,6 +360,43 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch, uns
     else:
         r = visualize_model(run, layer, index=index, dataset=dataset, data_dir=data_dir, output=output)
     click.echo(f"model: {r.model_path}  layer: {r.layer}")
+    for path in r.paths:
+        click.echo(f"wrote {path}")
+
+
+@cli.command()
+@backend_option
+@click.argument("model", type=click.Path())
+@click.option("--method", type=click.Choice(EXPLAIN_METHODS), default="gradcam", show_default=True,
+              help="Grad-CAM or Grad-CAM++ of a convolution's maps, or the gradient of the pixels: saliency, "
+                   "or SmoothGrad's mean over 25 noisy copies.")
+@click.option("--layer", help="The convolution Grad-CAM weighs [the last one whose maps are at least 4x4].")
+@click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, metavar="N",
+              help="A test image to explain (repeatable) [the first 8].")
+@click.option("--misclassified", type=click.IntRange(min=1), metavar="K",
+              help="Explain the first K misclassified test images instead.")
+@click.option("--class", "class_name", metavar="C",
+              help="Explain class C (an index or a class name) [each image's predicted class].")
+@config_option("dataset", default=None, show_default=False, help="[the dataset the model was trained on]")
+@config_option("data_dir")
+@click.option("--output", type=click.Path(),
+              help="The PNG to write, or a folder for <model>.<method>.png [the model's folder]; the maps go "
+                   "beside it as .npz.")
+@unsafe_option
+def explain(model, method, layer, indices, misclassified, class_name, dataset, data_dir, output, unsafe):
+    """Heat maps of what a saved model's decisions rest on, over test
+    images, with predicted and true classes."""
+    from kerascnn.explanation import explain as explain_model
+
+    run = Run.load(model, unsafe=unsafe)
+    start_quietly()
+    r = explain_model(run, method, layer=layer, indices=list(indices) or None, misclassified=misclassified,
+                      class_index=class_name, dataset=dataset, data_dir=data_dir, output=output)
+    click.echo(f"model: {r.model_path}  method: {r.method}" + (f"  layer: {r.layer}" if r.layer else ""))
+    names = r.class_names
+    for i, p, t, e, prob in zip(r.indices, r.predicted, r.true, r.explained, r.probabilities):
+        target = "" if e == p else f"; map of {names[e]}"
+        click.echo(f"  test #{i}: predicted {names[p]} ({prob[p]:.1%}), true {names[t]}{target}")
     for path in r.paths:
         click.echo(f"wrote {path}")
 

@@ -163,8 +163,10 @@ class FitConfig:
                             match=True)
     l2: float = _option(None, "L2 penalty on conv and dense kernels, e.g. 5e-4.", kind="float", group="training",
                         low=0, match=True)
-    schedule: str = _option("constant", "Learning-rate schedule, applied per epoch.", kind="choice",
-                            group="training", match=True, choices=choices.SCHEDULES)
+    schedule: str = _option("constant", "Learning-rate schedule. Per epoch: constant, step, exponential, cosine, "
+                            "plateau. Per step: onecycle (Smith's one-cycle, as PyTorch's OneCycleLR: a cosine rise "
+                            "from lr/25 to --lr over the first 25% of the steps, then a cosine fall to lr/250000).",
+                            kind="choice", group="training", match=True, choices=choices.SCHEDULES)
     decay_rate: float = _option(None, "Factor per decay [step 0.7, exponential 0.9, plateau 0.5].", kind="float",
                                 group="training", low=0, high=1, open_low=True, match=True)
     decay_after: int = _option(None, "step: decay every epoch after this one [10]; exponential/cosine: hold "
@@ -423,6 +425,12 @@ def _check_together(config):
         _fail("name", f"{{option}} must be a plain file name, got {name!r}")
     if config.resume and config.overwrite:
         _fail("resume", f"{{option}} and {spell('overwrite')} contradict each other; give one")
+    if config.schedule in choices.STEP_SCHEDULES:
+        given = [k for k in ("decay_rate", "decay_after") if getattr(config, k) is not None]
+        if given:
+            _fail(given[0], f"{{option}} does not apply to {spell_set('schedule', config.schedule)}, which sets "
+                            f"the rate of every step from {spell('lr')} (its peak) and {spell('epochs')}; leave "
+                            f"{{option}} out")
 
 
 # ----------------------------------------------------------------------------- resolving defaults
@@ -554,8 +562,8 @@ def mismatches(saved, current):
         key = "input_shape" if name == "image_size" else name
         if field.metadata["match"] and not _same(saved.get(key), current.get(key)):
             differ.append(spell(name))
-    if current.get("schedule") == "cosine" and saved.get("epochs") != current.get("epochs"):
-        differ.append(f"{spell('epochs')} (the cosine schedule spans them)")
+    if current.get("schedule") in ("cosine", "onecycle") and saved.get("epochs") != current.get("epochs"):
+        differ.append(f"{spell('epochs')} (the {current['schedule']} schedule spans them)")
     return differ
 
 

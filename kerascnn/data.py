@@ -474,6 +474,18 @@ def normalize(x, *, channels, mean, std):
     return x
 
 
+def denormalize(x, *, mean, std):
+    """`normalize`'s output back to [0, 1] for display (a numpy array). Its
+    RGB -> gray sum is not invertible: gray pixels come back exactly, colours
+    as the gray of the same weights."""
+    x = np.asarray(x, dtype=np.float32)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if x.shape[-1] == 1 and mean.size == 3:
+        weights = np.array([0.2989, 0.5870, 0.1140], np.float32) / std
+        return np.clip((x + (weights * mean).sum()) / weights.sum(), 0, 1)
+    return np.clip(x * std + mean, 0, 1)
+
+
 def preprocess(images, *, input_shape, mean, std, resize="resize"):
     """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
     pad when the target is larger), normalize with the dataset's per-channel
@@ -523,6 +535,11 @@ def epoch_indices(n, epoch, *, seed=0, sampling="shuffle"):
     return tf.cast(tf.argsort(tf.random.stateless_uniform([n], seed=key), stable=True), tf.int64)
 
 
+def steps_per_epoch(n, batch_size):
+    """Batches in an epoch of `n` images: the last one may be short."""
+    return -(-n // batch_size)
+
+
 def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, initial_epoch=0, seed=0,
                            sampling="shuffle", augment=None, resize="resize"):
     """The training pipeline for epochs initial_epoch .. epochs-1, one
@@ -538,7 +555,7 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
     if batch_size < 1:
         raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
     n = len(x)
-    steps = -(-n // batch_size)
+    steps = steps_per_epoch(n, batch_size)
     images = tf.constant(x)
     labels = tf.constant(y.astype(np.int32))
     input_shape = tuple(int(v) for v in input_shape)

@@ -9,8 +9,11 @@ import numpy as np
 from kerascnn import io
 from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
-from kerascnn.plots import plot_confusion_matrix
+from kerascnn.plots import plot_confusion_matrix, plot_gallery
 from kerascnn.run import Run
+
+
+MAX_GALLERY = 100  # top-loss images drawn at most; the metrics JSON lists them all
 
 
 @dataclasses.dataclass
@@ -23,6 +26,7 @@ class EvalResult:
     report_dict: dict
     confused_pairs: list
     paths: list
+    top_losses: list = dataclasses.field(default_factory=list)  # [{index, true, predicted, probability, loss}]
 
 
 def most_confused(cm, class_names, top=5):
@@ -37,15 +41,20 @@ def most_confused(cm, class_names, top=5):
     return pairs[:top]
 
 
-def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, top_pairs=5):
+def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, top_pairs=5, top_losses=16):
     """Evaluate a saved run (a Run or a model path, checkpoints included) on
-    its test set, or on `dataset`'s, and write `<stem>.confusion.png` and
-    `<stem>.metrics.json` to `output` (by default the model's folder). On
+    its test set, or on `dataset`'s, and write `<stem>.confusion.png`, a
+    gallery of the `top_losses` test images of highest loss
+    (`<stem>.top_losses.png`, at most MAX_GALLERY drawn; 0 for none) and
+    `<stem>.metrics.json`, which lists them all, to `output` (by default
+    the model's folder). On
     another dataset than the run's the files are `<stem>.<dataset>.*`, so
     the model's own stay as they were, and a warning says so on stderr; a
     dataset of another class count is an error."""
     from kerascnn.data import make_pipeline
 
+    if top_losses < 0:
+        raise KerasCNNError(f"{spell('top_losses')} must be 0 (none) or more, got {top_losses}")
     run = run if isinstance(run, Run) else Run.load(run)
     model = run.model()
     data = run.load_data(dataset, data_dir)
@@ -55,22 +64,64 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
                          batch_size=batch_size, resize=run.resize)
     logits = model.predict(test, verbose=0)
     y_true, y_pred = data.y_test, logits.argmax(axis=1)
-    loss = float(np.mean(_cross_entropy(logits, y_true, from_logits=_outputs_logits(model))))
+    losses = _cross_entropy(logits, y_true, from_logits=_outputs_logits(model))
+    loss = float(np.mean(losses))
+    worst = highest_losses(losses, class_probabilities(model, logits), y_true, data.class_names, top_losses)
     accuracy = float(np.mean(y_true == y_pred))
     cm, report, report_dict = _reports(y_true, y_pred, data.class_names)
     pairs = most_confused(cm, data.class_names, top_pairs)
     base = run.output_base(output, data.name)
     figure = plot_confusion_matrix(cm, data.class_names,
                                    title=f"{run.model_path.name} on {data.name} test ({accuracy:.2%})")
-    png = io.save_figure(figure, io.sidecar(base, "confusion.png"))
+    pngs = [io.save_figure(figure, io.sidecar(base, "confusion.png"))]
+    if worst:
+        drawn = f"{MAX_GALLERY} of the {len(worst)}" if len(worst) > MAX_GALLERY else f"{len(worst)}"
+        gallery = top_loss_figure(worst[:MAX_GALLERY], data, model.input_shape[1:], (mean, std), run.resize,
+                                  title=f"{run.model_path.name}: the {drawn} {data.name} test images of highest loss")
+        pngs.append(io.save_figure(gallery, io.sidecar(base, "top_losses.png")))
     metrics = io.write_json(io.sidecar(base, "metrics.json"), {
         "model": str(run.model_path), "dataset": data.name, "test_images": len(y_true),
         "loss": loss, "accuracy": accuracy, "confusion_matrix": cm, "class_names": data.class_names,
         "per_class": report_dict,
         "most_confused": [{"classes": [a, b], "count": n, f"{a}->{b}": ab, f"{b}->{a}": ba}
                           for a, b, n, ab, ba in pairs],
+        "top_losses": worst,
     })
-    return EvalResult(loss, accuracy, cm, data.class_names, report, report_dict, pairs, [png, metrics])
+    return EvalResult(loss, accuracy, cm, data.class_names, report, report_dict, pairs, [*pngs, metrics], worst)
+
+
+def highest_losses(losses, probabilities, y_true, class_names, k):
+    """The `k` images of highest loss, highest first, as
+    [{index, true, predicted, probability (of the prediction), loss}]."""
+    predicted = probabilities.argmax(axis=1)
+    return [{"index": int(i), "true": class_names[y_true[i]], "predicted": class_names[predicted[i]],
+             "probability": float(probabilities[i, predicted[i]]), "loss": float(losses[i])}
+            for i in np.argsort(-losses, kind="stable")[:k]]
+
+
+def top_loss_figure(worst, data, input_shape, stats, resize, title):
+    """The images of `worst` (highest_losses) as the model took them, the
+    normalization undone, captioned with prediction, truth, probability,
+    loss and test index."""
+    from kerascnn.data import denormalize, preprocess
+
+    index = [w["index"] for w in worst]
+    mean, std = stats
+    x = preprocess(data.x_test[index], input_shape=tuple(int(v) for v in input_shape), mean=mean, std=std,
+                   resize=resize)
+    captions = [f"pred {w['predicted']} ({w['probability']:.0%})\ntrue {w['true']}\n"
+                f"loss {w['loss']:.2f}  #{w['index']}" for w in worst]
+    return plot_gallery(denormalize(x, mean=mean, std=std), captions, title=title)
+
+
+def class_probabilities(model, outputs):
+    """Softmax probabilities from the model's outputs (its logits, or
+    probabilities already when it ends in a softmax)."""
+    outputs = np.asarray(outputs, dtype=np.float64)
+    if not _outputs_logits(model):
+        return outputs
+    e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 def check_fits(run, data, classes):

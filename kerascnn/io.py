@@ -373,6 +373,8 @@ def load_model(path, unsafe=False):
         raise KerasCNNError(_holds_code(path, ", ".join(code[:3])))
     import keras
 
+    import kerascnn.schedules  # noqa: F401 - registers the learning-rate schedules an optimizer may hold
+
     check_keras(keras.__version__)
     try:
         check_sizes(path, config, unsafe)

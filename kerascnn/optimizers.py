@@ -7,18 +7,23 @@ from kerascnn.errors import KerasCNNError
 def make_optimizer(name, lr=None, *, momentum=0.9, beta1=0.9, beta2=0.999, weight_decay=None):
     """A Keras optimizer from its short name.
 
-    `momentum` applies to "momentum" and "nesterov" (and rmsprop's momentum
-    stays 0); `beta1`/`beta2` to adam and adamw; `weight_decay` to every
-    optimizer (decoupled, as Keras applies it), with AdamW's Keras default
-    of 0.004 when not given.
+    `lr` is a rate, or a schedule of the step count (a Keras
+    LearningRateSchedule, see kerascnn.schedules). `momentum` applies to
+    "momentum" and "nesterov" (and rmsprop's momentum stays 0);
+    `beta1`/`beta2` to adam and adamw; `weight_decay` to every optimizer
+    (decoupled, as Keras applies it), with AdamW's Keras default of 0.004
+    when not given.
     """
     import keras
 
     if name not in DEFAULT_LR:
         raise KerasCNNError(f"unknown optimizer {name!r}; choose one of: {', '.join(OPTIMIZERS)}")
-    lr = DEFAULT_LR[name] if lr is None else float(lr)
-    if lr <= 0:
-        raise KerasCNNError(f"learning rate must be positive, got {lr}")
+    if lr is None:
+        lr = DEFAULT_LR[name]
+    elif not callable(lr):  # a schedule passes as it is
+        lr = float(lr)
+        if lr <= 0:
+            raise KerasCNNError(f"learning rate must be positive, got {lr}")
     common = {"learning_rate": lr}
     if weight_decay is not None:
         common["weight_decay"] = float(weight_decay)

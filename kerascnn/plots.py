@@ -1,6 +1,6 @@
 """Figures that explain a model: kernels, feature maps, training curves,
-compared runs, a study's variants over seeds, the confusion matrix and how
-layers changed over training.
+compared runs, a study's variants over seeds, the confusion matrix, how
+layers changed over training, and captioned image galleries.
 
 Every function returns a matplotlib Figure built with the object API (no
 pyplot state), so it renders on a machine without a screen and shows inline
@@ -107,6 +107,32 @@ def plot_feature_maps(maps, image, *, title, image_title):
     return fig
 
 
+def plot_explanations(images, maps, titles, *, title, cols=4):
+    """Heat maps (N, H, W) in [0, 1] over their images (N, H, W, 1 or 3) in
+    [0, 1], one titled panel each, with one colour scale."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    lines = max((str(t).count("\n") + 1 for t in titles), default=1)
+    fig = _figure(2.4 * cols + 1.0, (2.3 + 0.18 * lines) * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, heat, label in zip(axes.flat, images, maps, titles):
+        image = np.asarray(image)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(label, fontsize=8)
+    from matplotlib.cm import ScalarMappable
+
+    scale = ScalarMappable(cmap="jet")  # the colours at full strength, not as blended over the images
+    scale.set_clim(0, 1)
+    fig.colorbar(scale, ax=axes, shrink=0.8, label="relevance (each map scaled to [0, 1])")
+    fig.suptitle(title)
+    return fig
+
+
 def plot_history(rows, title="training curves"):
     """Loss and accuracy per epoch, train and validation, from history rows."""
     epochs = [r["epoch"] for r in rows]
@@ -122,6 +148,34 @@ def plot_history(rows, title="training curves"):
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
+    return fig
+
+
+def plot_lr_find(lrs, losses, smoothed, suggestion, *, rule, title="learning-rate range test"):
+    """A learning-rate sweep: each step's loss (faint) and its moving
+    average against the rate, on a log scale, with the suggested rate
+    marked and the `rule` that chose it in the legend. The loss axis spans
+    the smoothed curve (a diverging step's loss would flatten the rest)."""
+    lrs, losses, smoothed = (np.asarray(v, dtype=float) for v in (lrs, losses, smoothed))
+    fig = _figure(7, 4.5)
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="C0", alpha=0.3, linewidth=1, label="loss of each step")
+    ax.plot(lrs, smoothed, color="C0", linewidth=2, label="smoothed (moving average)")
+    finite = np.isfinite(smoothed)
+    at = np.interp(np.log(suggestion), np.log(lrs[finite]), smoothed[finite]) if finite.any() else np.nan
+    ax.axvline(suggestion, color="C3", linestyle="--", linewidth=1)
+    ax.plot([suggestion], [at], "o", color="C3", label=f"suggested {suggestion:.1e}: {rule}")
+    ax.set_xscale("log")
+    shown = np.concatenate([smoothed[finite], losses[np.isfinite(losses)]])
+    if shown.size:
+        low, high = shown.min(), smoothed[finite].max() if finite.any() else shown.max()
+        pad = 0.05 * (high - low) or 0.1
+        ax.set_ylim(low - pad, high + pad)
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -291,5 +345,25 @@ def plot_kernel_evolution(records, layer, *, title):
                 ax.set_title(f"filter {c}", fontsize=7)
             if c == 0:
                 ax.set_ylabel(f"epoch {int(epochs[e])}", fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_gallery(images, captions, *, title, cols=8):
+    """Images in [0, 1], (N, H, W, 1) gray or (N, H, W, 3) RGB, in a grid of
+    `cols` columns, each over its caption (one or more lines)."""
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = math.ceil(n / cols)
+    lines = max((str(c).count("\n") + 1 for c in captions), default=1)
+    fig = _figure(1.5 * cols + 0.4, (1.4 + 0.13 * lines) * rows + 0.6)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        image = np.asarray(image)
+        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(caption, fontsize=7)
     fig.suptitle(title)
     return fig

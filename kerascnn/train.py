@@ -5,6 +5,7 @@ the data, the resolved defaults, the run folder (or the run it resumes), the
 model, the callbacks, training, and the files of the finished run.
 """
 
+import contextlib
 import dataclasses
 import os
 import sys
@@ -14,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn import io
-from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS
+from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS, STEP_SCHEDULES
 from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell, spell_set
 from kerascnn.config import image_size as default_image_size
-from kerascnn.data import load_dataset, make_pipeline
+from kerascnn.data import load_dataset, make_pipeline, steps_per_epoch
 from kerascnn.errors import KerasCNNError
 from kerascnn.optimizers import make_optimizer
 
@@ -165,6 +166,24 @@ def distribution_scope(distribute, echo=None):
     return scope(), len(devices)
 
 
+@contextlib.contextmanager
+def run_scope(settings, echo=None):
+    """Where a run builds its model and trains: every generator seeded from
+    `settings.seed`, under mixed precision (the policy restored after) and
+    the distribution strategy. Yields the number of replicas."""
+    import keras
+
+    keras.utils.set_random_seed(settings.seed)
+    restore_policy = _mixed_precision(settings.mixed_precision)
+    try:
+        scope, replicas = distribution_scope(settings.distribute, echo)
+        with scope:
+            yield replicas
+    finally:
+        if restore_policy is not None:
+            keras.config.set_dtype_policy(restore_policy)
+
+
 def _mixed_precision(enabled):
     """Set the mixed_float16 policy when `enabled` (resolved: only with an
     accelerator); returns the policy to restore afterwards, or None."""
@@ -219,6 +238,12 @@ def make_config(config=None, dataset=None, options=None):
             raise OptionError(f"the architecture is given twice: {config!r} and arch={options['arch']!r}")
         base = FitConfig(arch=options.pop("arch", config or "lenet"))
     return base.replace(**options), replay
+
+
+def load_data(given):
+    """The data of a run: its dataset, split and subset as `given`."""
+    return load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
+                        seed=given.seed)
 
 
 def open_run_folder(config, replay=False):
@@ -312,11 +337,22 @@ def check_resume(run, current, echo=None):
         echo(f"resuming {run.resume_from} after epoch {run.initial_epoch} of {current['epochs']}")
 
 
-def build_or_resume(settings, run, num_classes, input_shape, jit_compile):
+def run_optimizer(settings, steps_per_epoch=None):
+    """The optimizer of a run. Its learning rate is `settings.lr`, which the
+    per-epoch schedules' callbacks set, or for a per-step schedule
+    (onecycle) a schedule of its step count over the run's epochs of
+    `steps_per_epoch` (kerascnn.schedules.learning_rate)."""
+    from kerascnn.schedules import learning_rate
+
+    return make_optimizer(settings.optimizer, learning_rate(settings, steps_per_epoch), momentum=settings.momentum,
+                          beta1=settings.beta1, beta2=settings.beta2, weight_decay=settings.weight_decay)
+
+
+def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_per_epoch=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators), else built and
-    compiled afresh. Call it inside the distribution scope: the optimizer's
-    variables must be created there."""
+    compiled afresh with `run_optimizer`. Call it inside the distribution
+    scope: the optimizer's variables must be created there."""
     from kerascnn import callbacks as cb
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
@@ -330,9 +366,7 @@ def build_or_resume(settings, run, num_classes, input_shape, jit_compile):
     model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
                         **settings.builder_options())
     apply_l2(model, settings.l2)
-    compile_model(model, make_optimizer(settings.optimizer, settings.lr, momentum=settings.momentum,
-                                        beta1=settings.beta1, beta2=settings.beta2,
-                                        weight_decay=settings.weight_decay), jit_compile)
+    compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile)
     return model
 
 
@@ -365,13 +399,15 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
             monitor, factor=rate if settings.decay_rate is None else settings.decay_rate,
             patience=after if settings.decay_after is None else max(1, settings.decay_after))
         schedule = stateful["plateau"]
+    elif settings.schedule in STEP_SCHEDULES:
+        schedule = None  # the optimizer's own schedule, warm-up included (run_optimizer)
     else:
         schedule = cb.EpochSchedule(cb.schedule_function(settings.schedule, settings.lr, settings.epochs,
                                                          decay_rate=settings.decay_rate,
                                                          decay_after=settings.decay_after))
     stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, len(data.x_train))
-    callbacks = [history, schedule, guard]
-    if settings.warmup:
+    callbacks = [c for c in (history, schedule, guard) if c is not None]
+    if settings.warmup and schedule is not None:
         base = None if settings.schedule == "plateau" else schedule.fn
         callbacks.insert(1, cb.Warmup(settings.warmup, base))
     if settings.record_layers:
@@ -419,20 +455,28 @@ def eval_pipeline(settings, data, x, y):
                          mean=mean, std=std, batch_size=settings.batch_size, resize=settings.resize)
 
 
-def train(model, settings, run, data, callbacks, verbose):
-    """model.fit from the run's first epoch to its last. A Ctrl-C says how to
-    resume; a diverging loss marks the checkpoint as diverged and is an error."""
+def training_pipeline(settings, data, initial_epoch=0):
+    """The training batches of `data` under resolved `settings`, from
+    `initial_epoch` on, as the model receives them: (dataset, steps_per_epoch).
+    fit trains on these; show_batch draws them."""
     from kerascnn.augment import Augmenter
-    from kerascnn.callbacks import EpochLog
     from kerascnn.data import make_training_pipeline
 
     mean, std = data.stats()
     size = settings.image_size
-    batches, steps = make_training_pipeline(
+    return make_training_pipeline(
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
-        batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=run.initial_epoch,
+        batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
         seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
         augment=Augmenter(settings.augment, size) if settings.augment else None)
+
+
+def train(model, settings, run, data, callbacks, verbose):
+    """model.fit from the run's first epoch to its last. A Ctrl-C says how to
+    resume; a diverging loss marks the checkpoint as diverged and is an error."""
+    from kerascnn.callbacks import EpochLog
+
+    batches, steps = training_pipeline(settings, data, run.initial_epoch)
     extra = []
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
     if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
@@ -506,29 +550,19 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
     """
     given, replay = make_config(config, dataset, options)
     echo = print if verbose else None
-    data = load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
-                        seed=given.seed)
+    data = load_data(given)
     settings = resolve_settings(given, data, echo)
     run = open_run_folder(settings, replay)
     jit_compile = resolve_jit(settings.jit)
     record_dict = run_record(given, settings, data, run, jit_compile)
     check_resume(run, record_dict, echo)
-
-    import keras
-
-    keras.utils.set_random_seed(settings.seed)
-    restore_policy = _mixed_precision(settings.mixed_precision)
-    try:
-        scope, replicas = distribution_scope(settings.distribute, echo)
+    with run_scope(settings, echo) as replicas:
         record_dict.update(replicas=replicas)
-        with scope:
-            model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile)
-            run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
-            steps = train(model, settings, run, data, run_callbacks, verbose)
-            return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
-    finally:
-        if restore_policy is not None:
-            keras.config.set_dtype_policy(restore_policy)
+        model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile,
+                                steps_per_epoch(len(data.x_train), settings.batch_size))
+        run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
+        steps = train(model, settings, run, data, run_callbacks, verbose)
+        return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
 
 
 def _promote(run_dir, model_path):

@@ -151,14 +151,16 @@ def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="
     return VisualizeResult(run.model_path, layer, paths)
 
 
-def check_figure_path(output):
+def check_figure_path(output, command="compare"):
     """`output` as a Path if a PNG may be written there: a name ending in
-    .png, in a folder that exists and is writable (no folder is created)."""
+    .png, in a folder that exists and is writable (no folder is created).
+    `command` is who writes it, for the message."""
     from kerascnn.config import OptionError, spell
 
     output = Path(output)
     if output.suffix.lower() != ".png" or output.is_dir():
-        raise OptionError(f"{spell('output')} {output}: compare writes a PNG image; give a file name ending in .png")
+        raise OptionError(f"{spell('output')} {output}: {command} writes a PNG image; give a file name ending in "
+                          f".png")
     if not output.parent.is_dir():
         what = "is a file, not a folder" if output.parent.exists() else "does not exist"
         raise KerasCNNError(f"{spell('output')} {output}: the folder {output.parent} {what}; "

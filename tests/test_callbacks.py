@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from kerascnn import io
-from kerascnn.callbacks import SCHEDULES, schedule_function
+from kerascnn.callbacks import EPOCH_SCHEDULES, schedule_function
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import fit
 
@@ -31,7 +31,7 @@ LOGGED_RATES = {
 }
 
 
-@pytest.mark.parametrize("name", SCHEDULES)
+@pytest.mark.parametrize("name", EPOCH_SCHEDULES)  # onecycle, per step: tests/test_schedules.py
 def test_every_schedule_trains_and_logs_its_rate(tmp_path, name):
     r = fit("lenet", epochs=3, schedule=name, decay_after=1, output=tmp_path, **SMALL)
     rates = [row["lr"] for row in r.history]

@@ -46,9 +46,13 @@ def test_defaults_for_help_texts():
 def test_every_choice_is_known_where_it_is_used():
     from kerascnn.callbacks import schedule_function
     from kerascnn.data import epoch_indices, load_dataset
+    from kerascnn.schedules import step_schedule
 
-    for name in choices.SCHEDULES:
+    assert set(choices.SCHEDULES) == set(choices.EPOCH_SCHEDULES) | set(choices.STEP_SCHEDULES)
+    for name in choices.EPOCH_SCHEDULES:
         assert schedule_function(name, 0.1, 3)(0) == pytest.approx(0.1)
+    for name in choices.STEP_SCHEDULES:
+        assert float(step_schedule(name, 0.1, 30)(29)) < float(step_schedule(name, 0.1, 30)(0)) < 0.1
     for sampling in choices.SAMPLINGS:
         assert len(epoch_indices(5, 0, sampling=sampling)) == 5
     assert load_dataset("digits").image_shape == (28, 28, 1)

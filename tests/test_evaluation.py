@@ -35,8 +35,8 @@ def test_evaluate_reports_and_writes(trained_run, tmp_path):
     if off_diagonal:
         assert r.confused_pairs[0][2] == max(r.confusion[i, j] + r.confusion[j, i]
                                              for i in range(10) for j in range(i + 1, 10))
-    png, metrics = r.paths
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png, gallery, metrics = r.paths
+    assert png.read_bytes()[:8] == gallery.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads(metrics.read_text())
     assert saved["accuracy"] == pytest.approx(r.accuracy) and saved["dataset"] == "digits"
     assert np.array_equal(np.array(saved["confusion_matrix"]), r.confusion)
@@ -121,14 +121,83 @@ def test_checkpoints_from_another_folder_and_other_data(trained_run, npz_dir, tm
     shutil.copy(folder / "lenet.last.keras", folder / "lenet.epoch-003.keras")
     own = evaluate(folder / "lenet.keras")
     before = {p.name: p.read_bytes() for p in own.paths}
-    assert sorted(before) == ["lenet.confusion.png", "lenet.metrics.json"]
+    assert sorted(before) == ["lenet.confusion.png", "lenet.metrics.json", "lenet.top_losses.png"]
     monkeypatch.chdir(tmp_path / "..")
     for kind in ("best", "last", "epoch-003"):
         r = evaluate(folder / f"lenet.{kind}.keras")
-        assert [p.name for p in r.paths] == [f"lenet.{kind}.confusion.png", f"lenet.{kind}.metrics.json"]
-        assert json.loads(r.paths[1].read_text())["dataset"] == "digits" and r.confusion.sum() == 360
+        assert [p.name for p in r.paths] == [f"lenet.{kind}.confusion.png", f"lenet.{kind}.top_losses.png",
+                                             f"lenet.{kind}.metrics.json"]
+        assert json.loads(r.paths[-1].read_text())["dataset"] == "digits" and r.confusion.sum() == 360
     assert evaluate(folder / "lenet.last.keras").accuracy == pytest.approx(own.accuracy)  # last = final weights
     other = evaluate(folder / "lenet.keras", "cifar10", data_dir=npz_dir)
-    assert [p.parent for p in other.paths] == [folder, folder]
-    assert [p.name for p in other.paths] == ["lenet.cifar10.confusion.png", "lenet.cifar10.metrics.json"]
+    assert [p.parent for p in other.paths] == [folder] * 3
+    assert [p.name for p in other.paths] == ["lenet.cifar10.confusion.png", "lenet.cifar10.top_losses.png",
+                                             "lenet.cifar10.metrics.json"]
     assert {p.name: p.read_bytes() for p in own.paths} == before
+
+
+def _losses_recomputed(model_path):
+    """Per-image cross-entropy of the digits test set, computed here without kerascnn's pipeline."""
+    from kerascnn.run import Run
+
+    mean, std = Run.load(model_path).normalization()
+    data = load_dataset("digits")
+    logits = keras.saving.load_model(model_path).predict((data.x_test / 255 - mean[0]) / std[0], verbose=0)
+    logits = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    return -log_probs[np.arange(len(data.y_test)), data.y_test], np.exp(log_probs), data
+
+
+def test_top_losses_are_the_highest_loss_test_images(trained_run, tmp_path):
+    r = evaluate(trained_run.model_path, output=tmp_path, top_losses=7)
+    losses, probs, data = _losses_recomputed(trained_run.model_path)
+    listed = [w["index"] for w in r.top_losses]
+    assert len(listed) == len(set(listed)) == 7
+    listed_losses = [w["loss"] for w in r.top_losses]
+    assert listed_losses == sorted(listed_losses, reverse=True)
+    assert listed_losses == pytest.approx(losses[listed], rel=1e-4, abs=1e-5)
+    others = np.delete(losses, listed)
+    assert min(listed_losses) >= others.max() - 1e-4  # no image left out has a higher loss
+    for w in r.top_losses:
+        i = w["index"]
+        assert w["true"] == data.class_names[data.y_test[i]]
+        assert w["predicted"] == data.class_names[probs[i].argmax()]
+        assert w["probability"] == pytest.approx(probs[i].max(), abs=1e-4)
+    gallery = tmp_path / "lenet.top_losses.png"
+    assert r.paths == [tmp_path / "lenet.confusion.png", gallery, tmp_path / "lenet.metrics.json"]
+    import matplotlib.image
+
+    assert matplotlib.image.imread(gallery)[..., :3].std() > 0.05  # drawn, not blank
+    assert json.loads(r.paths[-1].read_text())["top_losses"] == r.top_losses
+
+
+def test_top_losses_zero_draws_no_gallery(trained_run, tmp_path):
+    r = evaluate(trained_run.model_path, output=tmp_path, top_losses=0)
+    assert [p.name for p in r.paths] == ["lenet.confusion.png", "lenet.metrics.json"]
+    assert r.top_losses == [] and json.loads(r.paths[-1].read_text())["top_losses"] == []
+    with pytest.raises(KerasCNNError, match="top_losses must be 0 \\(none\\) or more, got -1"):
+        evaluate(trained_run.model_path, output=tmp_path, top_losses=-1)
+
+
+def test_evaluate_top_losses_through_the_cli(trained_run, tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", str(trained_run.model_path), "--output", str(tmp_path),
+                                      "--top-losses", "3"])
+    assert result.exit_code == 0, result.output
+    assert "highest losses (3 of the 3 listed):" in result.stdout
+    assert f"wrote {tmp_path / 'lenet.top_losses.png'}" in result.stdout
+    assert len(json.loads((tmp_path / "lenet.metrics.json").read_text())["top_losses"]) == 3
+    result = CliRunner().invoke(cli, ["evaluate", str(trained_run.model_path), "--top-losses", "-2"])
+    assert result.exit_code == 2 and "--top-losses" in result.stderr
+
+
+def test_a_long_top_loss_list_draws_the_first_hundred(trained_run, tmp_path, monkeypatch):
+    import kerascnn.evaluation as evaluation
+
+    drawn = []
+    plot = evaluation.plot_gallery
+    monkeypatch.setattr(evaluation, "plot_gallery", lambda images, captions, title: drawn.append(title) or plot(
+        images[:2], captions[:2], title=title))
+    r = evaluate(trained_run.model_path, output=tmp_path, top_losses=1000)
+    assert len(r.top_losses) == 360  # every test image, listed in the JSON
+    assert len(json.loads(r.paths[-1].read_text())["top_losses"]) == 360
+    assert drawn == ["lenet.keras: the 100 of the 360 digits test images of highest loss"]

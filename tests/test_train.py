@@ -209,9 +209,7 @@ def run_fit(kwargs, kill_at=None):
 
 
 def weights(path):
-    import keras
-
-    return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
+    return [np.asarray(w) for w in io.load_model(path).get_weights()]  # io registers kerascnn's schedules
 
 
 def history(path):
@@ -220,11 +218,15 @@ def history(path):
 
 
 @pytest.mark.slow
-def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
-    whole = run_fit({**RUN, "output": str(tmp_path / "whole")})
+# onecycle: the optimizer's step count, kept in the checkpoint, drives the schedule and its warm-up
+@pytest.mark.parametrize("schedule", [{}, {"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5}],
+                         ids=["constant", "onecycle"])
+def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule):
+    run = {**RUN, **schedule}
+    whole = run_fit({**run, "output": str(tmp_path / "whole")})
     assert whole.returncode == 0, whole.stderr
 
-    killed = run_fit({**RUN, "output": str(tmp_path / "cut")}, kill_at=[3, 2])
+    killed = run_fit({**run, "output": str(tmp_path / "cut")}, kill_at=[3, 2])
     assert killed.returncode == -signal.SIGKILL
     cut = tmp_path / "cut"
     assert not (cut / "lenet.keras").exists()  # no final model from a killed run
@@ -233,10 +235,10 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path):
     assert not [p for p in partial.iterdir() if p.name.startswith(".")]  # no temporary files left
 
     # the same command again without --resume refuses to discard the run
-    again = run_fit({**RUN, "output": str(cut)})
+    again = run_fit({**run, "output": str(cut)})
     assert again.returncode != 0 and "add resume=True to continue it" in again.stderr
 
-    resumed = run_fit({**RUN, "output": str(cut), "resume": True})
+    resumed = run_fit({**run, "output": str(cut), "resume": True})
     assert resumed.returncode == 0, resumed.stderr
     assert history(cut / "lenet.keras") == history(tmp_path / "whole" / "lenet.keras")
     assert not partial.exists()  # the finished run's checkpoints moved beside the model

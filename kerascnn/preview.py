@@ -1,0 +1,60 @@
+"""`show_batch`: a training batch exactly as the model receives it.
+
+The batch comes from `kerascnn.train.training_pipeline`, the function `fit`
+trains on, with the same configuration, data split and seed: resized to the
+architecture's size, augmented and normalized. Only the drawing undoes the
+normalization, so what is shown is what is trained on.
+"""
+
+import typing
+from pathlib import Path
+
+import numpy as np
+
+from kerascnn import io
+from kerascnn.plots import plot_gallery
+
+
+class ShownBatch(typing.NamedTuple):
+    path: Path  # the PNG written
+    images: np.ndarray  # the whole batch as the model receives it: (N, H, W, C), normalized
+    labels: np.ndarray  # (N,)
+
+
+def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **options):
+    """Draw the first training batch of a run configured as for `fit`
+    (an arch name, a FitConfig or a configuration file, with `dataset` and
+    FitConfig `options` such as augment, image_size, resize, batch_size,
+    seed) to the PNG `output` (by default `<arch>.<dataset>.batch.png` here),
+    its first `count` images captioned with their class. Returns a
+    ShownBatch: the path, and the batch's images and labels."""
+    from kerascnn.config import OptionError, spell
+    from kerascnn.data import denormalize, load_dataset
+    from kerascnn.train import make_config, resolve_settings, training_pipeline
+    from kerascnn.visualization import check_figure_path
+
+    given, _ = make_config(config_or_arch, dataset, options)
+    if count < 1:
+        raise OptionError(f"{spell('count')} must be at least 1, got {count}")
+    output = check_figure_path(output or f"{given.arch}.{given.dataset}.batch.png", "show-batch")
+    data = load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
+                        seed=given.seed)
+    settings = resolve_settings(given, data)
+    batches, _ = training_pipeline(settings, data)
+    images, labels = (np.asarray(t) for t in next(iter(batches)))
+    mean, std = data.stats()
+    shown = min(count, len(images))
+    figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),
+                          [data.class_names[y] for y in labels[:shown]],
+                          title=batch_title(settings, data, shown, len(images)))
+    return ShownBatch(io.save_figure(figure, output), images, labels)
+
+
+def batch_title(settings, data, shown, total):
+    """What the batch is: model, data, size, channels, augmentation, seed."""
+    size = f"{settings.image_size}x{settings.image_size}" + (" padded" if settings.resize == "pad" else "")
+    channels = "RGB" if data.image_shape[2] == 3 else "gray"
+    augment = ", ".join(settings.augment) or "none"
+    images = f"{shown} of {total}" if shown < total else f"{total}"
+    return (f"{settings.arch} on {data.name}: first training batch ({images} images), {size} {channels}, "
+            f"augment: {augment}, seed {settings.seed}")

@@ -1,0 +1,80 @@
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from kerascnn.cli import cli
+from kerascnn.config import OptionError
+from kerascnn.preview import show_batch
+
+PNG = b"\x89PNG\r\n\x1a\n"
+OPTIONS = {"train_size": 96, "batch_size": 16, "seed": 3}
+
+pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
+
+
+def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch):
+    """fit's own pipeline, spied on during a tiny fit, yields first exactly the batch show_batch draws."""
+    import kerascnn.data
+    from kerascnn.train import fit
+
+    made = []
+    original = kerascnn.data.make_training_pipeline
+
+    def spy(*args, **kwargs):
+        made.append(original(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(kerascnn.data, "make_training_pipeline", spy)
+    fit("lenet", "digits", epochs=1, augment=("crop", "translate"), output=tmp_path / "runs", verbose=0, **OPTIONS)
+    monkeypatch.undo()
+    (trained, _), = made
+    x, y = (np.asarray(t) for t in next(iter(trained)))
+    shown = show_batch("lenet", "digits", augment="crop,translate", output=tmp_path / "batch.png", **OPTIONS)
+    assert shown.path == tmp_path / "batch.png" and shown.path.read_bytes()[:8] == PNG
+    assert shown.images.shape == (16, 28, 28, 1)
+    np.testing.assert_array_equal(shown.images, x)
+    np.testing.assert_array_equal(shown.labels, y)
+
+
+def test_augmentation_changes_the_images_not_the_order(tmp_path):
+    plain = show_batch("lenet", "digits", output=tmp_path / "plain.png", **OPTIONS)
+    augmented = show_batch("lenet", "digits", augment=("rotate", "translate"), output=tmp_path / "aug.png",
+                           **OPTIONS)
+    np.testing.assert_array_equal(plain.labels, augmented.labels)
+    assert np.abs(plain.images - augmented.images).mean() > 0.01
+
+
+def test_size_and_default_output(tmp_path, monkeypatch):
+    """Resized to the size asked for (padded here), drawn to <arch>.<dataset>.batch.png in the current folder."""
+    monkeypatch.chdir(tmp_path)
+    shown = show_batch("lenet", "digits", image_size=32, resize="pad", count=4, **OPTIONS)
+    assert shown.path.resolve() == tmp_path / "lenet.digits.batch.png"
+    assert shown.path.read_bytes()[:8] == PNG
+    assert shown.images.shape == (16, 32, 32, 1)  # the whole batch, though 4 are drawn
+    border = shown.images[:, :2].ravel()  # pixel 0 padded, normalized like any black pixel
+    assert np.allclose(border, border[0]) and border[0] < 0
+
+
+def test_bad_options_are_fits_messages(tmp_path):
+    with pytest.raises(OptionError, match="lenet needs images of at least 12x12; image_size 8 is too small"):
+        show_batch("lenet", "digits", image_size=8)
+    with pytest.raises(OptionError, match="output batch.txt: show-batch writes a PNG image"):
+        show_batch("lenet", "digits", output="batch.txt")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["show-batch", "--dataset", "digits", "--augment", "zoom"])
+    assert result.exit_code == 2
+    assert result.stderr == ("error: --augment: unknown augmentation 'zoom'; choose from: crop, flip, rotate, "
+                             "translate\n")
+    fit_says = runner.invoke(cli, ["fit", "--dataset", "digits", "--augment", "zoom"]).stderr
+    assert fit_says == result.stderr
+    result = runner.invoke(cli, ["show-batch", "--dataset", "digits", "--output", str(tmp_path / "x.jpg")])
+    assert result.exit_code == 2 and "show-batch writes a PNG image" in result.stderr
+
+
+def test_show_batch_cli(tmp_path):
+    out = tmp_path / "seen.png"
+    result = CliRunner().invoke(cli, ["show-batch", "--dataset", "digits", "--arch", "lenet", "--augment", "flip",
+                                      "--image-size", "20", "--batch-size", "8", "--seed", "1",
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == f"wrote {out}\n" and out.read_bytes()[:8] == PNG
