@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
 
@@ -258,7 +259,8 @@ def test_compare_errors_name_the_file_and_write_nothing(trained_run, tmp_path, h
 
 MODEL_COMMANDS = {"evaluate": ("evaluate", "{path}"), "visualize": ("visualize", "--model", "{path}"),
                   "summary": ("summary", "--model", "{path}"), "layers": ("layers", "--model", "{path}"),
-                  "compare": ("compare", "{path}", "--output", "{out}")}
+                  "compare": ("compare", "{path}", "--output", "{out}"), "explain": ("explain", "{path}"),
+                  "predict": ("predict", "{path}", "{image}")}
 
 
 @pytest.fixture(scope="module")
@@ -268,18 +270,28 @@ def bad_models(tmp_path_factory):
     return make_bad_models(tmp_path_factory.mktemp("models"))
 
 
+@pytest.fixture(scope="module")
+def an_image(tmp_path_factory):
+    from PIL import Image
+
+    path = tmp_path_factory.mktemp("images") / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    return path
+
+
 BAD_MODEL_KINDS = ["missing", "folder", "not a zip", "empty", "truncated", "bad crc", "no weights", "config not json",
                    "weights not hdf5", "lambda", "unregistered"]
 
 
-# compare reads a run's records, never its model: code in a model cannot concern it
+# compare reads a run's records, never its model: code in a model cannot concern it; predict needs the run's
+# record before the model, and these bare models have none (its own test: tests/test_prediction.py)
 @pytest.mark.parametrize("command, kind", [(c, k) for c in MODEL_COMMANDS for k in BAD_MODEL_KINDS
-                                           if not (c == "compare" and k in ("lambda", "unregistered"))])
-def test_every_command_answers_a_bad_model_file_with_one_line(bad_models, command, kind, tmp_path):
+                                           if not (c in ("compare", "predict") and k in ("lambda", "unregistered"))])
+def test_every_command_answers_a_bad_model_file_with_one_line(bad_models, an_image, command, kind, tmp_path):
     from tests.test_io import BAD_MODEL_MESSAGES
 
     path = bad_models[kind]
-    args = [a.format(path=path, out=tmp_path / "cmp.png") for a in MODEL_COMMANDS[command]]
+    args = [a.format(path=path, out=tmp_path / "cmp.png", image=an_image) for a in MODEL_COMMANDS[command]]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 1
     assert result.stderr.startswith("error: " + BAD_MODEL_MESSAGES[kind].format(path=path, unsafe="--unsafe"))
