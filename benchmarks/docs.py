@@ -430,6 +430,93 @@ def results_modern_cnns(s):
     return study_block(s, "kerascnn study --preset modern-cnns --train-size 10000 --seeds 2", "modern-cnns", None)
 
 
+LENET_FASHION = "saved_models/lenet_fashion.keras"
+
+
+@entry("explain-lenet", "explain.md", long=True)
+def explain_lenet(s):
+    fit = s.run("kerascnn fit --arch lenet --activation relu --pool max --epochs 10 --name lenet_fashion")
+    shown = [s.run(f"kerascnn explain {LENET_FASHION} --method {m}") for m in ("gradcam", "saliency")]
+    s.run(f"kerascnn explain {LENET_FASHION} --method gradcam++")
+    s.run(f"kerascnn explain {LENET_FASHION} --method smoothgrad")
+    wrong = s.run(f"kerascnn explain {LENET_FASHION} --misclassified 8 --output saved_models/misclassified.png")
+    images = {m: s.image(f"lenet_fashion.{m}.png") for m in ("gradcam", "saliency", "gradcam++", "smoothgrad")}
+    return (block(fit, *shown) + f"\n\n![Grad-CAM]({images['gradcam']})\n\n![saliency]({images['saliency']})\n\n"
+            f"The same images with `--method gradcam++` and `--method smoothgrad`:\n\n"
+            f"![Grad-CAM++]({images['gradcam++']})\n\n![SmoothGrad]({images['smoothgrad']})\n\n"
+            f"Its first eight mistakes (`--misclassified 8`), each map explaining the class it predicted:\n\n"
+            + block(wrong) + f"\n\n![misclassified]({s.image('misclassified.png', 'lenet_fashion.misclassified.png')})")
+
+
+@entry("explain-backends", "explain.md", long=True)
+def explain_backends(s):
+    import numpy as np
+
+    maps, commands, cells = {}, [], []
+    for backend in ("tensorflow", "jax", "torch"):
+        command = f"kerascnn explain {LENET_FASHION} --index 0 1 2 3 --output saved_models/gradcam_{backend}.png"
+        commands.append(s.run(command, env={"KERAS_BACKEND": backend}, lines=slice(0, 1)))
+        maps[backend] = np.load(s.work / f"saved_models/gradcam_{backend}.npz")["normalized"]
+        cells.append(f"![{backend}]({s.image(f'gradcam_{backend}.png', f'lenet_fashion.gradcam_{backend}.png')})")
+    worst = max(float(np.abs(maps[b] - maps["tensorflow"]).max()) for b in ("jax", "torch"))
+    return (block(*commands) + "\n\n| tensorflow | jax | torch |\n|---|---|---|\n| " + " | ".join(cells) + " |\n\n"
+            f"Largest difference between the backends' maps (each scaled to [0, 1]), over the 4 images and every "
+            f"pixel: **{worst:.1e}**.")
+
+
+@entry("explain-top-losses", "explain.md", long=True)
+def explain_top_losses(s):
+    text = s.run(f"kerascnn evaluate {LENET_FASHION} --top-losses 24", lines=slice(-9, None))
+    return block(text) + f"\n\n![top losses]({s.image('lenet_fashion.top_losses.png')})"
+
+
+@entry("explain-predict", "explain.md", long=True)
+def explain_predict(s):
+    import numpy as np
+    from PIL import Image
+
+    from kerascnn.data import load_dataset
+
+    test = load_dataset("fashion_mnist", s.data_dir, val_size=0)
+    folder = s.work / "my_images"
+    folder.mkdir()
+    for i in (0, 1, 2):
+        Image.fromarray(test.x_test[i].squeeze()).save(folder / f"test{i}.png")
+    Image.fromarray(255 - test.x_test[3].squeeze()).save(folder / "test3_on_white.jpg", quality=95)
+    made = "Four images made from the Fashion-MNIST test set (#3 saved dark on white, as a photo of paper would be):"
+    return (made + "\n\n" + block(s.run(f"kerascnn predict {LENET_FASHION} my_images"),
+                                   s.run(f"kerascnn predict {LENET_FASHION} my_images/test3_on_white.jpg --invert"))
+            + f"\n\nTheir true classes: " + ", ".join(f"test{i} {test.class_names[int(test.y_test[i])]}"
+                                                    for i in range(4)) + ".")
+
+
+@entry("explain-resnet", "explain.md", long=True)
+def explain_resnet(s):
+    fit = s.run("kerascnn fit --arch resnet18 --dataset cifar10 --image-size 64 --augment flip,crop --epochs 8 "
+                "--name resnet18_cifar")
+    batch = s.run("kerascnn show-batch --arch resnet18 --dataset cifar10 --image-size 64 --augment flip,crop "
+                  "--count 32 --output saved_models/cifar_batch.png")
+    model = "saved_models/resnet18_cifar.keras"
+    shown = [s.run(f"kerascnn explain {model} --method {m} --index 0 1 2 3 4 5 6 7") for m in ("gradcam", "saliency")]
+    return (block(batch) + f"\n\n![a training batch]({s.image('cifar_batch.png', 'resnet18_cifar.batch.png')})\n\n"
+            + block(fit, *shown) + f"\n\n![Grad-CAM]({s.image('resnet18_cifar.gradcam.png')})\n\n"
+            f"![saliency]({s.image('resnet18_cifar.saliency.png')})")
+
+
+@entry("explain-lr-find", "explain.md", long=True)
+def explain_lr_find(s):
+    found = s.run("kerascnn lr-find --arch lenet --name lenet_sigmoid")
+    suggested = float(re.search(r"suggested learning rate (\S+)", found).group(1))
+    default = 1e-3
+    command = (f"kerascnn study --vary lr={default:g},{suggested:g} --arch lenet --epochs 10 --seeds 3 "
+               f"--name lr-find")
+    text = s.run(command)
+    lines = text.splitlines()
+    table = without_title(s.work / "saved_models" / "lr-find" / "results.md")
+    return (block(found) + f"\n\n![lr-find]({s.image('lenet_sigmoid.lr_find.png')})\n\n"
+            + block("\n".join(lines[:2] + ["..."] + lines[-4:])) + "\n\n" + table)
+
+
 @entry("zoo-vgg16", "zoo.md", long=True)
 def zoo_vgg16(s):
     return block(s.run("kerascnn fit --arch vgg16 --epochs 3 --train-size 10000"))
