@@ -225,8 +225,9 @@ class FitConfig:
 
     def recipe(self):
         """How it trains: "adamw lr 0.001, weight decay 0.004, batch 64" and
-        the initializer, warm-up and batch norm where they are not the plain ones."""
-        parts = [f"{self.optimizer} lr {self.lr:g}"]
+        the schedule, initializer, warm-up and batch norm where they are not the plain ones."""
+        parts = [f"{self.optimizer} lr {self.lr:g}" + (f" ({self.schedule} schedule)" if self.schedule not in
+                                                        (None, "constant") else "")]
         parts += [f"weight decay {self.weight_decay:g}"] if self.weight_decay else []
         parts += [f"warm-up {self.warmup:g} epochs"] if self.warmup else []
         parts += [f"batch {self.batch_size}"]
