@@ -425,6 +425,13 @@ def results_optimizers(s):
                        "optimizers", None, screenshot=True)
 
 
+@entry("results-optimizers-lenet", "results.md", long=True)
+def results_optimizers_lenet(s):
+    fits = [s.run(f"kerascnn fit --arch lenet --dataset mnist --optimizer {o} --lr 0.01 --momentum 0.9 --epochs 10 "
+                  f"--name lenet_{o}", lines=slice(-7, -6)) for o in ("momentum", "adagrad")]
+    return block(*fits)
+
+
 @entry("results-modern-cnns", "results.md", long=True)
 def results_modern_cnns(s):
     return study_block(s, "kerascnn study --preset modern-cnns --train-size 10000 --seeds 2", "modern-cnns", None)
