@@ -461,7 +461,7 @@ def explain_backends(s):
 
     maps, commands, cells = {}, [], []
     for backend in ("tensorflow", "jax", "torch"):
-        command = f"kerascnn explain {LENET_FASHION} --index 0 1 2 3 --output saved_models/gradcam_{backend}.png"
+        command = f"kerascnn explain {LENET_FASHION} --index 0,1,2,3 --output saved_models/gradcam_{backend}.png"
         commands.append(s.run(command, env={"KERAS_BACKEND": backend}, lines=slice(0, 1)))
         maps[backend] = np.load(s.work / f"saved_models/gradcam_{backend}.npz")["normalized"]
         cells.append(f"![{backend}]({s.image(f'gradcam_{backend}.png', f'lenet_fashion.gradcam_{backend}.png')})")
@@ -504,7 +504,7 @@ def explain_resnet(s):
     batch = s.run("kerascnn show-batch --arch resnet18 --dataset cifar10 --image-size 64 --augment flip,crop "
                   "--count 32 --output saved_models/cifar_batch.png")
     model = "saved_models/resnet18_cifar.keras"
-    shown = [s.run(f"kerascnn explain {model} --method {m} --index 0 1 2 3 4 5 6 7") for m in ("gradcam", "saliency")]
+    shown = [s.run(f"kerascnn explain {model} --method {m} --index 0,1,2,3,4,5,6,7") for m in ("gradcam", "saliency")]
     return (block(batch) + f"\n\n![a training batch]({s.image('cifar_batch.png', 'resnet18_cifar.batch.png')})\n\n"
             + block(fit, *shown) + f"\n\n![Grad-CAM]({s.image('resnet18_cifar.gradcam.png')})\n\n"
             f"![saliency]({s.image('resnet18_cifar.saliency.png')})")

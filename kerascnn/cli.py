@@ -364,6 +364,17 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch, uns
         click.echo(f"wrote {path}")
 
 
+def _index_list(ctx, param, values):
+    """Test-image indices from `--index 3 --index 5,9`."""
+    try:
+        indices = [int(i) for value in values for i in value.split(",") if i.strip()]
+    except ValueError:
+        indices = [-1]
+    if any(i < 0 for i in indices):
+        raise click.BadParameter(f"expects test-image numbers from 0, such as 3 or 0,5,9; got {' '.join(values)}")
+    return tuple(indices)
+
+
 @cli.command()
 @backend_option
 @click.argument("model", type=click.Path())
@@ -371,8 +382,8 @@ def visualize(layer, model_path, index, dataset, data_dir, output, by_epoch, uns
               help="Grad-CAM or Grad-CAM++ of a convolution's maps, or the gradient of the pixels: saliency, "
                    "or SmoothGrad's mean over 25 noisy copies.")
 @click.option("--layer", help="The convolution Grad-CAM weighs [the last one whose maps are at least 4x4].")
-@click.option("--index", "indices", type=click.IntRange(min=0), multiple=True, metavar="N",
-              help="A test image to explain (repeatable) [the first 8].")
+@click.option("--index", "indices", multiple=True, metavar="N[,N...]", callback=_index_list,
+              help="Test images to explain (comma-separated or repeated) [the first 8].")
 @click.option("--misclassified", type=click.IntRange(min=1), metavar="K",
               help="Explain the first K misclassified test images instead.")
 @click.option("--class", "class_name", metavar="C",

@@ -200,7 +200,7 @@ def test_the_command_writes_the_png(trained_run, tmp_path):
     (["--layer", "pool2"], 1, "error: --layer 'pool2' is not a convolution of lenet; Grad-CAM takes one of: conv1"),
     (["--class", "cat"], 1, "error: --class cat: no such class; give an index from 0 to 9"),
     (["--index", "5000"], 1, "error: --index must be between 0 and 359, got 5000"),
-    (["--index", "-1"], 2, "-1 is not in the range x>=0"),
+    (["--index", "-1"], 2, "expects test-image numbers from 0"),
     (["--method", "cam"], 2, "'cam' is not one of 'gradcam', 'gradcam++', 'saliency', 'smoothgrad'"),
     (["--method", "saliency", "--layer", "conv1"], 2, "error: --layer is for gradcam and gradcam++"),
 ])
