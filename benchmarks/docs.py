@@ -512,15 +512,15 @@ def explain_resnet(s):
 
 @entry("explain-lr-find", "explain.md", long=True)
 def explain_lr_find(s):
-    found = s.run("kerascnn lr-find --arch lenet --name lenet_sigmoid")
-    valley = s.run("kerascnn lr-find --arch lenet --suggest valley --output saved_models/lenet_sigmoid.valley.png")
+    valley = s.run("kerascnn lr-find --arch lenet --name lenet_sigmoid")
+    found = s.run("kerascnn lr-find --arch lenet --suggest steepest --output saved_models/lenet_sigmoid.steepest.png")
     rates = [float(re.search(r"suggested learning rate (\S+)", t).group(1)) for t in (found, valley)]
     command = (f"kerascnn study --vary lr=0.001,{rates[0]:g},{rates[1]:g} --arch lenet --epochs 10 --seeds 3 "
                f"--name lr-find")
     lines = s.run(command).splitlines()
     table = without_title(s.work / "saved_models" / "lr-find" / "results.md")
-    return (block(found, valley) + f"\n\n![lr-find]({s.image('lenet_sigmoid.lr_find.png')})\n\n"
-            + f"![lr-find, valley rule]({s.image('lenet_sigmoid.valley.png', 'lenet_sigmoid.lr_find_valley.png')})\n\n"
+    return (block(valley, found) + f"\n\n![lr-find, valley rule]({s.image('lenet_sigmoid.lr_find.png')})\n\n"
+            + f"![lr-find, steepest]({s.image('lenet_sigmoid.steepest.png', 'lenet_sigmoid.lr_find_steepest.png')})\n\n"
             + block("\n".join(lines[:2] + ["..."] + lines[-5:])) + "\n\n" + table
             + f"\n\n![accuracy over seeds]({s.image('lr-find/accuracy.png', 'lenet_sigmoid.lr_find_study.png')})")
 

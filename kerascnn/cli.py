@@ -221,8 +221,9 @@ LR_FIND_OPTIONS = [n for n in FIELDS if n not in ("output", "resume", "overwrite
 @click.option("--steps", type=int, default=200, show_default=True, metavar="N",
               help="Training steps (batches) of the sweep, one rate each; it stops early once the smoothed loss "
                    "passes 4x its minimum.")
-@click.option("--suggest", type=click.Choice(tuple(LR_FIND_RULES)), default="steepest", show_default=True,
-              help="steepest: where the smoothed loss falls fastest; valley: fastai's valley rule.")
+@click.option("--suggest", type=click.Choice(tuple(LR_FIND_RULES)), default="valley", show_default=True,
+              help="valley: fastai's valley rule; steepest: where the smoothed loss falls fastest (it lags, as "
+                   "the loss is smoothed, and suggests rates too high: docs/explain.md).")
 @click.option("--output", type=click.Path(), metavar="PNG",
               help="The plot to write [saved_models/<name>.lr_find.png, beside the run fit would save].")
 @config_options(*LR_FIND_OPTIONS)

@@ -166,7 +166,7 @@ def sweep_model(settings, data, lrs):
         return sweep(model, batches.as_numpy_iterator(), lrs)
 
 
-def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, suggest="steepest", output=None,
+def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, suggest="valley", output=None,
             verbose=False, **options):
     """Sweep the learning rate exponentially from `start_lr` to `end_lr`
     over `steps` training steps from the initial weights of the model fit
@@ -174,9 +174,9 @@ def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, s
 
     `config`, `dataset` and `options` are fit's (an arch name, a FitConfig
     or a configuration file, then any FitConfig field); the schedule and
-    warm-up do not apply, the sweep sets the rate. `suggest` is "steepest"
-    (where the smoothed loss falls fastest) or "valley" (fastai's valley
-    rule). `output` is the PNG to write [<output>/<name>.lr_find.png, beside
+    warm-up do not apply, the sweep sets the rate. `suggest` is "valley"
+    (fastai's default rule; docs/explain.md measures it against the other)
+    or "steepest" (where the smoothed loss falls fastest). `output` is the PNG to write [<output>/<name>.lr_find.png, beside
     the run fit would save]. Returns an LRFindResult; str() of it is the
     line the command prints.
     """

@@ -113,7 +113,7 @@ def test_the_sweep_puts_weights_and_optimizer_state_back_exactly():
 
 
 def test_lr_find_on_a_tiny_model_stops_at_the_divergence_and_suggests_below_it(tmp_path):
-    r = lr_find("lenet", "digits", optimizer="sgd", steps=60, output=tmp_path / "sgd.png", **TINY)
+    r = lr_find("lenet", "digits", optimizer="sgd", steps=60, suggest="steepest", output=tmp_path / "sgd.png", **TINY)
     assert len(r.lrs) < 60  # SGD at a rate of a few units diverges
     assert r.lrs == pytest.approx(sweep_rates(1e-7, 10, 60)[:len(r.lrs)])
     assert len(r.losses) == len(r.smoothed) == len(r.lrs)
@@ -131,14 +131,14 @@ def test_cli_writes_the_plot_beside_the_run_and_prints_one_line(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     args = ["lr-find", "--dataset", "digits", "--train-size", "256", "-b", "64", "--activation", "relu", "--pool",
             "max", "--steps", "30"]
-    result = CliRunner().invoke(cli, args + ["--suggest", "valley", "--name", "small"])
+    result = CliRunner().invoke(cli, args + ["--name", "small"])  # valley: the default rule
     assert result.exit_code == 0, result.output
     line = r"suggested learning rate \d\.\de[-+]\d\d \({}\); plot: {}\n"
     assert re.fullmatch(line.format(r"valley rule: [^)]*", re.escape("saved_models/small.lr_find.png")),
                         result.output), result.output
     assert (tmp_path / "saved_models" / "small.lr_find.png").stat().st_size > 10_000
     assert sorted(p.name for p in (tmp_path / "saved_models").iterdir()) == ["small.lr_find.png"]  # nothing else
-    result = CliRunner().invoke(cli, args + ["--output", "plots/lr.png"])
+    result = CliRunner().invoke(cli, args + ["--suggest", "steepest", "--output", "plots/lr.png"])
     assert result.exit_code == 0, result.output
     assert re.fullmatch(line.format("steepest descent of the smoothed loss", "plots/lr.png"), result.output)
     assert (tmp_path / "plots" / "lr.png").exists()
