@@ -980,7 +980,8 @@ def render_side_by_side(s):
         "`-b` and `--image-size` as shown), tf.data pipeline, TensorFlow backend, `--jit auto` (XLA off on a CPU);\n"
         "- **bare model.fit**: what a user writes: LeNet as a `keras.Sequential` (conv 6@5x5 same → max pool "
         "→ conv 16@5x5 valid → max pool → 120 → 84 → 10, ReLU, softmax), ResNet-18 from kerascnn's builder "
-        "with a softmax; `compile(optimizer=\"adamw\", loss=\"sparse_categorical_crossentropy\", metrics=[\"accuracy\"])`, "
+        "with a softmax; `compile(optimizer=\"adamw\", loss=\"sparse_categorical_crossentropy\", "
+        "metrics=[\"accuracy\"])`, "
         "`fit(x, y, batch_size=...)` on NumPy arrays in memory (images normalized, zero-padded to 32 px for "
         "ResNet-18), Keras' defaults otherwise (`jit_compile=\"auto\"`, shuffling);\n"
         "- **PyTorch eager**: the same network in `torch.nn` (ResNet-18 written out as torchvision's resnet18, "
@@ -1248,7 +1249,8 @@ def run_worker(name, params):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", nargs="+", choices=SECTIONS, metavar="SECTION", help=", ".join(SECTIONS))
-    parser.add_argument("--arch", nargs="+", choices=ARCHS, help="archs section: these architectures only")
+    parser.add_argument("--arch", nargs="+", choices=ARCHS, metavar="ARCH",
+                        help=f"archs section: only these ({', '.join(ARCHS)})")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few steps, small batches and images")
     parser.add_argument("--results", type=Path, help=f"the results JSON [{_relative(RESULTS)}; with --quick, "
                                                      "performance-quick.json in the temporary folder]")
