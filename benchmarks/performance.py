@@ -43,6 +43,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from backends import cpu_model  # benchmarks/backends.py, beside this script
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "performance.json"
 DOC = REPO / "docs" / "performance.md"
@@ -86,16 +88,6 @@ QUICK = Budget(steps=2, repeats=1, batch_cap=16, lenet_images=256, resnet_steps=
 
 
 # ----------------------------------------------------------------------------- the machine
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def memory_gb():

@@ -107,21 +107,34 @@ def plot_feature_maps(maps, image, *, title, image_title):
     return fig
 
 
-def plot_explanations(images, maps, titles, *, title, cols=4):
-    """Heat maps (N, H, W) in [0, 1] over their images (N, H, W, 1 or 3) in
-    [0, 1], one titled panel each, with one colour scale."""
-    n = len(images)
+def _captioned_grid(n, captions, cols, *, cell, extra_width):
+    """A figure of `n` panels in at most `cols` columns, axes off, sized for
+    captions of up to their longest line count; `cell` is (width, height,
+    height per caption line) in inches."""
     cols = max(1, min(cols, n))
     rows = math.ceil(n / cols)
-    lines = max((str(t).count("\n") + 1 for t in titles), default=1)
-    fig = _figure(2.4 * cols + 1.0, (2.3 + 0.18 * lines) * rows + 0.6)
+    lines = max((str(c).count("\n") + 1 for c in captions), default=1)
+    width, height, per_line = cell
+    fig = _figure(width * cols + extra_width, (height + per_line * lines) * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
+    return fig, axes
+
+
+def _show_image(ax, image):
+    """An image in [0, 1], (H, W, 1) gray or (H, W, 3) RGB, pixel for pixel."""
+    image = np.asarray(image)
+    ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
+              interpolation="nearest")
+
+
+def plot_explanations(images, maps, titles, *, title, cols=4):
+    """Heat maps (N, H, W) in [0, 1] over their images (N, H, W, 1 or 3) in
+    [0, 1], one titled panel each, with one colour scale."""
+    fig, axes = _captioned_grid(len(images), titles, cols, cell=(2.4, 2.3, 0.18), extra_width=1.0)
     for ax, image, heat, label in zip(axes.flat, images, maps, titles):
-        image = np.asarray(image)
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        _show_image(ax, image)
         ax.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1, interpolation="nearest")
         ax.set_title(label, fontsize=8)
     from matplotlib.cm import ScalarMappable
@@ -352,18 +365,9 @@ def plot_kernel_evolution(records, layer, *, title):
 def plot_gallery(images, captions, *, title, cols=8):
     """Images in [0, 1], (N, H, W, 1) gray or (N, H, W, 3) RGB, in a grid of
     `cols` columns, each over its caption (one or more lines)."""
-    n = len(images)
-    cols = max(1, min(cols, n))
-    rows = math.ceil(n / cols)
-    lines = max((str(c).count("\n") + 1 for c in captions), default=1)
-    fig = _figure(1.5 * cols + 0.4, (1.4 + 0.13 * lines) * rows + 0.6)
-    axes = fig.subplots(rows, cols, squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = _captioned_grid(len(images), captions, cols, cell=(1.5, 1.4, 0.13), extra_width=0.4)
     for ax, image, caption in zip(axes.flat, images, captions):
-        image = np.asarray(image)
-        ax.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap="gray", vmin=0, vmax=1,
-                  interpolation="nearest")
+        _show_image(ax, image)
         ax.set_title(caption, fontsize=7)
     fig.suptitle(title)
     return fig
