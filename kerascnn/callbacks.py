@@ -205,7 +205,9 @@ class DivergenceGuard(keras.callbacks.Callback):
     `patience` batches in a row (or a whole epoch, if an epoch is shorter).
 
     Keras logs the epoch's running mean, weighted by batch size; each
-    batch's own loss is recovered from two consecutive means. After a stop,
+    batch's own loss is recovered from two consecutive means (with several
+    steps a call, their mean loss, and `first_loss` is set beforehand: see
+    train.first_batch_loss). After a stop,
     `diverged_epoch` (from 1) and `reason` say when and why."""
 
     def __init__(self, batch_size, samples, *, factor=10.0, patience=50):

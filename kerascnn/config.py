@@ -198,6 +198,9 @@ class FitConfig:
                                     kind="flag", group="system")
     jit: str = _option("auto", "XLA compilation [auto: on with a GPU or JAX, off on CPU].", kind="choice",
                        group="system", choices=choices.JIT_MODES, noun="jit mode")
+    steps_per_execution: int = _option(None, "Training steps per call into the compiled function (the batch "
+                                       "callbacks run after each call; results are the same); tensorflow only [16; jax, torch and "
+                                       "--distribute: 1].", kind="int", group="system", low=1)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -378,11 +378,13 @@ def load_model(path, unsafe=False):
     check_keras(keras.__version__)
     try:
         check_sizes(path, config, unsafe)
-        return keras.saving.load_model(path, safe_mode=not unsafe)
+        model = keras.saving.load_model(path, safe_mode=not unsafe)
     except KerasCNNError:
         raise
     except Exception as e:  # noqa: BLE001 - whatever the checked file still makes Keras raise
         raise KerasCNNError(_load_failure(path, e, config)) from e  # chained: --debug shows Keras' traceback
+    model.steps_per_execution = 1  # as trained on tensorflow; torch refuses more (fit sets its own)
+    return model
 
 
 def check_sizes(path, config, unsafe=False):

@@ -158,7 +158,7 @@ def sweep_model(settings, data, lrs):
     (a constant schedule, no warm-up). Returns (losses, smoothed)."""
     epoch = steps_per_epoch(len(data.x_train), settings.batch_size)
     swept = settings.replace(schedule="constant", warmup=0, decay_rate=None, decay_after=None,
-                             epochs=-(-len(lrs) // epoch))
+                             epochs=-(-len(lrs) // epoch), steps_per_execution=1)
     input_shape = [settings.image_size, settings.image_size, data.image_shape[2]]
     with run_scope(swept):
         model = build_or_resume(swept, RunFolder(None, None), data.num_classes, input_shape, resolve_jit(swept.jit))

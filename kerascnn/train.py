@@ -101,7 +101,33 @@ def resolve_jit(jit):
     return backend == "tensorflow" and accelerator_available()
 
 
-def compile_model(model, optimizer, jit_compile=None):
+MAX_STEPS_PER_EXECUTION = 16
+
+
+def resolve_steps_per_execution(requested, steps, backend, distribute=None, batch_hooks=False):
+    """Training steps per call into the backend's compiled function (Keras
+    calls the batch callbacks after each call; the epoch's last call runs
+    the steps left, as fit's pipeline then ends each epoch). None (auto) is
+    MAX_STEPS_PER_EXECUTION (at most the epoch's `steps`) on tensorflow,
+    where a call's steps run in one tf.while_loop and give the same weights
+    as one step a call (LeNet on a CPU: see docs/performance.md); 1 on jax
+    (a Python loop over jitted steps, which changes the last bits), on
+    torch (Keras refuses more) and under --distribute (whose pipeline is one
+    stream over the epochs); other values are refused there. `batch_hooks`
+    (a callback acting on every batch: a per-epoch schedule's warm-up, a
+    user's callback) makes auto 1 too."""
+    if requested is None:
+        several = backend == "tensorflow" and not distribute and not batch_hooks
+        return min(MAX_STEPS_PER_EXECUTION, steps) if several else 1
+    if requested > 1 and backend != "tensorflow":
+        raise OptionError(f"{spell('steps_per_execution')} must be 1 on the {backend} backend (only tensorflow runs "
+                          f"a call's steps in one compiled loop), got {requested}")
+    if requested > 1 and distribute:
+        raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('distribute')}, got {requested}")
+    return requested
+
+
+def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
     """Compile for integer labels and logits; `jit_compile` None is
     resolve_jit("auto")."""
     import keras
@@ -113,6 +139,7 @@ def compile_model(model, optimizer, jit_compile=None):
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
         jit_compile=jit_compile,
+        steps_per_execution=steps_per_execution,
     )
 
 
@@ -277,9 +304,19 @@ def open_run_folder(config, replay=False):
     return RunFolder(model_path, run_dir)
 
 
-def resolve_settings(given, data, echo=None):
+def has_batch_hooks(callbacks):
+    """Whether any of `callbacks` acts on single batches of training."""
+    import keras
+
+    base = keras.callbacks.Callback
+    return any(getattr(type(c), hook) is not getattr(base, hook) for c in callbacks
+               for hook in ("on_train_batch_begin", "on_train_batch_end"))
+
+
+def resolve_settings(given, data, echo=None, callbacks=()):
     """The configuration with the family's and the data's defaults filled in,
-    said in a line with the backend."""
+    said in a line with the backend. `callbacks`: the caller's, for
+    resolve_steps_per_execution."""
     import keras
 
     if echo:
@@ -297,6 +334,14 @@ def resolve_settings(given, data, echo=None):
     local = data.source.startswith("local:")
     settings = resolve(given, image_size=size, accelerator=accelerator,
                        data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
+    steps = steps_per_epoch(len(data.x_train), settings.batch_size)
+    warmup_per_batch = bool(settings.warmup) and settings.schedule not in STEP_SCHEDULES  # callbacks.Warmup
+    if warmup_per_batch and (settings.steps_per_execution or 1) > 1:
+        raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('warmup')} and a per-epoch "
+                          f"schedule (the warm-up sets the rate every batch)")
+    settings = settings.replace(steps_per_execution=resolve_steps_per_execution(
+        settings.steps_per_execution, steps, keras.backend.backend(), settings.distribute,
+        batch_hooks=warmup_per_batch or has_batch_hooks(callbacks)))
     if echo:
         echo(settings.describe())
     return settings
@@ -362,11 +407,12 @@ def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_
         if model.optimizer is None:
             raise KerasCNNError(f"{run.resume_from} has no optimizer state to resume")
         cb.set_seed_generator_states(model, run.state["seed_generators"])
+        model.steps_per_execution = settings.steps_per_execution or 1
         return model
     model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
                         **settings.builder_options())
     apply_l2(model, settings.l2)
-    compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile)
+    compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1)
     return model
 
 
@@ -468,7 +514,17 @@ def training_pipeline(settings, data, initial_epoch=0):
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
         seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
-        augment=Augmenter(settings.augment, size) if settings.augment else None)
+        augment=Augmenter(settings.augment, size) if settings.augment else None,
+        per_epoch=(settings.steps_per_execution or 1) > 1)
+
+
+def first_batch_loss(model, settings, data, epoch):
+    """The model's loss on the first batch it will train on: the divergence
+    guard's reference when a call runs several steps (the first call's mean
+    loss already includes the steps after the first)."""
+    first, _ = training_pipeline(settings.replace(steps_per_execution=1, epochs=epoch + 1), data, epoch)
+    x, y = next(iter(first))
+    return float(model.test_on_batch(x, y, return_dict=True)["loss"])
 
 
 def train(model, settings, run, data, callbacks, verbose):
@@ -477,6 +533,8 @@ def train(model, settings, run, data, callbacks, verbose):
     from kerascnn.callbacks import EpochLog
 
     batches, steps = training_pipeline(settings, data, run.initial_epoch)
+    if callbacks.guard.first_loss is None and (settings.steps_per_execution or 1) > 1:
+        callbacks.guard.first_loss = first_batch_loss(model, settings, data, run.initial_epoch)
     extra = []
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
     if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
@@ -551,7 +609,7 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
     given, replay = make_config(config, dataset, options)
     echo = print if verbose else None
     data = load_data(given)
-    settings = resolve_settings(given, data, echo)
+    settings = resolve_settings(given, data, echo, callbacks)
     run = open_run_folder(settings, replay)
     jit_compile = resolve_jit(settings.jit)
     record_dict = run_record(given, settings, data, run, jit_compile)

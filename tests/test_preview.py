@@ -25,7 +25,10 @@ def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch)
         return made[-1]
 
     monkeypatch.setattr(kerascnn.data, "make_training_pipeline", spy)
-    fit("lenet", "digits", epochs=1, augment=("crop", "translate"), output=tmp_path / "runs", verbose=0, **OPTIONS)
+    # one step a call: fit's pipeline is then one stream, which iterates again from its start (with several
+    # steps a call each iteration is the next epoch; test_train checks those epochs are the same batches)
+    fit("lenet", "digits", epochs=1, augment=("crop", "translate"), output=tmp_path / "runs", verbose=0,
+        steps_per_execution=1, **OPTIONS)
     monkeypatch.undo()
     (trained, _), = made
     x, y = (np.asarray(t) for t in next(iter(trained)))

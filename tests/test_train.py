@@ -12,6 +12,7 @@ import pytest
 
 from kerascnn import io
 from kerascnn.data import load_dataset, make_pipeline
+from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import accelerator_available, fit
 
@@ -218,15 +219,19 @@ def history(path):
 
 
 @pytest.mark.slow
-# onecycle: the optimizer's step count, kept in the checkpoint, drives the schedule and its warm-up
-@pytest.mark.parametrize("schedule", [{}, {"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5}],
-                         ids=["constant", "onecycle"])
-def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule):
+# onecycle: the optimizer's step count, kept in the checkpoint, drives the schedule and its warm-up.
+# 5 steps an epoch: the default runs them in one call (killed after it, before the checkpoint); with 2 steps a
+# call the kill falls after the first call, and the epoch's last call runs the one step left.
+@pytest.mark.parametrize("schedule, kill_at", [
+    ({}, [3, 5]), ({"steps_per_execution": 2}, [3, 2]),
+    ({"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5, "steps_per_execution": 1}, [3, 2])],
+    ids=["constant", "constant-2-steps-a-call", "onecycle"])
+def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at):
     run = {**RUN, **schedule}
     whole = run_fit({**run, "output": str(tmp_path / "whole")})
     assert whole.returncode == 0, whole.stderr
 
-    killed = run_fit({**run, "output": str(tmp_path / "cut")}, kill_at=[3, 2])
+    killed = run_fit({**run, "output": str(tmp_path / "cut")}, kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL
     cut = tmp_path / "cut"
     assert not (cut / "lenet.keras").exists()  # no final model from a killed run
@@ -358,3 +363,55 @@ def test_each_family_learns_from_its_first_steps_with_its_defaults(arch, tmp_pat
     losses = [row["loss"] for row in r.history]
     assert losses[2] < losses[0], losses
     assert r.settings.batch_size == r.settings.family.batch_size and r.config["given"]["lr"] is None
+
+
+@pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels")
+def test_steps_per_execution_gives_the_same_run(tmp_path):
+    """Several steps a call (the default on tensorflow) train exactly as one step a call, also when the
+    calls do not divide an epoch (10 steps: 3 + 3 + 3 + 1); the saved model loads with 1 (torch's only)."""
+    import keras
+
+    from kerascnn.train import fit
+
+    kwargs = {**RUN, "epochs": 2, "batch_size": 64}
+    runs = {k: fit(**kwargs, steps_per_execution=k, output=tmp_path / str(k)) for k in (1, 3, None)}
+    expected = 10 if keras.backend.backend() == "tensorflow" else 1
+    assert [r.settings.steps_per_execution for r in runs.values()] == [1, 3, expected]
+    assert runs[None].config["steps_per_execution"] == expected
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    for r in (runs[3], runs[None]):
+        assert strip(r.history) == strip(runs[1].history)
+        for a, b in zip(r.model.get_weights(), runs[1].model.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert io.load_model(runs[3].model_path).steps_per_execution == 1
+
+
+def test_steps_per_execution_rules():
+    from kerascnn.train import has_batch_hooks, resolve_steps_per_execution
+
+    assert resolve_steps_per_execution(None, 211, "tensorflow") == 16
+    assert resolve_steps_per_execution(None, 5, "tensorflow") == 5
+    assert resolve_steps_per_execution(None, 211, "tensorflow", batch_hooks=True) == 1
+    assert resolve_steps_per_execution(None, 211, "tensorflow", distribute="mirrored") == 1
+    assert resolve_steps_per_execution(None, 211, "jax") == resolve_steps_per_execution(None, 211, "torch") == 1
+    assert resolve_steps_per_execution(7, 211, "tensorflow") == 7
+    for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
+        with pytest.raises(OptionError, match="steps_per_execution must be 1"):
+            resolve_steps_per_execution(2, 211, backend, distribute)
+
+    import keras
+
+    class PerBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    assert has_batch_hooks([keras.callbacks.Callback(), PerBatch()])
+    assert not has_batch_hooks([keras.callbacks.Callback(), keras.callbacks.History()])
+
+
+def test_steps_per_execution_refused_with_a_per_batch_warmup(tmp_path):
+    from kerascnn.train import fit
+
+    with pytest.raises(OptionError, match="steps_per_execution must be 1 with warmup"):
+        fit(**{**RUN, "epochs": 1}, warmup=0.5, steps_per_execution=4, output=tmp_path)
+    assert not list(tmp_path.iterdir())
