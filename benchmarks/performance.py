@@ -225,14 +225,14 @@ def epoch_timer(batches=False):
 
 
 def timer_rates(timer, images):
-    """`rates` of an epoch_timer; with batch times, images/s over the steps
-    (epoch start to last batch) and the seconds after the last batch
-    (checkpoints, history) apart."""
+    """`rates` of an epoch_timer (whole epochs: what a user waits for); with
+    batch times also images/s over the steps alone (epoch start to last
+    batch) and the seconds after the last batch (checkpoints, history)."""
     epochs = timer.epochs
     result = rates(epochs[0]["end"] - epochs[0]["begin"], [e["end"] - e["begin"] for e in epochs[1:]], images)
     if epochs[0]["batches"]:
         steps = [e["batches"][-1] - e["begin"] for e in epochs[1:]]
-        result.update(images_per_s=images / statistics.median(steps), steps_s=[round(s, 3) for s in steps],
+        result.update(steps_images_per_s=images / statistics.median(steps), steps_s=[round(s, 3) for s in steps],
                       after_steps_s=round(statistics.median(e["end"] - e["batches"][-1] for e in epochs[1:]), 3))
     return result
 
@@ -697,7 +697,12 @@ def archs(runner, only_archs=None):
         options = {**({"batch_size": batch} if batch != family.batch_size else {})}
         r = runner.measure("kerascnn_fit", {"arch": arch, "options": options, "train_images": b.steps * batch,
                                             "epochs": epochs(b)}, label=arch)
-        rows.append({"arch": arch, "size": r.get("image_size", size), "batch": batch, **r})
+        row = {"arch": arch, "size": r.get("image_size", size), "batch": batch, **r}
+        if arch != "lenet":  # LeNet's is side-by-side's (its ReLU variant, as a user writes it)
+            row["bare"] = runner.measure("bare_fit", {"net": arch, "size": row["size"], "batch": batch,
+                                                      "train_images": b.steps * batch, "epochs": epochs(b)},
+                                         label=f"{arch} bare model.fit")
+        rows.append(row)
     return {"rows": rows, "steps": b.steps, "repeats": b.repeats}
 
 
@@ -922,19 +927,24 @@ def render_archs(s):
         gflops = training_gflops(r)
         rows.append([r["arch"], r["size"], r["batch"], number(r.get("params")),
                      number(2 * r["forward_macs"] / 1e6 if "forward_macs" in r else None), rate(r), number(gflops),
-                     f"{100 * gflops / sgemm:.0f}%" if gflops and sgemm else "–", number(r.get("first_epoch_s")),
-                     number(r.get("after_steps_s")), number(r.get("peak_rss_mb"))])
+                     f"{100 * gflops / sgemm:.0f}%" if gflops and sgemm else "–",
+                     rate(r["bare"]) if "bare" in r else "side by side", ratio(r, r.get("bare")),
+                     number(r.get("first_epoch_s")), number(r.get("after_steps_s")), number(r.get("peak_rss_mb"))])
     return (f"Each architecture at the size and batch size `kerascnn fit` picks on a CPU (the family's smallest "
             f"size, 28 px for LeNet), with its family's defaults, on {s['steps']} batches of Fashion-MNIST per "
             f"epoch: one warm-up epoch, then the median of {s['repeats']} timed epochs. The path is fit's own "
             "stages (`kerascnn.train`: load_data, resolve_settings, open_run_folder, build_or_resume, "
-            "make_callbacks, train), without the final test evaluation and save; images/s counts the steps "
-            "(epoch start to the last batch), \"after the steps\" is what the epoch spends after its last batch "
-            "(the checkpoint `last.keras`, history). GFLOP/s counts training as 3× the forward pass of the "
-            "convolutions and dense layers (2 FLOPs a multiply-accumulate).\n\n"
+            "make_callbacks, train), without the final test evaluation and save; images/s counts whole "
+            "epochs, of which \"after the steps\" is what an epoch spends after its last batch (the checkpoint "
+            "`last.keras`, history). GFLOP/s counts training as 3× the forward pass of the "
+            "convolutions and dense layers (2 FLOPs a multiply-accumulate). The bare model.fit is the same "
+            "network from kerascnn's builder, ending in a softmax, trained by `model.fit` on arrays in memory "
+            "with Keras' defaults (AdamW, whole epochs timed); LeNet's is in the next section.\n\n"
             + table(["arch", "px", "batch", "parameters", "forward MFLOP/image", "images/s", "training GFLOP/s",
-                     "of sgemm", "warm-up epoch s", "after the steps s", "peak RSS MB"], rows)
-            + failures(*((r["arch"], r) for r in s["rows"])))
+                     "of sgemm", "bare model.fit images/s", "kerascnn / bare", "warm-up epoch s",
+                     "after the steps s", "peak RSS MB"], rows)
+            + failures(*((r["arch"], r) for r in s["rows"]), *((f"{r['arch']} bare", r["bare"])
+                                                               for r in s["rows"] if "bare" in r)))
 
 
 def render_side_by_side(s):
@@ -969,7 +979,8 @@ def render_side_by_side(s):
         f"The same two networks four ways, Fashion-MNIST, AdamW (lr 1e-3, weight decay 0.004), one warm-up epoch "
         f"then the median of {s['repeats']} timed epochs:\n\n"
         "- **kerascnn fit path**: fit's stages as in section 1 (`--activation relu --pool max` for LeNet, "
-        "`-b` and `--image-size` as shown), tf.data pipeline, TensorFlow backend, `--jit auto` (XLA off on a CPU);\n"
+        "`-b` and `--image-size` as shown), tf.data pipeline, TensorFlow backend, `--jit auto` (XLA off on a CPU), `--steps-per-execution` "
+        "auto (16 steps a call on TensorFlow, 1 elsewhere), whole epochs timed (the checkpoint included);\n"
         "- **bare model.fit**: what a user writes: LeNet as a `keras.Sequential` (conv 6@5x5 same → max pool "
         "→ conv 16@5x5 valid → max pool → 120 → 84 → 10, ReLU, softmax), ResNet-18 from kerascnn's builder "
         "with a softmax; `compile(optimizer=\"adamw\", loss=\"sparse_categorical_crossentropy\", "
