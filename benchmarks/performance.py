@@ -16,6 +16,8 @@ Sections (`--only`):
   pipeline      make_training_pipeline alone at 32, 96 and 224 px beside the training step at that size
   startup       evaluate's images/s; from `kerascnn fit` to its first training step; peak RSS of fits
   scaling       epoch time against image size and batch size (docs/images/performance_scaling.png)
+  scale-out     one process against two: fit with MultiWorkerMirroredStrategy on 1 and 2 workers
+                (127.0.0.1, TF_CONFIG), and a study in one process against two `--shard` processes
 
 Fashion-MNIST comes through kerascnn's loader (KERASCNN_DATA_DIR, else
 ../shared/data). Every invocation first measures the machine's sgemm rate.
@@ -49,7 +51,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "performance.json"
 DOC = REPO / "docs" / "performance.md"
 PLOT = "performance_scaling.png"
-SECTIONS = ("archs", "side-by-side", "backends", "pipeline", "startup", "scaling")
+SECTIONS = ("archs", "side-by-side", "backends", "pipeline", "startup", "scaling", "scale-out")
 ARCHS = ("lenet", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18", "mobilenet")  # choices.ARCH_NAMES
 FASHION_TRAIN = 54_000  # Fashion-MNIST's training images after fit's default 10% validation split
 RELU_LENET = {"activation": "relu", "pool": "max"}
@@ -74,6 +76,8 @@ class Budget:
     scaling_batches: tuple = (32, 64, 128, 256)
     scaling_pixels: int = 4096 * 28 * 28  # pixels of a timed scaling epoch (2 to 20 batches)
     startup_images: dict = dataclasses.field(default_factory=lambda: {"lenet": None, "resnet18": 4096})
+    scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (256, None, 3), "resnet18": (64, 2560, 3)})
+    study_images: int = 10_000
     timeout: int = 3600
 
     def batch(self, size):
@@ -84,7 +88,8 @@ FULL = Budget()
 QUICK = Budget(steps=2, repeats=1, batch_cap=16, lenet_images=256, resnet_steps=2, compile_resnet=False, sgemm_n=256,
                pipeline_sizes=(32, 64), pipeline_steps=3, consumer_steps=2,
                scaling_sizes={"lenet": (28, 32), "resnet18": (32,)}, scaling_batches=(8, 16),
-               scaling_pixels=32 * 28 * 28, startup_images={"lenet": 512, "resnet18": 128}, timeout=300)
+               scaling_pixels=32 * 28 * 28, startup_images={"lenet": 512, "resnet18": 128},
+               scale_out={"lenet": (32, 512, 2), "resnet18": (16, 128, 2)}, study_images=256, timeout=300)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -122,6 +127,38 @@ def child_env(backend, data_dir):
     return dict(os.environ, KERAS_BACKEND=backend, KERASCNN_DATA_DIR=str(data_dir), TF_CPP_MIN_LOG_LEVEL="3",
                 CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join(
                     p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+
+
+def run_children(jobs, timeout):
+    """Run every (argv, env, cwd) of `jobs` at once, to their ends: a
+    run_child tuple for each."""
+    with tempfile.TemporaryDirectory() as folder:
+        start, procs = time.perf_counter(), []
+        for i, (argv, env, cwd) in enumerate(jobs):
+            out, err = open(Path(folder) / f"{i}.out", "w+"), open(Path(folder) / f"{i}.err", "w+")
+            procs.append((subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd, text=True,
+                                           start_new_session=True), out, err))
+        done = {}
+        while len(done) < len(procs):
+            for i, (proc, _, _) in enumerate(procs):
+                if i in done:
+                    continue
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if not pid and time.perf_counter() - start > timeout:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                    pid, status, usage = os.wait4(proc.pid, 0)
+                if pid:
+                    done[i] = (os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss / 1024)
+            time.sleep(0.05)
+        results = []
+        for i, (proc, out, err) in enumerate(procs):
+            out.seek(0)
+            err.seek(0)
+            code, wall, rss = done[i]
+            results.append((code, out.read(), err.read(), wall, rss))
+            out.close()
+            err.close()
+        return results
 
 
 def run_child(argv, env, timeout, cwd=None):
@@ -880,6 +917,104 @@ def scaling(runner):
     return {"rows": rows, "epoch_images": FASHION_TRAIN}
 
 
+# fit in a process of its own, for scale-out: argv[1] is fit's options (JSON)
+FIT_PROCESS = r"""
+import json, sys
+from kerascnn.train import fit
+r = fit(**json.loads(sys.argv[1]), verbose=0)
+print("RESULT " + json.dumps({"seconds": [row["seconds"] for row in r.history], "chief": r.chief,
+                              "images": r.config["train_images"], "replicas": r.config.get("replicas"),
+                              "steps_per_execution": r.config.get("steps_per_execution"),
+                              "test_accuracy": r.test_accuracy}))
+"""
+
+
+def cluster_envs(runner, workers):
+    """Each worker's environment: TF_CONFIG naming `workers` free ports on 127.0.0.1."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(workers)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    cluster = [f"127.0.0.1:{sock.getsockname()[1]}" for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return [dict(child_env("tensorflow", runner.data_dir), TF_CONFIG=json.dumps(
+        {"cluster": {"worker": cluster}, "task": {"type": "worker", "index": i}})) for i in range(workers)]
+
+
+def fit_processes(runner, options, workers, label):
+    """`fit(**options)` in `workers` processes at once (a MultiWorkerMirroredStrategy cluster when
+    options ask for it, else one plain process): the chief's epoch times, images/s after the first epoch."""
+    with tempfile.TemporaryDirectory(prefix="kerascnn-perf-") as out:
+        options = {**options, "output": out}
+        envs = cluster_envs(runner, workers) if options.get("distribute") else [child_env("tensorflow",
+                                                                                         runner.data_dir)]
+        load = os.getloadavg()[0]
+        done = run_children([([sys.executable, "-c", FIT_PROCESS, json.dumps(options)], env, None) for env in envs],
+                            runner.budget.timeout)
+    failed = [(code, err) for code, _, err, _, _ in done if code != 0]
+    if failed:
+        code, err = failed[0]
+        result = {"error": f"exit code {code}: " + " | ".join(err.strip().splitlines()[-6:])[-1200:]}
+    else:
+        reports = [json.loads(next(line for line in out.splitlines()[::-1] if line.startswith("RESULT "))[7:])
+                   for _, out, _, _, _ in done]
+        chief = next(r for r in reports if r["chief"])
+        result = {**chief, **rates(chief["seconds"][0], chief["seconds"][1:], chief["images"]),
+                  "processes": workers, "wall_s": round(max(d[3] for d in done), 2),
+                  "peak_rss_mb": [round(d[4]) for d in done], "load_before": round(load, 2)}
+    print(f"  {label}: {summary({**result, 'peak_rss_mb': sum(result.get('peak_rss_mb', [0]))})}", flush=True)
+    return result
+
+
+def study_processes(runner, shards, images):
+    """A four-run study (LeNet, ReLU and sigmoid, 2 seeds, 1 epoch) as one `kerascnn study` process or
+    as `shards` `--shard i/N` processes at once, then `kerascnn report`: the wall time to the report."""
+    with tempfile.TemporaryDirectory(prefix="kerascnn-perf-") as work:
+        base = [sys.executable, str(REPO / "cli.py"), "study", "--arch", "lenet", "--vary", "activation=relu,sigmoid",
+                "--seeds", "2", "--epochs", "1", "--train-size", str(images), "--dataset", "fashion_mnist",
+                "--output", str(Path(work) / "study")]
+        env = child_env("tensorflow", runner.data_dir)
+        jobs = [(base + (["--shard", f"{i}/{shards}"] if shards > 1 else []), env, work) for i in range(shards)]
+        load = os.getloadavg()[0]
+        start = time.perf_counter()
+        done = run_children(jobs, runner.budget.timeout)
+        report = run_child([sys.executable, str(REPO / "cli.py"), "report", str(Path(work) / "study")], env,
+                           runner.budget.timeout, cwd=work) if shards > 1 else (0, "", "", 0, 0)
+        wall = time.perf_counter() - start
+        failed = [(code, err) for code, _, err, _, _ in [*done, report] if code != 0]
+        rows = (Path(work) / "study" / "results.csv").read_text().splitlines() if not failed else []
+    if failed:
+        code, err = failed[0]
+        result = {"error": f"exit code {code}: " + " | ".join(err.strip().splitlines()[-6:])[-1200:]}
+    else:
+        result = {"wall_s": round(wall, 2), "processes": shards, "runs": 4, "variants": len(rows) - 1,
+                  "shard_wall_s": [round(d[3], 2) for d in done], "report_s": round(report[3], 2),
+                  "peak_rss_mb": [round(d[4]) for d in done], "load_before": round(load, 2)}
+    print(f"  study in {shards} process(es): {result.get('error') or str(result['wall_s']) + ' s'}", flush=True)
+    return result
+
+
+@section("scale-out")
+def scale_out(runner):
+    """fit on one and two MultiWorkerMirroredStrategy workers; a study in one process and in two shards."""
+    b = runner.budget
+    nets = {}
+    for net, (batch, images, n_epochs) in b.scale_out.items():
+        options = {"config": net, "dataset": "fashion_mnist", "epochs": n_epochs, "batch_size": batch,
+                   **({"train_size": images} if images else {}), **(RELU_LENET if net == "lenet" else {})}
+        nets[net] = {"batch": batch, "epochs": n_epochs, "rows": [
+            ("one process, no strategy", fit_processes(runner, options, 1, f"{net} plain fit")),
+            ("one process, no strategy, 1 step a call",
+             fit_processes(runner, {**options, "steps_per_execution": 1}, 1, f"{net} plain fit, 1 step a call")),
+            ("1 worker", fit_processes(runner, {**options, "distribute": "multi-worker"}, 1, f"{net} 1 worker")),
+            ("2 workers", fit_processes(runner, {**options, "distribute": "multi-worker"}, 2, f"{net} 2 workers")),
+        ]}
+    studies = [study_processes(runner, shards, b.study_images) for shards in (1, 2)]
+    return {"nets": nets, "studies": studies, "study_images": b.study_images}
+
+
 # ----------------------------------------------------------------------------- the report (Markdown)
 
 
@@ -1134,7 +1269,8 @@ def plot_scaling(s, path):
 
 TITLES = {"archs": "1. Throughput per architecture", "side-by-side": "2. LeNet and ResNet-18 side by side",
           "backends": "3. Each Keras backend against its own framework", "pipeline": "4. The input pipeline alone",
-          "startup": "5. Evaluate, start-up and memory", "scaling": "6. Epoch time against image and batch size"}
+          "startup": "5. Evaluate, start-up and memory", "scaling": "6. Epoch time against image and batch size",
+          "scale-out": "7. One process against two: workers and study shards"}
 
 
 def load_averages(value):
@@ -1147,10 +1283,41 @@ def load_averages(value):
     return []
 
 
+def render_scale_out(s):
+    rows = []
+    for net, n in s["nets"].items():
+        base = dict(n["rows"])["one process, no strategy, 1 step a call"]
+        for label, r in n["rows"]:
+            rows.append([net, label, n["batch"], number(r.get("images")), rate(r), ratio(r, base),
+                         number(r.get("test_accuracy") and 100 * r["test_accuracy"]),
+                         " + ".join(f"{x:,}" for x in r.get("peak_rss_mb", [])) or "–"])
+    one, two = s["studies"]
+    studies = [[f"{r['processes']} process{'es' * (r['processes'] > 1)}", number(r.get("wall_s")),
+                ", ".join(f"{x:.1f}" for x in r.get("shard_wall_s", [])) or "–", number(r.get("report_s")),
+                ratio({"images_per_s": 1 / r["wall_s"]}, {"images_per_s": 1 / one["wall_s"]})
+                if "wall_s" in r and "wall_s" in one else "–"] for r in (one, two)]
+    return ("`kerascnn fit` in separate processes on this one machine: plain (no strategy), and under "
+            "`--distribute multi-worker` (tf.distribute.MultiWorkerMirroredStrategy) with TF_CONFIG naming 1 or "
+            "2 workers on 127.0.0.1, each worker its own process, the batch size global (each of 2 workers "
+            "computes half of each batch). LeNet (ReLU, max pooling) on all 54,000 training images of "
+            "Fashion-MNIST, ResNet-18 at 32 px on a subset; images/s of the chief's epochs after the first, "
+            "validation included; the ratio is to one plain process at 1 step a call, which is what "
+            "the strategy runs.\n\n"
+            + table(["network", "how", "batch", "images an epoch", "images/s", "ratio", "test accuracy %",
+                     "peak RSS MB"], rows, text=2)
+            + f"\n\nA study of 4 runs (LeNet, `--vary activation=relu,sigmoid --seeds 2`, 1 epoch, "
+            f"{s['study_images']:,} training images each) as one `kerascnn study` process, and as two "
+            "`--shard i/2` processes started together on the same folder followed by `kerascnn report` (which "
+            "merges them); the time to the finished report:\n\n"
+            + table(["study", "wall s", "each shard s", "report s", "speed-up"], studies)
+            + failures(*((f"{net} {label}", r) for net, n in s["nets"].items() for label, r in n["rows"]),
+                       *((f"study, {r.get('processes')} processes", r) for r in s["studies"])))
+
+
 def render_section(name, s, image=None):
     """One section's Markdown: title, the command, date and machine load, its table."""
     body = {"archs": render_archs, "side-by-side": render_side_by_side, "backends": render_backends,
-            "pipeline": render_pipeline, "startup": render_startup}.get(name)
+            "pipeline": render_pipeline, "startup": render_startup, "scale-out": render_scale_out}.get(name)
     text = body(s) if body else render_scaling(s, image or f"images/{PLOT}")
     loads = load_averages(s)
     load = f"; 1-minute load average before its configurations {min(loads):.2f}–{max(loads):.2f}" if loads else ""

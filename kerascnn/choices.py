@@ -64,7 +64,7 @@ TRANSFORMS = {
 }
 
 JIT_MODES = ("auto", "on", "off")
-DISTRIBUTE = ("mirrored", "data-parallel")
+DISTRIBUTE = ("mirrored", "multi-worker", "data-parallel")
 BACKENDS = ("tensorflow", "jax", "torch")
 POOLS = ("avg", "max")
 INITS = ("glorot", "he")

@@ -191,8 +191,9 @@ class FitConfig:
                               "replay replace a finished one.", kind="flag",
                               group="files", replay=False)
     # the machine
-    distribute: str = _option(None, "mirrored: tf.distribute over all GPUs (tensorflow); data-parallel: "
-                              "keras.distribution (jax).", kind="choice", group="system",
+    distribute: str = _option(None, "mirrored: tf.distribute over all GPUs (tensorflow); multi-worker: "
+                              "tf.distribute.MultiWorkerMirroredStrategy over the machines TF_CONFIG names "
+                              "(tensorflow; the chief writes the run); data-parallel: keras.distribution (jax).", kind="choice", group="system",
                               choices=choices.DISTRIBUTE, noun="distribution")
     mixed_precision: bool = _option(False, "float16 compute on a GPU (ignored, with a warning, on CPU).",
                                     kind="flag", group="system")

@@ -34,11 +34,15 @@ class FitResult:
     model_path: Path
     config: dict  # the run's record, as written to <name>.run.json
     settings: FitConfig = None  # the configuration as resolved
+    chief: bool = True  # False on a multi-worker run's other workers, which write nothing
 
     @property
     def paths(self):
         """The files of the run: model, history, configuration, then the
-        checkpoints and recorded activations that exist."""
+        checkpoints and recorded activations that exist (none on a worker
+        other than the chief)."""
+        if not self.chief:
+            return []
         paths = [self.model_path]
         paths += [io.sidecar(self.model_path, k) for k in ("history.csv", "history.json", "run.json")]
         extra = [io.checkpoint_path(self.model_path, k) for k in ("best", "last")]
@@ -148,19 +152,70 @@ def check_distribute(distribute, backend):
     if distribute not in DISTRIBUTE:
         raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
                           f"choose one of: {', '.join(DISTRIBUTE)}")
-    needs, other = ("tensorflow", "data-parallel") if distribute == "mirrored" else ("jax", "mirrored")
+    needs, other = ("jax", "mirrored") if distribute == "data-parallel" else ("tensorflow", "data-parallel")
     if backend != needs:
         raise KerasCNNError(f"{spell('distribute')} {distribute} needs the {needs} backend (active: {backend})"
                             + (f"; use {spell('distribute')} {other} on {backend}" if backend in ("jax", "tensorflow")
                                else ""))
 
 
+_MULTI_WORKER = []  # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made before any op
+
+
+def cluster_task():
+    """This process's place in the cluster TF_CONFIG names: (task type,
+    index, number of workers, whether a "chief" task is named), or a
+    KerasCNNError saying what is wrong."""
+    import json
+
+    text = os.environ.get("TF_CONFIG")
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+               '"index": 0}}\'')
+    if not text:
+        raise KerasCNNError(f"{spell('distribute')} multi-worker reads the cluster from TF_CONFIG, which is not set; "
+                            f"on each machine set e.g. {example}")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+        if kind not in ("chief", "worker") or not 0 <= index < len(cluster[kind]):
+            raise ValueError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise KerasCNNError(f"TF_CONFIG is not a cluster with this process's task in it: {text[:200]!r}; "
+                            f"expected e.g. {example}") from None
+    return kind, index, workers, "chief" in cluster
+
+
+def is_chief(distribute):
+    """Whether this process writes the run: always, except under
+    multi-worker training on a worker other than the cluster's chief (the
+    "chief" task, else worker 0)."""
+    if distribute != "multi-worker":
+        return True
+    kind, index, _, has_chief = cluster_task()
+    return kind == "chief" or index == 0 and not has_chief
+
+
+def multi_worker_strategy():
+    """The process's tf.distribute.MultiWorkerMirroredStrategy (made at the
+    first call, which must come before TensorFlow runs anything: fit makes
+    it first)."""
+    if not _MULTI_WORKER:
+        cluster_task()
+        import tensorflow as tf
+
+        _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+    return _MULTI_WORKER[0]
+
+
 def distribution_scope(distribute, echo=None):
     """A context manager that builds and trains under `distribute`:
     "mirrored" is tf.distribute.MirroredStrategy over every visible GPU (or
-    every logical CPU device when there is no GPU); "data-parallel" is
-    keras.distribution.DataParallel over every device JAX sees. Returns
-    (context manager, number of replicas)."""
+    every logical CPU device when there is no GPU); "multi-worker" is
+    tf.distribute.MultiWorkerMirroredStrategy over the cluster of TF_CONFIG;
+    "data-parallel" is keras.distribution.DataParallel over every device
+    JAX sees. Returns (context manager, number of replicas)."""
     import contextlib
 
     import keras
@@ -168,6 +223,14 @@ def distribution_scope(distribute, echo=None):
     if not distribute:
         return contextlib.nullcontext(), 1
     check_distribute(distribute, keras.backend.backend())
+    if distribute == "multi-worker":
+        strategy = multi_worker_strategy()
+        if echo:
+            kind, index, workers, _ = cluster_task()
+            echo(f"distribute: MultiWorkerMirroredStrategy, {kind} {index} of {workers} workers, "
+                 f"{strategy.num_replicas_in_sync} replicas in all"
+                 + ("" if is_chief(distribute) else "; the chief writes the run"))
+        return strategy.scope(), strategy.num_replicas_in_sync
     if distribute == "mirrored":
         import tensorflow as tf
 
@@ -273,19 +336,22 @@ def load_data(given):
                         seed=given.seed)
 
 
-def open_run_folder(config, replay=False):
+def open_run_folder(config, replay=False, elsewhere=None):
     """The run folder, made clean, and the state to resume from (if any).
     An unfinished run is never discarded without `overwrite`; a replayed
-    configuration never replaces a finished run without it."""
+    configuration never replaces a finished run without it. With
+    `elsewhere` (a multi-worker run's other workers) the run folder is only
+    read, and this process writes into `elsewhere` instead."""
     import shutil
 
     model_path = Path(config.output) / f"{config.name}{io.MODEL_SUFFIX}"
     run_dir = partial_dir(model_path)
     last = run_dir / "last.keras"
+    writes = Path(elsewhere) / model_path.name if elsewhere else model_path
     if config.resume:
         for checkpoint in (last, io.checkpoint_path(model_path, "last")):  # unfinished, else finished: extend it
             if checkpoint.exists():
-                return RunFolder(model_path, run_dir, io.read_state(checkpoint), checkpoint)
+                return RunFolder(writes, partial_dir(writes), io.read_state(checkpoint), checkpoint)
         raise KerasCNNError(f"{spell('resume')}: no checkpoint to continue from: neither {last} nor "
                             f"{io.checkpoint_path(model_path, 'last')} exists")
     if last.exists() and not config.overwrite:
@@ -298,6 +364,8 @@ def open_run_folder(config, replay=False):
         raise KerasCNNError(f"{model_path} already holds a run; to replay a configuration into it add "
                             f"{spell_set('overwrite')} (or {spell_set('resume')} to train it further), or choose "
                             f"another {spell('output')} or {spell('name')}")
+    if elsewhere:
+        return RunFolder(writes, partial_dir(writes))
     io.check_writable(config.output)
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -497,8 +565,22 @@ def activation_recorder(settings, run, data):
 def eval_pipeline(settings, data, x, y):
     """Batches of `x, y` preprocessed as the run's model takes them, in order."""
     mean, std = data.stats()
-    return make_pipeline(x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]),
-                         mean=mean, std=std, batch_size=settings.batch_size, resize=settings.resize)
+    return sharded(settings, make_pipeline(
+        x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
+        batch_size=settings.batch_size, resize=settings.resize))
+
+
+def sharded(settings, dataset):
+    """`dataset` as a multi-worker run splits it: every worker makes the
+    same batches and trains on its share of each (tf.data's DATA sharding,
+    which AUTO would fall back to with a warning); unchanged otherwise."""
+    if settings.distribute != "multi-worker":
+        return dataset
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def training_pipeline(settings, data, initial_epoch=0):
@@ -510,12 +592,44 @@ def training_pipeline(settings, data, initial_epoch=0):
 
     mean, std = data.stats()
     size = settings.image_size
-    return make_training_pipeline(
+    batches, steps = make_training_pipeline(
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
         seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
         augment=Augmenter(settings.augment, size) if settings.augment else None,
         per_epoch=(settings.steps_per_execution or 1) > 1)
+    return sharded(settings, batches), steps
+
+
+def _reduce_scalars_across_workers():
+    """Keras 3.15 all-reduces each replica's logs (a scalar loss, scalar
+    metrics) across the workers of a MultiWorkerMirroredStrategy with
+    axis=0, which a scalar does not have (tensorflow/tensorflow#72388):
+    reduce them with axis=None, the mean over every replica, instead."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "kerascnn", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.kerascnn = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def _symbolic_build_locally(model, batches):
+    """Build the model's loss and metrics from one batch's shapes before
+    fit, which under MultiWorkerMirroredStrategy would first all-reduce
+    a whole distributed batch for them and fails (Keras 3.15,
+    keras-team/keras#20585), and tell fit and evaluate not to."""
+    first = next(iter(batches))
+    model._symbolic_build(data_batch=first)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
 
 
 def first_batch_loss(model, settings, data, epoch):
@@ -533,6 +647,9 @@ def train(model, settings, run, data, callbacks, verbose):
     from kerascnn.callbacks import EpochLog
 
     batches, steps = training_pipeline(settings, data, run.initial_epoch)
+    if settings.distribute == "multi-worker":
+        _reduce_scalars_across_workers()
+        _symbolic_build_locally(model, batches)
     if callbacks.guard.first_loss is None and (settings.steps_per_execution or 1) > 1:
         callbacks.guard.first_loss = first_batch_loss(model, settings, data, run.initial_epoch)
     extra = []
@@ -607,10 +724,21 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
     FitResult.
     """
     given, replay = make_config(config, dataset, options)
+    if given.distribute == "multi-worker":  # its strategy comes before TensorFlow runs anything
+        import keras
+
+        check_distribute(given.distribute, keras.backend.backend())
+        multi_worker_strategy()
     echo = print if verbose else None
     data = load_data(given)
     settings = resolve_settings(given, data, echo, callbacks)
+    if not is_chief(settings.distribute):
+        return _fit_elsewhere(given, settings, data, replay, callbacks, verbose, echo)
     run = open_run_folder(settings, replay)
+    return _fit(given, settings, data, run, callbacks, verbose, echo)
+
+
+def _fit(given, settings, data, run, callbacks, verbose, echo):
     jit_compile = resolve_jit(settings.jit)
     record_dict = run_record(given, settings, data, run, jit_compile)
     check_resume(run, record_dict, echo)
@@ -621,6 +749,28 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
         run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
         steps = train(model, settings, run, data, run_callbacks, verbose)
         return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
+
+
+def _fit_elsewhere(given, settings, data, replay, callbacks, verbose, echo):
+    """A multi-worker run's other workers: the same steps as the chief (the
+    strategy's collectives need every worker in each), writing into a
+    temporary folder that is removed afterwards. Returns the FitResult with
+    `model_path` where the chief writes and nothing in `paths`."""
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="kerascnn-worker-")
+    try:
+        run = open_run_folder(settings, replay, elsewhere=folder)
+        local = settings.replace(tensorboard=str(Path(folder) / "tensorboard") if settings.tensorboard else None)
+        result = _fit(given, local, data, run, callbacks, verbose, None)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    chief_path = Path(settings.output) / f"{settings.name}{io.MODEL_SUFFIX}"
+    if echo:
+        echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}); this worker writes nothing, "
+             f"the chief writes the run to {chief_path}")
+    return dataclasses.replace(result, model_path=chief_path, chief=False, settings=settings)
 
 
 def _promote(run_dir, model_path):

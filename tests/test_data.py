@@ -459,3 +459,15 @@ def test_dot_files_are_ignored_and_two_npz_are_refused(tmp_path):
     (path.parent / "other.npz").write_bytes(path.read_bytes())
     with pytest.raises(KerasCNNError, match=r"cifar10 holds 2 \.npz files \(data\.npz, other\.npz\); keep the one"):
         load_dataset("cifar10", tmp_path)
+
+
+def test_channel_stats_are_numpys_without_a_float_copy():
+    from kerascnn.data import channel_stats
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(300, 9, 7, 3), dtype=np.uint8)
+    mean, std = channel_stats(x, chunk=64)  # chunks that do not divide the images
+    flat = x.reshape(-1, 3).astype(np.float64) / 255
+    np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(std, flat.std(axis=0), rtol=1e-9)
+    assert channel_stats(np.full((2, 3, 3, 1), 7, np.uint8)) == ([7 / 255], [0.0])
