@@ -303,11 +303,13 @@ class Checkpointer(keras.callbacks.Callback):
             self.best = float(value)
         state = self.state_fn(done)
         io.ensure_dir(self.folder)
-        if improved:
-            io.save_model(self.model, self.folder / "best.keras", state=state)
+        paths = [self.folder / "best.keras"] if improved else []
         if self.save_every and done % self.save_every == 0:
-            io.save_model(self.model, self.folder / f"epoch-{done:03d}.keras", state=state)
-        io.save_model(self.model, self.folder / "last.keras", state=state)
+            paths.append(self.folder / f"epoch-{done:03d}.keras")
+        paths.append(self.folder / "last.keras")  # last: the commit point
+        io.save_model(self.model, paths[0], state=state)  # serialized once, the same bytes copied
+        for path in paths[1:]:
+            io.copy_file(paths[0], path)
 
     def get_state(self):
         return {"best": self.best}

@@ -175,6 +175,13 @@ def save_model(model, path, state=None):
     return _atomic(path, write, suffix=MODEL_SUFFIX)
 
 
+def copy_file(source, path):
+    """A copy of `source` at `path`, written as atomically as save_model."""
+    import shutil
+
+    return _atomic(path, lambda tmp: shutil.copyfile(source, tmp), suffix=Path(path).suffix)
+
+
 def read_state(path):
     """The training state stored in a checkpoint by save_model, or None."""
     try:
