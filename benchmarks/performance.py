@@ -16,6 +16,7 @@ Sections (`--only`):
   pipeline      make_training_pipeline alone at 32, 96 and 224 px beside the training step at that size
   startup       evaluate's images/s; from `kerascnn fit` to its first training step; peak RSS of fits
   scaling       epoch time against image size and batch size (docs/images/performance_scaling.png)
+  profile       the training step phase by phase (forward, backward, optimizer), TensorFlow against PyTorch
   scale-out     one process against two: fit with MultiWorkerMirroredStrategy on 1 and 2 workers
                 (127.0.0.1, TF_CONFIG), and a study in one process against two `--shard` processes
 
@@ -51,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "performance.json"
 DOC = REPO / "docs" / "performance.md"
 PLOT = "performance_scaling.png"
-SECTIONS = ("archs", "side-by-side", "backends", "pipeline", "startup", "scaling", "scale-out")
+SECTIONS = ("archs", "side-by-side", "backends", "pipeline", "startup", "scaling", "profile", "scale-out")
 ARCHS = ("lenet", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18", "mobilenet")  # choices.ARCH_NAMES
 FASHION_TRAIN = 54_000  # Fashion-MNIST's training images after fit's default 10% validation split
 RELU_LENET = {"activation": "relu", "pool": "max"}
@@ -76,8 +77,10 @@ class Budget:
     scaling_batches: tuple = (32, 64, 128, 256)
     scaling_pixels: int = 4096 * 28 * 28  # pixels of a timed scaling epoch (2 to 20 batches)
     startup_images: dict = dataclasses.field(default_factory=lambda: {"lenet": None, "resnet18": 4096})
-    scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (256, None, 3), "resnet18": (64, 2560, 3)})
+    # LeNet at batch 250: 216 steps an epoch, 12 a call (256 makes 211, a prime: 1 a call)
+    scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (250, None, 3), "resnet18": (64, 2560, 3)})
     study_images: int = 10_000
+    profile_repeats: int = 30
     timeout: int = 3600
 
     def batch(self, size):
@@ -89,7 +92,8 @@ QUICK = Budget(steps=2, repeats=1, batch_cap=16, lenet_images=256, resnet_steps=
                pipeline_sizes=(32, 64), pipeline_steps=3, consumer_steps=2,
                scaling_sizes={"lenet": (28, 32), "resnet18": (32,)}, scaling_batches=(8, 16),
                scaling_pixels=32 * 28 * 28, startup_images={"lenet": 512, "resnet18": 128},
-               scale_out={"lenet": (32, 512, 2), "resnet18": (16, 128, 2)}, study_images=256, timeout=300)
+               scale_out={"lenet": (32, 512, 2), "resnet18": (16, 128, 2)}, study_images=256, profile_repeats=3,
+               timeout=300)
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -364,7 +368,7 @@ def kerascnn_fit(arch, options, train_images, epochs):
             callbacks = train.make_callbacks(settings, run, data, record, [timer])
             train.train(model, settings, run, data, callbacks, verbose=0)
     return {**timer_rates(timer, len(data.x_train)), **model_facts(model), "image_size": settings.image_size,
-            "batch_size": settings.batch_size}
+            "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution}
 
 
 def user_model(net, size):
@@ -376,7 +380,8 @@ def user_model(net, size):
     if net != "lenet":
         from kerascnn.models import build_model
 
-        return build_model(net, input_shape=(size, size, 1), num_classes=10, classifier_activation="softmax")
+        logits = build_model(net, input_shape=(size, size, 1), num_classes=10)
+        return keras.Model(logits.input, layers.Softmax(name="probabilities")(logits.output))
     return keras.Sequential([
         keras.Input((size, size, 1)),
         layers.Conv2D(6, 5, padding="same", activation="relu"), layers.MaxPooling2D(),
@@ -587,6 +592,150 @@ def pipeline(size, batch, steps, augment):
     for _ in range(steps):
         next(batches)
     return {"images_per_s": steps * batch / (time.perf_counter() - start), "images": steps * batch}
+
+
+def phase_times(fns, repeats):
+    """Median milliseconds of each fn() in `fns` (name -> fn), after 3
+    warm-up calls, the phases interleaved `repeats` times."""
+    for fn in fns.values():
+        for _ in range(3):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(1000 * (time.perf_counter() - start))
+    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+
+
+@worker
+def profile_tf(net, size, batch, repeats):
+    """The training step of kerascnn's model on TensorFlow, phase by phase
+    (one batch in memory): the forward pass in training mode, forward and
+    backward (tf.GradientTape), and Keras' whole train step (AdamW, loss and
+    accuracy metrics) through train_on_batch."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kerascnn.models import build_model
+    from kerascnn.optimizers import make_optimizer
+    from kerascnn.train import compile_model
+
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.standard_normal((batch, size, size, 1), dtype=np.float32))
+    y = tf.constant(rng.integers(0, 10, batch).astype(np.int32))
+    model = build_model(net, input_shape=(size, size, 1), num_classes=10, **(RELU_LENET if net == "lenet" else {}))
+    compile_model(model, make_optimizer("adamw"))
+    loss_fn = model.loss
+
+    @tf.function
+    def forward():
+        return model(x, training=True)
+
+    @tf.function
+    def forward_backward():
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        return tape.gradient(loss, model.trainable_variables)
+
+    def step():
+        model.train_on_batch(x, y)
+
+    ms = phase_times({"forward": lambda: forward().numpy(), "forward_backward":
+                      lambda: [g.numpy() for g in forward_backward()[:1]], "step": step}, repeats)
+    return {**ms, "threads": [tf.config.threading.get_intra_op_parallelism_threads(),
+                              tf.config.threading.get_inter_op_parallelism_threads()], "backend": "tensorflow"}
+
+
+@worker
+def profile_torch(net, size, batch, repeats):
+    """The same phases in the plain PyTorch loop (eager): forward in training
+    mode, forward and backward, and the whole step with AdamW."""
+    import torch
+
+    torch.manual_seed(0)
+    x = torch.randn(batch, 1, size, size)
+    y = torch.randint(0, 10, (batch,))
+    model = torch_lenet(size) if net == "lenet" else torch_resnet18()
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.004, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def forward():
+        model(x)
+
+    def forward_backward():
+        model.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss_fn(model(x), y).backward()
+        optimizer.step()
+
+    ms = phase_times({"forward": forward, "forward_backward": forward_backward, "step": step}, repeats)
+    return {**ms, "threads": torch.get_num_threads(), "backend": "torch"}
+
+
+PIPELINE_VARIANTS = ("kerascnn", "map serial", "no prefetch", "resize each image", "cache resized")
+
+
+@worker
+def pipeline_variant(size, batch, steps, variant):
+    """make_training_pipeline's batches (plain, Fashion-MNIST's 60,000
+    images) built another way, iterated without a model: kerascnn's own
+    (gather a batch, scale and resize it in one op, normalize; map on
+    AUTOTUNE threads; prefetch AUTOTUNE), the map on one thread, without
+    prefetch, each image resized on its own before batching, or every image
+    resized once beforehand (uint8, cached in memory) and gathered."""
+    import numpy as np
+    import tensorflow as tf
+
+    from kerascnn.data import epoch_indices, load_dataset, make_training_pipeline, normalize, scale_and_resize
+
+    data = load_dataset("fashion_mnist", val_size=0)
+    mean, std = data.stats()
+    facts = {}
+    if variant == "kerascnn":
+        ds, _ = make_training_pipeline(data.x_train, data.y_train, input_shape=(size, size, 1), mean=mean, std=std,
+                                       batch_size=batch, epochs=2)
+    else:
+        images, labels = data.x_train, data.y_train.astype("int32")
+        if variant == "cache resized":
+            start = time.perf_counter()
+            images = np.concatenate([np.round(np.clip(scale_and_resize(images[i:i + 2048], size=(size, size))
+                                                      .numpy() * 255, 0, 255)).astype(np.uint8)
+                                     for i in range(0, len(images), 2048)])
+            facts = {"cache_s": round(time.perf_counter() - start, 2), "cache_mb": round(images.nbytes / 2**20)}
+        images, labels = tf.constant(images), tf.constant(labels)
+        idx = epoch_indices(len(data.x_train), 0)
+        parallel = None if variant == "map serial" else tf.data.AUTOTUNE
+
+        def prep(i):
+            x = tf.cast(tf.gather(images, i), tf.float32) / 255.0 if variant == "cache resized" else \
+                scale_and_resize(tf.gather(images, i), size=(size, size))
+            return normalize(x, channels=1, mean=mean, std=std), tf.gather(labels, i)
+
+        if variant == "resize each image":
+            def one(i):
+                x = scale_and_resize(tf.gather(images, i)[None], size=(size, size))[0]
+                return x, tf.gather(labels, i)
+
+            ds = tf.data.Dataset.from_tensor_slices(idx).map(one, num_parallel_calls=parallel).batch(batch)
+            ds = ds.map(lambda x, y: (normalize(x, channels=1, mean=mean, std=std), y), num_parallel_calls=parallel)
+        else:
+            ds = tf.data.Dataset.from_tensor_slices(idx).batch(batch).map(prep, num_parallel_calls=parallel)
+        ds = ds.repeat()
+        if variant != "no prefetch":
+            ds = ds.prefetch(tf.data.AUTOTUNE)
+    batches = iter(ds)
+    for _ in range(5):
+        next(batches)
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(batches)
+    return {"images_per_s": steps * batch / (time.perf_counter() - start), "images": steps * batch, **facts}
 
 
 @worker
@@ -831,6 +980,9 @@ def pipeline_section(runner):
                                                      "augment": "crop,flip"}, label=f"pipeline {size} px crop,flip"),
             "step": runner.measure("train_step", {"arch": "resnet18", "size": size, "batch": batch,
                                                   "steps": b.consumer_steps}, label=f"resnet18 step {size} px"),
+            "variants": {v: runner.measure("pipeline_variant", {"size": size, "batch": batch,
+                                                                "steps": b.pipeline_steps, "variant": v},
+                                           label=f"pipeline {size} px, {v}") for v in PIPELINE_VARIANTS},
         })
     return {"rows": rows, "steps": b.pipeline_steps, "consumer_steps": b.consumer_steps}
 
@@ -996,6 +1148,19 @@ def study_processes(runner, shards, images):
     return result
 
 
+@section("profile")
+def profile(runner):
+    """The training step phase by phase, TensorFlow (kerascnn's model) against PyTorch eager."""
+    b = runner.budget
+    nets = {}
+    for net, (size, batch, _) in side_by_side_cases(b).items():
+        p = {"net": net, "size": size, "batch": batch, "repeats": b.profile_repeats}
+        nets[net] = {"size": size, "batch": batch,
+                     "tensorflow": runner.measure("profile_tf", p, label=f"{net} phases, tensorflow"),
+                     "torch": runner.measure("profile_torch", p, "torch", label=f"{net} phases, torch")}
+    return {"nets": nets, "repeats": b.profile_repeats}
+
+
 @section("scale-out")
 def scale_out(runner):
     """fit on one and two MultiWorkerMirroredStrategy workers; a study in one process and in two shards."""
@@ -1035,6 +1200,21 @@ def ratio(a, b):
     return f"{a['images_per_s'] / b['images_per_s']:.2f}×" if ok else "–"
 
 
+def steps_ratio(k, bare):
+    """kerascnn's steps alone (its epoch less what comes after the last
+    batch) against a bare fit's whole epochs."""
+    ok = k and bare and "error" not in k and "error" not in bare and "steps_images_per_s" in k
+    return f"{k['steps_images_per_s'] / bare['images_per_s']:.2f}×" if ok else "–"
+
+
+def full_epoch_ratio(k, bare, images=FASHION_TRAIN):
+    """kerascnn against a bare fit over an epoch of `images`: kerascnn's
+    steps at its steps-only rate plus its seconds after the steps."""
+    if not k or not bare or "error" in k or "error" in bare or "steps_images_per_s" not in k:
+        return "–"
+    return f"{(images / bare['images_per_s']) / (images / k['steps_images_per_s'] + k['after_steps_s']):.2f}×"
+
+
 def table(header, rows, text=1):
     """A Markdown table: the first `text` columns left-aligned, the figures right."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" if i < text else "---:" for i in range(len(header)))
@@ -1064,6 +1244,7 @@ def render_archs(s):
                      number(2 * r["forward_macs"] / 1e6 if "forward_macs" in r else None), rate(r), number(gflops),
                      f"{100 * gflops / sgemm:.0f}%" if gflops and sgemm else "–",
                      rate(r["bare"]) if "bare" in r else "side by side", ratio(r, r.get("bare")),
+                     steps_ratio(r, r.get("bare")), full_epoch_ratio(r, r.get("bare")),
                      number(r.get("first_epoch_s")), number(r.get("after_steps_s")), number(r.get("peak_rss_mb"))])
     return (f"Each architecture at the size and batch size `kerascnn fit` picks on a CPU (the family's smallest "
             f"size, 28 px for LeNet), with its family's defaults, on {s['steps']} batches of Fashion-MNIST per "
@@ -1074,9 +1255,16 @@ def render_archs(s):
             "`last.keras`, history). GFLOP/s counts training as 3× the forward pass of the "
             "convolutions and dense layers (2 FLOPs a multiply-accumulate). The bare model.fit is the same "
             "network from kerascnn's builder, ending in a softmax, trained by `model.fit` on arrays in memory "
-            "with Keras' defaults (AdamW, whole epochs timed); LeNet's is in the next section.\n\n"
+            "with Keras' defaults (AdamW, whole epochs timed); LeNet's is in the next section. The timed epochs "
+            f"are short ({s['steps']} batches), so an epoch's fixed cost (the checkpoint: parameters and optimizer "
+            "state, fsync-ed) weighs more than in a real one; the next column puts the same measurements "
+            "into a whole Fashion-MNIST epoch of 54,000 images: the steps at the measured steps-only rate plus the "
+            "measured seconds after them, against the bare fit at its rate. \"Steps alone\" leaves the fixed "
+            "cost out.\n\n"
             + table(["arch", "px", "batch", "parameters", "forward MFLOP/image", "images/s", "training GFLOP/s",
-                     "of sgemm", "bare model.fit images/s", "kerascnn / bare", "warm-up epoch s",
+                     "of sgemm", "bare model.fit images/s", "kerascnn / bare", "steps alone / bare",
+                     "54,000-image epochs",
+                     "warm-up epoch s",
                      "after the steps s", "peak RSS MB"], rows)
             + failures(*((r["arch"], r) for r in s["rows"]), *((f"{r['arch']} bare", r["bare"])
                                                                for r in s["rows"] if "bare" in r)))
@@ -1189,7 +1377,27 @@ def render_pipeline(s):
         "time from the step.\n\n"
         + table(["px", "batch", "pipeline images/s", "with crop,flip", "ResNet-18 step images/s",
                  "(crop,flip) / step"], rows)
+        + render_pipeline_variants(s)
         + failures(*failed))
+
+
+def render_pipeline_variants(s):
+    rows = []
+    for r in s["rows"]:
+        variants = r.get("variants")
+        if not variants:
+            continue
+        cached = variants.get("cache resized", {})
+        rows.append([r["size"]] + [f"{rate(variants[v])} ({ratio(variants[v], variants['kerascnn'])})"
+                                   for v in PIPELINE_VARIANTS]
+                    + [f"{number(cached.get('cache_s'))} s, {number(cached.get('cache_mb'))} MB"])
+    if not rows:
+        return ""
+    return ("\n\nThe same plain batches built other ways, each against kerascnn's (in brackets): the map on "
+            "one thread instead of AUTOTUNE's, no prefetch, each image resized on its own before batching "
+            "instead of one resize a batch, and every image resized once beforehand and kept (uint8) in "
+            "memory, whose one-time cost is the last column:\n\n"
+            + table(["px", *PIPELINE_VARIANTS, "caching cost"], rows))
 
 
 def render_startup(s):
@@ -1270,7 +1478,8 @@ def plot_scaling(s, path):
 TITLES = {"archs": "1. Throughput per architecture", "side-by-side": "2. LeNet and ResNet-18 side by side",
           "backends": "3. Each Keras backend against its own framework", "pipeline": "4. The input pipeline alone",
           "startup": "5. Evaluate, start-up and memory", "scaling": "6. Epoch time against image and batch size",
-          "scale-out": "7. One process against two: workers and study shards"}
+          "profile": "7. Where a training step's time goes",
+          "scale-out": "8. One process against two: workers and study shards"}
 
 
 def load_averages(value):
@@ -1281,6 +1490,35 @@ def load_averages(value):
     if isinstance(value, (list, tuple)):
         return [x for v in value for x in load_averages(v)]
     return []
+
+
+def render_profile(s):
+    rows = []
+    for net, n in s["nets"].items():
+        for name in ("tensorflow", "torch"):
+            r = n[name]
+            if "error" in r:
+                continue
+            fwd, both, step = r["forward"], r["forward_backward"], r["step"]
+            rows.append([f"{net} {n['size']} px b{n['batch']}", "TensorFlow (Keras)" if name == "tensorflow"
+                         else "PyTorch eager", f"{fwd:.2f}", f"{both - fwd:.2f}", f"{step - both:.2f}",
+                         f"{step:.2f}", number(n["batch"] / step * 1000)])
+        t, p = n["tensorflow"], n["torch"]
+        if "error" not in t and "error" not in p:
+            rows.append([f"{net}: TensorFlow / PyTorch", "time ratio", f"{t['forward'] / p['forward']:.2f}",
+                         f"{(t['forward_backward'] - t['forward']) / (p['forward_backward'] - p['forward']):.2f}",
+                         f"{(t['step'] - t['forward_backward']) / max(p['step'] - p['forward_backward'], 1e-9):.2f}",
+                         f"{t['step'] / p['step']:.2f}", ""])
+    return ("One batch in memory, the median of " + str(s["repeats"]) + " interleaved repetitions after 3 warm-up "
+            "ones, milliseconds: the forward pass in training mode; the backward pass (forward and gradients, "
+            "less the forward); the rest of the step (the optimizer update, and on Keras' side its train step's "
+            "loss and metric bookkeeping); the whole step. TensorFlow runs kerascnn's model (NHWC, "
+            "`tf.function`, XLA off, Keras' `train_on_batch` for the step), PyTorch the same network eagerly "
+            "(NCHW). A ratio above 1 is time TensorFlow spends beyond PyTorch.\n\n"
+            + table(["network", "framework", "forward ms", "backward ms", "optimizer and rest ms", "step ms",
+                     "images/s"], rows, text=2)
+            + failures(*((f"{net} {name}", n[name]) for net, n in s["nets"].items()
+                         for name in ("tensorflow", "torch"))))
 
 
 def render_scale_out(s):
@@ -1317,7 +1555,8 @@ def render_scale_out(s):
 def render_section(name, s, image=None):
     """One section's Markdown: title, the command, date and machine load, its table."""
     body = {"archs": render_archs, "side-by-side": render_side_by_side, "backends": render_backends,
-            "pipeline": render_pipeline, "startup": render_startup, "scale-out": render_scale_out}.get(name)
+            "pipeline": render_pipeline, "startup": render_startup, "scale-out": render_scale_out,
+            "profile": render_profile}.get(name)
     text = body(s) if body else render_scaling(s, image or f"images/{PLOT}")
     loads = load_averages(s)
     load = f"; 1-minute load average before its configurations {min(loads):.2f}–{max(loads):.2f}" if loads else ""
@@ -1357,12 +1596,25 @@ def write_docs(results_path, doc):
     if len(machines) > 1:
         lines += ["**The sections were measured on different machines or versions**: see each section's record "
                   + "in the JSON.", ""]
+    lines += [kept_prose(doc), ""]
     for name in SECTIONS:
         if name in sections:
             lines.append(render_section(name, sections[name], f"images/{PLOT}"))
     Path(doc).parent.mkdir(parents=True, exist_ok=True)
     Path(doc).write_text("\n".join(lines))
     print(f"wrote {doc}" + (f" and {image}" if "scaling" in sections else ""))
+
+
+PROSE = ("<!-- written by hand: performance.py --write-docs keeps this part -->", "<!-- /written by hand -->")
+
+
+def kept_prose(doc):
+    """The hand-written part of an existing doc, markers included (or
+    empty markers)."""
+    old = Path(doc).read_text() if Path(doc).exists() else ""
+    if PROSE[0] in old and PROSE[1] in old:
+        return PROSE[0] + old.split(PROSE[0], 1)[1].split(PROSE[1], 1)[0] + PROSE[1]
+    return f"{PROSE[0]}\n{PROSE[1]}"
 
 
 def _relative(path):

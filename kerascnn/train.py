@@ -109,25 +109,33 @@ MAX_STEPS_PER_EXECUTION = 16
 
 
 def resolve_steps_per_execution(requested, steps, backend, distribute=None, batch_hooks=False):
-    """Training steps per call into the backend's compiled function (Keras
-    calls the batch callbacks after each call; the epoch's last call runs
-    the steps left, as fit's pipeline then ends each epoch). None (auto) is
-    MAX_STEPS_PER_EXECUTION (at most the epoch's `steps`) on tensorflow,
-    where a call's steps run in one tf.while_loop and give the same weights
-    as one step a call (LeNet on a CPU: see docs/performance.md); 1 on jax
-    (a Python loop over jitted steps, which changes the last bits), on
-    torch (Keras refuses more) and under --distribute (whose pipeline is one
-    stream over the epochs); other values are refused there. `batch_hooks`
-    (a callback acting on every batch: a per-epoch schedule's warm-up, a
-    user's callback) makes auto 1 too."""
+    """Training steps per call into the backend's compiled function. Keras
+    runs a call's steps back to back and calls the batch callbacks after
+    it; fit's pipeline is one stream over the epochs, so a call must not
+    run past an epoch's end: the value divides the `steps` of an epoch.
+    None (auto) is the largest divisor of `steps` up to
+    MAX_STEPS_PER_EXECUTION on tensorflow, where a call's steps run in one
+    tf.while_loop and give the same weights as one step a call (LeNet on a
+    CPU: see docs/performance.md); 1 on jax (a Python loop over jitted
+    steps, which changes the last bits), on torch (Keras refuses more),
+    under --distribute, and with `batch_hooks` (a callback acting on every
+    batch: a per-epoch schedule's warm-up, a user's callback). Values other
+    than 1 are refused where auto gives 1 for the backend or strategy."""
     if requested is None:
-        several = backend == "tensorflow" and not distribute and not batch_hooks
-        return min(MAX_STEPS_PER_EXECUTION, steps) if several else 1
+        if backend != "tensorflow" or distribute or batch_hooks:
+            return 1
+        return max(k for k in range(1, min(MAX_STEPS_PER_EXECUTION, steps) + 1) if steps % k == 0)
     if requested > 1 and backend != "tensorflow":
         raise OptionError(f"{spell('steps_per_execution')} must be 1 on the {backend} backend (only tensorflow runs "
                           f"a call's steps in one compiled loop), got {requested}")
     if requested > 1 and distribute:
         raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('distribute')}, got {requested}")
+    if steps % requested:
+        divisors = [k for k in range(2, min(64, steps) + 1) if steps % k == 0][:6]
+        raise OptionError(f"{spell('steps_per_execution')} {requested} does not divide the {steps} steps of an epoch, "
+                          f"so a call would run past the epoch's end; choose "
+                          + (f"one of {', '.join(map(str, divisors))}" if divisors else "1")
+                          + f", or another {spell('batch_size')}")
     return requested
 
 
@@ -596,8 +604,7 @@ def training_pipeline(settings, data, initial_epoch=0):
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
         seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
-        augment=Augmenter(settings.augment, size) if settings.augment else None,
-        per_epoch=(settings.steps_per_execution or 1) > 1)
+        augment=Augmenter(settings.augment, size) if settings.augment else None)
     return sharded(settings, batches), steps
 
 

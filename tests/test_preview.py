@@ -25,8 +25,8 @@ def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch)
         return made[-1]
 
     monkeypatch.setattr(kerascnn.data, "make_training_pipeline", spy)
-    # one step a call: fit's pipeline is then one stream, which iterates again from its start (with several
-    # steps a call each iteration is the next epoch; test_train checks those epochs are the same batches)
+    # one step a call: fit then makes its training pipeline once (with several, it also takes the first
+    # batch apart for the divergence guard's reference)
     fit("lenet", "digits", epochs=1, augment=("crop", "translate"), output=tmp_path / "runs", verbose=0,
         steps_per_execution=1, **OPTIONS)
     monkeypatch.undo()

@@ -150,6 +150,28 @@ def test_mixed_precision_on_cpu_warns_and_trains_in_float32(tmp_path, capsys):
     assert r.model.get_layer("conv1").compute_dtype == "float32"
 
 
+def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
+    """What fit chooses when it sees an accelerator, run here on the CPU: XLA on (tensorflow, jax), mixed
+    float16 compute with float32 weights and a loss-scaled optimizer, a family's textbook size."""
+    import keras
+
+    from kerascnn import train
+    from kerascnn.train import resolve_jit
+
+    monkeypatch.setattr(train, "accelerator_available", lambda: True)
+    assert resolve_jit("auto") is (keras.backend.backend() != "torch")
+    r = fit("lenet", epochs=1, mixed_precision=True, output=tmp_path, **SMALL)
+    assert r.config["mixed_precision"] is True and r.config["jit_compile"] is resolve_jit("auto")
+    conv1 = r.model.get_layer("conv1")
+    assert conv1.compute_dtype == "float16" and conv1.kernel.dtype == "float32"
+    assert isinstance(r.model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert np.isfinite(r.history[0]["loss"]) and keras.config.dtype_policy().name == "float32"  # restored
+    settings = train.resolve_settings(train.make_config("resnet18", "digits")[0], load_dataset("digits"))
+    from kerascnn.choices import FAMILIES
+
+    assert settings.image_size == FAMILIES["resnet18"].default_size > FAMILIES["resnet18"].min_size
+
+
 def test_near_chance_hint_only_near_chance():
     from kerascnn.train import near_chance_hint
 
@@ -300,12 +322,12 @@ def history(path):
 
 @pytest.mark.slow
 # onecycle: the optimizer's step count, kept in the checkpoint, drives the schedule and its warm-up.
-# 5 steps an epoch: the default runs them in one call (killed after it, before the checkpoint); with 2 steps a
-# call the kill falls after the first call, and the epoch's last call runs the one step left.
+# 5 steps an epoch: the default runs them in one call (killed after it, before the checkpoint); at batch 100,
+# 6 steps in calls of 3, the kill falls after an epoch's first call.
 @pytest.mark.parametrize("schedule, kill_at", [
-    ({}, [3, 5]), ({"steps_per_execution": 2}, [3, 2]),
+    ({}, [3, 5]), ({"batch_size": 100, "steps_per_execution": 3}, [3, 3]),
     ({"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5, "steps_per_execution": 1}, [3, 2])],
-    ids=["constant", "constant-2-steps-a-call", "onecycle"])
+    ids=["constant", "constant-3-steps-a-call", "onecycle"])
 def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at):
     run = {**RUN, **schedule}
     whole = run_fit({**run, "output": str(tmp_path / "whole")})
@@ -447,37 +469,44 @@ def test_each_family_learns_from_its_first_steps_with_its_defaults(arch, tmp_pat
 
 @pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels")
 def test_steps_per_execution_gives_the_same_run(tmp_path):
-    """Several steps a call (the default on tensorflow) train exactly as one step a call, also when the
-    calls do not divide an epoch (10 steps: 3 + 3 + 3 + 1); the saved model loads with 1 (torch's only)."""
+    """Several steps a call (the default on tensorflow) train exactly as one step a call (10 steps an
+    epoch: calls of 2, or of 10); a count that does not divide an epoch is refused; the saved model loads
+    with 1 (torch's only)."""
     import keras
 
     from kerascnn.train import fit
 
     kwargs = {**RUN, "epochs": 2, "batch_size": 64}
-    runs = {k: fit(**kwargs, steps_per_execution=k, output=tmp_path / str(k)) for k in (1, 3, None)}
-    expected = 10 if keras.backend.backend() == "tensorflow" else 1
-    assert [r.settings.steps_per_execution for r in runs.values()] == [1, 3, expected]
-    assert runs[None].config["steps_per_execution"] == expected
+    with pytest.raises(OptionError, match="steps_per_execution 3 does not divide the 10 steps of an epoch, so a "
+                                          "call would run past the epoch's end; choose one of 2, 5, 10"):
+        fit(**kwargs, steps_per_execution=3, output=tmp_path / "3")
+    if keras.backend.backend() != "tensorflow":
+        return
+    runs = {k: fit(**kwargs, steps_per_execution=k, output=tmp_path / str(k)) for k in (1, 2, None)}
+    assert [r.settings.steps_per_execution for r in runs.values()] == [1, 2, 10]
+    assert runs[None].config["steps_per_execution"] == 10
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    for r in (runs[3], runs[None]):
+    for r in (runs[2], runs[None]):
         assert strip(r.history) == strip(runs[1].history)
         for a, b in zip(r.model.get_weights(), runs[1].model.get_weights()):
             np.testing.assert_array_equal(a, b)
-    assert io.load_model(runs[3].model_path).steps_per_execution == 1
+    assert io.load_model(runs[2].model_path).steps_per_execution == 1
 
 
 def test_steps_per_execution_rules():
     from kerascnn.train import has_batch_hooks, resolve_steps_per_execution
 
-    assert resolve_steps_per_execution(None, 211, "tensorflow") == 16
-    assert resolve_steps_per_execution(None, 5, "tensorflow") == 5
-    assert resolve_steps_per_execution(None, 211, "tensorflow", batch_hooks=True) == 1
-    assert resolve_steps_per_execution(None, 211, "tensorflow", distribute="mirrored") == 1
-    assert resolve_steps_per_execution(None, 211, "jax") == resolve_steps_per_execution(None, 211, "torch") == 1
-    assert resolve_steps_per_execution(7, 211, "tensorflow") == 7
+    auto = [resolve_steps_per_execution(None, steps, "tensorflow") for steps in (240, 235, 211, 5, 1)]
+    assert auto == [16, 5, 1, 5, 1]  # the largest divisor up to 16 (211 is prime)
+    assert resolve_steps_per_execution(None, 240, "tensorflow", batch_hooks=True) == 1
+    assert resolve_steps_per_execution(None, 240, "tensorflow", distribute="mirrored") == 1
+    assert resolve_steps_per_execution(None, 240, "jax") == resolve_steps_per_execution(None, 240, "torch") == 1
+    assert resolve_steps_per_execution(40, 240, "tensorflow") == 40
+    with pytest.raises(OptionError, match="7 does not divide the 211 steps .* choose 1, or another batch_size"):
+        resolve_steps_per_execution(7, 211, "tensorflow")
     for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
         with pytest.raises(OptionError, match="steps_per_execution must be 1"):
-            resolve_steps_per_execution(2, 211, backend, distribute)
+            resolve_steps_per_execution(2, 240, backend, distribute)
 
     import keras
 
