@@ -81,6 +81,7 @@ class Budget:
     scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (250, None, 3), "resnet18": (64, 2560, 3)})
     study_images: int = 10_000
     profile_repeats: int = 30
+    profile_op_steps: int = 10
     timeout: int = 3600
 
     def batch(self, size):
@@ -93,6 +94,7 @@ QUICK = Budget(steps=2, repeats=1, batch_cap=16, lenet_images=256, resnet_steps=
                scaling_sizes={"lenet": (28, 32), "resnet18": (32,)}, scaling_batches=(8, 16),
                scaling_pixels=32 * 28 * 28, startup_images={"lenet": 512, "resnet18": 128},
                scale_out={"lenet": (32, 512, 2), "resnet18": (16, 128, 2)}, study_images=256, profile_repeats=3,
+               profile_op_steps=2,
                timeout=300)
 
 
@@ -678,6 +680,59 @@ def profile_torch(net, size, batch, repeats):
     return {**ms, "threads": torch.get_num_threads(), "backend": "torch"}
 
 
+def torch_op_profile(step, steps):
+    """torch.profiler over `steps` calls of step(): self CPU milliseconds a
+    step, in all and for the 12 costliest operators (with calls a step)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    events = [e for e in prof.key_averages() if not e.key.startswith("ProfilerStep")]
+    total = sum(e.self_cpu_time_total for e in events)
+    top = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:12]
+    return {"self_ms": round(total / 1000 / steps, 3),
+            "top": [[e.key, round(e.self_cpu_time_total / 1000 / steps, 3), round(e.count / steps, 1)] for e in top]}
+
+
+@worker
+def profile_torch_ops(net, size, batch, steps, keras_model):
+    """The operators a training step runs on torch, by self CPU time: Keras'
+    torch backend running kerascnn's model (train_on_batch), or the plain
+    PyTorch loop."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    if keras_model:
+        from kerascnn.models import build_model
+        from kerascnn.optimizers import make_optimizer
+        from kerascnn.train import compile_model
+
+        x = rng.standard_normal((batch, size, size, 1), dtype=np.float32)
+        y = rng.integers(0, 10, batch).astype(np.int32)
+        model = build_model(net, input_shape=(size, size, 1), num_classes=10,
+                            **(RELU_LENET if net == "lenet" else {}))
+        compile_model(model, make_optimizer("adamw"))
+
+        def step():
+            model.train_on_batch(x, y)
+    else:
+        x = torch.randn(batch, 1, size, size)
+        y = torch.randint(0, 10, (batch,))
+        model = torch_lenet(size) if net == "lenet" else torch_resnet18()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.004, eps=1e-7)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def step():
+            optimizer.zero_grad(set_to_none=True)
+            loss_fn(model(x), y).backward()
+            optimizer.step()
+    for _ in range(3):
+        step()
+    return {**torch_op_profile(step, steps), "backend": "torch"}
+
+
 PIPELINE_VARIANTS = ("kerascnn", "map serial", "no prefetch", "resize each image", "cache resized")
 
 
@@ -1155,10 +1210,15 @@ def profile(runner):
     nets = {}
     for net, (size, batch, _) in side_by_side_cases(b).items():
         p = {"net": net, "size": size, "batch": batch, "repeats": b.profile_repeats}
+        ops = {"net": net, "size": size, "batch": batch, "steps": b.profile_op_steps}
         nets[net] = {"size": size, "batch": batch,
                      "tensorflow": runner.measure("profile_tf", p, label=f"{net} phases, tensorflow"),
-                     "torch": runner.measure("profile_torch", p, "torch", label=f"{net} phases, torch")}
-    return {"nets": nets, "repeats": b.profile_repeats}
+                     "torch": runner.measure("profile_torch", p, "torch", label=f"{net} phases, torch"),
+                     "keras_torch_ops": runner.measure("profile_torch_ops", {**ops, "keras_model": True}, "torch",
+                                                       label=f"{net} operators, Keras on torch"),
+                     "torch_ops": runner.measure("profile_torch_ops", {**ops, "keras_model": False}, "torch",
+                                                 label=f"{net} operators, plain PyTorch")}
+    return {"nets": nets, "repeats": b.profile_repeats, "op_steps": b.profile_op_steps}
 
 
 @section("scale-out")
@@ -1517,8 +1577,32 @@ def render_profile(s):
             "(NCHW). A ratio above 1 is time TensorFlow spends beyond PyTorch.\n\n"
             + table(["network", "framework", "forward ms", "backward ms", "optimizer and rest ms", "step ms",
                      "images/s"], rows, text=2)
+            + render_torch_ops(s)
             + failures(*((f"{net} {name}", n[name]) for net, n in s["nets"].items()
-                         for name in ("tensorflow", "torch"))))
+                         for name in ("tensorflow", "torch", "keras_torch_ops", "torch_ops") if name in n)))
+
+
+def render_torch_ops(s):
+    parts = []
+    for net, n in s["nets"].items():
+        keras_ops, plain = n.get("keras_torch_ops", {}), n.get("torch_ops", {})
+        if "top" not in keras_ops or "top" not in plain:
+            continue
+        rows = []
+        for i in range(max(len(keras_ops["top"]), len(plain["top"]))):
+            k = keras_ops["top"][i] if i < len(keras_ops["top"]) else ["", None, None]
+            p = plain["top"][i] if i < len(plain["top"]) else ["", None, None]
+            rows.append([f"`{k[0]}`" if k[0] else "", number(k[1]), number(k[2]), f"`{p[0]}`" if p[0] else "",
+                         number(p[1]), number(p[2])])
+        rows.append(["**all operators**", f"**{number(keras_ops['self_ms'])}**", "", "**all operators**",
+                     f"**{number(plain['self_ms'])}**", ""])
+        parts.append(f"\n\n{net} {n['size']} px, batch {n['batch']}: the costliest operators of a training "
+                     f"step on torch by self CPU time (`torch.profiler`, {s.get('op_steps', '')} steps after 3 "
+                     "warm-up ones), Keras' torch backend running kerascnn's model (`train_on_batch`) beside the "
+                     "plain PyTorch loop:\n\n"
+                     + table(["Keras on torch: operator", "ms a step", "calls a step", "plain PyTorch: operator",
+                              "ms a step", "calls a step"], rows))
+    return "".join(parts)
 
 
 def render_scale_out(s):
