@@ -587,6 +587,11 @@ def pipeline(size, batch, steps, augment):
     mean, std = data.stats()
     ds, _ = make_training_pipeline(data.x_train, data.y_train, input_shape=(size, size, 1), mean=mean, std=std,
                                    batch_size=batch, epochs=2, augment=Augmenter(augment, size) if augment else None)
+    return pipeline_rate(ds, batch, steps)
+
+
+def pipeline_rate(ds, batch, steps):
+    """Images/s of iterating `ds` for `steps` batches after 5 warm-up ones."""
     batches = iter(ds)
     for _ in range(5):
         next(batches)
@@ -784,13 +789,7 @@ def pipeline_variant(size, batch, steps, variant):
         ds = ds.repeat()
         if variant != "no prefetch":
             ds = ds.prefetch(tf.data.AUTOTUNE)
-    batches = iter(ds)
-    for _ in range(5):
-        next(batches)
-    start = time.perf_counter()
-    for _ in range(steps):
-        next(batches)
-    return {"images_per_s": steps * batch / (time.perf_counter() - start), "images": steps * batch, **facts}
+    return {**pipeline_rate(ds, batch, steps), **facts}
 
 
 @worker
