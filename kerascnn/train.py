@@ -139,6 +139,17 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
     return requested
 
 
+def static_shapes_for_torch_compile():
+    """Make torch.compile (Keras' `jit_compile=True` on torch) compile each
+    batch shape it meets, as XLA does, instead of turning the batch size
+    symbolic once a second shape appears: with a symbolic batch Inductor
+    fails on ResNet-18 ("cannot determine truth value of Relational"; the
+    class of pytorch/pytorch#164102), with one graph per shape it trains."""
+    import torch._dynamo
+
+    torch._dynamo.config.automatic_dynamic_shapes = False
+
+
 def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
     """Compile for integer labels and logits; `jit_compile` None is
     resolve_jit("auto")."""
@@ -146,6 +157,8 @@ def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
 
     if jit_compile is None:
         jit_compile = resolve_jit("auto")
+    if jit_compile and keras.backend.backend() == "torch":
+        static_shapes_for_torch_compile()
     model.compile(
         optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),

@@ -15,6 +15,7 @@ from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import accelerator_available, fit
+from tests.test_backend import needs, run_under
 
 # What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
 cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour without a GPU or TPU; one is "
@@ -133,6 +134,25 @@ def test_jit_and_distribute_choices(tmp_path):
         distribution_scope("data-parallel")
     r = fit("lenet", epochs=1, jit="on", output=tmp_path, **SMALL)
     assert r.config["jit_compile"] is True
+
+
+TORCH_COMPILE = """
+import keras, torch._dynamo
+from kerascnn.train import compile_model
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+before = torch._dynamo.config.automatic_dynamic_shapes
+compile_model(model, "adam", jit_compile=True)
+print(before, torch._dynamo.config.automatic_dynamic_shapes)
+"""
+
+
+@needs("torch")
+def test_jit_under_torch_compiles_one_graph_per_batch_shape():
+    """A symbolic batch size makes Inductor fail on ResNet-18 (`benchmarks/performance.py --only backends`
+    trains it with --jit on under torch); fit turns torch.compile's automatic dynamic shapes off."""
+    proc = run_under("torch", ["-c", TORCH_COMPILE], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["True", "False"]
 
 
 @cpu_only
