@@ -1652,7 +1652,8 @@ def describe_machine(m, v, sgemm):
     missing = ", ".join(k for k, x in v.items() if not x)
     return (f"{m['cpu']}, {m['cores']} cores, {m['memory_gb']} GB, {m['system']}, Python {m['python']}; {installed}"
             + (f" (not installed: {missing})" if missing else "")
-            + (f"; sgemm {number(sgemm['gflops'])} GFLOP/s" if sgemm and sgemm.get("gflops") else ""))
+            + (f"; sgemm {number(sgemm['gflops'])} GFLOP/s in the newest run (each section's shares use its own run's)"
+               if sgemm and sgemm.get("gflops") else ""))
 
 
 def write_docs(results_path, doc):
