@@ -108,6 +108,11 @@ def resolve_jit(jit):
 MAX_STEPS_PER_EXECUTION = 16
 
 
+def divisors(n, up_to):
+    """The divisors of `n` from 1 to `up_to`, ascending."""
+    return [k for k in range(1, min(up_to, n) + 1) if n % k == 0]
+
+
 def resolve_steps_per_execution(requested, steps, backend, distribute=None, batch_hooks=False):
     """Training steps per call into the backend's compiled function. Keras
     runs a call's steps back to back and calls the batch callbacks after
@@ -124,17 +129,17 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
     if requested is None:
         if backend != "tensorflow" or distribute or batch_hooks:
             return 1
-        return max(k for k in range(1, min(MAX_STEPS_PER_EXECUTION, steps) + 1) if steps % k == 0)
+        return divisors(steps, MAX_STEPS_PER_EXECUTION)[-1]
     if requested > 1 and backend != "tensorflow":
         raise OptionError(f"{spell('steps_per_execution')} must be 1 on the {backend} backend (only tensorflow runs "
                           f"a call's steps in one compiled loop), got {requested}")
     if requested > 1 and distribute:
         raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('distribute')}, got {requested}")
     if steps % requested:
-        divisors = [k for k in range(2, min(64, steps) + 1) if steps % k == 0][:6]
+        several = divisors(steps, 64)[1:7]
         raise OptionError(f"{spell('steps_per_execution')} {requested} does not divide the {steps} steps of an epoch, "
                           f"so a call would run past the epoch's end; choose "
-                          + (f"one of {', '.join(map(str, divisors))}" if divisors else "1")
+                          + (f"one of {', '.join(map(str, several))}" if several else "1")
                           + f", or another {spell('batch_size')}")
     return requested
 
