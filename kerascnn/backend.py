@@ -77,23 +77,32 @@ def stderr_aside():
 
 
 def start_quietly():
-    """Import TensorFlow and Keras and query the devices once, with the
-    start-up lines TensorFlow's C++ core writes (absl, oneDNN, CUDA probes)
-    kept aside: TF_CPP_MIN_LOG_LEVEL does not reach the ones written before
-    absl starts. They are shown when the import fails, and always with
-    $KERASCNN_DEBUG set (the CLI's --debug)."""
+    """Import Keras (and, on the tensorflow backend, TensorFlow, querying its
+    devices once), with the start-up lines TensorFlow's C++ core writes
+    (absl, oneDNN, CUDA probes) kept aside: TF_CPP_MIN_LOG_LEVEL does not
+    reach the ones written before absl starts. They are shown when the
+    import fails, and always with $KERASCNN_DEBUG set (the CLI's --debug).
+    On jax and torch TensorFlow is not imported."""
     if os.environ.get(DEBUG_ENV) or "tensorflow" in sys.modules:
         return
     try:
         with stderr_aside() as kept:
-            import tensorflow as tf
+            import keras  # its backend starts here
 
-            import keras  # noqa: F401 - its backend starts here
+            if keras.backend.backend() != "tensorflow":
+                return
+            import tensorflow as tf
 
             tf.config.list_physical_devices("GPU")
     except BaseException:
         sys.stderr.write("".join(kept))
         raise
-    # TensorFlow's Python warnings (tf.function retracing when a study trains run after run in one
-    # process) are for TensorFlow's developers, not ours: errors only.
-    tf.get_logger().setLevel("ERROR")
+    quiet_tensorflow()
+
+
+def quiet_tensorflow():
+    """TensorFlow's Python warnings (tf.function retracing when a study trains
+    run after run in one process) are for TensorFlow's developers, not ours:
+    errors only. Nothing on the other backends, where TensorFlow is not loaded."""
+    if sys.modules.get("tensorflow") is not None:
+        sys.modules["tensorflow"].get_logger().setLevel("ERROR")

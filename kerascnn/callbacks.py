@@ -17,6 +17,7 @@ from kerascnn import io
 from kerascnn.choices import EPOCH_SCHEDULES, SCHEDULE_DEFAULTS, SCHEDULES, STEP_SCHEDULES
 from kerascnn.config import OptionError, spell
 from kerascnn.errors import KerasCNNError
+from kerascnn.inputs import network
 
 def current_lr(model):
     """The learning rate of the optimizer's last step (before any, its first):
@@ -307,7 +308,7 @@ class Checkpointer(keras.callbacks.Callback):
         if self.save_every and done % self.save_every == 0:
             paths.append(self.folder / f"epoch-{done:03d}.keras")
         paths.append(self.folder / "last.keras")  # last: the commit point
-        io.save_model(self.model, paths[0], state=state)  # serialized once, the same bytes copied
+        io.save_model(network(self.model), paths[0], state=state)  # serialized once, the same bytes copied
         for path in paths[1:]:
             io.copy_file(paths[0], path)
 
@@ -334,6 +335,7 @@ class ActivationRecorder(keras.callbacks.Callback):
         self.records = {"epochs": []}
 
     def set_model(self, model):
+        model = network(model)
         super().set_model(model)
         names = [layer.name for layer in model.layers]
         missing = [n for n in self.layers if n not in names]
@@ -377,3 +379,52 @@ class ActivationRecorder(keras.callbacks.Callback):
         arrays = {k: np.stack(v) for k, v in self.records.items()}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         io.write_npz(self.path, {**arrays, **self.meta})
+
+
+class ScalarBoard(keras.callbacks.Callback):
+    """TensorBoard logs without TensorFlow (jax, torch): each epoch's metrics
+    and learning rate as scalars `epoch_<metric>` in `<log_dir>/train` and
+    `<log_dir>/validation`, the layout of Keras' TensorBoard callback, written
+    with the tensorboard package's own record writer and protocol buffers."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._files = {}
+
+    def _writer(self, split):
+        if split not in self._files:
+            import os
+            import socket
+
+            from tensorboard.compat.proto import event_pb2
+            from tensorboard.summary.writer.record_writer import RecordWriter
+
+            folder = os.path.join(str(self.log_dir), split)
+            os.makedirs(folder, exist_ok=True)
+            name = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.kerascnn"
+            writer = RecordWriter(open(os.path.join(folder, name), "wb"))
+            writer.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString())
+            self._files[split] = writer
+        return self._files[split]
+
+    def on_epoch_end(self, epoch, logs=None):
+        from tensorboard.compat.proto import event_pb2, summary_pb2
+
+        logs = dict(logs or {})
+        scalars = {"train": {k: v for k, v in logs.items() if not k.startswith("val_")},
+                   "validation": {k[4:]: v for k, v in logs.items() if k.startswith("val_")}}
+        scalars["train"]["learning_rate"] = current_lr(self.model)
+        for split, values in scalars.items():
+            if not values:
+                continue
+            summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=f"epoch_{k}", simple_value=float(v))
+                                                 for k, v in values.items()])
+            writer = self._writer(split)
+            writer.write(event_pb2.Event(wall_time=time.time(), step=epoch, summary=summary).SerializeToString())
+            writer.flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self._files.values():
+            writer.close()
+        self._files = {}

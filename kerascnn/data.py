@@ -493,6 +493,10 @@ def denormalize(x, *, mean, std):
     """`normalize`'s output back to [0, 1] for display (a numpy array). Its
     RGB -> gray sum is not invertible: gray pixels come back exactly, colours
     as the gray of the same weights."""
+    if not isinstance(x, np.ndarray):
+        import keras
+
+        x = keras.ops.convert_to_numpy(x)  # a tensor, on a GPU perhaps
     x = np.asarray(x, dtype=np.float32)
     mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
     if x.shape[-1] == 1 and mean.size == 3:
@@ -501,10 +505,25 @@ def denormalize(x, *, mean, std):
     return np.clip(x * std + mean, 0, 1)
 
 
+def tf_backend():
+    """Whether Keras runs on TensorFlow: the input path is then tf.data;
+    on jax and torch it is numpy and keras.ops (kerascnn.inputs), without
+    TensorFlow."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
 def preprocess(images, *, input_shape, mean, std, resize="resize"):
     """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
     pad when the target is larger), normalize with the dataset's per-channel
-    mean and std, and convert gray <-> RGB. Works on a batch tensor."""
+    mean and std, and convert gray <-> RGB. Works on a batch tensor: in
+    TensorFlow on tensorflow, in keras.ops (kerascnn.transforms) on jax and
+    torch."""
+    if not tf_backend():
+        from kerascnn import transforms
+
+        return transforms.preprocess(images, input_shape, mean, std, resize)
     height, width, channels = input_shape
     x = scale_and_resize(images, size=(height, width), resize=resize)
     return normalize(x, channels=channels, mean=mean, std=std)
@@ -514,7 +533,15 @@ def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False
                   resize="resize"):
     """The pipeline for evaluation and visualization: batches in order (or
     shuffled per sample before batching when `shuffle`), preprocessed
-    whole, prefetched. Training uses `make_training_pipeline`."""
+    whole, prefetched. Training uses `make_training_pipeline`. On jax and
+    torch (no shuffle) a `kerascnn.inputs.Batches` that preprocesses each
+    batch on the device instead."""
+    if not tf_backend() and not shuffle:
+        from kerascnn.inputs import Batches
+
+        input_shape = tuple(int(v) for v in input_shape)
+        return Batches(x, y, batch_size, transform=lambda images: preprocess(
+            images, input_shape=input_shape, mean=mean, std=std, resize=resize))
     import tensorflow as tf
 
     if batch_size < 1:

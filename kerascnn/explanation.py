@@ -411,6 +411,8 @@ def explain(run=None, method="gradcam", *, layer=None, indices=None, misclassifi
     Writes `<model stem>.<method>.png` (the maps over the images) and
     `.npz` (the arrays) beside the model, in folder `output`, or to
     `output` if it is a .png."""
+    import keras
+
     from kerascnn.data import preprocess
     from kerascnn.evaluation import check_fits
     from kerascnn.visualization import as_run
@@ -425,8 +427,8 @@ def explain(run=None, method="gradcam", *, layer=None, indices=None, misclassifi
     chosen = pick_images(run, model, data, indices, misclassified)
     figure_path, arrays_path = output_paths(run, output, data.name, method)
     mean, std = run.stats_for(data)
-    x = np.asarray(preprocess(data.x_test[chosen], input_shape=model.input_shape[1:], mean=mean, std=std,
-                              resize=run.resize))
+    x = keras.ops.convert_to_numpy(preprocess(data.x_test[chosen], input_shape=model.input_shape[1:], mean=mean,
+                                              std=std, resize=run.resize))
     probabilities = predict_probabilities(model, x, batch_size)
     predicted, true = probabilities.argmax(axis=1), np.asarray(data.y_test[chosen], dtype=int)
     explained = predicted if class_index is None else np.full(len(x), class_index)

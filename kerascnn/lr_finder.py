@@ -23,8 +23,8 @@ from kerascnn.choices import LR_FIND_RULES
 from kerascnn.config import OptionError, spell
 from kerascnn.data import steps_per_epoch
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import (RunFolder, build_or_resume, load_data, make_config, resolve_jit, resolve_settings,
-                            run_scope, training_pipeline)
+from kerascnn.train import (RunFolder, build_or_resume, input_transform, load_data, make_config, resolve_jit,
+                            resolve_settings, run_scope, training_pipeline, uses_tf_data)
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 STOP_FACTOR = 4.0  # stop once the smoothed loss passes this many times its minimum
@@ -161,9 +161,11 @@ def sweep_model(settings, data, lrs):
                              epochs=-(-len(lrs) // epoch), steps_per_execution=1)
     input_shape = [settings.image_size, settings.image_size, data.image_shape[2]]
     with run_scope(swept):
-        model = build_or_resume(swept, RunFolder(None, None), data.num_classes, input_shape, resolve_jit(swept.jit))
+        transform = None if uses_tf_data() else input_transform(swept, data)
+        model = build_or_resume(swept, RunFolder(None, None), data.num_classes, input_shape, resolve_jit(swept.jit),
+                                transform=transform)
         batches, _ = training_pipeline(swept, data)
-        return sweep(model, batches.as_numpy_iterator(), lrs)
+        return sweep(model, iter(batches) if transform else batches.as_numpy_iterator(), lrs)
 
 
 def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, suggest="valley", output=None,

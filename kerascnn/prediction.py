@@ -60,7 +60,9 @@ def prepare(image, input_shape, stats, resize):
     from kerascnn.data import preprocess
 
     mean, std = stats
-    return np.asarray(preprocess(image[None], input_shape=tuple(int(v) for v in input_shape), mean=mean, std=std,
+    import keras
+
+    return keras.ops.convert_to_numpy(preprocess(image[None], input_shape=tuple(int(v) for v in input_shape), mean=mean, std=std,
                                  resize=resize))
 
 

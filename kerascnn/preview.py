@@ -1,7 +1,7 @@
 """`show_batch`: a training batch exactly as the model receives it.
 
 The batch comes from `kerascnn.train.training_pipeline`, the function `fit`
-trains on, with the same configuration, data split and seed: resized to the
+trains on (on jax and torch through the same device transform as the step), with the same configuration, data split and seed: resized to the
 architecture's size, augmented and normalized. Only the drawing undoes the
 normalization, so what is shown is what is trained on.
 """
@@ -30,7 +30,9 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     ShownBatch: the path, and the batch's images and labels."""
     from kerascnn.config import OptionError, spell
     from kerascnn.data import denormalize, load_dataset
-    from kerascnn.train import make_config, resolve_settings, training_pipeline
+    import keras
+
+    from kerascnn.train import input_transform, make_config, resolve_settings, training_pipeline, uses_tf_data
     from kerascnn.visualization import check_figure_path
 
     given, _ = make_config(config_or_arch, dataset, options)
@@ -41,7 +43,11 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
                         seed=given.seed)
     settings = resolve_settings(given, data)
     batches, _ = training_pipeline(settings, data)
-    images, labels = (np.asarray(t) for t in next(iter(batches)))
+    if uses_tf_data():
+        images, labels = (np.asarray(t) for t in next(iter(batches)))
+    else:  # uint8 and drawn parameters, transformed as in the training step
+        (x, params), labels = batches.batch(0, 0)
+        images = keras.ops.convert_to_numpy(input_transform(settings, data)(x, params, training=True))
     mean, std = data.stats()
     shown = min(count, len(images))
     figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),

@@ -254,8 +254,8 @@ def run_one(study, folder, run, *, verbose=0):
     """Train one run of the study (continuing it if it was interrupted);
     returns its FitResult, or writes failed.json and returns the error."""
     import keras
-    import tensorflow as tf
 
+    from kerascnn.backend import quiet_tensorflow
     from kerascnn.train import fit
 
     variant = next(v for v in study.variants if v.label == run.label)
@@ -263,7 +263,7 @@ def run_one(study, folder, run, *, verbose=0):
     (base / "failed.json").unlink(missing_ok=True)
     config = study.config(variant, run.seed, base).replace(resume=run_state(folder, run) == "interrupted")
     keras.backend.clear_session()  # each run starts from a fresh Keras state in this process
-    tf.get_logger().setLevel("ERROR")  # run after run retraces tf.functions: TensorFlow warns, needlessly
+    quiet_tensorflow()  # run after run retraces tf.functions: TensorFlow warns, needlessly
     try:
         return fit(config, verbose=verbose)
     except (KerasCNNError, OptionError, Exception) as e:  # noqa: BLE001 - a failed variant must not stop the others

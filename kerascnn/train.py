@@ -487,11 +487,14 @@ def run_optimizer(settings, steps_per_epoch=None):
                           beta1=settings.beta1, beta2=settings.beta2, weight_decay=settings.weight_decay)
 
 
-def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_per_epoch=None):
+def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators), else built and
-    compiled afresh with `run_optimizer`. Call it inside the distribution
-    scope: the optimizer's variables must be created there."""
+    compiled afresh with `run_optimizer`. With `transform` (jax, torch:
+    `input_transform`) an `inputs.TrainingModel` around it, sharing its
+    optimizer, is what trains; `inputs.network` gives the network back.
+    Call it inside the distribution scope: the optimizer's variables must be
+    created there."""
     from kerascnn import callbacks as cb
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
@@ -502,12 +505,18 @@ def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_
             raise KerasCNNError(f"{run.resume_from} has no optimizer state to resume")
         cb.set_seed_generator_states(model, run.state["seed_generators"])
         model.steps_per_execution = settings.steps_per_execution or 1
+    else:
+        model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
+                            **settings.builder_options())
+        apply_l2(model, settings.l2)
+        compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1)
+    if transform is None:
         return model
-    model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
-                        **settings.builder_options())
-    apply_l2(model, settings.l2)
-    compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1)
-    return model
+    from kerascnn.inputs import TrainingModel
+
+    trainer = TrainingModel(model, transform)
+    compile_model(trainer, model.optimizer, jit_compile)  # one optimizer: saving `model` saves its state
+    return trainer
 
 
 @dataclasses.dataclass
@@ -528,6 +537,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
     import keras
 
     from kerascnn import callbacks as cb
+    from kerascnn.inputs import network
 
     has_val = len(data.x_val) > 0
     monitor = "val_loss" if has_val else "loss"
@@ -559,13 +569,14 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
     def run_state(epoch):
         return {"version": 1, "run_id": run.run_id, "status": "running", "epoch": epoch, "config": record_dict,
                 "callbacks": {k: c.get_state() for k, c in stateful.items()},
-                "seed_generators": cb.seed_generator_states(history.model)}
+                "seed_generators": cb.seed_generator_states(network(history.model))}
 
     stateful["checkpoint"] = cb.Checkpointer(run.run_dir, run_state, monitor="val_accuracy" if has_val else "accuracy",
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)))
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if uses_tf_data()
+                         else cb.ScalarBoard(settings.tensorboard))
     for key, c in stateful.items():
         if run.state is not None and key in run.state["callbacks"]:
             c.set_state(run.state["callbacks"][key])
@@ -578,7 +589,7 @@ def activation_recorder(settings, run, data):
     from kerascnn import callbacks as cb
 
     index = np.arange(min(settings.probe_size, len(data.x_test)))
-    probe = next(iter(eval_pipeline(settings, data, data.x_test[index], data.y_test[index])))[0]
+    probe = prepared(settings, data, data.x_test[index])
     recorder = cb.ActivationRecorder(run.run_dir / "activations.npz", settings.record_layers, probe,
                                      data.y_test[index], index)
     if run.state is not None:
@@ -588,8 +599,40 @@ def activation_recorder(settings, run, data):
     return recorder
 
 
+def input_shape(settings, data):
+    return (settings.image_size, settings.image_size, data.image_shape[2])
+
+
+def input_transform(settings, data):
+    """The device side of the jax/torch input path for this run: uint8
+    images and drawn parameters to the model's input."""
+    from kerascnn.transforms import InputTransform
+
+    mean, std = data.stats()
+    return InputTransform(input_shape(settings, data), mean, std, settings.resize, settings.augment,
+                          name="input_transform")
+
+
+def prepared(settings, data, x):
+    """uint8 images `x` as the run's model takes them, as a numpy array."""
+    import keras
+
+    from kerascnn.data import preprocess
+
+    mean, std = data.stats()
+    return keras.ops.convert_to_numpy(preprocess(x, input_shape=input_shape(settings, data), mean=mean, std=std,
+                                                 resize=settings.resize))
+
+
 def eval_pipeline(settings, data, x, y):
-    """Batches of `x, y` preprocessed as the run's model takes them, in order."""
+    """Batches of `x, y` for the model being trained, in order: preprocessed
+    (tf.data) on tensorflow; uint8 with a parameter row for its
+    TrainingModel on jax and torch."""
+    if not uses_tf_data():
+        from kerascnn.inputs import Batches
+        from kerascnn.transforms import param_columns
+
+        return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)))
     mean, std = data.stats()
     return sharded(settings, make_pipeline(
         x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
@@ -609,12 +652,31 @@ def sharded(settings, dataset):
     return dataset.with_options(options)
 
 
+def uses_tf_data():
+    """Whether the active backend trains on tf.data (tensorflow), or on
+    kerascnn.inputs' host batches with the image work in the step (jax, torch)."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
 def training_pipeline(settings, data, initial_epoch=0):
     """The training batches of `data` under resolved `settings`, from
-    `initial_epoch` on, as the model receives them: (dataset, steps_per_epoch).
-    fit trains on these; show_batch draws them."""
+    `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
+    stream of the images as the model receives them; on jax and torch an
+    `inputs.TrainingBatches` of uint8 images and drawn parameters, which
+    `input_transform` turns into the model's input on the device. fit
+    trains on these; show_batch draws them."""
     from kerascnn.augment import Augmenter
     from kerascnn.data import make_training_pipeline
+
+    if not uses_tf_data():
+        from kerascnn.inputs import TrainingBatches
+
+        batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
+                                  initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
+                                  augment=settings.augment, image_size=settings.image_size)
+        return batches, batches.steps
 
     mean, std = data.stats()
     size = settings.image_size
@@ -683,6 +745,8 @@ def train(model, settings, run, data, callbacks, verbose):
         verbose, extra = 0, [EpochLog(callbacks.history)]
     if run.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
+        if not uses_tf_data():
+            batches = batches.stream()
         try:
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
                       initial_epoch=run.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
@@ -714,6 +778,9 @@ def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None)
     record_dict = {**record_dict, "epochs_run": len(history), "resumed_from": run.initial_epoch or None,
                    "steps_per_epoch": steps, "train_seconds": round(sum(r["seconds"] for r in history), 2),
                    "test_loss": float(test["loss"]), "test_accuracy": float(test["accuracy"])}
+    from kerascnn.inputs import network
+
+    model = network(model)  # the network alone is saved (and returned), not a TrainingModel around it
     # the run's id inside the model and in run.json (written last): a set cut short by a kill is detected
     io.save_model(model, io.ensure_dir(run.model_path.parent) / run.model_path.name, state={"run_id": run.run_id})
     io.write_csv(io.sidecar(run.model_path, "history.csv"), history)
@@ -770,7 +837,8 @@ def _fit(given, settings, data, run, callbacks, verbose, echo):
     with run_scope(settings, echo) as replicas:
         record_dict.update(replicas=replicas)
         model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile,
-                                steps_per_epoch(len(data.x_train), settings.batch_size))
+                                steps_per_epoch(len(data.x_train), settings.batch_size),
+                                None if uses_tf_data() else input_transform(settings, data))
         run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
         steps = train(model, settings, run, data, run_callbacks, verbose)
         return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)

@@ -1,0 +1,166 @@
+"""The input path of the jax and torch backends: numpy on the host, the
+image work on the accelerator, no TensorFlow.
+
+The host gathers each batch's uint8 images and labels in the epoch's order
+(`epoch_order`, a pure function of seed and epoch) and draws its
+augmentation parameters (`transforms.draw_params`, a pure function of seed,
+epoch and batch), a background thread a few batches ahead of the step. The
+model trains as `TrainingModel`: `transforms.InputTransform` in front of the
+network, so scaling, resizing, augmentation and normalization run in the
+training step on the device (under JAX inside the jitted step). The network
+alone is what is saved.
+"""
+
+import queue
+import threading
+
+import numpy as np
+
+import keras
+
+from kerascnn import transforms
+from kerascnn.choices import SAMPLINGS
+from kerascnn.errors import KerasCNNError
+
+PREFETCH = 4  # batches prepared ahead of the step
+
+
+def epoch_order(n, epoch, *, seed=0, sampling="shuffle"):
+    """The order in which epoch `epoch` (from 0) visits `n` training
+    samples: a permutation ("shuffle"), 0..n-1 ("sequential"), or n draws
+    with replacement ("bootstrap"); int64, a pure function of (seed, epoch)."""
+    if sampling not in SAMPLINGS:
+        raise KerasCNNError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+    if sampling == "sequential":
+        return np.arange(n, dtype=np.int64)
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
+    if sampling == "bootstrap":
+        return rng.integers(0, n, size=n, dtype=np.int64)
+    return rng.permutation(n).astype(np.int64)
+
+
+class TrainingBatches:
+    """The training batches of epochs `initial_epoch` .. `epochs - 1` as one
+    stream: ((uint8 images, float32 parameters), int32 labels), the last
+    batch of an epoch possibly short. `stream()` is the generator
+    `model.fit` reads (prepared `prefetch` batches ahead on a thread);
+    `batch(epoch, step)` any one batch."""
+
+    def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
+                 image_size=None, prefetch=PREFETCH):
+        if batch_size < 1:
+            raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
+        self.x, self.y = x, np.asarray(y, np.int32)
+        self.batch_size, self.epochs, self.initial_epoch = batch_size, epochs, initial_epoch
+        self.seed, self.sampling, self.augment = seed, sampling, tuple(augment)
+        self.image_size = image_size or x.shape[1]
+        self.prefetch = prefetch
+        self.steps = -(-len(x) // batch_size)
+        self._order = (None, None)
+
+    def order(self, epoch):
+        if self._order[0] != epoch:
+            self._order = (epoch, epoch_order(len(self.x), epoch, seed=self.seed, sampling=self.sampling))
+        return self._order[1]
+
+    def batch(self, epoch, step):
+        index = self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+        params = transforms.draw_params(self.augment, len(index), self.image_size, self.seed, epoch, step)
+        return (self.x[index], params), self.y[index]
+
+    def __iter__(self):
+        for epoch in range(self.initial_epoch, self.epochs):
+            for step in range(self.steps):
+                yield self.batch(epoch, step)
+
+    def stream(self):
+        """The batches, prepared on a background thread ahead of the consumer."""
+        if self.prefetch < 1:
+            yield from self
+            return
+        ready = queue.Queue(self.prefetch)
+        stop = threading.Event()
+        done = object()
+
+        def produce():
+            try:
+                for item in self:
+                    while not stop.is_set():
+                        try:
+                            ready.put(item, timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+                ready.put(done)
+            except BaseException as e:  # noqa: BLE001 - raised again in the consumer
+                ready.put(e)
+
+        worker = threading.Thread(target=produce, name="kerascnn-batches", daemon=True)
+        worker.start()
+        try:
+            while True:
+                item = ready.get()
+                if item is done:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+
+
+class Batches(keras.utils.PyDataset):
+    """Batches of `x, y` in order, for evaluation and prediction: with
+    `transform` None the uint8 images and a zero parameter row
+    ((images, params), labels) for a TrainingModel; else the images passed
+    through `transform` (eagerly, on the device), as a plain model takes them."""
+
+    def __init__(self, x, y, batch_size=256, transform=None, columns=1):
+        super().__init__()
+        if batch_size < 1:
+            raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
+        self.x, self.y = x, np.asarray(y, np.int32)
+        self.batch_size, self.transform, self.columns = batch_size, transform, columns
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, i):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        part = slice(i * self.batch_size, (i + 1) * self.batch_size)
+        images, labels = self.x[part], self.y[part]
+        if self.transform is not None:
+            return self.transform(images), labels
+        return (images, np.zeros((len(images), self.columns), np.float32)), labels
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
+
+
+class TrainingModel(keras.Model):
+    """`net` behind an InputTransform: takes (uint8 images, parameters) and
+    trains `net`'s weights, augmenting inside the step. Save `net`."""
+
+    def __init__(self, net, transform, **kwargs):
+        super().__init__(name=f"{net.name}_training", **kwargs)
+        self.net = net
+        self.transform = transform
+
+    def call(self, inputs, training=False):
+        images, params = inputs
+        return self.net(self.transform(images, params, training=training), training=training)
+
+
+def training_model(net, *, input_shape, mean, std, resize="resize", augment=()):
+    """A TrainingModel for `net` (compile it, not `net`)."""
+    transform = transforms.InputTransform(input_shape, mean, std, resize, augment, name="input_transform")
+    return TrainingModel(net, transform)
+
+
+def network(model):
+    """The network a model trains: `model.net` of a TrainingModel, else `model`."""
+    return model.net if isinstance(model, TrainingModel) else model

@@ -1,0 +1,199 @@
+"""Image transforms in `keras.ops`, for the accelerator under jax and torch.
+
+A batch arrives on the device as uint8 (N, H, W, C) with a float32 row of
+drawn parameters per image (`draw_params`); `InputTransform` scales it to
+[0, 1], fits it to the model's size, augments it (crop, flip, rotate,
+translate, in that order) and normalizes it, inside the training step: under
+JAX in the same `jax.jit` program as the forward and backward pass. The
+parameters are drawn on the host with numpy, a pure function of (seed,
+epoch, batch), so a resumed run augments exactly as an uninterrupted one.
+
+The transforms are those of the tf.data path (`kerascnn.augment`, Keras'
+RandomCrop, RandomFlip, RandomRotation and RandomTranslation), given the same
+parameters: a 1/8 zero border cropped back, a horizontal mirror, a rotation
+of up to 10 degrees and a shift of up to a tenth of the size, bilinear with
+a zero fill. One difference: Keras' RandomCrop takes one offset for a whole
+batch, this crop one offset per image.
+"""
+
+import numpy as np
+
+import keras
+from keras import ops
+
+from kerascnn.choices import RESIZE_MODES, TRANSFORMS
+from kerascnn.errors import KerasCNNError
+
+GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
+MAX_DEGREES = 10.0  # RandomRotation(10 / 360)
+MAX_SHIFT = 0.1  # RandomTranslation(0.1, 0.1)
+PARAM_COLUMNS = {"crop": ("crop_y", "crop_x"), "flip": ("flip",), "rotate": ("degrees",),
+                 "translate": ("shift_x", "shift_y")}
+
+
+def crop_pad(image_size):
+    """The zero border the crop takes its window from: an eighth of the size."""
+    return max(1, image_size // 8)
+
+
+def param_columns(names):
+    """The columns of `draw_params`' rows for the transforms `names`, in
+    TRANSFORMS' order; one unused column when there are none (a batch always
+    carries a parameter row)."""
+    columns = [c for name in TRANSFORMS if name in names for c in PARAM_COLUMNS[name]]
+    return columns or ["unused"]
+
+
+def draw_params(names, count, image_size, seed, epoch, batch):
+    """The random parameters of one batch of `count` images as float32
+    (count, len(param_columns(names))), a pure function of (seed, epoch,
+    batch): crop offsets in 0..2*pad, flip 0/1, rotation in degrees, shifts
+    in pixels."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), int(batch)])
+    out = []
+    for name in TRANSFORMS:
+        if name not in names:
+            continue
+        if name == "crop":
+            out.append(rng.integers(0, 2 * crop_pad(image_size) + 1, size=(count, 2)))
+        elif name == "flip":
+            out.append(rng.random((count, 1)) < 0.5)
+        elif name == "rotate":
+            out.append(rng.uniform(-MAX_DEGREES, MAX_DEGREES, size=(count, 1)))
+        else:
+            out.append(rng.uniform(-MAX_SHIFT, MAX_SHIFT, size=(count, 2)) * image_size)
+    if not out:
+        return np.zeros((count, 1), np.float32)
+    return np.concatenate([np.asarray(p, np.float32) for p in out], axis=1)
+
+
+def scale_and_resize(images, size, resize="resize"):
+    """uint8 images (N, H, W, C) to float32 in [0, 1] at `size` (height,
+    width): resized bilinearly (antialiased when shrinking, as tf.image), or
+    with `resize="pad"` and a larger target centred on a zero border."""
+    height, width = size
+    x = ops.cast(images, "float32") / 255.0
+    src_h, src_w = x.shape[1], x.shape[2]
+    if (src_h, src_w) == (height, width):
+        return x
+    if resize == "pad" and src_h <= height and src_w <= width:
+        top, left = (height - src_h) // 2, (width - src_w) // 2
+        return ops.pad(x, [[0, 0], [top, height - src_h - top], [left, width - src_w - left], [0, 0]])
+    if resize not in RESIZE_MODES:
+        raise KerasCNNError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
+    return ops.image.resize(x, (height, width), interpolation="bilinear",
+                            antialias=bool(src_h > height or src_w > width))
+
+
+def normalize(x, channels, mean, std):
+    """(x - mean) / std per channel, then gray <-> RGB to `channels`."""
+    x = (x - ops.convert_to_tensor(np.asarray(mean, np.float32))) / ops.convert_to_tensor(np.asarray(std, np.float32))
+    if x.shape[-1] == 1 and channels == 3:
+        x = ops.tile(x, [1, 1, 1, 3])
+    elif x.shape[-1] == 3 and channels == 1:
+        x = ops.sum(x * ops.convert_to_tensor(np.asarray(GRAY_WEIGHTS, np.float32)), axis=-1, keepdims=True)
+    return x
+
+
+def preprocess(images, input_shape, mean, std, resize="resize"):
+    """uint8 images as a model takes them: scaled, fitted to `input_shape`
+    (H, W, C), normalized, channels converted. Eager or inside a step."""
+    height, width, channels = (int(v) for v in input_shape)
+    return normalize(scale_and_resize(images, (height, width), resize), channels, mean, std)
+
+
+def crop(x, offsets, pad):
+    """Each image's window of its own size, at `offsets` (N, 2: row, column
+    in 0..2*pad) in the image bordered by `pad` zeros (exact: a gather)."""
+    n, (height, width, channels) = ops.shape(x)[0], x.shape[1:]
+    padded = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    wide = width + 2 * pad
+    offsets = ops.cast(offsets, "int32")
+    rows = offsets[:, 0:1, None] + ops.arange(height, dtype="int32")[None, :, None]
+    cols = offsets[:, 1:2, None] + ops.arange(width, dtype="int32")[None, None, :]
+    index = ops.reshape(rows * wide + cols, (n, height * width, 1))
+    flat = ops.reshape(padded, (n, (height + 2 * pad) * wide, channels))
+    index = ops.broadcast_to(index, (n, height * width, channels))
+    return ops.reshape(ops.take_along_axis(flat, index, axis=1), (n, height, width, channels))
+
+
+def flip(x, flags):
+    """Mirror left-right the images whose flag (N, 1) is 1."""
+    return ops.where(ops.reshape(flags, (-1, 1, 1, 1)) > 0.5, ops.flip(x, axis=2), x)
+
+
+def _affine(x, rows):
+    """keras.ops.image.affine_transform with RandomRotation's and
+    RandomTranslation's settings: bilinear, zero fill."""
+    return ops.image.affine_transform(x, rows, interpolation="bilinear", fill_mode="constant", fill_value=0.0)
+
+
+def rotate(x, degrees):
+    """Rotate each image about its centre by `degrees` (N, 1), as Keras'
+    RandomRotation computes its matrix."""
+    height, width = x.shape[1], x.shape[2]
+    angle = degrees[:, 0] * (np.pi / 180.0)
+    cx, cy = 0.5 * (width - 1), 0.5 * (height - 1)
+    cos, sin = ops.cos(angle), ops.sin(angle)
+    zeros = ops.zeros_like(angle)
+    rows = ops.stack([cos, -sin, cx - cx * cos + cy * sin, sin, cos, cy - cx * sin - cy * cos, zeros, zeros], axis=1)
+    return _affine(x, rows)
+
+
+def translate(x, shifts):
+    """Shift each image by `shifts` (N, 2: x, y in pixels), as Keras'
+    RandomTranslation does."""
+    ones, zeros = ops.ones_like(shifts[:, 0]), ops.zeros_like(shifts[:, 0])
+    rows = ops.stack([ones, zeros, -shifts[:, 0], zeros, ones, -shifts[:, 1], zeros, zeros], axis=1)
+    return _affine(x, rows)
+
+
+def augment(x, params, names, pad):
+    """The transforms `names` on images `x` in [0, 1], with the rows of
+    `params` that `draw_params` drew for them."""
+    column = 0
+    for name in TRANSFORMS:
+        if name not in names:
+            continue
+        width = len(PARAM_COLUMNS[name])
+        p = params[:, column:column + width]
+        column += width
+        if name == "crop":
+            x = crop(x, p, pad)
+        elif name == "flip":
+            x = flip(x, p)
+        elif name == "rotate":
+            x = rotate(x, p)
+        else:
+            x = translate(x, p)
+    return x
+
+
+@keras.saving.register_keras_serializable("kerascnn")
+class InputTransform(keras.layers.Layer):
+    """uint8 images and their drawn parameters to the model's input: scaled,
+    resized (or padded), augmented when training, normalized. Float32
+    whatever the dtype policy; no weights."""
+
+    def __init__(self, input_shape, mean, std, resize="resize", augment=(), **kwargs):
+        kwargs.pop("dtype", None)
+        super().__init__(dtype="float32", **kwargs)
+        self.target_shape = tuple(int(v) for v in input_shape)
+        self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
+        self.resize = resize
+        self.augment = tuple(augment)
+        self.pad = crop_pad(self.target_shape[0])
+
+    def call(self, images, params=None, training=False):
+        height, width, channels = self.target_shape
+        x = scale_and_resize(images, (height, width), self.resize)
+        if training and self.augment:
+            x = augment(x, params, self.augment, self.pad)
+        return normalize(x, channels, self.mean, self.std)
+
+    def compute_output_shape(self, images_shape, params_shape=None):
+        return (images_shape[0], *self.target_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "input_shape": self.target_shape, "mean": self.mean, "std": self.std,
+                "resize": self.resize, "augment": list(self.augment)}
