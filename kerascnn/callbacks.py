@@ -208,8 +208,10 @@ class DivergenceGuard(keras.callbacks.Callback):
     Keras logs the epoch's running mean, weighted by batch size; each
     batch's own loss is recovered from two consecutive means (with several
     steps a call, their mean loss, and `first_loss` is set beforehand: see
-    train.first_batch_loss). After a stop,
-    `diverged_epoch` (from 1) and `reason` say when and why."""
+    train.first_batch_loss). On jax and torch each batch is checked when
+    the next has been queued (never stalling the device), the last at the
+    epoch's end. After a stop, `diverged_epoch` (from 1) and `reason` say
+    when and why."""
 
     def __init__(self, batch_size, samples, *, factor=10.0, patience=50):
         super().__init__()
@@ -233,11 +235,30 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._seen, self._total, self._last_batch = seen, total, batch
         return loss, count
 
+    def on_train_begin(self, logs=None):
+        # jax and torch dispatch steps ahead of the host: read each batch's loss one batch late, once the
+        # next is queued, so that the device never waits for this check (a float() is a synchronization).
+        self._lag = keras.backend.backend() != "tensorflow"
+        self._pending = None
+
     def on_train_batch_end(self, batch, logs=None):
         mean = (logs or {}).get("loss")
         if mean is None:
             return
-        mean = float(mean)
+        if getattr(self, "_lag", False):
+            pending, self._pending = self._pending, (batch, mean)
+            if pending is not None:
+                self._check(*pending)
+            return
+        self._check(batch, mean)
+
+    def on_epoch_end(self, epoch, logs=None):
+        pending, self._pending = getattr(self, "_pending", None), None
+        if pending is not None and self.diverged_epoch is None:
+            self._check(*pending)
+
+    def _check(self, batch, mean):
+        mean = float(keras.ops.convert_to_numpy(mean))
         if not math.isfinite(mean):
             return self._stop(f"the loss became {'NaN' if math.isnan(mean) else 'infinite'}")
         loss, count = self._batch_loss(batch, mean)

@@ -195,7 +195,9 @@ class FitConfig:
                               "tf.distribute.MultiWorkerMirroredStrategy over the machines TF_CONFIG names "
                               "(tensorflow; the chief writes the run); data-parallel: keras.distribution (jax).", kind="choice", group="system",
                               choices=choices.DISTRIBUTE, noun="distribution")
-    mixed_precision: bool = _option(False, "float16 compute on a GPU (ignored, with a warning, on CPU).",
+    mixed_precision: bool = _option(False, "Mixed precision on a GPU: bfloat16 compute on Ampere and later, float16 "
+                                    "with loss scaling before (run.json's dtype_policy says which; ignored, with "
+                                    "a warning, on CPU).",
                                     kind="flag", group="system")
     jit: str = _option("auto", "XLA compilation [auto: on with a GPU or JAX, off on CPU].", kind="choice",
                        group="system", choices=choices.JIT_MODES, noun="jit mode")

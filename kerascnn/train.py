@@ -300,15 +300,54 @@ def run_scope(settings, echo=None):
             keras.config.set_dtype_policy(restore_policy)
 
 
+def accelerator_capability():
+    """The (major, minor) CUDA compute capability of the first GPU the
+    backend sees, (99, 0) for a TPU, None without either."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+    if backend == "jax":
+        import jax
+
+        device = next((d for d in jax.devices() if d.platform != "cpu"), None)
+        if device is None:
+            return None
+        if device.platform == "tpu":
+            return (99, 0)
+        major, _, minor = str(getattr(device, "compute_capability", "0.0")).partition(".")
+        return int(major), int(minor or 0)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("TPU"):
+            return (99, 0)
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+    return None
+
+
+def mixed_policy():
+    """The mixed-precision policy for this accelerator: bfloat16 compute
+    where it runs natively (Ampere, compute capability 8.0, and later; TPUs),
+    else float16 with loss scaling (Keras wraps the optimizer)."""
+    capability = accelerator_capability()
+    return "mixed_bfloat16" if capability and capability >= (8, 0) else "mixed_float16"
+
+
 def _mixed_precision(enabled):
-    """Set the mixed_float16 policy when `enabled` (resolved: only with an
+    """Set `mixed_policy()` when `enabled` (resolved: only with an
     accelerator); returns the policy to restore afterwards, or None."""
     import keras
 
     if not enabled:
         return None
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(mixed_policy())
     return previous
 
 
@@ -835,7 +874,9 @@ def _fit(given, settings, data, run, callbacks, verbose, echo):
     record_dict = run_record(given, settings, data, run, jit_compile)
     check_resume(run, record_dict, echo)
     with run_scope(settings, echo) as replicas:
-        record_dict.update(replicas=replicas)
+        import keras
+
+        record_dict.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
         model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile,
                                 steps_per_epoch(len(data.x_train), settings.batch_size),
                                 None if uses_tf_data() else input_transform(settings, data))

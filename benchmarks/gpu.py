@@ -1,0 +1,553 @@
+"""The prepared GPU run: kerascnn on jax and torch on one NVIDIA GPU, without
+TensorFlow, against plain PyTorch and plain jax.jit loops, and the course
+reports' studies at their textbook sizes.
+
+    python benchmarks/gpu.py --part throughput          # about 4 minutes on one H200
+    python benchmarks/gpu.py --part modern-cnns         # about 5 minutes on one H200
+    python benchmarks/gpu.py --part optimizers          # the optimizers study at full length
+    python benchmarks/gpu.py --tiny --part throughput --part modern-cnns   # the same code on a CPU, seconds
+    python benchmarks/gpu.py --write-docs               # docs/gpu.md from the results
+
+Parts (`--part`, repeatable; each under 8 minutes on an H200, so that two
+fit a task's 15 minutes of GPU time with the machine's start):
+  throughput   images/s after warm-up through `kerascnn.fit` on jax and torch (float32 and
+               --mixed-precision; torch also --jit on), beside a plain PyTorch loop (channels_last,
+               bf16 autocast, eager and torch.compile) and a plain jax.jit loop over the same Keras
+               network, for LeNet (28 px), ResNet-18 (96, 224 px) and VGG-16 (224 px); the input path
+               alone (host batches, and the device transform) beside the step
+  modern-cnns  `kerascnn study --preset modern-cnns` (VGG-11 224, NiN 224, GoogLeNet 96,
+               ResNet-18 96; 3 epochs of full Fashion-MNIST) under jax: test accuracy and time
+  optimizers   `kerascnn study --preset optimizers` (five families on MNIST, SGD+momentum and
+               AdaGrad, 10 epochs) under jax
+
+Needs: JAX and/or PyTorch (CUDA builds on the GPU machine), Keras, the
+repository, and MNIST / Fashion-MNIST in `--data-dir` (default
+$KERASCNN_DATA_DIR, else ../shared/data); no TensorFlow, no network. Each
+measurement runs in its own process (a Keras backend is chosen per
+process); a part's results replace its entry in the results JSON
+(benchmarks/results/gpu.json; --tiny writes to the temporary folder unless
+--results is given), so later runs add the parts earlier ones lacked.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
+DOC = REPO / "docs" / "gpu.md"
+PARTS = ("throughput", "modern-cnns", "optimizers")
+
+
+
+def versions():
+    """Installed versions, read without importing the packages."""
+    found = {}
+    for package in ("keras", "jax", "jaxlib", "torch", "numpy", "tensorflow"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = None
+    return found
+
+
+def gpu_name():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine():
+    return {"gpu": gpu_name(), "cores": os.cpu_count(), "system": f"{platform.system()} {platform.release()}",
+            "python": platform.python_version()}
+
+
+# ----------------------------------------------------------------------------- child processes
+
+
+def children(tasks, backend, data_dir, timeout):
+    """Run `tasks` (dicts: "task" and its arguments) one after another in
+    one fresh process on Keras `backend`; a result (a dict) for each, or
+    {"error": ...} for one that failed, or that the process did not reach
+    within `timeout` seconds."""
+    env = dict(os.environ, KERAS_BACKEND=backend, KERASCNN_DATA_DIR=str(data_dir),
+               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(tasks)]
+    try:
+        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        stdout, stderr, reason = out.stdout, out.stderr, f"the process ended (exit {out.returncode}) before it"
+    except subprocess.TimeoutExpired as e:
+        stdout, stderr = (e.stdout or b""), (e.stderr or b"")
+        stdout = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
+        stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
+        reason = f"not reached within the {timeout} s given to the process"
+    results = [json.loads(line[len("RESULT "):]) for line in stdout.splitlines() if line.startswith("RESULT ")]
+    tail = " | ".join(stderr.strip().splitlines()[-2:])[-400:]
+    return results + [{"error": f"{reason}: {tail}"} for _ in tasks[len(results):]]
+
+
+def run_child(tasks):
+    """In the child: each task in turn, its result (or error) printed at once."""
+    import traceback
+
+    for spec in tasks:
+        spec = dict(spec)
+        start = time.perf_counter()
+        try:
+            result = TASKS[spec.pop("task")](**spec)
+        except Exception as e:  # noqa: BLE001 - recorded, and the next task still runs
+            traceback.print_exc()
+            result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]}
+        result["task_seconds"] = round(time.perf_counter() - start, 1)
+        print("RESULT " + json.dumps(result), flush=True)
+        try:
+            import keras
+
+            keras.backend.clear_session()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def sync(value):
+    """Wait for the device: bring `value` (a tensor) to the host."""
+    import keras
+
+    return float(keras.ops.convert_to_numpy(value))
+
+
+class StepTimer:
+    """A Keras callback timing the steps after `warmup`: the device is waited
+    for at the warm-up's end and at the last step only."""
+
+    def __new__(cls, warmup, steps):
+        import keras
+
+        class Timer(keras.callbacks.Callback):
+            def on_train_begin(self, logs=None):
+                self.start = time.perf_counter()
+                self.first_step = self.t0 = self.t1 = None
+
+            def on_train_batch_end(self, batch, logs=None):
+                if batch == 0 and self.first_step is None:
+                    sync(logs["loss"])
+                    self.first_step = time.perf_counter() - self.start
+                if batch == warmup - 1:
+                    sync(logs["loss"])
+                    self.t0 = time.perf_counter()
+                elif batch == steps - 1:
+                    sync(logs["loss"])
+                    self.t1 = time.perf_counter()
+
+        return Timer()
+
+
+def fit_rate(arch, size, batch, warmup, steps, mixed=False, jit="auto", tiny=False):
+    """images/s of `kerascnn.fit` after `warmup` steps, in one epoch of
+    `steps` batches (no validation; the test set cut to 1,000 images)."""
+    import keras
+
+    from kerascnn import train
+    from kerascnn.data import load_dataset
+
+    data = load_dataset("digits" if tiny else "fashion_mnist", None if tiny else os.environ["KERASCNN_DATA_DIR"],
+                        val_size=0)
+    folder = Path(tempfile.mkdtemp(prefix="kerascnn-gpu-"))
+    images = batch * steps
+    reps = -(-images // len(data.x_train))
+    np = __import__("numpy")
+    npz = folder / "data" / data.name
+    npz.mkdir(parents=True)
+    np.savez(npz / "data.npz", x_train=np.concatenate([data.x_train] * reps)[:images],
+             y_train=np.concatenate([data.y_train] * reps)[:images], x_test=data.x_test[:1000],
+             y_test=data.y_test[:1000])
+    timer = StepTimer(warmup, steps)
+    options = {"activation": "relu", "pool": "max"} if arch == "lenet" else {}
+    result = train.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch, epochs=1,
+                       val_size=0, output=str(folder / "out"), mixed_precision=mixed, jit=jit, callbacks=[timer],
+                       verbose=0, **options)
+    record = result.config
+    timed = (steps - warmup) * batch
+    return {"images_per_s": round(timed / (timer.t1 - timer.t0), 1), "first_step_s": round(timer.first_step, 2),
+            "dtype_policy": record.get("dtype_policy"), "jit_compile": record.get("jit_compile"),
+            "params": int(result.model.count_params()), "backend": keras.backend.backend()}
+
+
+def torch_vgg16(channels=1, classes=10):
+    """VGG-16 (configuration D) as kerascnn builds it: 13 convolutions, 4096-4096-classes head with dropout."""
+    from torch import nn
+
+    layers, cin = [], channels
+    for v in (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"):
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=True)]
+            cin = v
+    return nn.Sequential(*layers, nn.Flatten(), nn.LazyLinear(4096), nn.ReLU(True), nn.Dropout(0.5),
+                         nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(0.5), nn.Linear(4096, classes))
+
+
+def torch_model(arch, size):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from performance import torch_lenet, torch_resnet18  # the same networks as the CPU benchmarks
+
+    return {"lenet": lambda: torch_lenet(size), "resnet18": torch_resnet18, "vgg16": torch_vgg16}[arch]()
+
+
+def torch_loop(arch, size, batch, warmup, steps, bf16=True, compile=False, tiny=False):
+    """A plain PyTorch loop: images resident on the device, channels_last,
+    bf16 autocast, AdamW, random batches resized on the device."""
+    import torch
+    import torch.nn.functional as F
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    torch.manual_seed(0)
+    model = torch_model(arch, size).to(device)
+    x = torch.randint(0, 256, (max(batch * 4, 512), 1, 28, 28), dtype=torch.uint8, device=device)
+    y = torch.randint(0, 10, (len(x),), device=device)
+    with torch.no_grad():
+        model(torch.zeros(2, 1, size, size, device=device))  # the lazy layer's shape
+    model = model.to(memory_format=torch.channels_last)
+    forward = torch.compile(model) if compile else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.004, eps=1e-7)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    model.train()
+
+    def step(i):
+        idx = torch.randint(0, len(x), (batch,), device=device)
+        xb = x[idx].float() / 255.0
+        if size != 28:
+            xb = F.interpolate(xb, size=(size, size), mode="bilinear", antialias=False, align_corners=False)
+        xb = xb.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = loss_fn(forward(xb), y[idx])
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    start = time.perf_counter()
+    for i in range(warmup):
+        loss = step(i)
+    loss.item()
+    first = time.perf_counter() - start
+    t0 = time.perf_counter()
+    for i in range(steps - warmup):
+        loss = step(i)
+    loss.item()
+    seconds = time.perf_counter() - t0
+    return {"images_per_s": round((steps - warmup) * batch / seconds, 1), "warmup_s": round(first, 2),
+            "params": sum(p.numel() for p in model.parameters()), "bf16": bf16, "compile": compile,
+            "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
+
+
+def jax_loop(arch, size, batch, warmup, steps, bf16=True, tiny=False):
+    """A plain jax.jit loop: value_and_grad over kerascnn's network through
+    Model.stateless_call (Keras' layers, no Keras trainer), optax-free AdamW,
+    images resident on the device, resized in the step."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    from kerascnn.models import build_model
+
+    if bf16:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    keras.utils.set_random_seed(0)
+    options = {"activation": "relu", "pool": "max"} if arch == "lenet" else {}
+    model = build_model(arch, input_shape=(size, size, 1), num_classes=10, **options)
+    key = jax.random.PRNGKey(0)
+    x = jax.random.randint(key, (max(batch * 4, 512), 28, 28, 1), 0, 256).astype(jnp.uint8)
+    y = jax.random.randint(key, (len(x),), 0, 10)
+
+    def loss_fn(trainable, non_trainable, xb, yb):
+        logits, non_trainable = model.stateless_call(trainable, non_trainable, xb, training=True)
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1)), non_trainable
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))
+    def step(trainable, non_trainable, m, v, t, idx):
+        xb = x[idx].astype(jnp.float32) / 255.0
+        if size != 28:
+            xb = jax.image.resize(xb, (batch, size, size, 1), "bilinear")
+        (loss, non_trainable), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable, non_trainable, xb, y[idx])
+        m = [0.9 * mi + 0.1 * g for mi, g in zip(m, grads)]
+        v = [0.999 * vi + 0.001 * g * g for vi, g in zip(v, grads)]
+        alpha = 1e-3 * jnp.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+        trainable = [p - 4e-6 * p - alpha * mi / (jnp.sqrt(vi) + 1e-7) for p, mi, vi in zip(trainable, m, v)]
+        return trainable, non_trainable, m, v, loss
+
+    trainable = [jnp.asarray(w.value) for w in model.trainable_variables]
+    non_trainable = [jnp.asarray(w.value) for w in model.non_trainable_variables]
+    m, v = [jnp.zeros_like(w) for w in trainable], [jnp.zeros_like(w) for w in trainable]
+    rng = __import__("numpy").random.default_rng(0)
+    batches = [jnp.asarray(rng.integers(0, len(x), batch)) for _ in range(8)]
+    start = time.perf_counter()
+    for t in range(1, steps + 1):
+        if t == warmup + 1:
+            loss.block_until_ready()
+            first, t0 = time.perf_counter() - start, time.perf_counter()
+        trainable, non_trainable, m, v, loss = step(trainable, non_trainable, m, v, jnp.float32(t), batches[t % 8])
+    loss.block_until_ready()
+    seconds = time.perf_counter() - t0
+    return {"images_per_s": round((steps - warmup) * batch / seconds, 1), "warmup_s": round(first, 2),
+            "params": int(model.count_params()), "bf16": bf16, "device": str(jax.devices()[0])}
+
+
+def input_rate(size, batch, steps, augment="crop,flip", tiny=False):
+    """The input path alone: host batches (TrainingBatches.stream: gather and
+    draw) and the device transform (InputTransform, training, jitted under
+    JAX), images/s of each."""
+    import keras
+
+    from kerascnn.data import load_dataset
+    from kerascnn.inputs import TrainingBatches
+    from kerascnn.transforms import InputTransform
+
+    data = load_dataset("digits" if tiny else "fashion_mnist", None if tiny else os.environ["KERASCNN_DATA_DIR"],
+                        val_size=0)
+    names = tuple(augment.split(","))
+    batches = TrainingBatches(data.x_train, data.y_train, batch_size=batch, epochs=1000, augment=names,
+                              image_size=size)
+    stream = batches.stream()
+    first = [next(stream) for _ in range(4)]
+    start = time.perf_counter()
+    for _ in range(steps):
+        next(stream)
+    host = steps * batch / (time.perf_counter() - start)
+    stream.close()
+    transform = InputTransform((size, size, 1), [0.286], [0.353], "resize", names)
+    (x, p), _ = first[0]
+    if keras.backend.backend() == "jax":
+        import jax
+
+        fn = jax.jit(lambda a, b: transform(a, b, training=True))
+    else:
+        fn = lambda a, b: transform(a, b, training=True)  # noqa: E731
+    xd, pd = keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(p)
+    out = fn(xd, pd)
+    sync(keras.ops.sum(out))
+    start = time.perf_counter()
+    for _ in range(steps):
+        out = fn(xd, pd)
+    sync(keras.ops.sum(out))
+    device = steps * batch / (time.perf_counter() - start)
+    return {"host_images_per_s": round(host, 1), "device_images_per_s": round(device, 1), "augment": augment}
+
+
+def study_run(preset, folder, tiny=False, variants=None):
+    """`kerascnn study --preset NAME --seeds 1` in `folder` (only the
+    `variants` labels when given): each run's test accuracy, image size,
+    batch, seconds of training, and the study's wall time."""
+    import dataclasses
+
+    from kerascnn.study import make_study, run_study
+
+    folder = Path(folder)
+    options = {"dataset": "digits", "epochs": 1, "train_size": 128, "batch_size": 64} if tiny else {}
+    start = time.perf_counter()
+    study = make_study(preset, seeds=1, **options)
+    if variants:
+        study = dataclasses.replace(study, variants=tuple(v for v in study.variants if v.label in variants))
+    run_study(study, folder, echo=lambda line: print(line, flush=True))
+    wall = time.perf_counter() - start
+    return {**finished_runs(folder), "wall_seconds": round(wall, 1)}
+
+
+def finished_runs(folder):
+    """The records of a study folder's finished runs (also of a study cut short)."""
+    rows = []
+    for record in sorted(Path(folder).rglob("*.run.json")):
+        r = json.loads(record.read_text())
+        rows.append({k: r.get(k) for k in ("arch", "optimizer", "image_size", "input_shape", "batch_size", "epochs",
+                                           "test_accuracy", "train_seconds", "lr", "dtype_policy", "jit_compile")})
+    table = Path(folder) / "results.csv"
+    return {"runs": rows, "table": list(csv.DictReader(open(table))) if table.exists() else []}
+
+
+TASKS = {"fit_rate": fit_rate, "torch_loop": torch_loop, "jax_loop": jax_loop, "input_rate": input_rate,
+         "study_run": study_run}
+
+
+# ----------------------------------------------------------------------------- parts
+
+
+def throughput_tasks(tiny):
+    """Per backend, the measurements in order of importance: (label, task)."""
+    warmup, steps = (2, 4) if tiny else (15, 60)
+    jax, torch = [], []
+
+    def case(arch, size, batch):
+        return {"arch": arch, "size": size, "batch": batch, "warmup": warmup, "steps": steps, "tiny": tiny}
+
+    lenet, r96, r224, vgg = (("lenet", 28, 16), ("resnet18", 32, 8), ("resnet18", 64, 8), ("vgg16", 32, 8)) if tiny \
+        else (("lenet", 28, 256), ("resnet18", 96, 128), ("resnet18", 224, 128), ("vgg16", 224, 64))
+    fp32, mixed = "kerascnn fit, float32", "kerascnn fit, --mixed-precision"
+    plain = {"jax": ("plain jax.jit over stateless_call, bf16", "jax_loop"),
+             "torch": ("plain PyTorch, bf16 autocast, channels_last", "torch_loop")}
+    for name, tasks in (("jax", jax), ("torch", torch)):
+        label, loop = plain[name]
+        tasks += [(fp32, {"task": "fit_rate", **case(*lenet)}),
+                  (mixed, {"task": "fit_rate", **case(*r96), "mixed": True}),
+                  (label, {"task": loop, **case(*r96)}),
+                  (mixed, {"task": "fit_rate", **case(*r224), "mixed": True}),
+                  (label, {"task": loop, **case(*r224)}),
+                  (fp32, {"task": "fit_rate", **case(*r96)}),
+                  (label, {"task": loop, **case(*lenet)}),
+                  (mixed, {"task": "fit_rate", **case(*vgg), "mixed": True}),
+                  (label, {"task": loop, **case(*vgg)})]
+    for size, batch in ((32, 16),) if tiny else ((224, 128),):
+        for tasks in (jax, torch):
+            tasks.append(("input path alone", {"task": "input_rate", "size": size, "batch": batch,
+                                               "steps": 20 if tiny else 200, "tiny": tiny}))
+    if not tiny:  # compilation takes minutes on a CPU: measured on the GPU only, last
+        torch.append(("kerascnn fit, --jit on (torch.compile)", {"task": "fit_rate", **case(*lenet), "jit": "on"}))
+        torch.append(("plain PyTorch, torch.compile, bf16", {"task": "torch_loop", **case(*r96), "compile": True}))
+    return {"jax": jax, "torch": torch}, warmup, steps
+
+
+def throughput(args):
+    groups, warmup, steps = throughput_tasks(args.tiny)
+    rows, inputs = [], []
+    for backend, tasks in groups.items():
+        timeout = 240 if args.tiny else args.seconds // 2
+        for (label, spec), result in zip(tasks, children([t for _, t in tasks], backend, args.data_dir, timeout)):
+            row = {"label": label, "backend": backend, **{k: v for k, v in spec.items() if k != "tiny"}, **result}
+            print(json.dumps(row), flush=True)
+            (inputs if spec["task"] == "input_rate" else rows).append(row)
+    return {"rows": rows, "inputs": inputs, "warmup_steps": warmup, "steps": steps}
+
+
+def study_part(preset):
+    def part(args):
+        folder = tempfile.mkdtemp(prefix="kerascnn-study-")
+        (result,) = children([{"task": "study_run", "preset": preset, "folder": folder, "tiny": args.tiny,
+                               "variants": args.variant}], "jax", args.data_dir, 300 if args.tiny else args.seconds)
+        if "error" in result:  # the runs it finished still count
+            result.update(finished_runs(folder), wall_seconds=None)
+        earlier = args.earlier.get(preset) or {}
+        if args.variant and earlier.get("runs"):  # runs of the other variants measured before are kept
+            result["runs"] = [r for r in earlier["runs"] if r["arch"] not in args.variant] + result["runs"]
+            result["earlier"] = {k: earlier.get(k) for k in ("date", "seconds", "wall_seconds", "error")}
+        print(json.dumps(result)[:2000], flush=True)
+        return result
+    return part
+
+
+PART_FUNCTIONS = {"throughput": throughput, "modern-cnns": study_part("modern-cnns"),
+                  "optimizers": study_part("optimizers")}
+
+
+# ----------------------------------------------------------------------------- docs
+
+
+def render(results):
+    """docs/gpu.md's text from the results JSON."""
+    lines = ["# kerascnn on a GPU", "",
+             "Written by `python benchmarks/gpu.py --write-docs` from `benchmarks/results/gpu.json`; each part was "
+             "measured by `python benchmarks/gpu.py --part NAME` on the machine its section names, with JAX and "
+             "PyTorch (CUDA builds), Keras, and no TensorFlow.", ""]
+    for name in PARTS:
+        part = results.get(name)
+        lines.append(f"## {name}")
+        lines.append("")
+        if not part:
+            lines += ["Not measured yet: it waits for a session lent a GPU "
+                      f"(`python benchmarks/gpu.py --part {name}`).", ""]
+            continue
+        lines += [f"Measured {part['date']} on {part['machine'].get('gpu')}, {part['machine'].get('cores')} CPU "
+                  f"cores; {', '.join(f'{k} {v}' for k, v in part['versions'].items() if v)}; "
+                  f"{part['seconds']:.0f} s for the part.", ""]
+        if name == "throughput":
+            lines += [f"Images per second after {part['warmup_steps']} warm-up steps, over "
+                      f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
+                      "device; the plain loops on random images resident on the device).", "",
+                      "| network | size | batch | how | backend | images/s | policy | first step (s) |",
+                      "|---|---|---|---|---|---|---|---|"]
+            for r in part["rows"]:
+                if "error" in r:
+                    rate, policy = f"failed: {r['error'][:120]}", ""
+                else:
+                    rate = f"{r['images_per_s']:,.0f}"
+                    policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
+                first = r.get("first_step_s", r.get("warmup_s", ""))
+                lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
+                             f"{policy} | {first} |")
+            lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
+                      "InputTransform with crop and flip, training):", "",
+                      "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
+            for r in part["inputs"]:
+                if "error" in r:
+                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | failed: {r['error'][:120]} | |")
+                else:
+                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
+                                 f"{r['device_images_per_s']:,.0f} |")
+        else:
+            if not part.get("runs"):
+                lines.append(f"Failed: {part.get('error')}")
+            else:
+                wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
+                    f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
+                lines += [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
+                          "| run | image size | batch | epochs | test accuracy | training s | policy |",
+                          "|---|---|---|---|---|---|---|"]
+                for r in part["runs"]:
+                    size = r.get("input_shape") or [r.get("image_size")]
+                    label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
+                    lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
+                                 f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", action="append", choices=PARTS, help="a part to run (repeatable)")
+    parser.add_argument("--tiny", action="store_true", help="the same code on tiny data and sizes (a CPU, seconds)")
+    parser.add_argument("--data-dir", default=os.environ.get("KERASCNN_DATA_DIR") or str(REPO.parent / "shared/data"))
+    parser.add_argument("--results", type=Path, help=f"the results JSON [{RESULTS.relative_to(REPO)}]")
+    parser.add_argument("--write-docs", action="store_true", help=f"write {DOC.relative_to(REPO)} from the results")
+    parser.add_argument("--seconds", type=int, default=290,
+                        help="the most a part may take (its processes are stopped then, keeping what they measured)")
+    parser.add_argument("--variant", action="append",
+                        help="a study part: run only this variant (repeatable); the others' earlier runs are kept")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return run_child(json.loads(args.child))
+    path = args.results or (Path(tempfile.gettempdir()) / "kerascnn-gpu-tiny.json" if args.tiny else RESULTS)
+    results = json.loads(path.read_text()) if path.exists() else {}
+    args.earlier = results
+    for name in args.part or ():
+        start = time.perf_counter()
+        print(f"== part {name}", flush=True)
+        result = PART_FUNCTIONS[name](args)
+        result.update(date=datetime.date.today().isoformat(), machine=machine(), versions=versions(),
+                      seconds=round(time.perf_counter() - start, 1), tiny=args.tiny)
+        results[name] = result
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"== part {name}: {result['seconds']:.0f} s, written to {path}", flush=True)
+    if args.write_docs:
+        if any(part.get("tiny") for part in results.values()) and path == RESULTS:
+            sys.exit("refusing to write docs from --tiny results")
+        (DOC if not args.tiny else path.with_suffix(".md")).write_text(render(results))
+        print(f"wrote {DOC if not args.tiny else path.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
