@@ -502,6 +502,10 @@ def render(results):
             else:
                 wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
                     f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
+                if part.get("earlier"):
+                    e = part["earlier"]
+                    wall += (f"; the other variants' runs come from an earlier run of the part ({e['date']}, "
+                             f"stopped after {e['seconds']:.0f} s: {e.get('error') or 'complete'})")
                 lines += [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
                           "| run | image size | batch | epochs | test accuracy | training s | policy |",
                           "|---|---|---|---|---|---|---|"]

@@ -47,7 +47,7 @@ class TrainingBatches:
     `batch(epoch, step)` any one batch."""
 
     def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
-                 image_size=None, prefetch=PREFETCH):
+                 image_size=None, prefetch=PREFETCH, multiple=1):
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
@@ -55,7 +55,10 @@ class TrainingBatches:
         self.seed, self.sampling, self.augment = seed, sampling, tuple(augment)
         self.image_size = image_size or x.shape[1]
         self.prefetch = prefetch
-        self.steps = -(-len(x) // batch_size)
+        # split over `multiple` devices: an epoch's short last batch keeps a multiple of them (or goes)
+        self.multiple = multiple
+        rest = len(x) % batch_size
+        self.steps = len(x) // batch_size + (rest - rest % multiple > 0)
         self._order = (None, None)
 
     def order(self, epoch):
@@ -65,6 +68,7 @@ class TrainingBatches:
 
     def batch(self, epoch, step):
         index = self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
+        index = index[:len(index) - len(index) % self.multiple]
         params = transforms.draw_params(self.augment, len(index), self.image_size, self.seed, epoch, step)
         return (self.x[index], params), self.y[index]
 
@@ -117,12 +121,13 @@ class Batches(keras.utils.PyDataset):
     ((images, params), labels) for a TrainingModel; else the images passed
     through `transform` (eagerly, on the device), as a plain model takes them."""
 
-    def __init__(self, x, y, batch_size=256, transform=None, columns=1):
+    def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1):
         super().__init__()
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.transform, self.columns = batch_size, transform, columns
+        self.multiple = multiple  # > 1: split over devices; a short batch padded, its padding weighted 0
 
     def __len__(self):
         return -(-len(self.x) // self.batch_size)
@@ -132,9 +137,16 @@ class Batches(keras.utils.PyDataset):
             raise IndexError(i)
         part = slice(i * self.batch_size, (i + 1) * self.batch_size)
         images, labels = self.x[part], self.y[part]
-        if self.transform is not None:
-            return self.transform(images), labels
-        return (images, np.zeros((len(images), self.columns), np.float32)), labels
+        if self.multiple > 1:
+            weights = np.ones(len(images), np.float32)
+            pad = -len(images) % self.multiple
+            if pad:
+                images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
+                labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
+                weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+        params = np.zeros((len(images), self.columns), np.float32)
+        inputs = self.transform(images) if self.transform is not None else (images, params)
+        return (inputs, labels, weights) if self.multiple > 1 else (inputs, labels)
 
     def __iter__(self):
         for i in range(len(self)):

@@ -164,9 +164,11 @@ def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
         jit_compile = resolve_jit("auto")
     if jit_compile and keras.backend.backend() == "torch":
         static_shapes_for_torch_compile()
+    # "mean_with_sample_weight": under data-parallel an evaluation's padding (weight 0) does not count
+    reduction = "mean_with_sample_weight" if keras.distribution.distribution() is not None else "sum_over_batch_size"
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
         metrics=["accuracy"],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
@@ -456,6 +458,10 @@ def resolve_settings(given, data, echo=None, callbacks=()):
         echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
     if given.distribute:
         check_distribute(given.distribute, keras.backend.backend())
+        devices = data_parallel_devices(given)
+        if given.batch_size is not None and given.batch_size % devices:
+            raise OptionError(f"{spell('batch_size')} {given.batch_size} does not split over the {devices} devices of "
+                              f"{spell('distribute')} data-parallel; choose a multiple of {devices}")
     size = resolve_image_size(given.family, given.image_size, data.image_shape[0], echo=echo)
     if given.resize == "pad" and size < max(data.image_shape[:2]):
         raise OptionError(f"{spell_set('resize', 'pad')} needs {spell('image_size')} at least the data's "
@@ -671,7 +677,8 @@ def eval_pipeline(settings, data, x, y):
         from kerascnn.inputs import Batches
         from kerascnn.transforms import param_columns
 
-        return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)))
+        return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)),
+                       multiple=data_parallel_devices(settings))
     mean, std = data.stats()
     return sharded(settings, make_pipeline(
         x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
@@ -689,6 +696,17 @@ def sharded(settings, dataset):
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.with_options(options)
+
+
+def data_parallel_devices(settings):
+    """The devices `--distribute data-parallel` splits each batch over (1
+    otherwise): a training epoch's short last batch keeps a multiple of them,
+    an evaluation's is padded with samples of weight 0."""
+    if settings.distribute != "data-parallel":
+        return 1
+    import keras
+
+    return len(keras.distribution.list_devices())
 
 
 def uses_tf_data():
@@ -714,7 +732,8 @@ def training_pipeline(settings, data, initial_epoch=0):
 
         batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
                                   initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
-                                  augment=settings.augment, image_size=settings.image_size)
+                                  augment=settings.augment, image_size=settings.image_size,
+                                  multiple=data_parallel_devices(settings))
         return batches, batches.steps
 
     mean, std = data.stats()

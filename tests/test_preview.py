@@ -1,5 +1,7 @@
 import numpy as np
 import pytest
+
+import kerascnn
 from click.testing import CliRunner
 
 from kerascnn.cli import cli
@@ -14,24 +16,38 @@ pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backen
 
 def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch):
     """fit's own pipeline, spied on during a tiny fit, yields first exactly the batch show_batch draws."""
+    import keras
+
     import kerascnn.data
+    import kerascnn.inputs
     from kerascnn.train import fit
 
     made = []
-    original = kerascnn.data.make_training_pipeline
+    tf_data = keras.backend.backend() == "tensorflow"
+    owner, name = (kerascnn.data, "make_training_pipeline") if tf_data else (kerascnn.inputs.TrainingBatches, "batch")
+    original = getattr(owner, name)
 
     def spy(*args, **kwargs):
         made.append(original(*args, **kwargs))
         return made[-1]
 
-    monkeypatch.setattr(kerascnn.data, "make_training_pipeline", spy)
+    monkeypatch.setattr(owner, name, spy)
     # one step a call: fit then makes its training pipeline once (with several, it also takes the first
     # batch apart for the divergence guard's reference)
     fit("lenet", "digits", epochs=1, augment=("crop", "translate"), output=tmp_path / "runs", verbose=0,
         steps_per_execution=1, **OPTIONS)
     monkeypatch.undo()
-    (trained, _), = made
-    x, y = (np.asarray(t) for t in next(iter(trained)))
+    if tf_data:
+        (trained, _), = made
+        x, y = (np.asarray(t) for t in next(iter(trained)))
+    else:  # jax, torch: the host batch fit trained on first, through the step's transform (checked in test_inputs)
+        from kerascnn.transforms import InputTransform
+
+        (images, params), y = made[0]
+        run = kerascnn.Run.load(tmp_path / "runs" / "lenet.keras")
+        transform = InputTransform(run.record["input_shape"], run.record["mean"], run.record["std"],
+                                   augment=("crop", "translate"))
+        x = keras.ops.convert_to_numpy(transform(images, params, training=True))
     shown = show_batch("lenet", "digits", augment="crop,translate", output=tmp_path / "batch.png", **OPTIONS)
     assert shown.path == tmp_path / "batch.png" and shown.path.read_bytes()[:8] == PNG
     assert shown.images.shape == (16, 28, 28, 1)
