@@ -104,17 +104,18 @@ def preprocess(images, input_shape, mean, std, resize="resize"):
 
 def crop(x, offsets, pad):
     """Each image's window of its own size, at `offsets` (N, 2: row, column
-    in 0..2*pad) in the image bordered by `pad` zeros (exact: a gather)."""
+    in 0..2*pad) in the image bordered by `pad` zeros (exact: one gather of
+    pixels by their flat index)."""
     n, (height, width, channels) = ops.shape(x)[0], x.shape[1:]
     padded = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
-    wide = width + 2 * pad
+    tall, wide = height + 2 * pad, width + 2 * pad
     offsets = ops.cast(offsets, "int32")
     rows = offsets[:, 0:1, None] + ops.arange(height, dtype="int32")[None, :, None]
     cols = offsets[:, 1:2, None] + ops.arange(width, dtype="int32")[None, None, :]
-    index = ops.reshape(rows * wide + cols, (n, height * width, 1))
-    flat = ops.reshape(padded, (n, (height + 2 * pad) * wide, channels))
-    index = ops.broadcast_to(index, (n, height * width, channels))
-    return ops.reshape(ops.take_along_axis(flat, index, axis=1), (n, height, width, channels))
+    image = ops.arange(n, dtype="int32")[:, None, None] * (tall * wide)
+    index = ops.reshape(image + rows * wide + cols, (-1,))
+    pixels = ops.take(ops.reshape(padded, (-1, channels)), index, axis=0)
+    return ops.reshape(pixels, (n, height, width, channels))
 
 
 def flip(x, flags):
@@ -123,9 +124,33 @@ def flip(x, flags):
 
 
 def _affine(x, rows):
-    """keras.ops.image.affine_transform with RandomRotation's and
-    RandomTranslation's settings: bilinear, zero fill."""
-    return ops.image.affine_transform(x, rows, interpolation="bilinear", fill_mode="constant", fill_value=0.0)
+    """Each image resampled through its projective row (N, 8: a0 a1 a2 b0 b1
+    b2 c0 c1, c0 = c1 = 0 here) as TensorFlow's ImageProjectiveTransformV3
+    (Keras' RandomRotation and RandomTranslation) does it: output pixel
+    (x, y) reads input (a0 x + a1 y + a2, b0 x + b1 y + b2), bilinearly, each
+    of the four neighbours outside the image reading 0. Written as gathers
+    (`keras.ops.take`), quick on every backend; keras.ops.image.affine_transform
+    is 0.2 s for 256 28x28 images under torch on a CPU."""
+    n, (height, width, channels) = ops.shape(x)[0], x.shape[1:]
+    ys = ops.arange(height, dtype="float32")[None, :, None]
+    xs = ops.arange(width, dtype="float32")[None, None, :]
+    a0, a1, a2, b0, b1, b2 = (ops.reshape(rows[:, i], (-1, 1, 1)) for i in range(6))
+    sx, sy = a0 * xs + a1 * ys + a2, b0 * xs + b1 * ys + b2  # (N, H, W) source coordinates
+    x0, y0 = ops.floor(sx), ops.floor(sy)
+    fx, fy = (sx - x0)[..., None], (sy - y0)[..., None]
+    flat = ops.reshape(x, (-1, channels))
+    first = ops.arange(n, dtype="int32")[:, None, None] * (height * width)
+
+    def read(yy, xx):
+        inside = (yy >= 0) & (yy <= height - 1) & (xx >= 0) & (xx <= width - 1)
+        index = first + ops.cast(ops.clip(yy, 0, height - 1), "int32") * width \
+            + ops.cast(ops.clip(xx, 0, width - 1), "int32")
+        pixels = ops.reshape(ops.take(flat, ops.reshape(index, (-1,)), axis=0), (n, height, width, channels))
+        return ops.where(inside[..., None], pixels, ops.zeros_like(pixels))
+
+    top = (1 - fx) * read(y0, x0) + fx * read(y0, x0 + 1)
+    bottom = (1 - fx) * read(y0 + 1, x0) + fx * read(y0 + 1, x0 + 1)
+    return (1 - fy) * top + fy * bottom
 
 
 def rotate(x, degrees):

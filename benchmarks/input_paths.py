@@ -1,0 +1,118 @@
+"""The jax/torch input path against the tf.data path it replaced, on this CPU.
+
+    python benchmarks/input_paths.py            # about 6 minutes on 2 cores
+    python benchmarks/input_paths.py --quick    # seconds: a smoke test
+
+For each backend (jax, torch) and network (LeNet at 28 px, batch 256, on
+Fashion-MNIST's 54,000 training images; ResNet-18 at 32 px, batch 64, on
+2,048 of them), `model.fit` with crop+flip augmentation fed two ways, each in
+its own process, one after the other in one run:
+  tf.data   kerascnn.data.make_training_pipeline (tf.data: gather, scale,
+            augment with Keras' layers in TensorFlow, normalize) into the
+            network, as every backend trained before
+  inputs    kerascnn.inputs.TrainingBatches (numpy) into a TrainingModel:
+            scaling, augmentation and normalization in the training step
+images/s of the timed epochs (after one warm-up epoch) and their ratio, into
+benchmarks/results/input_paths.json. Needs TensorFlow (for the old path) and
+the data in $KERASCNN_DATA_DIR or ../shared/data.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "input_paths.json"
+CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
+
+CHILD = r"""
+import json, sys, time
+import keras, numpy as np
+from kerascnn.data import load_dataset, make_training_pipeline
+from kerascnn.inputs import TrainingBatches, TrainingModel
+from kerascnn.models import build_model
+from kerascnn.train import compile_model, resolve_jit
+from kerascnn.transforms import InputTransform
+from kerascnn.augment import Augmenter
+
+path, arch, size, batch, images, epochs = json.loads(sys.argv[1])
+data = load_dataset("fashion_mnist", train_size=images)
+mean, std = data.stats()
+keras.utils.set_random_seed(0)
+options = {"activation": "relu", "pool": "max"} if arch == "lenet" else {}
+net = build_model(arch, input_shape=(size, size, 1), num_classes=10, **options)
+jit = resolve_jit("auto")
+if path == "tf.data":
+    stream, steps = make_training_pipeline(data.x_train, data.y_train, input_shape=(size, size, 1), mean=mean,
+                                           std=std, batch_size=batch, epochs=epochs,
+                                           augment=Augmenter(("crop", "flip"), size))
+    model = net
+    compile_model(model, keras.optimizers.AdamW(1e-3), jit)
+else:
+    batches = TrainingBatches(data.x_train, data.y_train, batch_size=batch, epochs=epochs, augment=("crop", "flip"),
+                              image_size=size)
+    stream, steps = batches.stream(), batches.steps
+    compile_model(net, keras.optimizers.AdamW(1e-3), jit)
+    model = TrainingModel(net, InputTransform((size, size, 1), mean, std, augment=("crop", "flip")))
+    compile_model(model, net.optimizer, jit)
+
+class Timer(keras.callbacks.Callback):
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+    def on_epoch_end(self, epoch, logs=None):
+        seconds.append(time.perf_counter() - self.start)
+
+seconds = []
+model.fit(stream, steps_per_epoch=steps, epochs=epochs, verbose=0, callbacks=[Timer()])
+n = len(data.x_train)
+print("RESULT " + json.dumps({"images_per_s": n * (epochs - 1) / sum(seconds[1:]), "first_epoch_s": seconds[0],
+                              "epoch_s": seconds[1:], "images": n, "jit_compile": jit}))
+"""
+
+
+def measure(backend, path, arch, epochs, quick):
+    size, batch, images = CASES[arch]
+    images = 512 if quick else images
+    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+               KERASCNN_DATA_DIR=os.environ.get("KERASCNN_DATA_DIR") or str(REPO.parent / "shared" / "data"))
+    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([path, arch, size, batch, images, epochs])],
+                         capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        return {"error": out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]}
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--results", type=Path, default=None)
+    args = parser.parse_args()
+    epochs = 2 if args.quick else 3
+    rows = []
+    for backend in ("jax", "torch"):
+        for arch in CASES:
+            row = {"backend": backend, "arch": arch, "size": CASES[arch][0], "batch": CASES[arch][1]}
+            for path in ("tf.data", "inputs"):
+                row[path] = measure(backend, path, arch, epochs, args.quick)
+            if "error" not in row["tf.data"] and "error" not in row["inputs"]:
+                row["ratio"] = round(row["inputs"]["images_per_s"] / row["tf.data"]["images_per_s"], 2)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    result = {"date": datetime.date.today().isoformat(), "command": "python benchmarks/input_paths.py"
+              + (" --quick" if args.quick else ""), "machine": {"cores": os.cpu_count(), "python":
+              platform.python_version(), "system": f"{platform.system()} {platform.release()}"},
+              "load_average": os.getloadavg(), "rows": rows}
+    path = args.results or (Path("/tmp/input_paths.json") if args.quick else RESULTS)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
