@@ -249,7 +249,7 @@ def check_available(name, data_dir=None, *, allow_download=True):
     its first run)."""
     if _local_folder(name, data_dir) is not None or name == "digits":
         return
-    import tensorflow_datasets as tfds
+    tfds = _tfds(name)
 
     if not (allow_download and (_tfds_prepared(tfds.builder(name)) or network_available(TFDS_HOSTS[name]))):
         raise KerasCNNError(_offline_message(name))
@@ -417,7 +417,7 @@ def load_tfds_arrays(name, tfds_data_dir=None):
     network; otherwise the download host is probed first so that an offline
     machine fails in seconds.
     """
-    import tensorflow_datasets as tfds
+    tfds = _tfds(name)
 
     builder = tfds.builder(name, data_dir=tfds_data_dir)
     if not _tfds_prepared(builder):
@@ -438,6 +438,21 @@ def load_tfds_arrays(name, tfds_data_dir=None):
     names = builder.info.features["label"].names
     arrays["class_names"] = np.array(names if name == "cifar10" else CLASS_NAMES[name])
     return arrays
+
+
+def _tfds(name):
+    """tensorflow-datasets, or an error saying what to do without it (and
+    TensorFlow, which it needs: a JAX or PyTorch machine may have neither)."""
+    try:
+        import tensorflow_datasets as tfds
+
+        tfds.builder  # noqa: B018 - a tensorflow-datasets whose TensorFlow is missing imports half
+    except (ImportError, AttributeError) as e:
+        raise KerasCNNError(f"no local copy of {name}, and downloading it needs tensorflow-datasets and TensorFlow, "
+                            f"which are not installed here ({e}); point at local files with --data-dir DIR (or "
+                            f"{DATA_DIR_ENV}=DIR), DIR holding {name}/ with the four IDX files or an .npz, or use "
+                            f"--dataset digits") from None
+    return tfds
 
 
 def _tfds_prepared(builder):

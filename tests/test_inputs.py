@@ -1,6 +1,7 @@
 """kerascnn.inputs: the jax/torch input path (numpy host batches, the image
 work in the training step) and kerascnn without TensorFlow."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -16,8 +17,15 @@ from kerascnn import inputs, io
 from kerascnn.transforms import param_columns
 
 REPO = Path(__file__).resolve().parents[1]
-BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(
-    not any((Path(p) / b).is_dir() for p in sys.path if p), reason=f"{b} is not installed")) for b in ("jax", "torch")]
+
+
+def installed(name):
+    return importlib.util.find_spec(name) is not None
+
+
+BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not installed(b), reason=f"{b} is not installed"))
+            for b in ("jax", "torch")]
+needs_jax = pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
 # A process in which `import tensorflow` fails, as where it is not installed: it must not matter on jax and torch.
 NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None\n"
 
@@ -27,9 +35,9 @@ def env(backend, **extra):
                 TF_CPP_MIN_LOG_LEVEL="3", **extra)
 
 
-def python(code, backend, *args, timeout=300, **extra):
+def python(code, backend, *args, timeout=300, cwd=REPO, **extra):
     return subprocess.run([sys.executable, "-c", NO_TF + textwrap.dedent(code), *args], capture_output=True,
-                          text=True, env=env(backend, **extra), cwd=REPO, timeout=timeout)
+                          text=True, env=env(backend, KERASCNN_DATA_DIR="", **extra), cwd=cwd, timeout=timeout)
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
@@ -99,11 +107,31 @@ def test_the_main_job_never_imports_tensorflow(backend, tmp_path):
                 f"explain {out}/lenet.keras --method saliency --index 0",
                 f"show-batch --arch lenet --dataset digits --augment crop,rotate --output {tmp_path / 'b.png'}",
                 f"lr-find --arch lenet --dataset digits --steps 12 --output {tmp_path / 'lr.png'}",
+                f"predict {out}/lenet.keras {tmp_path / 'd.png'}",
+                f"study --arch lenet --dataset digits --epochs 1 --train-size 256 --vary pool=avg,max "
+                f"--output {tmp_path / 'st'}", f"report {tmp_path / 'st'}",
+                f"compare {out}/lenet.keras --output {tmp_path / 'c.png'}",
                 f"report {out}/lenet.keras", "summary --arch resnet18", "layers --arch lenet"]
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)).save(tmp_path / "d.png")
     proc = python(code, backend, *commands, timeout=600)
     assert proc.returncode == 0 and "no tensorflow" in proc.stdout, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "test accuracy" in proc.stdout and (Path(out) / "lenet.keras").is_file()
     assert {p.parent.name for p in (tmp_path / "tb").rglob("events.out.tfevents.*")} == {"train", "validation"}
+
+
+@pytest.mark.skipif(not (installed("jax") or installed("torch")), reason="neither jax nor torch is installed")
+def test_a_download_without_tensorflow_is_one_line(tmp_path):
+    code = """
+        from kerascnn.cli import main
+        main(["fit", "--dataset", "mnist", "--epochs", "1"])
+    """
+    proc = python(code, "jax" if installed("jax") else "torch", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "downloading it needs tensorflow-datasets and TensorFlow" in lines[0]
+    assert "--data-dir" in lines[0] and "--dataset digits" in lines[0]
 
 
 def test_tensorboard_scalars_read_back(tmp_path):
@@ -129,7 +157,7 @@ def test_tensorboard_scalars_read_back(tmp_path):
     assert [e.step for e in validation.Scalars("epoch_loss")] == [0, 1, 2]
 
 
-@pytest.mark.skipif(not any((Path(p) / "jax").is_dir() for p in sys.path if p), reason="jax is not installed")
+@needs_jax
 def test_the_jitted_jax_step_holds_the_augmentation():
     """Keras keeps jit_compile on (no silent fallback to eager), and the transform is traced into the
     compiled step a few times, not run step by step."""
@@ -193,7 +221,7 @@ def test_an_augmented_run_resumed_after_a_kill_matches_an_uninterrupted_one(back
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.skipif(not any((Path(p) / "jax").is_dir() for p in sys.path if p), reason="jax is not installed")
+@needs_jax
 def test_data_parallel_on_two_devices_ends_with_the_weights_of_one(tmp_path):
     """keras.distribution.DataParallel over two virtual CPU devices, without TensorFlow: the same weights as
     one device within 1e-5 (float32 sums in another order; measured 2e-7 on weights up to 0.3)."""
