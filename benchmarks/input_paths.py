@@ -57,9 +57,10 @@ if path == "tf.data":
 else:
     batches = TrainingBatches(data.x_train, data.y_train, batch_size=batch, epochs=epochs, augment=("crop", "flip"),
                               image_size=size)
+    transform = InputTransform((size, size, 1), mean, std, augment=("crop", "flip"))
     stream, steps = batches.stream(), batches.steps
     compile_model(net, keras.optimizers.AdamW(1e-3), jit)
-    model = TrainingModel(net, InputTransform((size, size, 1), mean, std, augment=("crop", "flip")))
+    model = TrainingModel(net, transform)
     compile_model(model, net.optimizer, jit)
 
 class Timer(keras.callbacks.Callback):
@@ -93,10 +94,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--results", type=Path, default=None)
+    parser.add_argument("--backend", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     args = parser.parse_args()
     epochs = 2 if args.quick else 3
     rows = []
-    for backend in ("jax", "torch"):
+    for backend in args.backend:
         for arch in CASES:
             row = {"backend": backend, "arch": arch, "size": CASES[arch][0], "batch": CASES[arch][1]}
             for path in ("tf.data", "inputs"):
