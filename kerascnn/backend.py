@@ -90,6 +90,7 @@ def start_quietly():
             import keras  # its backend starts here
 
             if keras.backend.backend() != "tensorflow":
+                keep_tensorflow_unloaded()
                 return
             import tensorflow as tf
 
@@ -106,3 +107,31 @@ def quiet_tensorflow():
     errors only. Nothing on the other backends, where TensorFlow is not loaded."""
     if sys.modules.get("tensorflow") is not None:
         sys.modules["tensorflow"].get_logger().setLevel("ERROR")
+
+
+
+class _IfLoaded:
+    """True only while TensorFlow is loaded (see keep_tensorflow_unloaded)."""
+
+    def __bool__(self):
+        return sys.modules.get("tensorflow") is not None
+
+
+def keep_tensorflow_unloaded():
+    """On jax and torch, stop Keras from importing TensorFlow: before
+    isinstance checks (saving a model) and seeding, Keras asks whether
+    TensorFlow is available, which imports it whenever it is installed (a
+    second or two, and its start-up lines on stderr). Answer yes only while
+    it is loaded already: no object can be TensorFlow's before that, and a
+    TensorFlow a user imports later is still seeded and recognized. Nothing
+    on the tensorflow backend. Safe to call any number of times."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        return
+    try:
+        from keras.src.utils.module_utils import tensorflow as lazy
+    except ImportError:  # another Keras layout: Keras keeps its own behaviour
+        return
+    if getattr(lazy, "module", None) is None and getattr(lazy, "_available", False) is None:
+        lazy._available = _IfLoaded()

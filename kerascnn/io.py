@@ -167,6 +167,10 @@ def save_model(model, path, state=None):
     entry STATE_ENTRY, which Keras ignores when loading: model and training
     state are then replaced together or not at all.
     """
+    from kerascnn.backend import keep_tensorflow_unloaded
+
+    keep_tensorflow_unloaded()  # Keras' serialization would import it on jax and torch
+
     def write(tmp):
         model.save(tmp)
         if state is not None:
@@ -373,6 +377,9 @@ def load_model(path, unsafe=False):
     """Load a .keras model, checked first (model_file, check_archive,
     check_keras), in Keras' safe mode: a model holding code (a Lambda layer)
     is refused unless `unsafe`. Whatever is wrong is one KerasCNNError."""
+    from kerascnn.backend import keep_tensorflow_unloaded
+
+    keep_tensorflow_unloaded()  # Keras' deserialization would import it on jax and torch
     path = model_file(path)
     config = check_archive(path)
     code = code_in(config)

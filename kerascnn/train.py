@@ -291,6 +291,9 @@ def run_scope(settings, echo=None):
     the distribution strategy. Yields the number of replicas."""
     import keras
 
+    from kerascnn.backend import keep_tensorflow_unloaded
+
+    keep_tensorflow_unloaded()  # Keras' seeding would import it on jax and torch too
     keras.utils.set_random_seed(settings.seed)
     restore_policy = _mixed_precision(settings.mixed_precision)
     try:
