@@ -469,7 +469,7 @@ def render(results):
              "KERASCNN_DATA_DIR=data python benchmarks/gpu.py --part throughput --seconds 250`. "
              "Each part keeps what it measured when its time (`--seconds`) runs out, and a later run adds the "
              "parts (or, with `--variant`, the study runs) an earlier one lacked. On that H200 the machine's "
-             "start took about 30 s, the throughput part 251 s and the modern-CNNs study about 450 s in all.", ""]
+             "start took about 30 s, the throughput part 251 s and the modern-CNNs study about 470 s in two calls.", ""]
     for name in PARTS:
         part = results.get(name)
         lines.append(f"## {name}")
