@@ -167,12 +167,6 @@ class TrainingModel(keras.Model):
         return self.net(self.transform(images, params, training=training), training=training)
 
 
-def training_model(net, *, input_shape, mean, std, resize="resize", augment=()):
-    """A TrainingModel for `net` (compile it, not `net`)."""
-    transform = transforms.InputTransform(input_shape, mean, std, resize, augment, name="input_transform")
-    return TrainingModel(net, transform)
-
-
 def network(model):
     """The network a model trains: `model.net` of a TrainingModel, else `model`."""
     return model.net if isinstance(model, TrainingModel) else model

@@ -21,10 +21,10 @@ import numpy as np
 from kerascnn import io
 from kerascnn.choices import LR_FIND_RULES
 from kerascnn.config import OptionError, spell
-from kerascnn.data import steps_per_epoch
+from kerascnn.data import steps_per_epoch, tf_backend
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import (RunFolder, build_or_resume, input_transform, load_data, make_config, resolve_jit,
-                            resolve_settings, run_scope, training_pipeline, uses_tf_data)
+                            resolve_settings, run_scope, training_pipeline)
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 STOP_FACTOR = 4.0  # stop once the smoothed loss passes this many times its minimum
@@ -161,7 +161,7 @@ def sweep_model(settings, data, lrs):
                              epochs=-(-len(lrs) // epoch), steps_per_execution=1)
     input_shape = [settings.image_size, settings.image_size, data.image_shape[2]]
     with run_scope(swept):
-        transform = None if uses_tf_data() else input_transform(swept, data)
+        transform = None if tf_backend() else input_transform(swept, data)
         model = build_or_resume(swept, RunFolder(None, None), data.num_classes, input_shape, resolve_jit(swept.jit),
                                 transform=transform)
         batches, _ = training_pipeline(swept, data)

@@ -28,11 +28,11 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     seed) to the PNG `output` (by default `<arch>.<dataset>.batch.png` here),
     its first `count` images captioned with their class. Returns a
     ShownBatch: the path, and the batch's images and labels."""
-    from kerascnn.config import OptionError, spell
-    from kerascnn.data import denormalize, load_dataset
     import keras
 
-    from kerascnn.train import input_transform, make_config, resolve_settings, training_pipeline, uses_tf_data
+    from kerascnn.config import OptionError, spell
+    from kerascnn.data import denormalize, load_dataset, tf_backend
+    from kerascnn.train import input_transform, make_config, resolve_settings, training_pipeline
     from kerascnn.visualization import check_figure_path
 
     given, _ = make_config(config_or_arch, dataset, options)
@@ -43,7 +43,7 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
                         seed=given.seed)
     settings = resolve_settings(given, data)
     batches, _ = training_pipeline(settings, data)
-    if uses_tf_data():
+    if tf_backend():
         images, labels = (np.asarray(t) for t in next(iter(batches)))
     else:  # uint8 and drawn parameters, transformed as in the training step
         (x, params), labels = batches.batch(0, 0)

@@ -18,7 +18,7 @@ from kerascnn import io
 from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS, STEP_SCHEDULES
 from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell, spell_set
 from kerascnn.config import image_size as default_image_size
-from kerascnn.data import load_dataset, make_pipeline, steps_per_epoch
+from kerascnn.data import load_dataset, make_pipeline, steps_per_epoch, tf_backend
 from kerascnn.errors import KerasCNNError
 from kerascnn.optimizers import make_optimizer
 
@@ -623,7 +623,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if uses_tf_data()
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if tf_backend()
                          else cb.ScalarBoard(settings.tensorboard))
     for key, c in stateful.items():
         if run.state is not None and key in run.state["callbacks"]:
@@ -676,7 +676,7 @@ def eval_pipeline(settings, data, x, y):
     """Batches of `x, y` for the model being trained, in order: preprocessed
     (tf.data) on tensorflow; uint8 with a parameter row for its
     TrainingModel on jax and torch."""
-    if not uses_tf_data():
+    if not tf_backend():
         from kerascnn.inputs import Batches
         from kerascnn.transforms import param_columns
 
@@ -712,14 +712,6 @@ def data_parallel_devices(settings):
     return len(keras.distribution.list_devices())
 
 
-def uses_tf_data():
-    """Whether the active backend trains on tf.data (tensorflow), or on
-    kerascnn.inputs' host batches with the image work in the step (jax, torch)."""
-    import keras
-
-    return keras.backend.backend() == "tensorflow"
-
-
 def training_pipeline(settings, data, initial_epoch=0):
     """The training batches of `data` under resolved `settings`, from
     `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
@@ -730,7 +722,7 @@ def training_pipeline(settings, data, initial_epoch=0):
     from kerascnn.augment import Augmenter
     from kerascnn.data import make_training_pipeline
 
-    if not uses_tf_data():
+    if not tf_backend():
         from kerascnn.inputs import TrainingBatches
 
         batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
@@ -806,7 +798,7 @@ def train(model, settings, run, data, callbacks, verbose):
         verbose, extra = 0, [EpochLog(callbacks.history)]
     if run.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
-        if not uses_tf_data():
+        if not tf_backend():
             batches = batches.stream()
         try:
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
@@ -901,7 +893,7 @@ def _fit(given, settings, data, run, callbacks, verbose, echo):
         record_dict.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
         model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile,
                                 steps_per_epoch(len(data.x_train), settings.batch_size),
-                                None if uses_tf_data() else input_transform(settings, data))
+                                None if tf_backend() else input_transform(settings, data))
         run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
         steps = train(model, settings, run, data, run_callbacks, verbose)
         return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
