@@ -105,15 +105,14 @@ def preprocess(images, input_shape, mean, std, resize="resize"):
 def crop(x, offsets, pad):
     """Each image's window of its own size, at `offsets` (N, 2: row, column
     in 0..2*pad) in the image bordered by `pad` zeros (exact: one gather of
-    pixels by their flat index)."""
+    pixels by their flat index, each image's start plus one fixed grid)."""
     n, (height, width, channels) = ops.shape(x)[0], x.shape[1:]
     padded = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     tall, wide = height + 2 * pad, width + 2 * pad
+    grid = np.arange(height, dtype=np.int32)[:, None] * wide + np.arange(width, dtype=np.int32)[None, :]
     offsets = ops.cast(offsets, "int32")
-    rows = offsets[:, 0:1, None] + ops.arange(height, dtype="int32")[None, :, None]
-    cols = offsets[:, 1:2, None] + ops.arange(width, dtype="int32")[None, None, :]
-    image = ops.arange(n, dtype="int32")[:, None, None] * (tall * wide)
-    index = ops.reshape(image + rows * wide + cols, (-1,))
+    start = ops.arange(n, dtype="int32") * (tall * wide) + offsets[:, 0] * wide + offsets[:, 1]
+    index = ops.reshape(start[:, None, None] + ops.convert_to_tensor(grid)[None], (-1,))
     pixels = ops.take(ops.reshape(padded, (-1, channels)), index, axis=0)
     return ops.reshape(pixels, (n, height, width, channels))
 
