@@ -55,7 +55,7 @@ def train_and_score(arch, options, seed, train_size, epochs, data_dir):
         "resolved": {k: getattr(settings, k, None) for k in SHOWN},
         "test_accuracy": [round(a, 4) for a in accuracy],
         "train_loss": [round(r["loss"], 4) for r in result.history],
-        "seconds": result.config["train_seconds"],
+        "seconds": result.record["train_seconds"],
     }
 
 

@@ -177,7 +177,7 @@ def fit_rate(arch, size, batch, warmup, steps, mixed=False, jit="auto", tiny=Fal
     result = train.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch, epochs=1,
                        val_size=0, output=str(folder / "out"), mixed_precision=mixed, jit=jit, callbacks=[timer],
                        verbose=0, **options)
-    record = result.config
+    record = result.record
     timed = (steps - warmup) * batch
     return {"images_per_s": round(timed / (timer.t1 - timer.t0), 1), "first_step_s": round(timer.first_step, 2),
             "dtype_policy": record.get("dtype_policy"), "jit_compile": record.get("jit_compile"),

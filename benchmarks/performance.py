@@ -365,8 +365,8 @@ def kerascnn_fit(arch, options, train_images, epochs):
         jit = train.resolve_jit(settings.jit)
         record = train.run_record(given, settings, data, run, jit)
         with train.run_scope(settings):
-            model = train.build_or_resume(settings, run, data.num_classes, record["input_shape"], jit,
-                                          steps_per_epoch(len(data.x_train), settings.batch_size))
+            model = train.build_or_resume(settings, data.num_classes, record["input_shape"], jit,
+                                          steps_per_epoch(len(data.x_train), settings.batch_size), run=run)
             callbacks = train.make_callbacks(settings, run, data, record, [timer])
             train.train(model, settings, run, data, callbacks, verbose=0)
     return {**timer_rates(timer, len(data.x_train)), **model_facts(model), "image_size": settings.image_size,

@@ -298,16 +298,17 @@ def set_seed_generator_states(model, states):
 
 
 class Checkpointer(keras.callbacks.Callback):
-    """After every epoch, writes into the run's folder (each atomically):
+    """After every epoch, writes into the folder of the run in progress
+    (`files`, a kerascnn.run.RunFiles; each atomically):
     - `best.keras` when the monitored accuracy improved;
     - `epoch-NNN.keras` every `save_every` epochs;
     - `last.keras` with the run state inside (`io.STATE_ENTRY`): the commit
       point that `--resume` continues from.
     `state_fn(epoch)` returns the state of the run after `epoch` epochs."""
 
-    def __init__(self, folder, state_fn, *, monitor="val_accuracy", save_every=None, guard=None):
+    def __init__(self, files, state_fn, *, monitor="val_accuracy", save_every=None, guard=None):
         super().__init__()
-        self.folder = folder
+        self.files = files
         self.guard = guard
         self.state_fn = state_fn
         self.monitor = monitor
@@ -324,11 +325,11 @@ class Checkpointer(keras.callbacks.Callback):
         if improved:
             self.best = float(value)
         state = self.state_fn(done)
-        io.ensure_dir(self.folder)
-        paths = [self.folder / "best.keras"] if improved else []
+        io.ensure_dir(self.files.partial)
+        paths = [self.files.in_progress("best")] if improved else []
         if self.save_every and done % self.save_every == 0:
-            paths.append(self.folder / f"epoch-{done:03d}.keras")
-        paths.append(self.folder / "last.keras")  # last: the commit point
+            paths.append(self.files.in_progress(self.files.epoch_kind(done)))
+        paths.append(self.files.in_progress("last"))  # last: the commit point
         io.save_model(network(self.model), paths[0], state=state)  # serialized once, the same bytes copied
         for path in paths[1:]:
             io.copy_file(paths[0], path)
@@ -361,11 +362,11 @@ class ActivationRecorder(keras.callbacks.Callback):
         names = [layer.name for layer in model.layers]
         missing = [n for n in self.layers if n not in names]
         if missing:
-            raise KerasCNNError(f"--record-layer: no layer named {', '.join(missing)}; "
+            raise KerasCNNError(f"{spell('record_layers')}: no layer named {', '.join(missing)}; "
                                 f"see `kerascnn layers` for the names")
         flat = [n for n in self.layers if len(model.get_layer(n).output.shape) != 4]
         if flat:
-            raise KerasCNNError(f"--record-layer: {', '.join(flat)} has no spatial output (feature maps)")
+            raise KerasCNNError(f"{spell('record_layers')}: {', '.join(flat)} has no spatial output (feature maps)")
         self._probe = keras.Model(model.input, [model.get_layer(n).output for n in self.layers])
 
     def resume_from(self, epoch, path):

@@ -304,7 +304,7 @@ def show_batch(ctx, config_file, count, output, **options):
         config = (FitConfig(**options), {})
     make_config(config[0], None, config[1])  # a mistake is said before TensorFlow starts
     if output:
-        check_figure_path(output, "show-batch")
+        check_figure_path(output)
     start_quietly()
     click.echo(f"wrote {draw_batch(config[0], output=output, count=count, **config[1]).path}")
 

@@ -50,10 +50,16 @@ def cli_spelling():
         _CLI.reset(token)
 
 
+# Keyword arguments whose flag is not their name: explain(indices=, class_index=) is --index, --class.
+FLAGS = {"indices": "--index", "class_index": "--class", "run": "--model"}
+
+
 def flag(name):
-    """The command-line flag of a FitConfig field: "batch_size" -> "--batch-size"."""
+    """The command-line flag of a keyword argument (a FitConfig field or
+    another function's): "batch_size" -> "--batch-size", "indices" -> "--index"."""
     spelled = FIELDS[name].metadata.get("flags") if name in FIELDS else None
-    return next((f.split("/")[0] for f in spelled or () if f.startswith("--")), "--" + name.replace("_", "-"))
+    default = FLAGS.get(name, "--" + name.replace("_", "-"))
+    return next((f.split("/")[0] for f in spelled or () if f.startswith("--")), default)
 
 
 def spell(name):

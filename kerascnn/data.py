@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn.choices import DATASETS, RESIZE_MODES, SAMPLINGS
-from kerascnn.config import spell
+from kerascnn.config import spell, spell_set
 from kerascnn.errors import KerasCNNError
 
 DATA_DIR_ENV = "KERASCNN_DATA_DIR"
@@ -395,9 +395,9 @@ def load_digits_arrays(seed=0, test_fraction=0.2):
 
 
 def _offline_message(name):
-    return (f"cannot download {name}: no network. Point at local files with --data-dir DIR "
+    return (f"cannot download {name}: no network. Point at local files with {spell_set('data_dir', 'DIR')} "
             f"(or {DATA_DIR_ENV}=DIR), DIR holding {name}/ with the four IDX files or an .npz, "
-            f"or use --dataset digits, which needs no download")
+            f"or use {spell_set('dataset', 'digits')}, which needs no download")
 
 
 def network_available(host, port=443, timeout=3.0):
@@ -449,9 +449,9 @@ def _tfds(name):
         tfds.builder  # noqa: B018 - a tensorflow-datasets whose TensorFlow is missing imports half
     except (ImportError, AttributeError) as e:
         raise KerasCNNError(f"no local copy of {name}, and downloading it needs tensorflow-datasets and TensorFlow, "
-                            f"which are not installed here ({e}); point at local files with --data-dir DIR (or "
+                            f"which are not installed here ({e}); point at local files with {spell_set('data_dir', 'DIR')} (or "
                             f"{DATA_DIR_ENV}=DIR), DIR holding {name}/ with the four IDX files or an .npz, or use "
-                            f"--dataset digits") from None
+                            f"{spell_set('dataset', 'digits')}") from None
     return tfds
 
 

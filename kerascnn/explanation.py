@@ -19,7 +19,7 @@ import numpy as np
 
 from kerascnn import io, plots
 from kerascnn.choices import EXPLAIN_METHODS
-from kerascnn.config import OptionError
+from kerascnn.config import OptionError, spell, spell_set
 from kerascnn.errors import KerasCNNError
 
 METHODS = EXPLAIN_METHODS
@@ -69,7 +69,8 @@ def default_cam_layer(model, min_size=MIN_CAM_SIZE):
     side (the first convolution when none is)."""
     convs = conv_layers(model)
     if not convs:
-        raise KerasCNNError(f"{model.name} has no convolution for Grad-CAM; use --method saliency or smoothgrad")
+        raise KerasCNNError(f"{model.name} has no convolution for Grad-CAM; use {spell_set('method', 'saliency')} "
+                            f"or smoothgrad")
     large = [name for name in convs if min(model.get_layer(name).output.shape[1:3]) >= min_size]
     return large[-1] if large else convs[0]
 
@@ -81,7 +82,8 @@ def cam_layer(model, name=None):
     convs = conv_layers(model)
     if name not in convs:
         what = "is not a convolution" if name in [layer.name for layer in model.layers] else "is no layer"
-        raise KerasCNNError(f"--layer {name!r} {what} of {model.name}; Grad-CAM takes one of: {', '.join(convs)}")
+        raise KerasCNNError(f"{spell('layer')} {name!r} {what} of {model.name}; Grad-CAM takes one of: "
+                            f"{', '.join(convs)}")
     return name
 
 
@@ -266,7 +268,7 @@ def method_layer(model, method, layer=None):
     if method in CAM_METHODS:
         return cam_layer(model, layer)
     if layer is not None:
-        raise OptionError(f"--layer is for gradcam and gradcam++; {method} explains the pixels themselves")
+        raise OptionError(f"{spell('layer')} is for gradcam and gradcam++; {method} explains the pixels themselves")
     return None
 
 
@@ -318,7 +320,7 @@ def resolve_class(value, class_names):
         folded = [n.casefold() for n in names]
         if text.casefold() in folded:
             return folded.index(text.casefold())
-    raise KerasCNNError(f"--class {value}: no such class; give an index from 0 to {len(names) - 1} or one of: "
+    raise KerasCNNError(f"{spell('class_index')} {value}: no such class; give an index from 0 to {len(names) - 1} or one of: "
                         f"{', '.join(names)}")
 
 
@@ -332,7 +334,7 @@ def misclassified_images(run, model, data, count, batch_size=256):
     wrong = np.flatnonzero(model.predict(test, verbose=0).argmax(axis=1) != data.y_test)
     if not len(wrong):
         raise KerasCNNError(f"{run.model_path.name} classifies all {len(data.y_test)} test images of {data.name} "
-                            f"correctly: nothing for --misclassified; name images with --index")
+                            f"correctly: nothing for {spell('misclassified')}; name images with {spell('indices')}")
     return [int(i) for i in wrong[:count]]
 
 
@@ -340,18 +342,18 @@ def pick_images(run, model, data, indices=None, misclassified=None):
     """The test images to explain: `indices`, the first `misclassified`
     misclassified ones, or the first DEFAULT_IMAGES."""
     if indices is not None and misclassified is not None:
-        raise OptionError("give --index or --misclassified, not both")
+        raise OptionError(f"give {spell('indices')} or {spell('misclassified')}, not both")
     if misclassified is not None:
         if misclassified < 1:
-            raise OptionError(f"--misclassified must be at least 1, got {misclassified}")
+            raise OptionError(f"{spell('misclassified')} must be at least 1, got {misclassified}")
         return misclassified_images(run, model, data, misclassified)
     n = len(data.x_test)
     indices = list(range(min(DEFAULT_IMAGES, n))) if indices is None else [int(i) for i in indices]
     if not indices:
-        raise OptionError("--index: name at least one test image")
+        raise OptionError(f"{spell('indices')}: name at least one test image")
     for i in indices:
         if not 0 <= i < n:
-            raise KerasCNNError(f"--index must be between 0 and {n - 1}, got {i}")
+            raise KerasCNNError(f"{spell('indices')} must be between 0 and {n - 1}, got {i}")
     return indices
 
 
@@ -373,7 +375,7 @@ def output_paths(run, output, dataset, method):
     from kerascnn.visualization import check_figure_path
 
     if output is not None and Path(output).suffix.lower() == ".png":
-        figure = check_figure_path(output, "explain")
+        figure = check_figure_path(output)
     else:
         figure = io.sidecar(run.output_base(output, dataset), f"{method}.png")
     return figure, figure.with_suffix(".npz")

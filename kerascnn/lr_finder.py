@@ -23,8 +23,8 @@ from kerascnn.choices import LR_FIND_RULES
 from kerascnn.config import OptionError, spell
 from kerascnn.data import steps_per_epoch, tf_backend
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import (RunFolder, build_or_resume, input_transform, load_data, make_config, resolve_jit,
-                            resolve_settings, run_scope, training_pipeline)
+from kerascnn.distribution import run_scope
+from kerascnn.train import prepare, resolve_jit
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 STOP_FACTOR = 4.0  # stop once the smoothed loss passes this many times its minimum
@@ -152,20 +152,19 @@ def default_path(settings):
     return Path(settings.output) / f"{settings.name}.lr_find.png"
 
 
-def sweep_model(settings, data, lrs):
+def sweep_model(prepared, lrs):
     """The sweep on the model, optimizer and training batches fit would
-    start from, built by fit's stages with the rate left to the sweep
-    (a constant schedule, no warm-up). Returns (losses, smoothed)."""
+    start from (`prepared`, a kerascnn.train.Prepared), with the rate left
+    to the sweep (a constant schedule, no warm-up). Returns (losses, smoothed)."""
+    settings, data = prepared.settings, prepared.data
     epoch = steps_per_epoch(len(data.x_train), settings.batch_size)
-    swept = settings.replace(schedule="constant", warmup=0, decay_rate=None, decay_after=None,
-                             epochs=-(-len(lrs) // epoch), steps_per_execution=1)
-    input_shape = [settings.image_size, settings.image_size, data.image_shape[2]]
-    with run_scope(swept):
-        transform = None if tf_backend() else input_transform(swept, data)
-        model = build_or_resume(swept, RunFolder(None, None), data.num_classes, input_shape, resolve_jit(swept.jit),
-                                transform=transform)
-        batches, _ = training_pipeline(swept, data)
-        return sweep(model, iter(batches) if transform else batches.as_numpy_iterator(), lrs)
+    swept = dataclasses.replace(prepared, settings=settings.replace(
+        schedule="constant", warmup=0, decay_rate=None, decay_after=None, epochs=-(-len(lrs) // epoch),
+        steps_per_execution=1))
+    with run_scope(swept.settings):
+        model = swept.model(resolve_jit(swept.settings.jit))
+        batches, _ = swept.batches()
+        return sweep(model, batches.as_numpy_iterator() if tf_backend() else iter(batches), lrs)
 
 
 def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, suggest="valley", output=None,
@@ -183,14 +182,12 @@ def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, s
     line the command prints.
     """
     path = check_sweep(start_lr, end_lr, steps, suggest, output)
-    given, _ = make_config(config, dataset, options)
-    echo = print if verbose else None
-    data = load_data(given)
-    settings = resolve_settings(given, data, echo)
+    prepared = prepare(config, dataset, options, echo=print if verbose else None)
+    settings = prepared.settings
     path = path or default_path(settings)
     io.check_writable(path.parent)
     lrs = sweep_rates(start_lr, end_lr, steps)
-    losses, smoothed = sweep_model(settings, data, lrs)
+    losses, smoothed = sweep_model(prepared, lrs)
     suggestion = suggest_lr(lrs, smoothed, steps, suggest)
     result = LRFindResult(lrs[:len(losses)], losses, smoothed, suggestion, suggest, path)
     write_plot(result, settings)

@@ -1,7 +1,8 @@
 """`show_batch`: a training batch exactly as the model receives it.
 
-The batch comes from `kerascnn.train.training_pipeline`, the function `fit`
-trains on (on jax and torch through the same device transform as the step), with the same configuration, data split and seed: resized to the
+The batch comes from `kerascnn.train.prepare`, fit's own first stages, and
+its training batches (on jax and torch through the same device transform as
+the step), with the same configuration, data split and seed: resized to the
 architecture's size, augmented and normalized. Only the drawing undoes the
 normalization, so what is shown is what is trained on.
 """
@@ -31,23 +32,22 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     import keras
 
     from kerascnn.config import OptionError, spell
-    from kerascnn.data import denormalize, load_dataset, tf_backend
-    from kerascnn.train import input_transform, make_config, resolve_settings, training_pipeline
+    from kerascnn.data import denormalize, tf_backend
+    from kerascnn.train import make_config, prepare
     from kerascnn.visualization import check_figure_path
 
     given, _ = make_config(config_or_arch, dataset, options)
     if count < 1:
         raise OptionError(f"{spell('count')} must be at least 1, got {count}")
-    output = check_figure_path(output or f"{given.arch}.{given.dataset}.batch.png", "show-batch")
-    data = load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
-                        seed=given.seed)
-    settings = resolve_settings(given, data)
-    batches, _ = training_pipeline(settings, data)
+    output = check_figure_path(output or f"{given.arch}.{given.dataset}.batch.png", "output")
+    prepared = prepare(given)
+    settings, data = prepared.settings, prepared.data
+    batches, _ = prepared.batches()
     if tf_backend():
         images, labels = (np.asarray(t) for t in next(iter(batches)))
     else:  # uint8 and drawn parameters, transformed as in the training step
         (x, params), labels = batches.batch(0, 0)
-        images = keras.ops.convert_to_numpy(input_transform(settings, data)(x, params, training=True))
+        images = keras.ops.convert_to_numpy(prepared.transform()(x, params, training=True))
     mean, std = data.stats()
     shown = min(count, len(images))
     figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),

@@ -1,13 +1,13 @@
 """A study's results (its table, figures and report.html), and the report
 of a single run.
 
-A study folder holds `study.json` (the study: its baseline, its variants,
-each with the options it changes, its seeds and its runs) and one ordinary
-run per variant and seed in `runs/<slug>-s<seed>/`. A run is done when its
-model loads as a Run with its record and history; failed when its folder
-holds `failed.json` (its error, one line); pending otherwise. The results
-merge whatever is there, so a study still running, or spread over machines,
-reports what has finished.
+A study folder (`kerascnn.run.StudyFolder`) holds `study.json` (the study:
+its baseline, its variants, each with the options it changes, its seeds and
+its runs) and one ordinary run per variant and seed in `runs/<slug>-s<seed>/`.
+A run is done when its final save completed, failed when its last attempt
+wrote `failed.json`, pending otherwise (an interrupted run is pending: the
+next `kerascnn study` finishes it). The results merge whatever is there, so a
+study still running, or spread over machines, reports what has finished.
 """
 
 import base64
@@ -18,10 +18,8 @@ from pathlib import Path
 
 from kerascnn import io, plots
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import CHECKPOINT, Run
+from kerascnn.run import CHECKPOINT, Run, StudyFolder
 
-STUDY_FILE = "study.json"
-FAILED_FILE = "failed.json"
 STD_TEXT = "sample std over seeds (ddof=1)"
 
 
@@ -52,50 +50,22 @@ class StudyVariant:
 
 def read_study(study_dir):
     """The study.json of `study_dir`, its outline checked."""
-    path = Path(study_dir) / STUDY_FILE
-    if not path.is_file():
-        raise KerasCNNError(f"{study_dir} is not a study folder: it has no {STUDY_FILE}")
-    try:
-        study = io.read_json(path)
-    except (OSError, ValueError, RecursionError) as e:
-        raise KerasCNNError(f"cannot read {path}: {e}") from None
-
-    def fine(items, **kinds):
-        return isinstance(items, list) and all(
-            isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in kinds.items()) for item in items)
-
-    if not isinstance(study, dict) or study.get("format") != 1:
-        raise KerasCNNError(f"{path} is not a study file of format 1, as `kerascnn study` writes it")
-    if not (fine(study.get("variants"), label=str, options=dict)
-            and fine(study.get("runs"), label=str, seed=int, folder=str, name=str)):
-        raise KerasCNNError(f"{path} is damaged: its variants or runs are not as `kerascnn study` writes them")
-    return study
+    return StudyFolder(study_dir).read()
 
 
 def run_status(study_dir, entry):
-    """("done", Run), ("failed", error) or ("pending", None): one run of study.json."""
-    folder = Path(study_dir) / entry["folder"]
-    model = folder / f"{entry['name']}{io.MODEL_SUFFIX}"
-    if model.is_file():
+    """("done", Run), ("failed", error) or ("pending", None): one run of
+    study.json, by StudyFolder.state (an interrupted run is pending)."""
+    files = StudyFolder(study_dir)
+    state = files.state(entry["folder"], entry["name"])
+    if state == "done":
         try:
-            run = Run.load(model)
-            if run.record and run.record.get("test_accuracy") is not None and run.history:
-                return "done", run
+            return "done", Run.load(files.run_files(entry["folder"], entry["name"]).model)
         except KerasCNNError:
-            pass  # cut short while it saved: the runner trains it again
-    if (folder / FAILED_FILE).is_file():
-        return "failed", failure(folder)
+            pass  # damaged after it was saved: the runner cannot tell either, so it shows as pending
+    if state == "failed":
+        return "failed", files.failure(entry["folder"])
     return "pending", None
-
-
-def failure(folder):
-    """The error a failed run's failed.json holds, on one line."""
-    path = Path(folder) / FAILED_FILE
-    try:
-        error = io.read_json(path).get("error")
-    except (OSError, ValueError, AttributeError, RecursionError):
-        error = f"{path} is unreadable"
-    return " ".join(str(error or "no error recorded").split())
 
 
 def study_variants(study_dir):
@@ -104,7 +74,7 @@ def study_variants(study_dir):
     variants = {v["label"]: StudyVariant(v["label"], v["options"]) for v in study["variants"]}
     for entry in study["runs"]:
         if entry["label"] not in variants:
-            raise KerasCNNError(f"{Path(study_dir) / STUDY_FILE} is damaged: run {entry['folder']} is of no "
+            raise KerasCNNError(f"{StudyFolder(study_dir).record_path} is damaged: run {entry['folder']} is of no "
                                 f"variant ({entry['label']!r})")
         status, found = run_status(study_dir, entry)
         variant, seed = variants[entry["label"]], entry["seed"]
@@ -352,9 +322,9 @@ def write_report(path):
     path = Path(path)
     if not path.exists():
         raise KerasCNNError(f"no study folder or run at {path}")
-    if path.is_dir() and (path / STUDY_FILE).is_file():
+    if path.is_dir() and StudyFolder(path).is_study():
         return write_results(path)
-    if path.name == STUDY_FILE and path.is_file():
+    if path.name == StudyFolder.STUDY_FILE and path.is_file():
         return write_results(path.parent)
     return [write_run_report(Run.load(_run_model(path)))]
 
@@ -370,9 +340,9 @@ def _run_model(path):
     if models:
         raise KerasCNNError(f"{path} holds {len(models)} runs ({', '.join(p.name for p in models[:4])}"
                             f"{', ...' if len(models) > 4 else ''}); pass one model file")
-    if (path / FAILED_FILE).is_file():
-        raise KerasCNNError(f"the run in {path} failed: {failure(path)}")
-    raise KerasCNNError(f"{path} holds neither a study ({STUDY_FILE}) nor a finished run (a .keras model)")
+    if StudyFolder(path).failed_path(".").is_file():
+        raise KerasCNNError(f"the run in {path} failed: {StudyFolder(path).failure('.')}")
+    raise KerasCNNError(f"{path} holds neither a study ({StudyFolder.STUDY_FILE}) nor a finished run (a .keras model)")
 
 
 def confusion_html(run):

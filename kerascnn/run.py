@@ -1,4 +1,6 @@
-"""One saved run: `Run` is what evaluate, visualize, compare and reports read.
+"""Saved runs and their files: `Run` is what evaluate, visualize, compare and
+reports read; `RunFiles` owns the names of a run's files and decides whether
+it is done; `StudyFolder` owns a study's folder (study.json, failed.json).
 
 A run is the files `fit` wrote under one name: `<name>.keras`, its
 checkpoints (`<name>.best.keras`, `<name>.last.keras`,
@@ -10,17 +12,194 @@ also has what the model was trained with: its configuration, class names,
 normalization and data.
 """
 
+import dataclasses
 import json
 import os
 import re
 from pathlib import Path
 
 from kerascnn import io
-from kerascnn.config import FIELDS, FitConfig, OptionError, upgrade
+from kerascnn.config import FIELDS, FitConfig, OptionError, spell, upgrade
 from kerascnn.errors import KerasCNNError
 
+STUDY_FORMAT = 1  # of study.json
 # <name>.best.keras, <name>.last.keras, <name>.epoch-005.keras
 CHECKPOINT = re.compile(r"^(?P<name>.+)\.(best|last|epoch-\d+)$")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFiles:
+    """The files of the run `name` in `folder`, and the one rule for whether
+    it is done. `fit` writes a run in progress into `<name>.partial/`
+    (`best.keras`, `epoch-NNN.keras`, `last.keras` with the training state,
+    `activations.npz`); its final save writes `<name>.keras` (holding the
+    run's id), `<name>.history.csv`, `<name>.history.json`, `<name>.run.json`
+    (last), then moves the checkpoints beside them as `<name>.best.keras`,
+    ... A kill at any point of that save leaves a run that is not `done()`
+    and that `--resume` finishes."""
+
+    folder: Path
+    name: str
+
+    @classmethod
+    def of(cls, model_path):
+        """The files of the run whose final model is `model_path`."""
+        model_path = Path(model_path)
+        return cls(model_path.parent, model_path.name[: -len(io.MODEL_SUFFIX)])
+
+    def sidecar(self, kind):
+        """<folder>/<name>.<kind>."""
+        return self.folder / f"{self.name}.{kind}"
+
+    @property
+    def model(self):
+        return self.sidecar(io.MODEL_SUFFIX[1:])
+
+    @property
+    def record(self):
+        return self.sidecar("run.json")
+
+    @property
+    def history_json(self):
+        return self.sidecar("history.json")
+
+    @property
+    def history_csv(self):
+        return self.sidecar("history.csv")
+
+    @property
+    def activations(self):
+        return self.sidecar("activations.npz")
+
+    def checkpoint(self, kind):
+        """A finished run's checkpoint: "best", "last" or "epoch-NNN"."""
+        return self.sidecar(f"{kind}{io.MODEL_SUFFIX}")
+
+    def epoch_checkpoints(self):
+        return sorted(self.folder.glob(f"{self.name}.epoch-*{io.MODEL_SUFFIX}"))
+
+    @property
+    def partial(self):
+        """The folder of the run in progress."""
+        return self.sidecar("partial")
+
+    def in_progress(self, kind):
+        """A file of the run in progress: "best", "last", "epoch-NNN" (models) or "activations"."""
+        return self.partial / ("activations.npz" if kind == "activations" else f"{kind}{io.MODEL_SUFFIX}")
+
+    @staticmethod
+    def epoch_kind(epoch):
+        return f"epoch-{epoch:03d}"
+
+    def finished_name(self, path):
+        """Where a file of the run in progress goes when the run is done:
+        <name>.partial/best.keras -> <name>.best.keras."""
+        return self.sidecar(Path(path).name)
+
+    def existing(self):
+        """The run's files that exist: models, record, history, recordings,
+        then the checkpoints of every few epochs."""
+        found = [self.model, self.checkpoint("best"), self.checkpoint("last"), self.record, self.history_json,
+                 self.history_csv, self.activations, *self.epoch_checkpoints()]
+        return [p for p in found if p.is_file()]
+
+    def done(self):
+        """Whether the run's final save completed: its model, history and
+        record exist, and the record is of that model (the same run id) with
+        a test accuracy."""
+        if not (self.model.is_file() and self.history_json.is_file() and self.record.is_file()):
+            return False
+        try:
+            record = io.read_json(self.record)
+            model_id = (io.read_state(self.model) or {}).get("run_id")
+        except (OSError, ValueError, RecursionError, KerasCNNError):
+            return False
+        return isinstance(record, dict) and record.get("test_accuracy") is not None \
+            and model_id is not None and record.get("run_id") == model_id
+
+    def interrupted(self):
+        """Whether a run in progress can be resumed (its last checkpoint exists)."""
+        return self.in_progress("last").is_file()
+
+    def state(self):
+        """"done", "interrupted" (resumable) or "none"."""
+        if self.done():
+            return "done"
+        return "interrupted" if self.interrupted() else "none"
+
+
+class StudyFolder:
+    """A study's folder and its files: `study.json` (the study, its variants
+    and runs), each run's files (`RunFiles` in `<folder>/<run folder>/`) and
+    its `failed.json` (the error of its last attempt, one line). `state`
+    is the one rule the runner and the report follow."""
+
+    STUDY_FILE = "study.json"
+    FAILED_FILE = "failed.json"
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    @property
+    def record_path(self):
+        return self.path / self.STUDY_FILE
+
+    def is_study(self):
+        return self.record_path.is_file()
+
+    def read(self):
+        """study.json, its outline checked."""
+        path = self.record_path
+        if not path.is_file():
+            raise KerasCNNError(f"{self.path} is not a study folder: it has no {self.STUDY_FILE}")
+        try:
+            record = io.read_json(path)
+        except (OSError, ValueError, RecursionError) as e:
+            raise KerasCNNError(f"cannot read {path}: {e}") from None
+
+        def fine(items, **kinds):
+            return isinstance(items, list) and all(
+                isinstance(item, dict) and all(isinstance(item.get(k), t) for k, t in kinds.items()) for item in items)
+
+        if not isinstance(record, dict) or record.get("format") != STUDY_FORMAT:
+            raise KerasCNNError(f"{path} is not a study file of format {STUDY_FORMAT}, as `kerascnn study` writes it")
+        if not (fine(record.get("variants"), label=str, options=dict)
+                and fine(record.get("runs"), label=str, seed=int, folder=str, name=str)):
+            raise KerasCNNError(f"{path} is damaged: its variants or runs are not as `kerascnn study` writes them")
+        return record
+
+    def write(self, record):
+        io.write_json(io.ensure_dir(self.path) / self.STUDY_FILE, record)
+
+    def run_files(self, folder, name):
+        """The files of the run `name` in the study's `folder` (relative)."""
+        return RunFiles(self.path / folder, name)
+
+    def failed_path(self, folder):
+        return self.path / folder / self.FAILED_FILE
+
+    def state(self, folder, name):
+        """"done" (its final save completed), "interrupted" (resumable),
+        "failed" (its last attempt wrote failed.json) or "pending"."""
+        state = self.run_files(folder, name).state()
+        if state != "none":
+            return state
+        return "failed" if self.failed_path(folder).is_file() else "pending"
+
+    def failure(self, folder):
+        """The error a failed run's failed.json holds, on one line."""
+        path = self.failed_path(folder)
+        try:
+            error = io.read_json(path).get("error")
+        except (OSError, ValueError, AttributeError, RecursionError):
+            error = f"{path} is unreadable"
+        return " ".join(str(error or "no error recorded").split())
+
+    def mark_failed(self, folder, label, seed, error):
+        io.write_json(io.ensure_dir(self.path / folder) / self.FAILED_FILE, {"label": label, "seed": seed, "error": error})
+
+    def clear_failed(self, folder):
+        self.failed_path(folder).unlink(missing_ok=True)
 
 
 class Run:
@@ -54,7 +233,8 @@ class Run:
     def _of(cls, path):
         state = _state(path)  # a checkpoint's own: its run's record as of that epoch
         for base in _run_bases(path):
-            record_path = io.sidecar(base, "run.json")
+            files = RunFiles.of(base)
+            record_path = files.record
             if record_path.is_file():
                 record = _read(record_path)
                 if "config" in state and state.get("run_id") != record.get("run_id"):
@@ -62,7 +242,7 @@ class Run:
                 if "run_id" in state and "config" not in state and state["run_id"] != record.get("run_id"):
                     raise KerasCNNError(f"{path} and {record_path.name} come from different runs (was the run "
                                         f"stopped while it saved?); train it again")
-                history = io.sidecar(base, "history.json")
+                history = files.history_json
                 return cls(path, record, history_path=history if history.is_file() else None)
         if "config" in state:
             rows = state.get("callbacks", {}).get("history", {}).get("rows")
@@ -180,7 +360,7 @@ class Run:
         dataset = dataset or self.dataset
         if dataset is None:
             raise KerasCNNError(f"{self.model_path} has no run.json beside it (nor a training state inside); "
-                                f"say which data with --dataset")
+                                f"say which data with {spell('dataset')}")
         same = dataset == self.dataset
         split = {"val_size": self.record.get("val_size", 0.1), "seed": self.record.get("seed", 0)} if same else {}
         if data_dir is None:
@@ -189,9 +369,14 @@ class Run:
 
     # --- its files
 
+    @property
+    def files(self):
+        """The run's files (RunFiles)."""
+        return RunFiles(self.model_path.parent, self.name)
+
     def sidecar(self, kind):
         """A file of the run: sidecar("history.json") is <folder>/<name>.history.json."""
-        return self.model_path.parent / f"{self.name}.{kind}"
+        return self.files.sidecar(kind)
 
     def output_base(self, output=None, dataset=None):
         """Where to write files about this model: `<output>/<stem>` (the model's
@@ -204,9 +389,7 @@ class Run:
     @property
     def paths(self):
         """The run's files that exist: models, records, history, recordings."""
-        kinds = ("keras", "best.keras", "last.keras", "run.json", "history.json", "history.csv", "activations.npz")
-        found = [self.sidecar(k) for k in kinds] + sorted(self.model_path.parent.glob(f"{self.name}.epoch-*.keras"))
-        return [p for p in found if p.is_file()]
+        return self.files.existing()
 
 
 def _read(path):
@@ -285,7 +468,7 @@ def _run_bases(path):
     """Model paths whose run.json may describe `path`: itself, then for a
     checkpoint its run's final model. (In <name>.partial/ a run is still
     going: its checkpoints' own state is its record.)"""
-    if path.parent.name.endswith(".partial"):
+    if path.parent.name.endswith(".partial"):  # RunFiles.partial
         return
     yield path
     match = CHECKPOINT.match(path.name[: -len(io.MODEL_SUFFIX)])

@@ -19,12 +19,12 @@ import re
 import time
 from pathlib import Path
 
-from kerascnn import io
 from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, option_name,
                              read_options, spell, spell_set)
 from kerascnn.errors import KerasCNNError
+from kerascnn.run import STUDY_FORMAT, StudyFolder
 
-FORMAT = 1
+FORMAT = STUDY_FORMAT
 BASELINE = "baseline"
 # Options a study sets for each run itself.
 PER_RUN = ("seed", "output", "name", "resume", "overwrite")
@@ -222,12 +222,12 @@ def parse_shard(text):
 def open_study(study, folder):
     """Write (or check) the study's record in its folder."""
     record = study.record()
-    path = folder / "study.json"
-    if path.is_file():
+    files = StudyFolder(folder)
+    if files.is_study():
         try:
-            old = json.loads(path.read_text(encoding="utf-8"))
+            old = json.loads(files.record_path.read_text(encoding="utf-8"))
         except ValueError as e:
-            raise KerasCNNError(f"{path} is damaged ({e}); remove it to start the study over") from None
+            raise KerasCNNError(f"{files.record_path} is damaged ({e}); remove it to start the study over") from None
         same = {k: old.get(k) for k in ("baseline", "variants")} == {k: record[k] for k in ("baseline", "variants")}
         if not same:
             raise KerasCNNError(f"{folder}/ holds another study ({old.get('name')!r}, other baseline or variants); "
@@ -236,18 +236,13 @@ def open_study(study, folder):
         if seeds != list(study.seeds):  # more seeds later: one study, all its runs
             study = dataclasses.replace(study, seeds=tuple(seeds))
             record = study.record()
-    io.write_json(io.ensure_dir(folder) / "study.json", record)
+    files.write(record)
     return study
 
 
 def run_state(folder, run):
-    """"done", "failed", "interrupted" or "pending"."""
-    base = folder / run.folder
-    if (base / f"{run.name}{io.MODEL_SUFFIX}").is_file():
-        return "done"
-    if (base / f"{run.name}.partial" / "last.keras").is_file():
-        return "interrupted"
-    return "failed" if (base / "failed.json").is_file() else "pending"
+    """"done", "failed", "interrupted" or "pending" (StudyFolder.state)."""
+    return StudyFolder(folder).state(run.folder, run.name)
 
 
 def run_one(study, folder, run, *, verbose=0):
@@ -258,24 +253,25 @@ def run_one(study, folder, run, *, verbose=0):
     from kerascnn.backend import quiet_tensorflow
     from kerascnn.train import fit
 
+    files = StudyFolder(folder)
     variant = next(v for v in study.variants if v.label == run.label)
-    base = folder / run.folder
-    (base / "failed.json").unlink(missing_ok=True)
-    config = study.config(variant, run.seed, base).replace(resume=run_state(folder, run) == "interrupted")
+    files.clear_failed(run.folder)
+    resume = files.state(run.folder, run.name) == "interrupted"
+    config = study.config(variant, run.seed, folder / run.folder).replace(resume=resume)
     keras.backend.clear_session()  # each run starts from a fresh Keras state in this process
     quiet_tensorflow()  # run after run retraces tf.functions: TensorFlow warns, needlessly
     try:
         return fit(config, verbose=verbose)
     except (KerasCNNError, OptionError, Exception) as e:  # noqa: BLE001 - a failed variant must not stop the others
         error = str(e).splitlines()[0] if str(e) else type(e).__name__
-        io.write_json(io.ensure_dir(base) / "failed.json", {"label": run.label, "seed": run.seed, "error": error})
+        files.mark_failed(run.folder, run.label, run.seed, error)
         return e
 
 
 def cpu_sizes(study):
     """One line, when no GPU is visible, naming the variants that train at
     their family's smallest size instead of the textbook one (None if none)."""
-    from kerascnn.train import accelerator_available
+    from kerascnn.distribution import accelerator_available
 
     configs = [study.config(v, study.seeds[0]) for v in study.variants]
     small = {c.arch: c.family for c in configs if c.image_size is None and c.family.default_size is not None}
@@ -325,7 +321,7 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
             left = (time.perf_counter() - started) / i * (len(todo) - i)
             said = (f"failed: {str(result).splitlines()[0] if str(result) else type(result).__name__}"
                     if isinstance(result, Exception) else
-                    f"test accuracy {result.test_accuracy:.4f} ({result.config['train_seconds']:.1f} s)")
+                    f"test accuracy {result.test_accuracy:.4f} ({result.record['train_seconds']:.1f} s)")
             echo(f"[{i}/{len(todo)}] {run.label} seed {run.seed}: {said}"
                  + (f"; about {_eta(left)} left" if i < len(todo) else ""))
     from kerascnn import report

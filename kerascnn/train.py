@@ -5,7 +5,6 @@ the data, the resolved defaults, the run folder (or the run it resumes), the
 model, the callbacks, training, and the files of the finished run.
 """
 
-import contextlib
 import dataclasses
 import os
 import sys
@@ -15,59 +14,54 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn import io
-from kerascnn.choices import DISTRIBUTE, JIT_MODES, SCHEDULE_DEFAULTS, STEP_SCHEDULES
+from kerascnn.choices import JIT_MODES, SCHEDULE_DEFAULTS, STEP_SCHEDULES
 from kerascnn.config import FitConfig, OptionError, mismatches, record, resolve, spell, spell_set
 from kerascnn.config import image_size as default_image_size
 from kerascnn.data import load_dataset, make_pipeline, steps_per_epoch, tf_backend
+from kerascnn.distribution import (accelerator_available, check_distribute, data_parallel_devices, is_chief,
+                                   multi_worker_strategy, reduce_scalars_across_workers, run_scope, sharded,
+                                   symbolic_build_locally)
 from kerascnn.errors import KerasCNNError
 from kerascnn.optimizers import make_optimizer
+from kerascnn.run import RunFiles
 
 CONFIG_SUFFIXES = (".json", ".toml", ".yaml", ".yml")
 
 
 @dataclasses.dataclass
 class FitResult:
+    """What `fit` returns: the trained model, its history, its test figures
+    and where it was saved; `run` is the saved run as `evaluate`,
+    `visualize` and reports read it (a `kerascnn.run.Run`)."""
+
     model: object
     history: list
     test_loss: float
     test_accuracy: float
     model_path: Path
-    config: dict  # the run's record, as written to <name>.run.json
+    record: dict  # the run's record, as written to <name>.run.json
     settings: FitConfig = None  # the configuration as resolved
     chief: bool = True  # False on a multi-worker run's other workers, which write nothing
 
     @property
-    def paths(self):
-        """The files of the run: model, history, configuration, then the
-        checkpoints and recorded activations that exist (none on a worker
-        other than the chief)."""
+    def config(self):
+        """The run's record (`record`; this older name stays for existing code)."""
+        return self.record
+
+    @property
+    def run(self):
+        """The saved run (None on a multi-worker run's other workers)."""
         if not self.chief:
-            return []
-        paths = [self.model_path]
-        paths += [io.sidecar(self.model_path, k) for k in ("history.csv", "history.json", "run.json")]
-        extra = [io.checkpoint_path(self.model_path, k) for k in ("best", "last")]
-        extra.append(io.sidecar(self.model_path, "activations.npz"))
-        return paths + [p for p in extra if p.exists()]
+            return None
+        from kerascnn.run import Run
 
+        return Run(self.model_path, self.record, self.history)
 
-def accelerator_available():
-    """True when the active Keras backend sees a GPU or TPU."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
-    if backend == "jax":
-        import jax
-
-        return any(d.platform != "cpu" for d in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return torch.cuda.is_available()
-    return False
+    @property
+    def paths(self):
+        """The files of the run that exist (RunFiles.existing; none on a
+        worker other than the chief)."""
+        return RunFiles.of(self.model_path).existing() if self.chief else []
 
 
 def resolve_image_size(spec, image_size, data_size, echo=None):
@@ -175,202 +169,24 @@ def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
     )
 
 
-def check_distribute(distribute, backend):
-    """`distribute` is a known strategy that runs on `backend`."""
-    if distribute not in DISTRIBUTE:
-        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
-                          f"choose one of: {', '.join(DISTRIBUTE)}")
-    needs, other = ("jax", "mirrored") if distribute == "data-parallel" else ("tensorflow", "data-parallel")
-    if backend != needs:
-        raise KerasCNNError(f"{spell('distribute')} {distribute} needs the {needs} backend (active: {backend})"
-                            + (f"; use {spell('distribute')} {other} on {backend}" if backend in ("jax", "tensorflow")
-                               else ""))
-
-
-_MULTI_WORKER = []  # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made before any op
-
-
-def cluster_task():
-    """This process's place in the cluster TF_CONFIG names: (task type,
-    index, number of workers, whether a "chief" task is named), or a
-    KerasCNNError saying what is wrong."""
-    import json
-
-    text = os.environ.get("TF_CONFIG")
-    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
-               '"index": 0}}\'')
-    if not text:
-        raise KerasCNNError(f"{spell('distribute')} multi-worker reads the cluster from TF_CONFIG, which is not set; "
-                            f"on each machine set e.g. {example}")
-    try:
-        config = json.loads(text)
-        cluster, task = config["cluster"], config["task"]
-        kind, index = task["type"], int(task["index"])
-        workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
-        if kind not in ("chief", "worker") or not 0 <= index < len(cluster[kind]):
-            raise ValueError
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise KerasCNNError(f"TF_CONFIG is not a cluster with this process's task in it: {text[:200]!r}; "
-                            f"expected e.g. {example}") from None
-    return kind, index, workers, "chief" in cluster
-
-
-def is_chief(distribute):
-    """Whether this process writes the run: always, except under
-    multi-worker training on a worker other than the cluster's chief (the
-    "chief" task, else worker 0)."""
-    if distribute != "multi-worker":
-        return True
-    kind, index, _, has_chief = cluster_task()
-    return kind == "chief" or index == 0 and not has_chief
-
-
-def multi_worker_strategy():
-    """The process's tf.distribute.MultiWorkerMirroredStrategy (made at the
-    first call, which must come before TensorFlow runs anything: fit makes
-    it first)."""
-    if not _MULTI_WORKER:
-        cluster_task()
-        import tensorflow as tf
-
-        _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
-    return _MULTI_WORKER[0]
-
-
-def distribution_scope(distribute, echo=None):
-    """A context manager that builds and trains under `distribute`:
-    "mirrored" is tf.distribute.MirroredStrategy over every visible GPU (or
-    every logical CPU device when there is no GPU); "multi-worker" is
-    tf.distribute.MultiWorkerMirroredStrategy over the cluster of TF_CONFIG;
-    "data-parallel" is keras.distribution.DataParallel over every device
-    JAX sees. Returns (context manager, number of replicas)."""
-    import contextlib
-
-    import keras
-
-    if not distribute:
-        return contextlib.nullcontext(), 1
-    check_distribute(distribute, keras.backend.backend())
-    if distribute == "multi-worker":
-        strategy = multi_worker_strategy()
-        if echo:
-            kind, index, workers, _ = cluster_task()
-            echo(f"distribute: MultiWorkerMirroredStrategy, {kind} {index} of {workers} workers, "
-                 f"{strategy.num_replicas_in_sync} replicas in all"
-                 + ("" if is_chief(distribute) else "; the chief writes the run"))
-        return strategy.scope(), strategy.num_replicas_in_sync
-    if distribute == "mirrored":
-        import tensorflow as tf
-
-        gpus = tf.config.list_logical_devices("GPU")
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices=devices)
-        if echo:
-            echo(f"distribute: MirroredStrategy over {strategy.num_replicas_in_sync} device(s): {', '.join(devices)}")
-        return strategy.scope(), strategy.num_replicas_in_sync
-    devices = keras.distribution.list_devices()
-    previous = keras.distribution.distribution()
-
-    @contextlib.contextmanager
-    def scope():
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        try:
-            yield
-        finally:
-            keras.distribution.set_distribution(previous)
-
-    if echo:
-        echo(f"distribute: keras.distribution.DataParallel over {len(devices)} device(s)")
-    return scope(), len(devices)
-
-
-@contextlib.contextmanager
-def run_scope(settings, echo=None):
-    """Where a run builds its model and trains: every generator seeded from
-    `settings.seed`, under mixed precision (the policy restored after) and
-    the distribution strategy. Yields the number of replicas."""
-    import keras
-
-    from kerascnn.backend import keep_tensorflow_unloaded
-
-    keep_tensorflow_unloaded()  # Keras' seeding would import it on jax and torch too
-    keras.utils.set_random_seed(settings.seed)
-    restore_policy = _mixed_precision(settings.mixed_precision)
-    try:
-        scope, replicas = distribution_scope(settings.distribute, echo)
-        with scope:
-            yield replicas
-    finally:
-        if restore_policy is not None:
-            keras.config.set_dtype_policy(restore_policy)
-
-
-def accelerator_capability():
-    """The (major, minor) CUDA compute capability of the first GPU the
-    backend sees, (99, 0) for a TPU, None without either."""
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "torch":
-        import torch
-
-        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
-    if backend == "jax":
-        import jax
-
-        device = next((d for d in jax.devices() if d.platform != "cpu"), None)
-        if device is None:
-            return None
-        if device.platform == "tpu":
-            return (99, 0)
-        major, _, minor = str(getattr(device, "compute_capability", "0.0")).partition(".")
-        return int(major), int(minor or 0)
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        if tf.config.list_physical_devices("TPU"):
-            return (99, 0)
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
-    return None
-
-
-def mixed_policy():
-    """The mixed-precision policy for this accelerator: bfloat16 compute
-    where it runs natively (Ampere, compute capability 8.0, and later; TPUs),
-    else float16 with loss scaling (Keras wraps the optimizer)."""
-    capability = accelerator_capability()
-    return "mixed_bfloat16" if capability and capability >= (8, 0) else "mixed_float16"
-
-
-def _mixed_precision(enabled):
-    """Set `mixed_policy()` when `enabled` (resolved: only with an
-    accelerator); returns the policy to restore afterwards, or None."""
-    import keras
-
-    if not enabled:
-        return None
-    previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(mixed_policy())
-    return previous
-
-
-def partial_dir(model_path):
-    """The folder of a run in progress: x/lenet.keras -> x/lenet.partial/."""
-    return io.sidecar(model_path, "partial")
-
-
 @dataclasses.dataclass
 class RunFolder:
-    """Where a run writes: the final model's path, the folder of the run in
-    progress, and the checkpoint (with its state) a resumed run continues."""
+    """Where a run writes (`files`: the final model's path and the folder of
+    the run in progress) and the checkpoint, with its state, that a resumed
+    run continues."""
 
-    model_path: Path
-    run_dir: Path
+    files: RunFiles
     state: dict = None
     resume_from: Path = None
     new_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def model_path(self):
+        return self.files.model
+
+    @property
+    def run_dir(self):
+        return self.files.partial
 
     @property
     def initial_epoch(self):
@@ -406,6 +222,44 @@ def load_data(given):
                         seed=given.seed)
 
 
+@dataclasses.dataclass
+class Prepared:
+    """A run's first stages, shared by fit, lr_find and show_batch: the
+    configuration as given, its data, the settings resolved from both; the
+    model and the training batches made from them on request."""
+
+    given: FitConfig
+    settings: FitConfig
+    data: object  # a kerascnn.data.Dataset
+    replay: bool = False  # the configuration came from a file (fit then protects an existing run)
+
+    @property
+    def input_shape(self):
+        return input_shape(self.settings, self.data)
+
+    def transform(self):
+        """The device side of the input path (jax, torch), None on tensorflow."""
+        return None if tf_backend() else input_transform(self.settings, self.data)
+
+    def model(self, jit_compile, run=None):
+        """The model that trains, with its optimizer (build_or_resume; under run_scope)."""
+        return build_or_resume(self.settings, self.data.num_classes, list(self.input_shape), jit_compile,
+                               steps_per_epoch(len(self.data.x_train), self.settings.batch_size), self.transform(),
+                               run=run)
+
+    def batches(self, initial_epoch=0):
+        """(training batches, steps per epoch): training_pipeline."""
+        return training_pipeline(self.settings, self.data, initial_epoch)
+
+
+def prepare(config=None, dataset=None, options=None, *, echo=None, callbacks=()):
+    """The configuration (make_config), its data (load_data) and the
+    resolved settings (resolve_settings), as a Prepared."""
+    given, replay = make_config(config, dataset, options)
+    data = load_data(given)
+    return Prepared(given, resolve_settings(given, data, echo, callbacks), data, replay)
+
+
 def open_run_folder(config, replay=False, elsewhere=None):
     """The run folder, made clean, and the state to resume from (if any).
     An unfinished run is never discarded without `overwrite`; a replayed
@@ -414,16 +268,15 @@ def open_run_folder(config, replay=False, elsewhere=None):
     read, and this process writes into `elsewhere` instead."""
     import shutil
 
-    model_path = Path(config.output) / f"{config.name}{io.MODEL_SUFFIX}"
-    run_dir = partial_dir(model_path)
-    last = run_dir / "last.keras"
-    writes = Path(elsewhere) / model_path.name if elsewhere else model_path
+    files = RunFiles(Path(config.output), config.name)
+    model_path, run_dir, last = files.model, files.partial, files.in_progress("last")
+    writes = RunFiles(Path(elsewhere), config.name) if elsewhere else files
     if config.resume:
-        for checkpoint in (last, io.checkpoint_path(model_path, "last")):  # unfinished, else finished: extend it
+        for checkpoint in (last, files.checkpoint("last")):  # unfinished, else finished: extend it
             if checkpoint.exists():
-                return RunFolder(writes, partial_dir(writes), io.read_state(checkpoint), checkpoint)
+                return RunFolder(writes, io.read_state(checkpoint), checkpoint)
         raise KerasCNNError(f"{spell('resume')}: no checkpoint to continue from: neither {last} nor "
-                            f"{io.checkpoint_path(model_path, 'last')} exists")
+                            f"{files.checkpoint('last')} exists")
     if last.exists() and not config.overwrite:
         old = io.read_state(last) or {}
         if old.get("status") == "running":
@@ -435,11 +288,11 @@ def open_run_folder(config, replay=False, elsewhere=None):
                             f"{spell_set('overwrite')} (or {spell_set('resume')} to train it further), or choose "
                             f"another {spell('output')} or {spell('name')}")
     if elsewhere:
-        return RunFolder(writes, partial_dir(writes))
+        return RunFolder(writes)
     io.check_writable(config.output)
     if run_dir.exists():
         shutil.rmtree(run_dir)
-    return RunFolder(model_path, run_dir)
+    return RunFolder(files)
 
 
 def has_batch_hooks(callbacks):
@@ -535,7 +388,7 @@ def run_optimizer(settings, steps_per_epoch=None):
                           beta1=settings.beta1, beta2=settings.beta2, weight_decay=settings.weight_decay)
 
 
-def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None):
+def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None, run=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators), else built and
     compiled afresh with `run_optimizer`. With `transform` (jax, torch:
@@ -547,7 +400,7 @@ def build_or_resume(settings, run, num_classes, input_shape, jit_compile, steps_
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
 
-    if run.state is not None:
+    if run is not None and run.state is not None:
         model = io.load_model(run.resume_from)
         if model.optimizer is None:
             raise KerasCNNError(f"{run.resume_from} has no optimizer state to resume")
@@ -619,7 +472,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
                 "callbacks": {k: c.get_state() for k, c in stateful.items()},
                 "seed_generators": cb.seed_generator_states(network(history.model))}
 
-    stateful["checkpoint"] = cb.Checkpointer(run.run_dir, run_state, monitor="val_accuracy" if has_val else "accuracy",
+    stateful["checkpoint"] = cb.Checkpointer(run.files, run_state, monitor="val_accuracy" if has_val else "accuracy",
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
@@ -638,11 +491,11 @@ def activation_recorder(settings, run, data):
 
     index = np.arange(min(settings.probe_size, len(data.x_test)))
     probe = prepared(settings, data, data.x_test[index])
-    recorder = cb.ActivationRecorder(run.run_dir / "activations.npz", settings.record_layers, probe,
+    recorder = cb.ActivationRecorder(run.files.in_progress("activations"), settings.record_layers, probe,
                                      data.y_test[index], index)
     if run.state is not None:
-        recorded = run.run_dir / "activations.npz" if run.resume_from.parent == run.run_dir \
-            else io.sidecar(run.model_path, "activations.npz")
+        recorded = run.files.in_progress("activations") if run.resume_from.parent == run.run_dir \
+            else run.files.activations
         recorder.resume_from(run.initial_epoch, recorded)
     return recorder
 
@@ -688,30 +541,6 @@ def eval_pipeline(settings, data, x, y):
         batch_size=settings.batch_size, resize=settings.resize))
 
 
-def sharded(settings, dataset):
-    """`dataset` as a multi-worker run splits it: every worker makes the
-    same batches and trains on its share of each (tf.data's DATA sharding,
-    which AUTO would fall back to with a warning); unchanged otherwise."""
-    if settings.distribute != "multi-worker":
-        return dataset
-    import tensorflow as tf
-
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return dataset.with_options(options)
-
-
-def data_parallel_devices(settings):
-    """The devices `--distribute data-parallel` splits each batch over (1
-    otherwise): a training epoch's short last batch keeps a multiple of them,
-    an evaluation's is padded with samples of weight 0."""
-    if settings.distribute != "data-parallel":
-        return 1
-    import keras
-
-    return len(keras.distribution.list_devices())
-
-
 def training_pipeline(settings, data, initial_epoch=0):
     """The training batches of `data` under resolved `settings`, from
     `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
@@ -741,37 +570,6 @@ def training_pipeline(settings, data, initial_epoch=0):
     return sharded(settings, batches), steps
 
 
-def _reduce_scalars_across_workers():
-    """Keras 3.15 all-reduces each replica's logs (a scalar loss, scalar
-    metrics) across the workers of a MultiWorkerMirroredStrategy with
-    axis=0, which a scalar does not have (tensorflow/tensorflow#72388):
-    reduce them with axis=None, the mean over every replica, instead."""
-    from keras.src import tree
-    from keras.src.backend.tensorflow import trainer as tf_trainer
-
-    original = tf_trainer.reduce_per_replica
-    if getattr(original, "kerascnn", False):
-        return
-
-    def reduce_per_replica(values, strategy, reduction):
-        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
-            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
-        return original(values, strategy, reduction)
-
-    reduce_per_replica.kerascnn = True
-    tf_trainer.reduce_per_replica = reduce_per_replica
-
-
-def _symbolic_build_locally(model, batches):
-    """Build the model's loss and metrics from one batch's shapes before
-    fit, which under MultiWorkerMirroredStrategy would first all-reduce
-    a whole distributed batch for them and fails (Keras 3.15,
-    keras-team/keras#20585), and tell fit and evaluate not to."""
-    first = next(iter(batches))
-    model._symbolic_build(data_batch=first)
-    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
-
-
 def first_batch_loss(model, settings, data, epoch):
     """The model's loss on the first batch it will train on: the divergence
     guard's reference when a call runs several steps (the first call's mean
@@ -788,8 +586,8 @@ def train(model, settings, run, data, callbacks, verbose):
 
     batches, steps = training_pipeline(settings, data, run.initial_epoch)
     if settings.distribute == "multi-worker":
-        _reduce_scalars_across_workers()
-        _symbolic_build_locally(model, batches)
+        reduce_scalars_across_workers()
+        symbolic_build_locally(model, batches)
     if callbacks.guard.first_loss is None and (settings.steps_per_execution or 1) > 1:
         callbacks.guard.first_loss = first_batch_loss(model, settings, data, run.initial_epoch)
     extra = []
@@ -805,13 +603,13 @@ def train(model, settings, run, data, callbacks, verbose):
                       initial_epoch=run.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
                       shuffle=False)
         except KeyboardInterrupt:
-            last = run.run_dir / "last.keras"
+            last = run.files.in_progress("last")
             done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
             raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell_set('resume')} "
                                 f"continues from there ({run.run_dir}/)") from None
     guard = callbacks.guard
     if guard.diverged_epoch is not None:
-        last = run.run_dir / "last.keras"
+        last = run.files.in_progress("last")
         if last.exists() and (io.read_state(last) or {}).get("run_id") == run.run_id:
             io.update_state(last, status="diverged")
         raise KerasCNNError(f"training diverged in epoch {guard.diverged_epoch}: {guard.reason}; lower the learning "
@@ -835,11 +633,12 @@ def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None)
 
     model = network(model)  # the network alone is saved (and returned), not a TrainingModel around it
     # the run's id inside the model and in run.json (written last): a set cut short by a kill is detected
-    io.save_model(model, io.ensure_dir(run.model_path.parent) / run.model_path.name, state={"run_id": run.run_id})
-    io.write_csv(io.sidecar(run.model_path, "history.csv"), history)
-    io.write_json(io.sidecar(run.model_path, "history.json"), history)
-    io.write_json(io.sidecar(run.model_path, "run.json"), record_dict)
-    _promote(run.run_dir, run.model_path)
+    files = run.files
+    io.save_model(model, io.ensure_dir(files.folder) / files.model.name, state={"run_id": run.run_id})
+    io.write_csv(files.history_csv, history)
+    io.write_json(files.history_json, history)
+    io.write_json(files.record, record_dict)
+    _promote(files)
     if echo:
         echo(f"test accuracy: {record_dict['test_accuracy']:.4f} (loss {record_dict['test_loss']:.4f}) on "
              f"{settings.dataset}, {record_dict['train_seconds']:.1f} s of training")
@@ -847,7 +646,7 @@ def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None)
                                 settings.batch_size, settings.arch, record_dict["model_options"])
         if hint:
             echo(hint)
-    return FitResult(model, history, record_dict["test_loss"], record_dict["test_accuracy"], run.model_path,
+    return FitResult(model, history, record_dict["test_loss"], record_dict["test_accuracy"], files.model,
                      record_dict, settings)
 
 
@@ -875,15 +674,15 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
         check_distribute(given.distribute, keras.backend.backend())
         multi_worker_strategy()
     echo = print if verbose else None
-    data = load_data(given)
-    settings = resolve_settings(given, data, echo, callbacks)
-    if not is_chief(settings.distribute):
-        return _fit_elsewhere(given, settings, data, replay, callbacks, verbose, echo)
-    run = open_run_folder(settings, replay)
-    return _fit(given, settings, data, run, callbacks, verbose, echo)
+    prepared = dataclasses.replace(prepare(given, echo=echo, callbacks=callbacks), replay=replay)
+    if not is_chief(prepared.settings.distribute):
+        return _fit_elsewhere(prepared, callbacks, verbose, echo)
+    run = open_run_folder(prepared.settings, prepared.replay)
+    return _fit(prepared, run, callbacks, verbose, echo)
 
 
-def _fit(given, settings, data, run, callbacks, verbose, echo):
+def _fit(prepared, run, callbacks, verbose, echo):
+    given, settings, data = prepared.given, prepared.settings, prepared.data
     jit_compile = resolve_jit(settings.jit)
     record_dict = run_record(given, settings, data, run, jit_compile)
     check_resume(run, record_dict, echo)
@@ -891,15 +690,13 @@ def _fit(given, settings, data, run, callbacks, verbose, echo):
         import keras
 
         record_dict.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
-        model = build_or_resume(settings, run, data.num_classes, record_dict["input_shape"], jit_compile,
-                                steps_per_epoch(len(data.x_train), settings.batch_size),
-                                None if tf_backend() else input_transform(settings, data))
+        model = prepared.model(jit_compile, run)
         run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
         steps = train(model, settings, run, data, run_callbacks, verbose)
         return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
 
 
-def _fit_elsewhere(given, settings, data, replay, callbacks, verbose, echo):
+def _fit_elsewhere(prepared, callbacks, verbose, echo):
     """A multi-worker run's other workers: the same steps as the chief (the
     strategy's collectives need every worker in each), writing into a
     temporary folder that is removed afterwards. Returns the FitResult with
@@ -907,33 +704,34 @@ def _fit_elsewhere(given, settings, data, replay, callbacks, verbose, echo):
     import shutil
     import tempfile
 
+    settings = prepared.settings
     folder = tempfile.mkdtemp(prefix="kerascnn-worker-")
     try:
-        run = open_run_folder(settings, replay, elsewhere=folder)
+        run = open_run_folder(settings, prepared.replay, elsewhere=folder)
         local = settings.replace(tensorboard=str(Path(folder) / "tensorboard") if settings.tensorboard else None)
-        result = _fit(given, local, data, run, callbacks, verbose, None)
+        result = _fit(dataclasses.replace(prepared, settings=local), run, callbacks, verbose, None)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    chief_path = Path(settings.output) / f"{settings.name}{io.MODEL_SUFFIX}"
+    chief_path = RunFiles(Path(settings.output), settings.name).model
     if echo:
         echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}); this worker writes nothing, "
              f"the chief writes the run to {chief_path}")
     return dataclasses.replace(result, model_path=chief_path, chief=False, settings=settings)
 
 
-def _promote(run_dir, model_path):
+def _promote(files):
     """Move a finished run's checkpoints and recordings beside its model:
-    <run_dir>/best.keras -> <name>.best.keras, ..., then remove the folder."""
+    <name>.partial/best.keras -> <name>.best.keras, ..., then remove the folder."""
     import os
 
-    if not run_dir.is_dir():
+    if not files.partial.is_dir():
         return
-    for path in sorted(run_dir.iterdir()):
+    for path in sorted(files.partial.iterdir()):
         if path.name.startswith("."):
             path.unlink()
             continue
-        os.replace(path, io.sidecar(model_path, path.name))
-    run_dir.rmdir()
+        os.replace(path, files.finished_name(path))
+    files.partial.rmdir()
 
 
 def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, model_options):
@@ -942,9 +740,10 @@ def near_chance_hint(accuracy, num_classes, steps, epochs, batch_size, arch, mod
     chance = 1.0 / num_classes
     if accuracy >= chance + 0.1 * (1 - chance):
         return None
-    advice = "train for more steps (more --epochs, a smaller --batch-size)"
+    advice = f"train for more steps (more {spell('epochs')}, a smaller {spell('batch_size')})"
     if arch == "lenet" and model_options.get("activation", "sigmoid") == "sigmoid":
-        advice += ("; the sigmoid LeNet needs a few hundred steps before it learns, --activation relu --pool max "
+        advice += (f"; the sigmoid LeNet needs a few hundred steps before it learns, "
+                   f"{spell_set('activation', 'relu')} {spell_set('pool', 'max')} "
                    "far fewer")
     return (f"note: test accuracy {accuracy:.1%} is near chance ({chance:.0%}) after {epochs * steps} training steps "
             f"({epochs} epoch{'s' * (epochs != 1)} x {steps} batches of {batch_size}): {advice}")

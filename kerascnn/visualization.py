@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from kerascnn import io, plots
+from kerascnn.config import OptionError, spell, spell_set
 from kerascnn.errors import KerasCNNError
 from kerascnn.run import Run
 
@@ -76,7 +77,7 @@ def first_conv_layer(model):
         weights = {w.name for w in layer.weights}
         if weights & {"kernel", "depthwise_kernel"} and len(layer.output.shape) == 4:
             return layer.name
-    raise KerasCNNError(f"{model.name} has no convolution layer; name one with --layer")
+    raise KerasCNNError(f"{model.name} has no convolution layer; name one with {spell('layer')}")
 
 
 def layer_activations(model, layer_names, images):
@@ -103,7 +104,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     target = get_spatial_layer(model, layer)
     data = run.load_data(dataset, data_dir)
     if not 0 <= index < len(data.x_test):
-        raise KerasCNNError(f"--index must be between 0 and {len(data.x_test) - 1}, got {index}")
+        raise KerasCNNError(f"{spell('index')} must be between 0 and {len(data.x_test) - 1}, got {index}")
     mean, std = run.stats_for(data)
     base = run.output_base(output, data.name)
     figures = {}
@@ -127,10 +128,10 @@ def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="
     kernels evolved over training, from the `<name>.activations.npz` that
     `fit(record_layers=[layer])` wrote beside the model."""
     run = as_run(run, models_dir)
-    npz = run.sidecar("activations.npz")
+    npz = run.files.activations
     if not npz.exists():
-        raise KerasCNNError(f"no recorded activations at {npz}; train with `kerascnn fit --record-layer "
-                            f"{layer or 'conv1'}`")
+        raise KerasCNNError(f"no recorded activations at {npz}; train with "
+                            f"{spell_set('record_layers', layer or 'conv1')}")
     with np.load(npz) as f:
         records = {k: f[k] for k in f.files}
     recorded = sorted(k.split("/")[0] for k in records if k.endswith("/maps"))
@@ -139,7 +140,8 @@ def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="
         raise KerasCNNError(f"layer {layer!r} was not recorded in {npz}; recorded: {', '.join(recorded)}")
     probes = records[f"{layer}/maps"].shape[1]
     if not 0 <= index < probes:
-        raise KerasCNNError(f"--index must be between 0 and {probes - 1} (the recorded probe images), got {index}")
+        raise KerasCNNError(f"{spell('index')} must be between 0 and {probes - 1} (the recorded probe images), "
+                            f"got {index}")
     base = run.output_base(output)
     test_index = int(records["probe_index"][index])
     figures = {f"{layer}.maps_by_epoch.{index}.png": plots.plot_map_evolution(
@@ -151,19 +153,16 @@ def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="
     return VisualizeResult(run.model_path, layer, paths)
 
 
-def check_figure_path(output, command="compare"):
+def check_figure_path(output, name="output"):
     """`output` as a Path if a PNG may be written there: a name ending in
     .png, in a folder that exists and is writable (no folder is created).
-    `command` is who writes it, for the message."""
-    from kerascnn.config import OptionError, spell
-
+    `name` is the parameter it came in, for the message."""
     output = Path(output)
     if output.suffix.lower() != ".png" or output.is_dir():
-        raise OptionError(f"{spell('output')} {output}: {command} writes a PNG image; give a file name ending in "
-                          f".png")
+        raise OptionError(f"{spell(name)} {output}: a PNG image is written there; give a file name ending in .png")
     if not output.parent.is_dir():
         what = "is a file, not a folder" if output.parent.exists() else "does not exist"
-        raise KerasCNNError(f"{spell('output')} {output}: the folder {output.parent} {what}; "
+        raise KerasCNNError(f"{spell(name)} {output}: the folder {output.parent} {what}; "
                             f"create it first or write elsewhere")
     io.ensure_dir(output.parent)  # says so when it is not writable
     return output
@@ -178,7 +177,7 @@ def _run_rows(run):
     except KerasCNNError as e:
         raise KerasCNNError(f"{e}; leave that run out, or train it again") from None
     if not rows:
-        path = run.sidecar("history.json")
+        path = run.files.history_json
         why = f"{path} holds no epochs" if path.is_file() else f"{path} is missing"
         raise KerasCNNError(f"{run.model_path} has no training history ({why}); leave that run out, or train it again")
     return rows

@@ -233,8 +233,8 @@ HINT = "; leave that run out, or train it again"
     (None, "bad.run.json", "cmp.png",
      "runs/bad.keras has no run.json beside it; compare needs runs saved by `kerascnn fit`", 1),
     (None, "bad.keras", "cmp.png", "no model file at runs/bad.keras", 1),
-    (None, None, "cmp.txt", "--output cmp.txt: compare writes a PNG image; give a file name ending in .png", 2),
-    (None, None, "runs", "--output runs: compare writes a PNG image; give a file name ending in .png", 2),
+    (None, None, "cmp.txt", "--output cmp.txt: a PNG image is written there; give a file name ending in .png", 2),
+    (None, None, "runs", "--output runs: a PNG image is written there; give a file name ending in .png", 2),
     (None, None, "new/sub/cmp.png",
      "--output new/sub/cmp.png: the folder new/sub does not exist; create it first or write elsewhere", 1),
     (None, None, "runs/good.keras/cmp.png", "--output runs/good.keras/cmp.png: the folder runs/good.keras is a file, "
@@ -319,3 +319,37 @@ def test_a_lambda_model_gets_one_clean_line_from_a_real_process(bad_models):
     assert out.returncode == 0 and "double" in out.stdout
     assert out.stderr == "warning: --unsafe: code a model file holds will run as it loads; use it only for files " \
                          "you trust\n"
+
+
+def test_errors_name_the_keyword_in_python_and_the_flag_in_the_shell(trained_run, tmp_path, monkeypatch):
+    from kerascnn.config import OptionError
+    from kerascnn.errors import KerasCNNError
+    from kerascnn.explanation import explain
+    from kerascnn.preview import show_batch
+    from kerascnn.train import fit
+    from kerascnn.visualization import visualize
+
+    model = str(trained_run.model_path)
+    monkeypatch.chdir(tmp_path)  # nothing should be written; whatever would be lands in tmp_path
+    cases = [  # (Python call, its message; the same mistake typed in the shell, its message)
+        (lambda: explain(model, indices=[5000]), "indices must be between 0 and 359, got 5000",
+         ["explain", model, "--index", "5000"], "--index must be between 0 and 359, got 5000"),
+        (lambda: explain(model, indices=[1], misclassified=2), "give indices or misclassified, not both",
+         ["explain", model, "--index", "1", "--misclassified", "2"], "give --index or --misclassified, not both"),
+        (lambda: explain(model, class_index="cat"), "class_index cat: no such class",
+         ["explain", model, "--class", "cat"], "--class cat: no such class"),
+        (lambda: visualize(model, "conv1", index=999), "index must be between 0 and 359, got 999",
+         ["visualize", "--model", model, "--layer", "conv1", "--index", "999"], "--index must be between 0 and 359"),
+        (lambda: explain(model, layer="pool2"), "layer 'pool2' is not a convolution of lenet",
+         ["explain", model, "--layer", "pool2"], "--layer 'pool2' is not a convolution of lenet"),
+        (lambda: show_batch("lenet", "digits", image_size=8), "image_size 8 is too small",
+         ["show-batch", "--dataset", "digits", "--image-size", "8"], "--image-size 8 is too small"),
+        (lambda: fit("lenet", "digits", image_size=8, verbose=0), "image_size 8 is too small",
+         ["fit", "--dataset", "digits", "--image-size", "8"], "--image-size 8 is too small"),
+    ]
+    for call, said, args, typed in cases:
+        with pytest.raises((OptionError, KerasCNNError)) as caught:
+            call()
+        assert said in str(caught.value) and "--" not in str(caught.value)
+        result = CliRunner().invoke(cli, args)
+        assert result.exit_code in (1, 2) and typed in result.stderr, result.stderr

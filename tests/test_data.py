@@ -276,7 +276,7 @@ def test_tfds_without_network_fails_fast(monkeypatch, tmp_path):
     monkeypatch.delenv("KERASCNN_DATA_DIR", raising=False)
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
     start = time.monotonic()
-    with pytest.raises(KerasCNNError, match="--data-dir.*--dataset digits"):
+    with pytest.raises(KerasCNNError, match="data_dir='DIR'.*dataset='digits'"):
         load_dataset("fashion_mnist")
     assert time.monotonic() - start < 15
 

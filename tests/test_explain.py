@@ -118,12 +118,12 @@ def test_the_default_layer_is_the_last_convolution_of_at_least_4x4():
 def test_a_layer_that_is_no_convolution_lists_the_candidates():
     model = tiny("lenet")
     x = images(model, 1)
-    with pytest.raises(KerasCNNError, match=r"--layer 'pool1' is not a convolution of lenet; Grad-CAM takes one "
+    with pytest.raises(KerasCNNError, match=r"layer 'pool1' is not a convolution of lenet; Grad-CAM takes one "
                                             r"of: conv1, conv2$"):
         explanation_maps(model, x, [0], "gradcam", layer="pool1")
-    with pytest.raises(KerasCNNError, match=r"--layer 'conv9' is no layer of lenet; .*: conv1, conv2$"):
+    with pytest.raises(KerasCNNError, match=r"layer 'conv9' is no layer of lenet; .*: conv1, conv2$"):
         explanation_maps(model, x, [0], "gradcam++", layer="conv9")
-    with pytest.raises(OptionError, match="--layer is for gradcam and gradcam"):
+    with pytest.raises(OptionError, match="layer is for gradcam and gradcam"):
         explanation_maps(model, x, [0], "saliency", layer="conv1")
     with pytest.raises(OptionError, match="unknown method 'cam'"):
         explanation_maps(model, x, [0], "cam")
@@ -170,11 +170,11 @@ def test_explain_misclassified_images_and_a_named_class(trained_run, tmp_path):
 
 
 @pytest.mark.parametrize("options, error, message", [
-    ({"indices": [360]}, KerasCNNError, "--index must be between 0 and 359, got 360"),
-    ({"class_index": "eleven"}, KerasCNNError, "--class eleven: no such class; give an index from 0 to 9 or one of"),
-    ({"class_index": 10}, KerasCNNError, "--class 10: no such class"),
-    ({"indices": [0], "misclassified": 2}, OptionError, "give --index or --misclassified, not both"),
-    ({"layer": "fc1"}, KerasCNNError, "--layer 'fc1' is not a convolution of lenet"),
+    ({"indices": [360]}, KerasCNNError, "indices must be between 0 and 359, got 360"),
+    ({"class_index": "eleven"}, KerasCNNError, "class_index eleven: no such class; give an index from 0 to 9 or one of"),
+    ({"class_index": 10}, KerasCNNError, "class_index 10: no such class"),
+    ({"indices": [0], "misclassified": 2}, OptionError, "give indices or misclassified, not both"),
+    ({"layer": "fc1"}, KerasCNNError, "layer 'fc1' is not a convolution of lenet"),
     ({"output": "missing/x.png"}, KerasCNNError, "the folder missing does not exist"),
 ])
 def test_bad_requests_are_one_error_and_write_nothing(trained_run, tmp_path, monkeypatch, options, error, message):

@@ -77,7 +77,7 @@ def test_size_and_default_output(tmp_path, monkeypatch):
 def test_bad_options_are_fits_messages(tmp_path):
     with pytest.raises(OptionError, match="lenet needs images of at least 12x12; image_size 8 is too small"):
         show_batch("lenet", "digits", image_size=8)
-    with pytest.raises(OptionError, match="output batch.txt: show-batch writes a PNG image"):
+    with pytest.raises(OptionError, match="output batch.txt: a PNG image is written there"):
         show_batch("lenet", "digits", output="batch.txt")
     runner = CliRunner()
     result = runner.invoke(cli, ["show-batch", "--dataset", "digits", "--augment", "zoom"])
@@ -87,7 +87,7 @@ def test_bad_options_are_fits_messages(tmp_path):
     fit_says = runner.invoke(cli, ["fit", "--dataset", "digits", "--augment", "zoom"]).stderr
     assert fit_says == result.stderr
     result = runner.invoke(cli, ["show-batch", "--dataset", "digits", "--output", str(tmp_path / "x.jpg")])
-    assert result.exit_code == 2 and "show-batch writes a PNG image" in result.stderr
+    assert result.exit_code == 2 and f"--output {tmp_path / 'x.jpg'}: a PNG image is written there" in result.stderr
 
 
 def test_show_batch_cli(tmp_path):

@@ -1,5 +1,6 @@
 """Run: a saved run read back from any of its model files, from anywhere,
-with its record, history, normalization and data."""
+with its record, history, normalization and data; RunFiles: a run's file
+names and whether its final save completed."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import pytest
 
 from kerascnn import io
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import Run
+from kerascnn.run import Run, RunFiles
 
 CHECKPOINTS = ("lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.epoch-001.keras")
 
@@ -99,7 +100,7 @@ def test_bare_models_and_bad_paths(tmp_path):
     path = io.save_model(build_lenet(), tmp_path / "bare.keras")
     run = Run.load(path)
     assert run.record is None and run.dataset is None and run.history == [] and run.settings is None
-    with pytest.raises(KerasCNNError, match="say which data with --dataset"):
+    with pytest.raises(KerasCNNError, match="say which data with dataset$"):
         run.load_data()
     assert run.load_data("digits").name == "digits"
     with pytest.raises(KerasCNNError, match="no model file at"):
@@ -156,3 +157,44 @@ def test_a_model_and_a_record_of_different_runs_are_refused(mnist_run, tmp_path)
     (runs / "lenet.run.json").write_text(json.dumps({**record, "run_id": "an earlier run"}))
     with pytest.raises(KerasCNNError, match=r"lenet\.keras and lenet\.run\.json come from different runs"):
         Run.load(runs / "lenet.keras")
+
+
+def fake_model(path, run_id):
+    """A .keras file with only the training state entry (all RunFiles.done reads of a model)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(io.STATE_ENTRY, json.dumps({"run_id": run_id}))
+
+
+def test_run_files_names_every_file_of_a_run(tmp_path):
+    files = RunFiles.of(tmp_path / "lenet.keras")
+    assert (files.folder, files.name) == (tmp_path, "lenet")
+    assert [p.name for p in (files.model, files.record, files.history_json, files.history_csv, files.activations,
+                             files.checkpoint("best"), files.checkpoint(files.epoch_kind(7)))] == [
+        "lenet.keras", "lenet.run.json", "lenet.history.json", "lenet.history.csv", "lenet.activations.npz",
+        "lenet.best.keras", "lenet.epoch-007.keras"]
+    assert files.partial == tmp_path / "lenet.partial"
+    assert files.in_progress("last") == tmp_path / "lenet.partial" / "last.keras"
+    assert files.in_progress("activations") == tmp_path / "lenet.partial" / "activations.npz"
+    assert files.finished_name(files.in_progress("best")) == files.checkpoint("best")
+    assert files.existing() == [] and files.state() == "none"
+
+
+def test_a_run_is_done_only_when_its_final_save_completed(tmp_path):
+    files = RunFiles(tmp_path, "lenet")
+    files.partial.mkdir()
+    fake_model(files.in_progress("last"), "new")
+    assert files.state() == "interrupted"
+    fake_model(files.model, "new")  # the model saved, then a kill
+    assert files.state() == "interrupted"
+    files.history_json.write_text("[]")
+    files.record.write_text(json.dumps({"run_id": "old", "test_accuracy": 0.5}))  # an earlier run's record
+    assert files.state() == "interrupted"
+    files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": None}))
+    assert not files.done()
+    files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": 0.5}))
+    assert files.state() == "done"  # also before its checkpoints are moved out of <name>.partial/
+    files.record.write_text("{damaged")
+    assert not files.done() and files.state() == "interrupted"
+    assert [p.name for p in files.existing()] == ["lenet.keras", "lenet.run.json", "lenet.history.json"]

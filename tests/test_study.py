@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,6 +16,7 @@ from click.testing import CliRunner
 from kerascnn.cli import cli
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
+from kerascnn.run import StudyFolder
 from kerascnn.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
 from tests.conftest import REPO
 
@@ -186,6 +188,52 @@ def test_rerunning_keeps_finished_runs_and_continues_an_interrupted_one(tmp_path
     run_study(s, tmp_path, echo=lines.append)
     assert lines[0].endswith("2 done, 0 to run") and not [x for x in lines if x.startswith("[")]
     assert {r.folder: (tmp_path / r.folder / "lenet.keras").stat().st_mtime_ns for r in (first, second)} == stamps
+
+
+class Killed(BaseException):
+    """A kill at one point of a run's final save: no handler of the runner catches it."""
+
+
+# Each point of fit's final save, in order: (what is being written, which call writes it)
+SAVE_POINTS = {"model": "save_model", "history.csv": "write_csv", "history.json": "write_json",
+               "run.json": "write_json", "promote": "replace"}
+
+
+@pytest.mark.parametrize("point", list(SAVE_POINTS))
+def test_a_run_cut_short_in_its_final_save_is_finished_by_the_next_study(tmp_path, monkeypatch, point):
+    from kerascnn import io, report
+
+    s = Study("s", dict(TINY), (Variant("a", {}),), (0,))
+    (run,) = s.runs()
+    folder = StudyFolder(tmp_path)
+    files = folder.run_files(run.folder, run.name)
+    target = {"model": files.model, "history.csv": files.history_csv, "history.json": files.history_json,
+              "run.json": files.record}.get(point)
+    name = SAVE_POINTS[point]
+    real = os.replace if name == "replace" else getattr(io, name)
+
+    def cut(*args, **kwargs):
+        path = Path(args[1] if name == "save_model" else args[0])  # save_model(model, path), the others (path, ...)
+        promoting = name == "replace" and path.parent == files.partial and Path(args[1]).parent == files.folder
+        if promoting or name != "replace" and path == target:
+            raise Killed(point)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(os if name == "replace" else io, name, cut)
+    with pytest.raises(Killed):
+        run_study(s, tmp_path, echo=None)
+    monkeypatch.undo()
+    finished = point == "promote"  # run.json, written last, is there: the run is done, its checkpoints still aside
+    entry = {"label": run.label, "seed": run.seed, "folder": run.folder, "name": run.name}
+    assert folder.state(run.folder, run.name) == ("done" if finished else "interrupted")
+    assert report.run_status(tmp_path, entry)[0] == ("done" if finished else "pending")
+
+    lines = []
+    run_study(s, tmp_path, echo=lines.append)
+    assert lines[0].endswith("1 done, 0 to run" if finished else "0 done, 1 to run")
+    assert folder.state(run.folder, run.name) == "done" and report.run_status(tmp_path, entry)[0] == "done"
+    record = json.loads(files.record.read_text())
+    assert record["epochs_run"] == 1 and record["resumed_from"] == (None if finished else 1)  # finished, not redone
 
 
 def test_a_folder_holding_another_study_is_refused(tmp_path):

@@ -127,7 +127,8 @@ def test_tensorboard_logs(tmp_path):
 
 
 def test_jit_and_distribute_choices(tmp_path):
-    from kerascnn.train import distribution_scope, resolve_jit
+    from kerascnn.distribution import distribution_scope
+    from kerascnn.train import resolve_jit
 
     assert resolve_jit("off") is False and resolve_jit("on") is True
     with pytest.raises(KerasCNNError, match="needs the jax backend"):
@@ -287,7 +288,7 @@ def test_multi_worker_training_on_two_processes(tmp_path):
 
 
 def test_multi_worker_needs_a_cluster(tmp_path, monkeypatch):
-    from kerascnn.train import cluster_task, is_chief
+    from kerascnn.distribution import cluster_task, is_chief
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(KerasCNNError, match="multi-worker reads the cluster from TF_CONFIG, which is not set"):

@@ -39,7 +39,7 @@ def test_unknown_layer_lists_valid_ones(trained_run):
 
 
 def test_index_out_of_range(trained_run):
-    with pytest.raises(KerasCNNError, match="--index must be between 0 and 359"):
+    with pytest.raises(KerasCNNError, match="index must be between 0 and 359"):
         visualize(trained_run.model_path, "conv1", index=360)
 
 

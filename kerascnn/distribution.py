@@ -1,0 +1,268 @@
+"""The devices a run trains on: accelerators, mixed precision and the
+distribution strategies (`--distribute`): tf.distribute's
+MirroredStrategy and MultiWorkerMirroredStrategy on tensorflow,
+keras.distribution.DataParallel on jax. `run_scope` puts a run under them."""
+
+import contextlib
+import os
+
+from kerascnn.choices import DISTRIBUTE
+from kerascnn.config import OptionError, spell
+from kerascnn.errors import KerasCNNError
+
+
+def accelerator_available():
+    """True when the active Keras backend sees a GPU or TPU."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU"))
+    if backend == "jax":
+        import jax
+
+        return any(d.platform != "cpu" for d in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.is_available()
+    return False
+
+
+def check_distribute(distribute, backend):
+    """`distribute` is a known strategy that runs on `backend`."""
+    if distribute not in DISTRIBUTE:
+        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
+                          f"choose one of: {', '.join(DISTRIBUTE)}")
+    needs, other = ("jax", "mirrored") if distribute == "data-parallel" else ("tensorflow", "data-parallel")
+    if backend != needs:
+        raise KerasCNNError(f"{spell('distribute')} {distribute} needs the {needs} backend (active: {backend})"
+                            + (f"; use {spell('distribute')} {other} on {backend}" if backend in ("jax", "tensorflow")
+                               else ""))
+
+
+_MULTI_WORKER = []  # the process's MultiWorkerMirroredStrategy: TensorFlow allows one, made before any op
+
+
+def cluster_task():
+    """This process's place in the cluster TF_CONFIG names: (task type,
+    index, number of workers, whether a "chief" task is named), or a
+    KerasCNNError saying what is wrong."""
+    import json
+
+    text = os.environ.get("TF_CONFIG")
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+               '"index": 0}}\'')
+    if not text:
+        raise KerasCNNError(f"{spell('distribute')} multi-worker reads the cluster from TF_CONFIG, which is not set; "
+                            f"on each machine set e.g. {example}")
+    try:
+        config = json.loads(text)
+        cluster, task = config["cluster"], config["task"]
+        kind, index = task["type"], int(task["index"])
+        workers = len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+        if kind not in ("chief", "worker") or not 0 <= index < len(cluster[kind]):
+            raise ValueError
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise KerasCNNError(f"TF_CONFIG is not a cluster with this process's task in it: {text[:200]!r}; "
+                            f"expected e.g. {example}") from None
+    return kind, index, workers, "chief" in cluster
+
+
+def is_chief(distribute):
+    """Whether this process writes the run: always, except under
+    multi-worker training on a worker other than the cluster's chief (the
+    "chief" task, else worker 0)."""
+    if distribute != "multi-worker":
+        return True
+    kind, index, _, has_chief = cluster_task()
+    return kind == "chief" or index == 0 and not has_chief
+
+
+def multi_worker_strategy():
+    """The process's tf.distribute.MultiWorkerMirroredStrategy (made at the
+    first call, which must come before TensorFlow runs anything: fit makes
+    it first)."""
+    if not _MULTI_WORKER:
+        cluster_task()
+        import tensorflow as tf
+
+        _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+    return _MULTI_WORKER[0]
+
+
+def distribution_scope(distribute, echo=None):
+    """A context manager that builds and trains under `distribute`:
+    "mirrored" is tf.distribute.MirroredStrategy over every visible GPU (or
+    every logical CPU device when there is no GPU); "multi-worker" is
+    tf.distribute.MultiWorkerMirroredStrategy over the cluster of TF_CONFIG;
+    "data-parallel" is keras.distribution.DataParallel over every device
+    JAX sees. Returns (context manager, number of replicas)."""
+    import contextlib
+
+    import keras
+
+    if not distribute:
+        return contextlib.nullcontext(), 1
+    check_distribute(distribute, keras.backend.backend())
+    if distribute == "multi-worker":
+        strategy = multi_worker_strategy()
+        if echo:
+            kind, index, workers, _ = cluster_task()
+            echo(f"distribute: MultiWorkerMirroredStrategy, {kind} {index} of {workers} workers, "
+                 f"{strategy.num_replicas_in_sync} replicas in all"
+                 + ("" if is_chief(distribute) else "; the chief writes the run"))
+        return strategy.scope(), strategy.num_replicas_in_sync
+    if distribute == "mirrored":
+        import tensorflow as tf
+
+        gpus = tf.config.list_logical_devices("GPU")
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices=devices)
+        if echo:
+            echo(f"distribute: MirroredStrategy over {strategy.num_replicas_in_sync} device(s): {', '.join(devices)}")
+        return strategy.scope(), strategy.num_replicas_in_sync
+    devices = keras.distribution.list_devices()
+    previous = keras.distribution.distribution()
+
+    @contextlib.contextmanager
+    def scope():
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        try:
+            yield
+        finally:
+            keras.distribution.set_distribution(previous)
+
+    if echo:
+        echo(f"distribute: keras.distribution.DataParallel over {len(devices)} device(s)")
+    return scope(), len(devices)
+
+
+@contextlib.contextmanager
+def run_scope(settings, echo=None):
+    """Where a run builds its model and trains: every generator seeded from
+    `settings.seed`, under mixed precision (the policy restored after) and
+    the distribution strategy. Yields the number of replicas."""
+    import keras
+
+    from kerascnn.backend import keep_tensorflow_unloaded
+
+    keep_tensorflow_unloaded()  # Keras' seeding would import it on jax and torch too
+    keras.utils.set_random_seed(settings.seed)
+    restore_policy = _mixed_precision(settings.mixed_precision)
+    try:
+        scope, replicas = distribution_scope(settings.distribute, echo)
+        with scope:
+            yield replicas
+    finally:
+        if restore_policy is not None:
+            keras.config.set_dtype_policy(restore_policy)
+
+
+def accelerator_capability():
+    """The (major, minor) CUDA compute capability of the first GPU the
+    backend sees, (99, 0) for a TPU, None without either."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "torch":
+        import torch
+
+        return tuple(torch.cuda.get_device_capability(0)) if torch.cuda.is_available() else None
+    if backend == "jax":
+        import jax
+
+        device = next((d for d in jax.devices() if d.platform != "cpu"), None)
+        if device is None:
+            return None
+        if device.platform == "tpu":
+            return (99, 0)
+        major, _, minor = str(getattr(device, "compute_capability", "0.0")).partition(".")
+        return int(major), int(minor or 0)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        if tf.config.list_physical_devices("TPU"):
+            return (99, 0)
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return tuple(tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0)))
+    return None
+
+
+def mixed_policy():
+    """The mixed-precision policy for this accelerator: bfloat16 compute
+    where it runs natively (Ampere, compute capability 8.0, and later; TPUs),
+    else float16 with loss scaling (Keras wraps the optimizer)."""
+    capability = accelerator_capability()
+    return "mixed_bfloat16" if capability and capability >= (8, 0) else "mixed_float16"
+
+
+def _mixed_precision(enabled):
+    """Set `mixed_policy()` when `enabled` (resolved: only with an
+    accelerator); returns the policy to restore afterwards, or None."""
+    import keras
+
+    if not enabled:
+        return None
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(mixed_policy())
+    return previous
+
+
+def sharded(settings, dataset):
+    """`dataset` as a multi-worker run splits it: every worker makes the
+    same batches and trains on its share of each (tf.data's DATA sharding,
+    which AUTO would fall back to with a warning); unchanged otherwise."""
+    if settings.distribute != "multi-worker":
+        return dataset
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
+
+
+def data_parallel_devices(settings):
+    """The devices `--distribute data-parallel` splits each batch over (1
+    otherwise): a training epoch's short last batch keeps a multiple of them,
+    an evaluation's is padded with samples of weight 0."""
+    if settings.distribute != "data-parallel":
+        return 1
+    import keras
+
+    return len(keras.distribution.list_devices())
+
+
+def reduce_scalars_across_workers():
+    """Keras 3.15 all-reduces each replica's logs (a scalar loss, scalar
+    metrics) across the workers of a MultiWorkerMirroredStrategy with
+    axis=0, which a scalar does not have (tensorflow/tensorflow#72388):
+    reduce them with axis=None, the mean over every replica, instead."""
+    from keras.src import tree
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+
+    original = tf_trainer.reduce_per_replica
+    if getattr(original, "kerascnn", False):
+        return
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and tf_trainer._collective_all_reduce_multi_worker(strategy):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.kerascnn = True
+    tf_trainer.reduce_per_replica = reduce_per_replica
+
+
+def symbolic_build_locally(model, batches):
+    """Build the model's loss and metrics from one batch's shapes before
+    fit, which under MultiWorkerMirroredStrategy would first all-reduce
+    a whole distributed batch for them and fails (Keras 3.15,
+    keras-team/keras#20585), and tell fit and evaluate not to."""
+    first = next(iter(batches))
+    model._symbolic_build(data_batch=first)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+
