@@ -410,11 +410,11 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     digits with black (normalized to -mean/std) in training and evaluation, and evaluate and visualize pad too."""
     from click.testing import CliRunner
 
-    from kerascnn import data as data_module, train as train_module
+    from kerascnn import data as data_module, pipelines as pipelines_module
     from kerascnn.cli import cli
     from kerascnn.config import FitConfig
+    from kerascnn.pipelines import eval_pipeline
     from kerascnn.run import Run
-    from kerascnn.train import eval_pipeline
 
     calls = []
 
@@ -425,7 +425,7 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
         return pipeline
 
     for module, name in ((data_module, "make_pipeline"), (data_module, "make_training_pipeline"),
-                         (train_module, "make_pipeline")):
+                         (pipelines_module, "make_pipeline")):
         monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
     out = tmp_path / "runs"
     runner = CliRunner()
