@@ -97,10 +97,10 @@ class RunFiles:
         return self.sidecar(Path(path).name)
 
     def existing(self):
-        """The run's files that exist: models, record, history, recordings,
-        then the checkpoints of every few epochs."""
-        found = [self.model, self.checkpoint("best"), self.checkpoint("last"), self.record, self.history_json,
-                 self.history_csv, self.activations, *self.epoch_checkpoints()]
+        """The run's files that exist, in the order fit writes them: the
+        model, its history and record, then its checkpoints and recordings."""
+        found = [self.model, self.history_csv, self.history_json, self.record, self.checkpoint("best"),
+                 self.checkpoint("last"), *self.epoch_checkpoints(), self.activations]
         return [p for p in found if p.is_file()]
 
     def done(self):

@@ -46,9 +46,9 @@ def test_every_model_file_finds_its_run(mnist_run):
         assert run.settings.batch_size == 32 and run.given.batch_size == 32 and run.given.optimizer is None
         assert run.normalization() == (run.record["mean"], run.record["std"])
         assert run.normalization("digits") is None
-    assert [p.name for p in Run.load(mnist_run / "runs" / "lenet.keras").paths] == [
-        "lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.run.json", "lenet.history.json",
-        "lenet.history.csv", "lenet.epoch-001.keras", "lenet.epoch-002.keras"]
+    assert [p.name for p in Run.load(mnist_run / "runs" / "lenet.keras").paths] == [  # the order fit writes them
+        "lenet.keras", "lenet.history.csv", "lenet.history.json", "lenet.run.json", "lenet.best.keras",
+        "lenet.last.keras", "lenet.epoch-001.keras", "lenet.epoch-002.keras"]
 
 
 def test_data_dir_typed_and_resolved(mnist_run):
@@ -197,4 +197,4 @@ def test_a_run_is_done_only_when_its_final_save_completed(tmp_path):
     assert files.state() == "done"  # also before its checkpoints are moved out of <name>.partial/
     files.record.write_text("{damaged")
     assert not files.done() and files.state() == "interrupted"
-    assert [p.name for p in files.existing()] == ["lenet.keras", "lenet.run.json", "lenet.history.json"]
+    assert [p.name for p in files.existing()] == ["lenet.keras", "lenet.history.json", "lenet.run.json"]
