@@ -155,11 +155,6 @@ def write_csv(path, rows):
 STATE_ENTRY = "kerascnn_state.json"
 
 
-def checkpoint_path(model_path, kind):
-    """checkpoint_path("x/lenet.keras", "best") is x/lenet.best.keras."""
-    return sidecar(model_path, f"{kind}{MODEL_SUFFIX}")
-
-
 def save_model(model, path, state=None):
     """model.save through a temporary .keras file renamed into place.
 

@@ -374,10 +374,6 @@ class Run:
         """The run's files (RunFiles)."""
         return RunFiles(self.model_path.parent, self.name)
 
-    def sidecar(self, kind):
-        """A file of the run: sidecar("history.json") is <folder>/<name>.history.json."""
-        return self.files.sidecar(kind)
-
     def output_base(self, output=None, dataset=None):
         """Where to write files about this model: `<output>/<stem>` (the model's
         folder by default), with `.<dataset>` added when it is another dataset
