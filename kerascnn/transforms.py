@@ -102,19 +102,33 @@ def preprocess(images, input_shape, mean, std, resize="resize"):
     return normalize(scale_and_resize(images, (height, width), resize), channels, mean, std)
 
 
-def crop(x, offsets, pad):
-    """Each image's window of its own size, at `offsets` (N, 2: row, column
-    in 0..2*pad) in the image bordered by `pad` zeros (exact: one gather of
-    pixels by their flat index, each image's start plus one fixed grid)."""
+def crop_flip(x, offsets, flags, pad):
+    """Each image's window of its own size at `offsets` (N, 2: row, column
+    in 0..2*pad) in the image bordered by `pad` zeros, mirrored left-right
+    where `flags` (N, 1) is 1 (None: no flip). Exact, any dtype (on uint8,
+    before scaling, it moves a quarter of the bytes): two gathers of whole
+    rows, the window's rows and then, transposed, its columns in their
+    (mirrored) order; four times quicker under torch than a gather per pixel."""
     n, (height, width, channels) = ops.shape(x)[0], x.shape[1:]
-    padded = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
+    x = ops.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     tall, wide = height + 2 * pad, width + 2 * pad
-    grid = np.arange(height, dtype=np.int32)[:, None] * wide + np.arange(width, dtype=np.int32)[None, :]
     offsets = ops.cast(offsets, "int32")
-    start = ops.arange(n, dtype="int32") * (tall * wide) + offsets[:, 0] * wide + offsets[:, 1]
-    index = ops.reshape(start[:, None, None] + ops.convert_to_tensor(grid)[None], (-1,))
-    pixels = ops.take(ops.reshape(padded, (-1, channels)), index, axis=0)
-    return ops.reshape(pixels, (n, height, width, channels))
+    first = ops.arange(n, dtype="int32")[:, None]
+    rows = first * tall + offsets[:, :1] + ops.arange(height, dtype="int32")[None]  # (N, H) rows of x
+    x = ops.take(ops.reshape(x, (-1, wide * channels)), ops.reshape(rows, (-1,)), axis=0)
+    x = ops.transpose(ops.reshape(x, (n, height, wide, channels)), (0, 2, 1, 3))  # (N, wide, H, C)
+    steps = ops.arange(width, dtype="int32")[None]
+    if flags is not None:
+        steps = steps + ops.cast(flags > 0.5, "int32") * (width - 1 - 2 * steps)
+    columns = first * wide + offsets[:, 1:] + steps  # (N, W) columns of x, mirrored where flagged
+    x = ops.take(ops.reshape(x, (-1, height * channels)), ops.reshape(columns, (-1,)), axis=0)
+    return ops.transpose(ops.reshape(x, (n, width, height, channels)), (0, 2, 1, 3))
+
+
+def crop(x, offsets, pad):
+    """Each image's window at `offsets` in the image bordered by `pad` zeros
+    (`crop_flip` without the flip)."""
+    return crop_flip(x, offsets, None, pad)
 
 
 def flip(x, flags):
@@ -172,24 +186,30 @@ def translate(x, shifts):
     return _affine(x, rows)
 
 
-def augment(x, params, names, pad):
-    """The transforms `names` on images `x` in [0, 1], with the rows of
-    `params` that `draw_params` drew for them."""
-    column = 0
+def split_params(params, names):
+    """The columns of `params` that `draw_params` drew for each of `names`."""
+    parts, column = {}, 0
     for name in TRANSFORMS:
-        if name not in names:
-            continue
-        width = len(PARAM_COLUMNS[name])
-        p = params[:, column:column + width]
-        column += width
-        if name == "crop":
-            x = crop(x, p, pad)
-        elif name == "flip":
-            x = flip(x, p)
-        elif name == "rotate":
-            x = rotate(x, p)
-        else:
-            x = translate(x, p)
+        if name in names:
+            width = len(PARAM_COLUMNS[name])
+            parts[name] = params[:, column:column + width]
+            column += width
+    return parts
+
+
+def augment(x, params, names, pad):
+    """The transforms `names` on images `x` (in [0, 1], or uint8 when only
+    crop and flip), with the rows of `params` that `draw_params` drew for
+    them: crop and flip as one gather, then rotate, then translate."""
+    parts = split_params(params, names)
+    if "crop" in parts:
+        x = crop_flip(x, parts["crop"], parts.get("flip"), pad)
+    elif "flip" in parts:
+        x = flip(x, parts["flip"])
+    if "rotate" in parts:
+        x = rotate(x, parts["rotate"])
+    if "translate" in parts:
+        x = translate(x, parts["translate"])
     return x
 
 
@@ -210,9 +230,12 @@ class InputTransform(keras.layers.Layer):
 
     def call(self, images, params=None, training=False):
         height, width, channels = self.target_shape
+        names = self.augment if training else ()
+        if names and tuple(images.shape[1:3]) == (height, width) and set(names) <= {"crop", "flip"}:
+            images, names = augment(images, params, names, self.pad), ()  # on the uint8 bytes: exact
         x = scale_and_resize(images, (height, width), self.resize)
-        if training and self.augment:
-            x = augment(x, params, self.augment, self.pad)
+        if names:
+            x = augment(x, params, names, self.pad)
         return normalize(x, channels, self.mean, self.std)
 
     def compute_output_shape(self, images_shape, params_shape=None):

@@ -123,6 +123,29 @@ def test_preprocess_matches_the_tf_data_path(size, resize, channels, monkeypatch
     np.testing.assert_allclose(ours, theirs, atol=tolerance)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_crop_flip_is_crop_then_flip_on_any_dtype(channels):
+    x = images(channels=channels, size=32)
+    params = transforms.draw_params(("crop", "flip"), len(x), 32, seed=3, epoch=1, batch=2)
+    pad = transforms.crop_pad(32)
+    assert 0 < params[:, 2].sum() < len(x)  # some images mirrored, some not
+    for batch in (x, scaled(x)):
+        tensor, p = keras.ops.convert_to_tensor(batch), keras.ops.convert_to_tensor(params)
+        both = numpy(transforms.crop_flip(tensor, p[:, :2], p[:, 2:], pad))
+        np.testing.assert_array_equal(both, numpy(transforms.flip(transforms.crop(tensor, p[:, :2], pad), p[:, 2:])))
+        assert both.dtype == batch.dtype
+
+
+def test_input_transform_crops_and_flips_the_bytes_as_it_would_the_scaled_image():
+    x = images()
+    names = ("crop", "flip")
+    params = transforms.draw_params(names, len(x), 28, seed=0, epoch=0, batch=0)
+    layer = transforms.InputTransform((28, 28, 1), [0.3], [0.25], augment=names)
+    after = transforms.augment(keras.ops.convert_to_tensor(scaled(x)), keras.ops.convert_to_tensor(params), names,
+                               layer.pad)
+    np.testing.assert_allclose(numpy(layer(x, params, training=True)), (numpy(after) - 0.3) / 0.25, atol=1e-6)
+
+
 def test_input_transform_augments_only_when_training():
     x = images()
     names = ("crop", "flip", "rotate", "translate")
