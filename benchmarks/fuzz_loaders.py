@@ -6,7 +6,7 @@ KerasCNNError, within a time and memory bound, never anything else.
 
 It makes the real files first: a checkpoint of a tiny LeNet trained one
 epoch on digits (`keras`: loaded with kerascnn.run.Run.load and .model()),
-an IDX pair of images and labels, raw and gzipped (`idx`: kerascnn.data.read_idx),
+an IDX pair of images and labels, raw and gzipped (`idx`: kerascnn.sources.read_idx),
 and an .npz dataset (`npz`: kerascnn.data.load_dataset over its folder, which
 reads it with read_folder). Each input is a mutation of one of them: bytes
 flipped, set, inserted, zeroed, duplicated or cut off; and, so that the
@@ -188,7 +188,7 @@ def load(fmt, path):
         _ = run.name, run.dataset, run.history, run.settings  # what commands read of a run
         run.model()
     elif fmt == "idx":
-        from kerascnn.data import read_idx
+        from kerascnn.sources import read_idx
 
         read_idx(path)
     else:

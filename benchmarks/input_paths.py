@@ -38,7 +38,7 @@ import keras, numpy as np
 from kerascnn.data import load_dataset, make_training_pipeline
 from kerascnn.inputs import TrainingBatches, TrainingModel
 from kerascnn.models import build_model
-from kerascnn.train import compile_model, resolve_jit
+from kerascnn.preparation import compile_model, resolve_jit
 from kerascnn.transforms import InputTransform
 from kerascnn.augment import Augmenter
 

@@ -43,7 +43,7 @@ def main():
 
     from kerascnn.models import build_model
     from kerascnn.optimizers import make_optimizer
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     rng = np.random.default_rng(0)
     n = args.batch_size * 8

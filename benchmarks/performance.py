@@ -352,21 +352,21 @@ def kerascnn_fit(arch, options, train_images, epochs):
     test evaluation and save: data, settings, run folder, model, callbacks
     (history, divergence guard, checkpoints), model.fit on the tf.data
     pipeline. Times each epoch with a callback."""
-    from kerascnn import train
+    from kerascnn import preparation, train
     from kerascnn.data import steps_per_epoch
 
     timer = epoch_timer(batches=True)
     with tempfile.TemporaryDirectory() as out:
-        given, _ = train.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
-                                                             "train_size": train_images, "output": out})
-        data = train.load_data(given)
-        settings = train.resolve_settings(given, data)
+        given, _ = preparation.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
+                                                                   "train_size": train_images, "output": out})
+        data = preparation.load_data(given)
+        settings = preparation.resolve_settings(given, data)
         run = train.open_run_folder(settings)
-        jit = train.resolve_jit(settings.jit)
+        jit = preparation.resolve_jit(settings.jit)
         record = train.run_record(given, settings, data, run, jit)
         with train.run_scope(settings):
-            model = train.build_or_resume(settings, data.num_classes, record["input_shape"], jit,
-                                          steps_per_epoch(len(data.x_train), settings.batch_size), run=run)
+            model = preparation.build_or_resume(settings, data.num_classes, record["input_shape"], jit,
+                                                steps_per_epoch(len(data.x_train), settings.batch_size), run=run)
             callbacks = train.make_callbacks(settings, run, data, record, [timer])
             train.train(model, settings, run, data, callbacks, verbose=0)
     return {**timer_rates(timer, len(data.x_train)), **model_facts(model), "image_size": settings.image_size,
@@ -627,7 +627,7 @@ def profile_tf(net, size, batch, repeats):
 
     from kerascnn.models import build_model
     from kerascnn.optimizers import make_optimizer
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((batch, size, size, 1), dtype=np.float32))
@@ -712,7 +712,7 @@ def profile_torch_ops(net, size, batch, steps, keras_model):
     if keras_model:
         from kerascnn.models import build_model
         from kerascnn.optimizers import make_optimizer
-        from kerascnn.train import compile_model
+        from kerascnn.preparation import compile_model
 
         x = rng.standard_normal((batch, size, size, 1), dtype=np.float32)
         y = rng.integers(0, 10, batch).astype(np.int32)
@@ -801,7 +801,7 @@ def train_step(arch, size, batch, steps):
 
     from kerascnn.models import build_model
     from kerascnn.optimizers import make_optimizer
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, size, size, 1), dtype=np.float32)

@@ -1,5 +1,5 @@
-"""Callbacks of a training run: the per-epoch history, learning-rate
-schedules, early stopping, divergence detection, checkpoints with the state a
+"""Callbacks of a training run: the per-epoch history, the plateau schedule
+and its warm-up, early stopping, divergence detection, checkpoints with the state a
 resumed run needs, and the activation recorder.
 
 Every callback with state across epochs has `get_state()` and
@@ -14,10 +14,11 @@ import keras
 import numpy as np
 
 from kerascnn import io
-from kerascnn.choices import EPOCH_SCHEDULES, SCHEDULE_DEFAULTS, SCHEDULES, STEP_SCHEDULES
-from kerascnn.config import OptionError, spell
+from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.inputs import network
+from kerascnn.schedules import LinearWarmup, warmup_steps
+
 
 def current_lr(model):
     """The learning rate of the optimizer's last step (before any, its first):
@@ -72,47 +73,6 @@ class EpochLog(keras.callbacks.Callback):
                   f"({row['seconds']:.1f} s)")
 
 
-def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
-    """The learning rate of epoch e (from 0) for an epoch-wise schedule:
-    step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
-    exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
-    to 0 over the epochs after `after`. Plateau is a callback, not a
-    function of the epoch; onecycle a function of the step
-    (kerascnn.schedules)."""
-    if name not in SCHEDULES:
-        raise KerasCNNError(f"unknown schedule {name!r}; choose one of: {', '.join(SCHEDULES)}")
-    if name in STEP_SCHEDULES:
-        raise ValueError(f"{name} is a schedule of the step, not the epoch: see kerascnn.schedules; the per-epoch "
-                         f"schedules are: {', '.join(EPOCH_SCHEDULES)}")
-    default_rate, default_after = SCHEDULE_DEFAULTS[name]
-    rate = default_rate if decay_rate is None else float(decay_rate)
-    after = default_after if decay_after is None else int(decay_after)
-    if rate is not None and not 0 < rate <= 1:
-        raise OptionError(f"{spell('decay_rate')} must be in (0, 1], got {rate}")
-    if after is not None and after < 0:
-        raise OptionError(f"{spell('decay_after')} must be at least 0, got {after}")
-    if name in ("constant", "plateau"):
-        return lambda e: lr
-    if name == "step":
-        return lambda e: lr * rate ** max(0, e + 1 - after)
-    if name == "exponential":
-        return lambda e: lr * rate ** max(0, e - after)
-    span = max(1, epochs - after)
-    return lambda e: lr * 0.5 * (1 + math.cos(math.pi * min(max(0, e - after), span) / span))
-
-
-class EpochSchedule(keras.callbacks.Callback):
-    """Sets the optimizer's learning rate at the start of every epoch from
-    a function of the epoch index."""
-
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = float(self.fn(epoch))
-
-
 class MonitorCallback(keras.callbacks.Callback):
     """Watches a loss (lower is better) after every epoch and counts the
     epochs without improvement; `on_patience_out(epoch)` acts when they reach
@@ -145,29 +105,27 @@ class MonitorCallback(keras.callbacks.Callback):
 
 
 class Warmup(keras.callbacks.Callback):
-    """Ramps the learning rate linearly over the first `epochs` epochs
-    (fractions allowed, counted in batches): batch s of the warm-up trains at
-    (s + 1) / steps of the rate the schedule sets for the epoch
-    (`base(epoch)`, else the rate in force when the epoch begins). Put it
-    before the schedule callback: at each epoch's end it restores the
-    schedule's rate, which a plateau schedule then adjusts. A function of
-    (epoch, batch), so a resumed run warms up exactly as an uninterrupted one.
-    A per-step schedule is warmed up by kerascnn.schedules.LinearWarmup,
-    with the same ramp."""
+    """Plateau's warm-up (the other schedules warm up inside their
+    schedule: kerascnn.schedules.LinearWarmup): ramps the rate linearly over
+    the first `epochs` epochs (fractions allowed, counted in batches) with
+    LinearWarmup's ramp: batch s of the warm-up trains at (s + 1) / steps of
+    the rate in force when the epoch begins. Put it before the plateau
+    callback: at each epoch's end it restores that rate, which plateau then
+    adjusts. A function of (epoch, batch), so a resumed run warms up exactly
+    as an uninterrupted one."""
 
-    def __init__(self, epochs, base=None):
+    def __init__(self, epochs):
         super().__init__()
-        self.epochs, self.base = float(epochs), base
+        self.epochs = float(epochs)
 
     def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._rate = float(self.base(epoch)) if self.base else current_lr(self.model)
-        self._steps = max(1, round(self.epochs * self.params["steps"]))
+        self._epoch, self._rate = epoch, current_lr(self.model)
+        self._ramp = LinearWarmup(self._rate, warmup_steps(self.epochs, self.params["steps"]))
 
     def on_train_batch_begin(self, batch, logs=None):
         step = self._epoch * self.params["steps"] + batch
-        if step < self._steps:
-            self.model.optimizer.learning_rate = self._rate * (step + 1) / self._steps
+        if step < self._ramp.warmup_steps:
+            self.model.optimizer.learning_rate = float(keras.ops.convert_to_numpy(self._ramp(step)))
 
     def on_epoch_end(self, epoch, logs=None):
         self.model.optimizer.learning_rate = self._rate
@@ -299,7 +257,7 @@ def set_seed_generator_states(model, states):
 
 class Checkpointer(keras.callbacks.Callback):
     """After every epoch, writes into the folder of the run in progress
-    (`files`, a kerascnn.run.RunFiles; each atomically):
+    (`files`, a kerascnn.runfiles.RunFiles; each atomically):
     - `best.keras` when the monitored accuracy improved;
     - `epoch-NNN.keras` every `save_every` epochs;
     - `last.keras` with the run state inside (`io.STATE_ENTRY`): the commit

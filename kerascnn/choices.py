@@ -11,6 +11,14 @@ checks this table against them.
 import dataclasses
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "digits": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"],
+}
 
 # Plain SGD and AdaGrad need larger steps than the adaptive methods.
 DEFAULT_LR = {

@@ -9,154 +9,21 @@ mistyped option answer at once.
 """
 
 import os
-import sys
 from pathlib import Path
 
 import click
 from click.core import ParameterSource
 
 from kerascnn.backend import DEBUG_ENV, start_quietly, use_compilation_cache
-from kerascnn.choices import ARCH_NAMES, BACKENDS, EXPLAIN_METHODS, LR_FIND_RULES
-from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig, OptionError, cli_spelling, coerce_option, flag
-from kerascnn.errors import KerasCNNError
+from kerascnn.choices import ARCH_NAMES, EXPLAIN_METHODS, LR_FIND_RULES
+from kerascnn.cli_options import Group, backend_option, config_option, config_options, debug_callback, unsafe_option
+from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig
 from kerascnn.run import Run
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Under JAX, keep compiled programs between commands (see kerascnn.backend).
 use_compilation_cache()
-
-# click's metavar for a FitConfig field's kind (FitConfig reads and checks the value itself)
-METAVARS = {"int": "N", "float": "X", "size": "N|FRACTION", "ints": "N,N", "path": "PATH", "str": "TEXT"}
-
-
-def _check(name):
-    """A click callback that reads and checks a value as FitConfig does."""
-    def check(ctx, param, value):
-        if value is None or value == ():
-            return value
-        try:
-            return coerce_option(name, value)
-        except OptionError as e:
-            raise click.UsageError(str(e)) from None
-    return check
-
-
-def config_option(name, **overrides):
-    """The click option of a FitConfig field, with its flags, help, default
-    and check: one definition serves fit, evaluate, summary and the rest."""
-    field = FIELDS[name]
-    meta = field.metadata
-    flags = meta.get("flags") or (flag(name),)
-    settings = {"help": meta["help"], "callback": _check(name)}
-    if meta["kind"] == "flag":
-        settings.update(is_flag=True, default=field.default)
-    elif meta["kind"] == "bool":
-        settings.update(default=None)
-        if "/" not in flags[0]:
-            flags = (f"{flag(name)}/--no-{flag(name)[2:]}",)
-    else:
-        choices = meta.get("choices")
-        metavar = f"[{'|'.join(choices)}]" if choices and meta["kind"] == "choice" else None
-        settings.update(metavar=metavar or meta.get("metavar") or METAVARS.get(meta["kind"]),
-                        multiple=meta["kind"] == "names")
-        if field.default not in (None, ()):
-            settings.update(default=str(field.default), show_default=True)
-    settings.update(overrides)
-    return click.option(*flags, name, **settings)
-
-
-def config_options(*names):
-    """Decorate a command with the options of these FitConfig fields."""
-    def decorate(f):
-        for name in reversed(names):
-            f = config_option(name)(f)
-        return f
-    return decorate
-
-
-def _set_backend(ctx, param, value):
-    """Select the Keras backend before anything imports Keras; check the
-    one KERAS_BACKEND names when --backend is not given."""
-    if value is None:
-        named = os.environ.get("KERAS_BACKEND")
-        if named and named not in BACKENDS and "keras" not in sys.modules:
-            raise click.UsageError(f"KERAS_BACKEND={named} is not a Keras backend kerascnn runs on; "
-                                   f"choose one of: {', '.join(BACKENDS)}")
-        return None
-    if "keras" in sys.modules:
-        import keras
-
-        if keras.backend.backend() != value:
-            raise click.BadParameter(f"Keras is already running on {keras.backend.backend()} in this process; "
-                                     f"set KERAS_BACKEND={value} before starting it")
-        return value
-    os.environ["KERAS_BACKEND"] = value
-    return value
-
-
-def _warn_unsafe(ctx, param, value):
-    if value:
-        click.echo("warning: --unsafe: code a model file holds will run as it loads; use it only for files "
-                   "you trust", err=True)
-    return value
-
-
-def unsafe_option(f):
-    """--unsafe on the commands that load a model: the one way to load a model that holds code."""
-    return click.option("--unsafe", is_flag=True, callback=_warn_unsafe,
-                        help="Load a model that holds Python code (a Lambda layer), which is refused by default. "
-                             "Its code runs: only for files you trust.")(f)
-
-
-def backend_option(f):
-    """--backend on every command (and on the group): KERAS_BACKEND for this run."""
-    return click.option("--backend", type=click.Choice(BACKENDS), callback=_set_backend, expose_value=False,
-                        is_eager=True, help="Keras backend [env KERAS_BACKEND, else tensorflow].")(f)
-
-
-class Group(click.Group):
-    """Turns every user mistake, a bad option or a KerasCNNError, into one
-    line on stderr and a non-zero exit: 1 for errors, 2 for bad usage
-    (click's own, and a bad option value: kerascnn.config.OptionError).
-    Within it, messages name options by their flags."""
-
-    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
-        with cli_spelling():
-            if not standalone_mode:
-                return super().main(args, prog_name, standalone_mode=False, **extra)
-            try:
-                rv = super().main(args, prog_name, standalone_mode=False, **extra)
-            except OptionError as e:
-                rv = _fail(click.UsageError(str(e)))
-            except KerasCNNError as e:
-                rv = _fail(click.ClickException(str(e)))
-            except click.ClickException as e:
-                rv = _fail(e)
-            except Exception:  # a bug: with --debug its traceback, else one line saying how to get it
-                if os.environ.get(DEBUG_ENV):
-                    raise
-                rv = _fail(click.ClickException(f"{sys.exc_info()[1]!r}; run again with --debug for the traceback"))
-            except click.exceptions.Abort:
-                click.echo("error: interrupted; nothing was saved", err=True)
-                rv = 130
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-def _fail(error):
-    if os.environ.get(DEBUG_ENV):
-        import traceback
-
-        traceback.print_exc()
-    click.echo(f"error: {error.format_message()}", err=True)
-    return error.exit_code
-
-
-def _debug(ctx, param, value):
-    if value:
-        os.environ[DEBUG_ENV] = "1"
-    return value
-
 
 HELP = f"""Train, evaluate and look inside the classic CNNs on MNIST, Fashion-MNIST,
 CIFAR-10 and scikit-learn's digits.
@@ -167,7 +34,7 @@ tells more."""
 
 @click.group(cls=Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="kerascnn")
-@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=_debug,
+@click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=debug_callback,
               help=f"Show TensorFlow's start-up logs and the traceback of an error [env {DEBUG_ENV}=1].")
 @backend_option
 def cli():
@@ -196,7 +63,7 @@ def _given_config(ctx, config_file, options):
     """(configuration, overrides) for fit's library functions: the --config
     file and the options typed, else a FitConfig of the options; checked
     here, so that a mistake is said before TensorFlow starts."""
-    from kerascnn.train import make_config
+    from kerascnn.preparation import make_config
 
     if config_file:
         typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
@@ -294,7 +161,7 @@ def show_batch(ctx, config_file, count, output, **options):
     pipeline (resized, channels adapted, augmented, normalized), with the
     normalization undone for display."""
     from kerascnn.preview import show_batch as draw_batch
-    from kerascnn.train import make_config
+    from kerascnn.preparation import make_config
     from kerascnn.visualization import check_figure_path
 
     if config_file:
@@ -449,7 +316,7 @@ def _model_for_listing(arch, model_path, image_size, in_channels, classes, knobs
     settings = FitConfig(arch=arch, image_size=image_size, **knobs)  # checked before Keras loads
     start_quietly()
     from kerascnn.models import build_model
-    from kerascnn.train import resolve_image_size
+    from kerascnn.preparation import resolve_image_size
 
     # the size `fit` would train at: LeNet at MNIST's 28, the others by the devices
     size = resolve_image_size(settings.family, image_size, 28, echo=click.echo)

@@ -18,11 +18,11 @@ import contextlib
 import contextvars
 import dataclasses
 import json
-import math
 from pathlib import Path
 
 from kerascnn import choices
 from kerascnn.errors import KerasCNNError
+from kerascnn.values import EXPECTS, READERS, range_text
 
 FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 # Model options that came with format 2, as every format-1 run had them (whatever today's family default).
@@ -311,9 +311,9 @@ def _coerce(field, value):
     if value is None:
         return () if kind == "names" else None
     try:
-        value = _READERS[kind](value)
+        value = READERS[kind](value)
     except (TypeError, ValueError):
-        _fail(name, f"{{option}} expects {_EXPECTS[kind]}, got {value!r}")
+        _fail(name, f"{{option}} expects {EXPECTS[kind]}, got {value!r}")
     noun = meta.get("noun", name)
     if kind == "choice" and value not in meta["choices"]:
         _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}")
@@ -337,83 +337,7 @@ def _check_range(name, meta, value):
     too_low = low is not None and (value <= low if meta.get("open_low") else value < low)
     too_high = high is not None and (value >= high if meta.get("open_high") else value > high)
     if too_low or too_high:
-        _fail(name, f"{{option}} must be {_range_text(meta)}, got {value}")
-
-
-def _range_text(meta):
-    low, high = meta.get("low"), meta.get("high")
-    if high is None:
-        return "positive" if low == 0 and meta.get("open_low") else f"at least {low}"
-    left, right = "(" if meta.get("open_low") else "[", ")" if meta.get("open_high") else "]"
-    return f"in {left}{low}, {high}{right}"
-
-
-def _int(value):
-    if isinstance(value, bool):
-        raise TypeError
-    if isinstance(value, float) and not value.is_integer():
-        raise ValueError
-    return int(value)
-
-
-def _float(value):
-    if isinstance(value, bool):
-        raise TypeError
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError
-    return value
-
-
-BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
-
-
-def _bool(value):
-    """A bool, or its word as typed (`--vary batchnorm=true,false`)."""
-    if isinstance(value, str) and value.strip().lower() in BOOL_WORDS:
-        return BOOL_WORDS[value.strip().lower()]
-    if not isinstance(value, bool):
-        raise TypeError
-    return value
-
-
-def _text(value):
-    if not isinstance(value, str):
-        raise TypeError
-    return value
-
-
-def _items(value):
-    """"a,b" or ["a", "b,c"] -> ("a", "b", "c")."""
-    if isinstance(value, str):
-        value = [value]
-    return tuple(item.strip() for part in value for item in str(part).split(",") if item.strip())
-
-
-def _ints(value):
-    """"16,32", [16, 32] or 4096 -> a tuple of whole numbers."""
-    if isinstance(value, (int, float, bool)):
-        value = [value]
-    return tuple(_int(v) for v in (_items(value) if isinstance(value, str) else value))
-
-
-def _size(value):
-    """A fraction below 1 or a whole count."""
-    number = _float(value)
-    if number < 0 or (number >= 1 and not number.is_integer()):
-        raise ValueError
-    return number if number < 1 else int(number)
-
-
-_READERS = {
-    "choice": _text, "str": _text, "path": lambda v: str(v) if isinstance(v, (str, Path)) else _text(v),
-    "int": _int, "float": _float, "bool": _bool, "flag": _bool, "size": _size, "names": _items, "ints": _ints,
-}
-_EXPECTS = {
-    "choice": "a name", "str": "text", "path": "a path", "int": "a whole number", "float": "a number",
-    "bool": "true or false", "flag": "true or false", "size": "a fraction below 1 or a whole count such as 5000",
-    "names": "names", "ints": "whole numbers such as 16,32",
-}
+        _fail(name, f"{{option}} must be {range_text(meta)}, got {value}")
 
 
 def _check_together(config):
@@ -488,12 +412,6 @@ def image_size(family, data_size, accelerator):
 # ----------------------------------------------------------------------------- the record: run.json
 
 
-def record(given, resolved, **facts):
-    """A run's record, as `<name>.run.json` and the checkpoints' state keep it."""
-    return {"format": FORMAT, **resolved.to_dict(), "model_options": given.model_options(), **facts,
-            "given": given.to_dict()}
-
-
 def upgrade(saved):
     """A run record in the current format. Format 1 (before FitConfig) kept
     the options flat, the learning rate, optimizer and batch size resolved
@@ -504,7 +422,7 @@ def upgrade(saved):
         raise KerasCNNError(f"this run was saved by a newer kerascnn (run format {version}; this one reads up to "
                             f"{FORMAT}): upgrade kerascnn to use it")
     if version == FORMAT:
-        return _with_added(saved)
+        return with_added(saved)
     options = {k: saved[k] for k in FIELDS if k in saved and FIELDS[k].metadata["replay"]}
     options.update(saved.get("model_options") or {})
     if "input_shape" in saved:
@@ -516,10 +434,10 @@ def upgrade(saved):
         upgraded[k] = _jsonable((saved.get("model_options") or {}).get(k, default))
     if saved.get("weight_decay") is None:
         upgraded["weight_decay"] = (saved.get("optimizer_config") or {}).get("weight_decay")
-    return _with_added(upgraded)
+    return with_added(upgraded)
 
 
-def _with_added(saved):
+def with_added(saved):
     """A record with the options added since it was written (ADDED), at the
     value its run had; a model option only where its family takes it."""
     family = choices.FAMILIES.get(saved.get("arch"))
@@ -564,27 +482,3 @@ def _toml():
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib
     return tomllib
-
-
-def mismatches(saved, current):
-    """The options (as the user spells them) a resumed run does not share
-    with the run it continues; both arguments are run records."""
-    saved, current = upgrade(saved), _with_added(current)
-    differ = []
-    for name, field in FIELDS.items():
-        key = "input_shape" if name == "image_size" else name
-        if field.metadata["match"] and not _same(saved.get(key), current.get(key)):
-            differ.append(spell(name))
-    if current.get("schedule") in ("cosine", "onecycle") and saved.get("epochs") != current.get("epochs"):
-        differ.append(f"{spell('epochs')} (the {current['schedule']} schedule spans them)")
-    return differ
-
-
-def _same(a, b):
-    if isinstance(a, float) or isinstance(b, float):
-        return a is not None and b is not None and math.isclose(a, b, rel_tol=1e-6)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b

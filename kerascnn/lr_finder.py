@@ -24,7 +24,7 @@ from kerascnn.config import OptionError, spell
 from kerascnn.data import steps_per_epoch, tf_backend
 from kerascnn.errors import KerasCNNError
 from kerascnn.distribution import run_scope
-from kerascnn.train import prepare, resolve_jit
+from kerascnn.preparation import prepare, resolve_jit
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 STOP_FACTOR = 4.0  # stop once the smoothed loss passes this many times its minimum
@@ -154,7 +154,7 @@ def default_path(settings):
 
 def sweep_model(prepared, lrs):
     """The sweep on the model, optimizer and training batches fit would
-    start from (`prepared`, a kerascnn.train.Prepared), with the rate left
+    start from (`prepared`, a kerascnn.preparation.Prepared), with the rate left
     to the sweep (a constant schedule, no warm-up). Returns (losses, smoothed)."""
     settings, data = prepared.settings, prepared.data
     epoch = steps_per_epoch(len(data.x_train), settings.batch_size)

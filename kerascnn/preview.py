@@ -1,6 +1,6 @@
 """`show_batch`: a training batch exactly as the model receives it.
 
-The batch comes from `kerascnn.train.prepare`, fit's own first stages, and
+The batch comes from `kerascnn.preparation.prepare`, fit's own first stages, and
 its training batches (on jax and torch through the same device transform as
 the step), with the same configuration, data split and seed: resized to the
 architecture's size, augmented and normalized. Only the drawing undoes the
@@ -33,7 +33,7 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
 
     from kerascnn.config import OptionError, spell
     from kerascnn.data import denormalize, tf_backend
-    from kerascnn.train import make_config, prepare
+    from kerascnn.preparation import make_config, prepare
     from kerascnn.visualization import check_figure_path
 
     given, _ = make_config(config_or_arch, dataset, options)

@@ -1,7 +1,7 @@
 """A study's results (its table, figures and report.html), and the report
 of a single run.
 
-A study folder (`kerascnn.run.StudyFolder`) holds `study.json` (the study:
+A study folder (`kerascnn.runfiles.StudyFolder`) holds `study.json` (the study:
 its baseline, its variants, each with the options it changes, its seeds and
 its runs) and one ordinary run per variant and seed in `runs/<slug>-s<seed>/`.
 A run is done when its final save completed, failed when its last attempt
@@ -18,7 +18,8 @@ from pathlib import Path
 
 from kerascnn import io, plots
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import CHECKPOINT, Run, StudyFolder
+from kerascnn.run import Run
+from kerascnn.runfiles import CHECKPOINT, StudyFolder
 
 STD_TEXT = "sample std over seeds (ddof=1)"
 

@@ -1,24 +1,26 @@
-"""Learning-rate schedules of the optimizer's step count: one-cycle, and a
-linear warm-up in front of any schedule.
+"""Learning-rate schedules, each a Keras `LearningRateSchedule` of the
+optimizer's step count (as Keras' own CosineDecay and friends): the
+per-epoch schedules (constant, step, exponential, cosine) as a table of
+each epoch's rate (`EpochRates`), one-cycle per step (`OneCycle`), and a
+linear warm-up in front of any of them (`LinearWarmup`). Only plateau, which
+follows the validation loss, stays a callback (kerascnn.callbacks), as in
+Keras.
 
-They are Keras `LearningRateSchedule`s registered under the package
-"kerascnn": the optimizer holds one, a saved model carries it, and it loads
-in safe mode under any backend once this module is imported (as
-`kerascnn.io.load_model` does). The optimizer's iteration counter, which a
-checkpoint keeps, drives them, so a resumed run continues exactly. The
-math is keras.ops only, so it runs under TensorFlow, JAX and torch alike.
-
-The per-epoch schedules (constant, step, exponential, cosine, plateau) stay
-callbacks that set a plain rate (kerascnn.callbacks): plateau follows the
-validation loss, and checkpoints of earlier runs hold a plain rate.
+They are registered under the package "kerascnn": the optimizer holds one,
+a saved model carries it, and it loads in safe mode under any backend once
+this module is imported (as `kerascnn.io.load_model` does). The optimizer's
+iteration counter, which a checkpoint keeps, drives them, so a resumed run
+continues exactly. The math is keras.ops only, so it runs under
+TensorFlow, JAX and torch alike, inside the compiled training step.
 """
 
 import math
 
 import keras
+import numpy as np
 from keras import ops
 
-from kerascnn.choices import ONECYCLE, STEP_SCHEDULES
+from kerascnn.choices import EPOCH_SCHEDULES, ONECYCLE, SCHEDULE_DEFAULTS, STEP_SCHEDULES
 
 
 def _cosine(start, end, pct):
@@ -61,8 +63,8 @@ class OneCycle(keras.optimizers.schedules.LearningRateSchedule):
 class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
     """`schedule` (a LearningRateSchedule or a constant rate) behind a
     linear warm-up: step s of the first `warmup_steps` trains at
-    (s + 1) / warmup_steps of the rate the schedule gives it, as
-    callbacks.Warmup does for the per-epoch schedules."""
+    (s + 1) / warmup_steps of the rate the schedule gives it (also
+    callbacks.Warmup's ramp, for plateau)."""
 
     def __init__(self, schedule, warmup_steps):
         self.schedule, self.warmup_steps = schedule, int(warmup_steps)
@@ -85,6 +87,47 @@ class LinearWarmup(keras.optimizers.schedules.LearningRateSchedule):
         return cls(schedule, config["warmup_steps"])
 
 
+def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
+    """The learning rate of epoch e (from 0) for a per-epoch schedule:
+    step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
+    exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
+    to 0 over the epochs after `after`; constant and plateau: lr (plateau's
+    callback lowers it). The rates are those FitConfig checked (decay_rate
+    in (0, 1], decay_after at least 0); None takes SCHEDULE_DEFAULTS."""
+    if name not in EPOCH_SCHEDULES:
+        raise ValueError(f"{name!r} is not a per-epoch schedule; those are: {', '.join(EPOCH_SCHEDULES)}")
+    default_rate, default_after = SCHEDULE_DEFAULTS[name]
+    rate = default_rate if decay_rate is None else float(decay_rate)
+    after = default_after if decay_after is None else int(decay_after)
+    if name in ("constant", "plateau"):
+        return lambda e: lr
+    if name == "step":
+        return lambda e: lr * rate ** max(0, e + 1 - after)
+    if name == "exponential":
+        return lambda e: lr * rate ** max(0, e - after)
+    span = max(1, epochs - after)
+    return lambda e: lr * 0.5 * (1 + math.cos(math.pi * min(max(0, e - after), span) / span))
+
+
+@keras.saving.register_keras_serializable(package="kerascnn")
+class EpochRates(keras.optimizers.schedules.LearningRateSchedule):
+    """A rate per epoch (`rates`, epoch 0 first), each for `steps_per_epoch`
+    steps; after the last epoch its rate stays. The rates are
+    `schedule_function`'s, computed once in float64 and kept as float32, as
+    the optimizer's rate variable kept them when a callback set them."""
+
+    def __init__(self, rates, steps_per_epoch):
+        self.rates, self.steps_per_epoch = [float(r) for r in rates], int(steps_per_epoch)
+
+    def __call__(self, step):
+        epoch = ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch)
+        table = ops.convert_to_tensor(np.asarray(self.rates, np.float32))
+        return ops.take(table, ops.clip(epoch, 0, len(self.rates) - 1))
+
+    def get_config(self):
+        return {"rates": self.rates, "steps_per_epoch": self.steps_per_epoch}
+
+
 def step_schedule(name, lr, total_steps):
     """The per-step schedule `name` with peak rate `lr` over `total_steps`."""
     if name not in STEP_SCHEDULES:
@@ -93,16 +136,27 @@ def step_schedule(name, lr, total_steps):
 
 
 def learning_rate(settings, steps_per_epoch=None):
-    """What a run's optimizer takes as its learning rate: `settings.lr` for
-    the per-epoch schedules (their callbacks set it, and the Warmup callback
-    warms it up), else the per-step schedule over all the run's steps, with
-    the warm-up over the first `settings.warmup` epochs in front of it."""
-    if settings.schedule not in STEP_SCHEDULES:
+    """What a run's optimizer takes as its learning rate: a plain
+    `settings.lr` for a constant rate without warm-up and for plateau (its
+    callback lowers the rate, and callbacks.Warmup warms it up); else the
+    schedule over the run's epochs of `steps_per_epoch` steps, behind a
+    linear warm-up over the first `settings.warmup` epochs."""
+    name = settings.schedule
+    if name == "plateau" or name == "constant" and not settings.warmup:
         return settings.lr
     if not steps_per_epoch:
-        raise ValueError(f"the {settings.schedule} schedule spans the run's steps: give steps_per_epoch")
-    schedule = step_schedule(settings.schedule, settings.lr, settings.epochs * steps_per_epoch)
+        raise ValueError(f"the {name} schedule sets the rate of every step: give steps_per_epoch")
+    if name in STEP_SCHEDULES:
+        schedule = step_schedule(name, settings.lr, settings.epochs * steps_per_epoch)
+    else:
+        fn = schedule_function(name, settings.lr, settings.epochs, decay_rate=settings.decay_rate,
+                               decay_after=settings.decay_after)
+        schedule = EpochRates([fn(e) for e in range(settings.epochs)], steps_per_epoch)
     if settings.warmup:
-        schedule = LinearWarmup(schedule, max(1, round(settings.warmup * steps_per_epoch)))
+        schedule = LinearWarmup(schedule, warmup_steps(settings.warmup, steps_per_epoch))
     return schedule
 
+
+def warmup_steps(epochs, steps_per_epoch):
+    """The steps of a warm-up over `epochs` epochs (fractions allowed), at least one."""
+    return max(1, round(float(epochs) * steps_per_epoch))

@@ -22,7 +22,7 @@ from pathlib import Path
 from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, option_name,
                              read_options, spell, spell_set)
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import STUDY_FORMAT, StudyFolder
+from kerascnn.runfiles import STUDY_FORMAT, StudyFolder
 
 FORMAT = STUDY_FORMAT
 BASELINE = "baseline"
@@ -285,7 +285,7 @@ def cpu_sizes(study):
 def check_data(study):
     """Fail at once, before any run, when a dataset the study trains on
     cannot be found (rather than once per run)."""
-    from kerascnn.data import check_available
+    from kerascnn.sources import check_available
 
     for dataset, data_dir in dict.fromkeys((c.dataset, c.data_dir) for c in
                                            (study.config(v, study.seeds[0]) for v in study.variants)):

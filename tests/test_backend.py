@@ -118,7 +118,7 @@ SAVE = textwrap.dedent("""
     import numpy as np
     from kerascnn import io
     from kerascnn.models import ARCHS, build_model
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
         if keras.backend.backend() == "jax":

@@ -1,10 +1,9 @@
-"""kerascnn.callbacks: learning-rate schedules, early stopping, the activation recorder, the divergence stop, checkpoints."""
+"""kerascnn.callbacks: early stopping, the activation recorder, the divergence stop, checkpoints."""
 
 import numpy as np
 import pytest
 
 from kerascnn import io
-from kerascnn.callbacks import EPOCH_SCHEDULES, schedule_function
 from kerascnn.errors import KerasCNNError
 from kerascnn.train import fit
 
@@ -18,65 +17,6 @@ def weights(path):
     import keras
 
     return [np.asarray(w) for w in keras.saving.load_model(path).get_weights()]
-
-
-# lr 1e-3 over 3 epochs with decay_after=1 (rate: step 0.7, exponential 0.9), worked out by hand:
-# step decays every epoch after epoch 1; exponential and cosine hold epoch 1, then start their curve,
-# cosine's over the 2 epochs left: 0.5 * (1 + cos(pi * k / 2)) * lr at its k-th epoch = 1e-3, 5e-4
-LOGGED_RATES = {
-    "constant": [1e-3, 1e-3, 1e-3],
-    "step": [1e-3, 7e-4, 4.9e-4],
-    "exponential": [1e-3, 1e-3, 9e-4],
-    "cosine": [1e-3, 1e-3, 5e-4],
-}
-
-
-@pytest.mark.parametrize("name", EPOCH_SCHEDULES)  # onecycle, per step: tests/test_schedules.py
-def test_every_schedule_trains_and_logs_its_rate(tmp_path, name):
-    r = fit("lenet", epochs=3, schedule=name, decay_after=1, output=tmp_path, **SMALL)
-    rates = [row["lr"] for row in r.history]
-    if name == "plateau":  # follows the validation loss: tested below
-        assert rates[0] == pytest.approx(1e-3, rel=1e-6)
-    else:
-        assert rates == pytest.approx(LOGGED_RATES[name], rel=1e-6)
-    assert r.config["schedule"] == name
-
-
-def test_schedules_against_numbers_worked_out_by_hand():
-    """Each schedule's rate per epoch (from 0), written out, not recomputed by the code under test."""
-    step = schedule_function("step", 0.1, 5, decay_rate=0.5, decay_after=2)
-    assert [step(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.0125])
-    exponential = schedule_function("exponential", 1.0, 4)  # x0.9 per epoch from the second
-    assert [exponential(e) for e in range(4)] == pytest.approx([1.0, 0.9, 0.81, 0.729])
-    exponential = schedule_function("exponential", 1.0, 5, decay_rate=0.5, decay_after=2)
-    assert [exponential(e) for e in range(5)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.25])
-    # cosine over 4 epochs: 0.5 * (1 + cos(pi * k / 4)) * 0.1 = 0.1, (1 + sqrt(2) / 2) / 20, 0.05, (1 - sqrt(2) / 2) / 20
-    cosine = schedule_function("cosine", 0.1, 4)
-    assert [cosine(e) for e in range(4)] == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
-    assert cosine(4) == pytest.approx(0.0, abs=1e-12) and cosine(9) == pytest.approx(0.0, abs=1e-12)
-    cosine = schedule_function("cosine", 0.1, 6, decay_after=2)  # holds 2 epochs, then the same curve
-    assert [cosine(e) for e in range(6)] == pytest.approx([0.1, 0.1, 0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
-    constant = schedule_function("constant", 0.3, 3)
-    assert [constant(e) for e in range(3)] == [0.3, 0.3, 0.3]
-
-
-def test_step_schedule_is_the_seed_reports_rule(tmp_path):
-    """x0.7 every epoch after epoch 10: epochs 1-10 at lr, 11 at 0.7 lr, 12 at 0.49 lr."""
-    fn = schedule_function("step", 0.1, 12)
-    assert [fn(e) for e in range(12)] == pytest.approx([0.1] * 10 + [0.07, 0.049])
-    r = fit("lenet", epochs=4, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, output=tmp_path,
-            **SMALL)
-    assert [row["lr"] for row in r.history] == pytest.approx([0.1, 0.1, 0.07, 0.049])
-
-
-def test_cosine_reaches_zero_and_plateau_reduces(tmp_path):
-    fn = schedule_function("cosine", 1.0, 10)
-    assert fn(0) == 1.0 and fn(5) == pytest.approx(0.5) and fn(10) == pytest.approx(0.0)
-    # plateau: at a negligible rate the validation loss cannot improve, so the
-    # rate is halved after every epoch without improvement (patience 1)
-    r = fit("lenet", epochs=4, optimizer="sgd", lr=1e-9, schedule="plateau", decay_after=1, output=tmp_path,
-            **SMALL)
-    assert [row["lr"] for row in r.history] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10], rel=1e-6)
 
 
 @pytest.mark.parametrize("patience", [1, 3])
@@ -237,26 +177,6 @@ def test_checkpoints_best_last_every_n(tmp_path):
     assert io.read_state(tmp_path / "lenet.last.keras")["epoch"] == 3
     # a checkpoint is a plain Keras model too
     np.testing.assert_array_equal(weights(tmp_path / "lenet.last.keras")[0], r.model.get_weights()[0])
-
-
-def test_warmup_ramps_the_rate_linearly_then_hands_over_to_the_schedule(tmp_path):
-    import keras
-
-    from kerascnn.callbacks import current_lr
-
-    rates = []
-
-    class Rates(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            rates.append(current_lr(self.model))
-
-    # 256 images, batch 64: 4 steps per epoch; warm-up over 1.5 epochs = 6 steps
-    r = fit("lenet", epochs=3, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, warmup=1.5,
-            callbacks=[Rates()], output=tmp_path, **SMALL)
-    expected = [0.1 * (s + 1) / 6 for s in range(6)] + [0.1] * 2 + [0.07] * 4
-    assert rates == pytest.approx(expected, rel=1e-6)
-    assert [row["lr"] for row in r.history] == pytest.approx([0.1 * 4 / 6, 0.1, 0.07], rel=1e-6)
-    assert r.config["warmup"] == 1.5 and r.settings.warmup == 1.5
 
 
 @pytest.mark.slow

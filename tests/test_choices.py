@@ -44,9 +44,8 @@ def test_defaults_for_help_texts():
 
 
 def test_every_choice_is_known_where_it_is_used():
-    from kerascnn.callbacks import schedule_function
     from kerascnn.data import epoch_indices, load_dataset
-    from kerascnn.schedules import step_schedule
+    from kerascnn.schedules import schedule_function, step_schedule
 
     assert set(choices.SCHEDULES) == set(choices.EPOCH_SCHEDULES) | set(choices.STEP_SCHEDULES)
     for name in choices.EPOCH_SCHEDULES:

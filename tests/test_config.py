@@ -12,8 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from kerascnn import io
-from kerascnn.train import accelerator_available
-from kerascnn.config import (FIELDS, FORMAT, FitConfig, OptionError, cli_spelling, mismatches, resolve, upgrade)
+from kerascnn.distribution import accelerator_available
+from kerascnn.config import FIELDS, FORMAT, FitConfig, OptionError, cli_spelling, resolve, upgrade
+from kerascnn.runfiles import mismatches
 from kerascnn.errors import KerasCNNError
 from tests.conftest import REPO
 
@@ -229,16 +230,6 @@ def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp
     io.write_json(folder / "lenet.run.json", {**record, "format": FORMAT + 1})
     with pytest.raises(KerasCNNError, match="saved by a newer kerascnn"):
         FitConfig.from_file(folder / "lenet.run.json")
-
-
-def test_resume_names_what_differs():
-    saved = {"arch": "lenet", "batch_size": 64, "lr": 1e-3, "activation": "relu", "input_shape": [28, 28, 1],
-             "format": FORMAT, "given": {}}
-    current = {**saved, "batch_size": 32, "lr": float(np.float32(1e-3)), "activation": "tanh"}
-    assert mismatches(saved, current) == ["activation", "batch_size"]
-    with cli_spelling():
-        assert mismatches(saved, {**current, "input_shape": [32, 32, 1]}) == \
-            ["--activation", "--image-size", "--batch-size"]
 
 
 def test_runs_saved_before_padding_and_resize_resume_as_same_and_resize():

@@ -85,7 +85,7 @@ def test_the_sweep_puts_weights_and_optimizer_state_back_exactly():
     import keras
 
     from kerascnn.models import build_model
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     keras.utils.set_random_seed(0)
     model = build_model("lenet", input_shape=(28, 28, 1), num_classes=10, activation="relu", batchnorm=True,

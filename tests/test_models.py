@@ -9,7 +9,7 @@ from kerascnn import io
 from kerascnn.errors import KerasCNNError
 from kerascnn.models import ARCHS, build_lenet, build_model, get_arch, split_encoder_head
 from kerascnn.summary import layer_table, parameter_counts
-from kerascnn.train import compile_model, resolve_image_size
+from kerascnn.preparation import compile_model
 from kerascnn.visualization import layer_activations, spatial_layers
 
 # @pytest.mark.core tests also run under jax and torch (tests/test_backend.py)
@@ -293,22 +293,6 @@ def test_l2_on_every_conv_and_dense_kernel_including_depthwise(arch, tmp_path):
 def test_width_scales_channels():
     assert tiny("vgg11", width=0.25).get_layer("block1_conv1").filters == 16
     assert tiny("mobilenet", width=0.5).get_layer("conv_pw_13").filters == 512
-
-
-def test_image_size_defaults(monkeypatch):
-    import kerascnn.train as train
-
-    said = []
-    monkeypatch.setattr(train, "accelerator_available", lambda: False)
-    assert resolve_image_size(get_arch("vgg16"), None, 28, echo=said.append) == 32
-    assert "no GPU" in said[0] and "224" in said[0]
-    assert resolve_image_size(get_arch("lenet"), None, 28) == 28
-    assert resolve_image_size(get_arch("lenet"), None, 32) == 32
-    monkeypatch.setattr(train, "accelerator_available", lambda: True)
-    assert resolve_image_size(get_arch("resnet18"), None, 28) == 96
-    assert resolve_image_size(get_arch("alexnet"), 100, 28) == 100
-    with pytest.raises(KerasCNNError, match="at least 67x67"):
-        resolve_image_size(get_arch("nin"), 64, 28)
 
 
 def test_fit_feeds_gray_data_to_any_size(tmp_path):

@@ -1,5 +1,6 @@
-"""kerascnn.schedules: one-cycle and the warm-up wrapper against hand-worked numbers and PyTorch's
-OneCycleLR, in fit (the lr column, warm-up, resume) and saved models that load in safe mode under every backend."""
+"""kerascnn.schedules: the per-epoch schedules, one-cycle and the warm-up wrapper against hand-worked numbers and
+PyTorch's OneCycleLR, in fit (the lr column, warm-up, plateau, resume, and checkpoints from before the per-epoch
+schedules were the optimizer's) and saved models that load in safe mode under every backend."""
 
 import importlib.util
 import json
@@ -9,8 +10,11 @@ import keras
 import numpy as np
 import pytest
 
+from kerascnn import io
+from kerascnn.choices import EPOCH_SCHEDULES
 from kerascnn.errors import KerasCNNError
-from kerascnn.schedules import LinearWarmup, OneCycle
+from kerascnn.runfiles import RunFiles
+from kerascnn.schedules import EpochRates, LinearWarmup, OneCycle, schedule_function
 from kerascnn.train import fit
 from tests.test_backend import needs, run_under
 
@@ -136,7 +140,7 @@ SAVE = textwrap.dedent("""
     import numpy as np
     from kerascnn import io
     from kerascnn.schedules import LinearWarmup, OneCycle
-    from kerascnn.train import compile_model
+    from kerascnn.preparation import compile_model
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
@@ -172,3 +176,100 @@ def test_onecycle_model_saved_under_tensorflow_loads_in_safe_mode_under(backend,
     assert got["config"]["config"]["schedule"]["config"]["total_steps"] == 20
     assert got["iterations"] == 5
     assert got["lr"] == pytest.approx(values(LinearWarmup(OneCycle(0.01, 20), 3), [5])[0], rel=1e-6)
+
+
+# lr 1e-3 over 3 epochs with decay_after=1 (rate: step 0.7, exponential 0.9), worked out by hand:
+# step decays every epoch after epoch 1; exponential and cosine hold epoch 1, then start their curve,
+# cosine's over the 2 epochs left: 0.5 * (1 + cos(pi * k / 2)) * lr at its k-th epoch = 1e-3, 5e-4
+LOGGED_RATES = {
+    "constant": [1e-3, 1e-3, 1e-3],
+    "step": [1e-3, 7e-4, 4.9e-4],
+    "exponential": [1e-3, 1e-3, 9e-4],
+    "cosine": [1e-3, 1e-3, 5e-4],
+}
+
+
+@pytest.mark.parametrize("name", EPOCH_SCHEDULES)  # onecycle, per step: tests/test_schedules.py
+def test_every_schedule_trains_and_logs_its_rate(tmp_path, name):
+    r = fit("lenet", epochs=3, schedule=name, decay_after=1, output=tmp_path, **SMALL)
+    rates = [row["lr"] for row in r.history]
+    if name == "plateau":  # follows the validation loss: tested below
+        assert rates[0] == pytest.approx(1e-3, rel=1e-6)
+    else:
+        assert rates == pytest.approx(LOGGED_RATES[name], rel=1e-6)
+    assert r.config["schedule"] == name
+
+
+def test_schedules_against_numbers_worked_out_by_hand():
+    """Each schedule's rate per epoch (from 0), written out, not recomputed by the code under test."""
+    step = schedule_function("step", 0.1, 5, decay_rate=0.5, decay_after=2)
+    assert [step(e) for e in range(5)] == pytest.approx([0.1, 0.1, 0.05, 0.025, 0.0125])
+    exponential = schedule_function("exponential", 1.0, 4)  # x0.9 per epoch from the second
+    assert [exponential(e) for e in range(4)] == pytest.approx([1.0, 0.9, 0.81, 0.729])
+    exponential = schedule_function("exponential", 1.0, 5, decay_rate=0.5, decay_after=2)
+    assert [exponential(e) for e in range(5)] == pytest.approx([1.0, 1.0, 1.0, 0.5, 0.25])
+    # cosine over 4 epochs: 0.5 * (1 + cos(pi * k / 4)) * 0.1 = 0.1, (1 + sqrt(2) / 2) / 20, 0.05, (1 - sqrt(2) / 2) / 20
+    cosine = schedule_function("cosine", 0.1, 4)
+    assert [cosine(e) for e in range(4)] == pytest.approx([0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    assert cosine(4) == pytest.approx(0.0, abs=1e-12) and cosine(9) == pytest.approx(0.0, abs=1e-12)
+    cosine = schedule_function("cosine", 0.1, 6, decay_after=2)  # holds 2 epochs, then the same curve
+    assert [cosine(e) for e in range(6)] == pytest.approx([0.1, 0.1, 0.1, 0.0853553, 0.05, 0.0146447], rel=1e-5)
+    constant = schedule_function("constant", 0.3, 3)
+    assert [constant(e) for e in range(3)] == [0.3, 0.3, 0.3]
+
+
+def test_step_schedule_is_the_seed_reports_rule(tmp_path):
+    """x0.7 every epoch after epoch 10: epochs 1-10 at lr, 11 at 0.7 lr, 12 at 0.49 lr."""
+    fn = schedule_function("step", 0.1, 12)
+    assert [fn(e) for e in range(12)] == pytest.approx([0.1] * 10 + [0.07, 0.049])
+    r = fit("lenet", epochs=4, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, output=tmp_path,
+            **SMALL)
+    assert [row["lr"] for row in r.history] == pytest.approx([0.1, 0.1, 0.07, 0.049])
+
+
+def test_cosine_reaches_zero_and_plateau_reduces(tmp_path):
+    fn = schedule_function("cosine", 1.0, 10)
+    assert fn(0) == 1.0 and fn(5) == pytest.approx(0.5) and fn(10) == pytest.approx(0.0)
+    # plateau: at a negligible rate the validation loss cannot improve, so the
+    # rate is halved after every epoch without improvement (patience 1)
+    r = fit("lenet", epochs=4, optimizer="sgd", lr=1e-9, schedule="plateau", decay_after=1, output=tmp_path,
+            **SMALL)
+    assert [row["lr"] for row in r.history] == pytest.approx([1e-9, 1e-9, 5e-10, 2.5e-10], rel=1e-6)
+
+
+def test_warmup_ramps_the_rate_linearly_then_hands_over_to_the_schedule(tmp_path):
+    Rates, rates = rates_per_step()
+    # 256 images, batch 64: 4 steps per epoch; warm-up over 1.5 epochs = 6 steps
+    r = fit("lenet", epochs=3, optimizer="momentum", lr=0.1, schedule="step", decay_after=2, warmup=1.5,
+            callbacks=[Rates], output=tmp_path, **SMALL)
+    expected = [0.1 * (s + 1) / 6 for s in range(6)] + [0.1] * 2 + [0.07] * 4
+    assert rates == pytest.approx(expected, rel=1e-6)
+    assert [row["lr"] for row in r.history] == pytest.approx([0.1 * 4 / 6, 0.1, 0.07], rel=1e-6)
+    assert r.config["warmup"] == 1.5 and r.settings.warmup == 1.5
+
+
+def test_epoch_rates_hold_each_epochs_rate_for_its_steps_and_save():
+    schedule = EpochRates([0.1, 0.07, 0.049], 4)
+    assert values(schedule, range(14)) == pytest.approx([0.1] * 4 + [0.07] * 4 + [0.049] * 6)
+    config = keras.saving.serialize_keras_object(schedule)
+    assert config["registered_name"] == "kerascnn>EpochRates"
+    again = keras.saving.deserialize_keras_object(json.loads(json.dumps(config)), safe_mode=True)
+    assert values(again, range(14)) == values(schedule, range(14))
+
+
+def test_a_checkpoint_from_before_per_step_schedules_resumes_into_its_schedule(tmp_path):
+    """Runs saved while callbacks set the per-epoch rates hold a plain rate in their optimizer. Resumed, they
+    continue on their schedule (here step, decaying after epoch 2), ending with the weights of a run that had
+    it from its start: an epoch-1 checkpoint of a constant-rate run, recorded as a step run, stands for one."""
+    run = dict(SMALL, epochs=3, optimizer="momentum", lr=0.1, decay_after=2, seed=1)
+    whole = fit("lenet", output=tmp_path / "whole", schedule="step", **run)
+    with pytest.raises(KerasCNNError, match="interrupted after epoch 1"):
+        fit("lenet", output=tmp_path / "old", schedule="constant", callbacks=[Interrupt(2, 2)], **run)
+    last = RunFiles(tmp_path / "old", "lenet").in_progress("last")
+    assert isinstance(io.load_model(last).optimizer.learning_rate, keras.Variable)  # a plain rate, as before
+    record = io.read_state(last)["config"]
+    io.update_state(last, config={**record, "schedule": "step", "given": {**record["given"], "schedule": "step"}})
+    resumed = fit("lenet", output=tmp_path / "old", schedule="step", resume=True, **run)
+    assert [row["lr"] for row in resumed.history] == pytest.approx([0.1, 0.1, 0.07], rel=1e-6)
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from kerascnn.cli import cli
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import StudyFolder
+from kerascnn.runfiles import StudyFolder
 from kerascnn.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
 from tests.conftest import REPO
 
@@ -317,7 +317,7 @@ def test_importing_the_study_modules_loads_no_keras():
 
 def test_on_a_cpu_a_study_says_which_families_train_small():
     from kerascnn.study import cpu_sizes
-    from kerascnn.train import accelerator_available
+    from kerascnn.distribution import accelerator_available
 
     if accelerator_available():
         pytest.skip("an accelerator is visible: the families train at their textbook sizes")

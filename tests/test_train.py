@@ -14,8 +14,8 @@ from kerascnn import io
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import accelerator_available, fit
-from tests.test_backend import needs, run_under
+from kerascnn.train import fit
+from kerascnn.distribution import accelerator_available
 
 # What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
 cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour without a GPU or TPU; one is "
@@ -128,39 +128,13 @@ def test_tensorboard_logs(tmp_path):
 
 def test_jit_and_distribute_choices(tmp_path):
     from kerascnn.distribution import distribution_scope
-    from kerascnn.train import resolve_jit
+    from kerascnn.preparation import resolve_jit
 
     assert resolve_jit("off") is False and resolve_jit("on") is True
     with pytest.raises(KerasCNNError, match="needs the jax backend"):
         distribution_scope("data-parallel")
     r = fit("lenet", epochs=1, jit="on", output=tmp_path, **SMALL)
     assert r.config["jit_compile"] is True
-
-
-TORCH_COMPILE = """
-import keras, torch._dynamo
-from kerascnn.train import compile_model
-model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-before = torch._dynamo.config.automatic_dynamic_shapes
-compile_model(model, "adam", jit_compile=True)
-print(before, torch._dynamo.config.automatic_dynamic_shapes)
-"""
-
-
-@needs("torch")
-def test_jit_under_torch_compiles_one_graph_per_batch_shape():
-    """A symbolic batch size makes Inductor fail on ResNet-18 (`benchmarks/performance.py --only backends`
-    trains it with --jit on under torch); fit turns torch.compile's automatic dynamic shapes off."""
-    proc = run_under("torch", ["-c", TORCH_COMPILE], timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    assert proc.stdout.split()[-2:] == ["True", "False"]
-
-
-@cpu_only
-def test_jit_auto_is_off_on_a_cpu():
-    from kerascnn.train import resolve_jit
-
-    assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
 
 
 @cpu_only
@@ -176,10 +150,10 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     float16 compute with float32 weights and a loss-scaled optimizer, a family's textbook size."""
     import keras
 
-    from kerascnn import train
-    from kerascnn.train import resolve_jit
+    from kerascnn import preparation
+    from kerascnn.preparation import resolve_jit
 
-    monkeypatch.setattr(train, "accelerator_available", lambda: True)
+    monkeypatch.setattr(preparation, "accelerator_available", lambda: True)
     assert resolve_jit("auto") is (keras.backend.backend() != "torch")
     r = fit("lenet", epochs=1, mixed_precision=True, output=tmp_path, **SMALL)
     assert r.config["mixed_precision"] is True and r.config["jit_compile"] is resolve_jit("auto")
@@ -187,7 +161,7 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     assert conv1.compute_dtype == "float16" and conv1.kernel.dtype == "float32"
     assert isinstance(r.model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(r.history[0]["loss"]) and keras.config.dtype_policy().name == "float32"  # restored
-    settings = train.resolve_settings(train.make_config("resnet18", "digits")[0], load_dataset("digits"))
+    settings = preparation.resolve_settings(preparation.make_config("resnet18", "digits")[0], load_dataset("digits"))
     from kerascnn.choices import FAMILIES
 
     assert settings.image_size == FAMILIES["resnet18"].default_size > FAMILIES["resnet18"].min_size
@@ -200,111 +174,6 @@ def test_near_chance_hint_only_near_chance():
     assert "sigmoid" not in near_chance_hint(0.12, 10, 5, 2, 32, "lenet", {"activation": "relu"})
     assert near_chance_hint(0.2, 10, 5, 2, 32, "lenet", {}) is None
     assert near_chance_hint(0.6, 2, 5, 2, 32, "lenet", {}) is None
-
-
-MIRRORED = textwrap.dedent("""
-    import json, sys
-    import tensorflow as tf
-    cpu = tf.config.list_physical_devices("CPU")[0]
-    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from kerascnn.train import fit
-    r = fit("lenet", "digits", epochs=2, batch_size=64, train_size=256, activation="relu", pool="max",
-            distribute="mirrored", output=sys.argv[1], verbose=0)
-    print(json.dumps({"replicas": r.config["replicas"], "loss": [row["loss"] for row in r.history],
-                      "acc": r.test_accuracy}))
-""")
-
-
-@pytest.mark.slow
-def test_mirrored_training_on_two_logical_cpus(tmp_path):
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow")
-    proc = subprocess.run([sys.executable, "-c", MIRRORED, str(tmp_path)], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["replicas"] == 2
-    assert result["loss"][1] < result["loss"][0]
-    assert (tmp_path / "lenet.keras").exists()
-
-
-WORKER = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    from kerascnn.train import fit
-    r = fit("lenet", "digits", epochs=2, batch_size=64, activation="relu", pool="max", distribute="multi-worker",
-            output=sys.argv[1], verbose=0)
-    np.savez(sys.argv[2], *r.model.get_weights())
-    print(json.dumps({"loss": [row["loss"] for row in r.history], "chief": r.chief, "paths": list(map(str, r.paths)),
-                      "replicas": r.config["replicas"]}))
-""")
-
-
-def free_ports(n):
-    import socket
-
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
-@pytest.mark.slow
-def test_multi_worker_training_on_two_processes(tmp_path):
-    """Two workers on 127.0.0.1 (TF_CONFIG, one process each) train one model: the same weights on both,
-    the losses of one process training the same global batches, and the run written once, by the chief."""
-    cluster = [f"127.0.0.1:{port}" for port in free_ports(2)]
-    procs = []
-    for index in range(2):
-        temp = tmp_path / f"tmp{index}"
-        temp.mkdir()
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="", TF_CPP_MIN_LOG_LEVEL="3", KERAS_BACKEND="tensorflow",
-                   TMPDIR=str(temp), TF_CONFIG=json.dumps({"cluster": {"worker": cluster},
-                                                           "task": {"type": "worker", "index": index}}))
-        procs.append(subprocess.Popen([sys.executable, "-c", WORKER, str(tmp_path / "out"),
-                                       str(tmp_path / f"w{index}.npz")], env=env, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    results = []
-    for proc in procs:
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-3000:]
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    chief, other = results
-    assert chief["chief"] and not other["chief"] and chief["replicas"] == other["replicas"] == 2
-    assert other["paths"] == [] and chief["loss"] == other["loss"]
-    w0, w1 = np.load(tmp_path / "w0.npz"), np.load(tmp_path / "w1.npz")
-    assert len(w0.files) == 10 and all(np.array_equal(w0[k], w1[k]) for k in w0.files)
-    files = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert files == ["lenet.best.keras", "lenet.history.csv", "lenet.history.json", "lenet.keras", "lenet.last.keras",
-                     "lenet.run.json"]
-    assert sorted(chief["paths"]) == sorted(str(tmp_path / "out" / f) for f in files)
-    assert len(json.loads((tmp_path / "out" / "lenet.history.json").read_text())) == 2
-    assert not list((tmp_path / "tmp1").iterdir())  # the other worker's files were removed
-    one = fit("lenet", "digits", epochs=2, batch_size=64, activation="relu", pool="max", output=tmp_path / "one",
-              verbose=0)
-    assert chief["loss"] == pytest.approx([row["loss"] for row in one.history], rel=1e-2)
-
-
-def test_multi_worker_needs_a_cluster(tmp_path, monkeypatch):
-    from kerascnn.distribution import cluster_task, is_chief
-
-    monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(KerasCNNError, match="multi-worker reads the cluster from TF_CONFIG, which is not set"):
-        fit("lenet", "digits", epochs=1, distribute="multi-worker", output=tmp_path)
-    for bad in ("{", '{"cluster": {"worker": ["a:1"]}}', '{"cluster": {"worker": ["a:1"]}, "task": {"type": '
-                '"worker", "index": 1}}', '{"cluster": {"worker": ["a:1"]}, "task": {"type": "ps", "index": 0}}'):
-        monkeypatch.setenv("TF_CONFIG", bad)
-        with pytest.raises(KerasCNNError, match="TF_CONFIG is not a cluster with this process's task in it"):
-            cluster_task()
-    assert not list(tmp_path.iterdir())
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"chief": ["a:1"], "worker": ["b:1"]}, "task": {"type": "worker", '
-                                    '"index": 0}}')
-    assert cluster_task() == ("worker", 0, 2, True) and not is_chief("multi-worker") and is_chief("mirrored")
-    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", '
-                                    '"index": 0}}')
-    assert is_chief("multi-worker")
 
 
 SCRIPT = textwrap.dedent("""
@@ -514,34 +383,10 @@ def test_steps_per_execution_gives_the_same_run(tmp_path):
     assert io.load_model(runs[2].model_path).steps_per_execution == 1
 
 
-def test_steps_per_execution_rules():
-    from kerascnn.train import has_batch_hooks, resolve_steps_per_execution
-
-    auto = [resolve_steps_per_execution(None, steps, "tensorflow") for steps in (240, 235, 211, 5, 1)]
-    assert auto == [16, 5, 1, 5, 1]  # the largest divisor up to 16 (211 is prime)
-    assert resolve_steps_per_execution(None, 240, "tensorflow", batch_hooks=True) == 1
-    assert resolve_steps_per_execution(None, 240, "tensorflow", distribute="mirrored") == 1
-    assert resolve_steps_per_execution(None, 240, "jax") == resolve_steps_per_execution(None, 240, "torch") == 1
-    assert resolve_steps_per_execution(40, 240, "tensorflow") == 40
-    with pytest.raises(OptionError, match="7 does not divide the 211 steps .* choose 1, or another batch_size"):
-        resolve_steps_per_execution(7, 211, "tensorflow")
-    for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
-        with pytest.raises(OptionError, match="steps_per_execution must be 1"):
-            resolve_steps_per_execution(2, 240, backend, distribute)
-
-    import keras
-
-    class PerBatch(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            pass
-
-    assert has_batch_hooks([keras.callbacks.Callback(), PerBatch()])
-    assert not has_batch_hooks([keras.callbacks.Callback(), keras.callbacks.History()])
-
-
 def test_steps_per_execution_refused_with_a_per_batch_warmup(tmp_path):
     from kerascnn.train import fit
 
+    """Plateau's warm-up sets the rate every batch; the other schedules warm up inside the optimizer's schedule."""
     with pytest.raises(OptionError, match="steps_per_execution must be 1 with warmup"):
-        fit(**{**RUN, "epochs": 1}, warmup=0.5, steps_per_execution=4, output=tmp_path)
+        fit(**{**RUN, "epochs": 1}, schedule="plateau", warmup=0.5, steps_per_execution=4, output=tmp_path)
     assert not list(tmp_path.iterdir())

@@ -1,0 +1,82 @@
+"""kerascnn.preparation: the settings a run resolves before it trains (image size, jit, steps per call) and
+how a model is compiled."""
+
+import pytest
+
+from kerascnn.config import OptionError
+from kerascnn.distribution import accelerator_available
+from kerascnn.errors import KerasCNNError
+from kerascnn.models import get_arch
+from kerascnn.preparation import resolve_image_size
+from tests.test_backend import needs, run_under
+
+# What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
+cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour without a GPU or TPU; one is "
+                                                               "visible here")
+
+
+TORCH_COMPILE = """
+import keras, torch._dynamo
+from kerascnn.preparation import compile_model
+model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+before = torch._dynamo.config.automatic_dynamic_shapes
+compile_model(model, "adam", jit_compile=True)
+print(before, torch._dynamo.config.automatic_dynamic_shapes)
+"""
+
+
+@needs("torch")
+def test_jit_under_torch_compiles_one_graph_per_batch_shape():
+    """A symbolic batch size makes Inductor fail on ResNet-18 (`benchmarks/performance.py --only backends`
+    trains it with --jit on under torch); fit turns torch.compile's automatic dynamic shapes off."""
+    proc = run_under("torch", ["-c", TORCH_COMPILE], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split()[-2:] == ["True", "False"]
+
+
+@cpu_only
+def test_jit_auto_is_off_on_a_cpu():
+    from kerascnn.preparation import resolve_jit
+
+    assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
+
+
+def test_steps_per_execution_rules():
+    from kerascnn.preparation import has_batch_hooks, resolve_steps_per_execution
+
+    auto = [resolve_steps_per_execution(None, steps, "tensorflow") for steps in (240, 235, 211, 5, 1)]
+    assert auto == [16, 5, 1, 5, 1]  # the largest divisor up to 16 (211 is prime)
+    assert resolve_steps_per_execution(None, 240, "tensorflow", batch_hooks=True) == 1
+    assert resolve_steps_per_execution(None, 240, "tensorflow", distribute="mirrored") == 1
+    assert resolve_steps_per_execution(None, 240, "jax") == resolve_steps_per_execution(None, 240, "torch") == 1
+    assert resolve_steps_per_execution(40, 240, "tensorflow") == 40
+    with pytest.raises(OptionError, match="7 does not divide the 211 steps .* choose 1, or another batch_size"):
+        resolve_steps_per_execution(7, 211, "tensorflow")
+    for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
+        with pytest.raises(OptionError, match="steps_per_execution must be 1"):
+            resolve_steps_per_execution(2, 240, backend, distribute)
+
+    import keras
+
+    class PerBatch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            pass
+
+    assert has_batch_hooks([keras.callbacks.Callback(), PerBatch()])
+    assert not has_batch_hooks([keras.callbacks.Callback(), keras.callbacks.History()])
+
+
+def test_image_size_defaults(monkeypatch):
+    import kerascnn.preparation as preparation
+
+    said = []
+    monkeypatch.setattr(preparation, "accelerator_available", lambda: False)
+    assert resolve_image_size(get_arch("vgg16"), None, 28, echo=said.append) == 32
+    assert "no GPU" in said[0] and "224" in said[0]
+    assert resolve_image_size(get_arch("lenet"), None, 28) == 28
+    assert resolve_image_size(get_arch("lenet"), None, 32) == 32
+    monkeypatch.setattr(preparation, "accelerator_available", lambda: True)
+    assert resolve_image_size(get_arch("resnet18"), None, 28) == 96
+    assert resolve_image_size(get_arch("alexnet"), 100, 28) == 100
+    with pytest.raises(KerasCNNError, match="at least 67x67"):
+        resolve_image_size(get_arch("nin"), 64, 28)

@@ -1,0 +1,61 @@
+"""kerascnn.runfiles: a run's file names, whether its final save completed, and what a resumed run must
+share with the run it continues."""
+
+import json
+
+import numpy as np
+
+from kerascnn import io
+from kerascnn.config import FORMAT, cli_spelling
+from kerascnn.runfiles import RunFiles, mismatches
+
+
+def fake_model(path, run_id):
+    """A .keras file with only the training state entry (all RunFiles.done reads of a model)."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(io.STATE_ENTRY, json.dumps({"run_id": run_id}))
+
+
+def test_run_files_names_every_file_of_a_run(tmp_path):
+    files = RunFiles.of(tmp_path / "lenet.keras")
+    assert (files.folder, files.name) == (tmp_path, "lenet")
+    assert [p.name for p in (files.model, files.record, files.history_json, files.history_csv, files.activations,
+                             files.checkpoint("best"), files.checkpoint(files.epoch_kind(7)))] == [
+        "lenet.keras", "lenet.run.json", "lenet.history.json", "lenet.history.csv", "lenet.activations.npz",
+        "lenet.best.keras", "lenet.epoch-007.keras"]
+    assert files.partial == tmp_path / "lenet.partial"
+    assert files.in_progress("last") == tmp_path / "lenet.partial" / "last.keras"
+    assert files.in_progress("activations") == tmp_path / "lenet.partial" / "activations.npz"
+    assert files.finished_name(files.in_progress("best")) == files.checkpoint("best")
+    assert files.existing() == [] and files.state() == "none"
+
+
+def test_a_run_is_done_only_when_its_final_save_completed(tmp_path):
+    files = RunFiles(tmp_path, "lenet")
+    files.partial.mkdir()
+    fake_model(files.in_progress("last"), "new")
+    assert files.state() == "interrupted"
+    fake_model(files.model, "new")  # the model saved, then a kill
+    assert files.state() == "interrupted"
+    files.history_json.write_text("[]")
+    files.record.write_text(json.dumps({"run_id": "old", "test_accuracy": 0.5}))  # an earlier run's record
+    assert files.state() == "interrupted"
+    files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": None}))
+    assert not files.done()
+    files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": 0.5}))
+    assert files.state() == "done"  # also before its checkpoints are moved out of <name>.partial/
+    files.record.write_text("{damaged")
+    assert not files.done() and files.state() == "interrupted"
+    assert [p.name for p in files.existing()] == ["lenet.keras", "lenet.history.json", "lenet.run.json"]
+
+
+def test_resume_names_what_differs():
+    saved = {"arch": "lenet", "batch_size": 64, "lr": 1e-3, "activation": "relu", "input_shape": [28, 28, 1],
+             "format": FORMAT, "given": {}}
+    current = {**saved, "batch_size": 32, "lr": float(np.float32(1e-3)), "activation": "tanh"}
+    assert mismatches(saved, current) == ["activation", "batch_size"]
+    with cli_spelling():
+        assert mismatches(saved, {**current, "input_shape": [32, 32, 1]}) == \
+            ["--activation", "--image-size", "--batch-size"]
