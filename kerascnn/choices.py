@@ -142,3 +142,11 @@ def _show(value):
     if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
     return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def kernel_problem(kernel):
+    """What is wrong with `kernel` as a LeNet convolution size (None if nothing): the
+    kernels keep a centre pixel, so they are odd."""
+    if kernel < 1 or kernel % 2 == 0:
+        return "must be a positive odd size such as 5, 7 or 11"
+    return None

@@ -347,8 +347,8 @@ def _check_together(config):
     if taken:
         _fail(taken[0], f"{config.arch} does not take {', '.join(spell(k) for k in taken)}; its options are: "
                         f"{', '.join(spell(k) for k in MODEL_OPTIONS if family.takes(k))}")
-    if config.kernel is not None and config.kernel % 2 == 0:
-        _fail("kernel", f"{{option}} must be a positive odd size such as 5, 7 or 11, got {config.kernel}")
+    if config.kernel is not None and choices.kernel_problem(config.kernel):
+        _fail("kernel", f"{{option}} {choices.kernel_problem(config.kernel)}, got {config.kernel}")
     if config.dense_units is not None:
         count = len(family.options["dense_units"]) if isinstance(family.options["dense_units"], tuple) else 1
         if len(config.dense_units) != count:

@@ -6,8 +6,7 @@ keras.distribution.DataParallel on jax. `run_scope` puts a run under them."""
 import contextlib
 import os
 
-from kerascnn.choices import DISTRIBUTE
-from kerascnn.config import OptionError, spell
+from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 
 
@@ -32,10 +31,7 @@ def accelerator_available():
 
 
 def check_distribute(distribute, backend):
-    """`distribute` is a known strategy that runs on `backend`."""
-    if distribute not in DISTRIBUTE:
-        raise OptionError(f"{spell('distribute')}: unknown distribution {distribute!r}; "
-                          f"choose one of: {', '.join(DISTRIBUTE)}")
+    """`distribute` (one of DISTRIBUTE, as FitConfig checked) runs on `backend`."""
     needs, other = ("jax", "mirrored") if distribute == "data-parallel" else ("tensorflow", "data-parallel")
     if backend != needs:
         raise KerasCNNError(f"{spell('distribute')} {distribute} needs the {needs} backend (active: {backend})"

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from kerascnn import io
-from kerascnn.choices import JIT_MODES, STEP_SCHEDULES
+from kerascnn.choices import STEP_SCHEDULES
 from kerascnn.config import FitConfig, OptionError, resolve, spell, spell_set
 from kerascnn.config import image_size as default_image_size
 from kerascnn.data import load_dataset, steps_per_epoch, tf_backend
@@ -19,7 +19,6 @@ from kerascnn.distribution import accelerator_available, check_distribute, data_
 from kerascnn.errors import KerasCNNError
 from kerascnn.optimizers import make_optimizer
 from kerascnn.pipelines import input_shape, input_transform, training_pipeline
-from kerascnn.schedules import learning_rate
 
 
 def prepare(config=None, dataset=None, options=None, *, echo=None, callbacks=()):
@@ -126,15 +125,12 @@ def resolve_settings(given, data, echo=None, callbacks=()):
 
 
 def resolve_image_size(spec, image_size, data_size, echo=None):
-    """The square input size to train `spec` at: `image_size` if given,
-    else config.image_size's default, said in one line when a missing GPU
-    makes it the family's smallest size."""
+    """The square input size to train `spec` at: `image_size` if given (a
+    FitConfig checked it against the family's smallest), else
+    config.image_size's default, said in one line when a missing GPU makes
+    it the family's smallest size."""
     if image_size is not None:
-        image_size = int(image_size)
-        if image_size < spec.min_size:
-            raise OptionError(f"{spec.name} needs images of at least {spec.min_size}x{spec.min_size}; "
-                              f"{spell('image_size')} {image_size} is too small")
-        return image_size
+        return int(image_size)
     accelerator = spec.default_size is not None and accelerator_available()
     size = default_image_size(spec, data_size, accelerator)
     if echo and spec.default_size is not None and not accelerator:
@@ -150,8 +146,6 @@ def resolve_jit(jit):
     measurement behind that choice."""
     import keras
 
-    if jit not in JIT_MODES:
-        raise OptionError(f"{spell('jit')}: unknown jit mode {jit!r}; choose one of: {', '.join(JIT_MODES)}")
     if jit != "auto":
         return jit == "on"
     backend = keras.backend.backend()
@@ -220,6 +214,7 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
     from kerascnn import callbacks as cb
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
+    from kerascnn.schedules import learning_rate
 
     if run is not None and run.state is not None:
         model = io.load_model(run.resume_from)
@@ -248,6 +243,8 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
 def run_optimizer(settings, steps_per_epoch=None):
     """The optimizer of a run, its learning rate the run's schedule over its
     epochs of `steps_per_epoch` steps (kerascnn.schedules.learning_rate)."""
+    from kerascnn.schedules import learning_rate
+
     return make_optimizer(settings.optimizer, learning_rate(settings, steps_per_epoch), momentum=settings.momentum,
                           beta1=settings.beta1, beta2=settings.beta2, weight_decay=settings.weight_decay)
 

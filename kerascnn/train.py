@@ -86,29 +86,29 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
         check_distribute(given.distribute, keras.backend.backend())
         multi_worker_strategy()
     echo = print if verbose else None
-    prepared = dataclasses.replace(prepare(given, echo=echo, callbacks=callbacks), replay=replay)
-    if not is_chief(prepared.settings.distribute):
-        return _fit_elsewhere(prepared, callbacks, verbose, echo)
-    run = open_run_folder(prepared.settings, prepared.replay)
-    return _fit(prepared, run, callbacks, verbose, echo)
+    prep = dataclasses.replace(prepare(given, echo=echo, callbacks=callbacks), replay=replay)
+    if not is_chief(prep.settings.distribute):
+        return _fit_elsewhere(prep, callbacks, verbose, echo)
+    return _fit(Training(prep, open_run_folder(prep.settings, prep.replay), echo=echo, verbose=verbose), callbacks)
 
 
-def _fit(prepared, run, callbacks, verbose, echo):
-    given, settings, data = prepared.given, prepared.settings, prepared.data
-    jit_compile = resolve_jit(settings.jit)
-    record_dict = run_record(given, settings, data, run, jit_compile)
-    check_resume(run, record_dict, echo)
-    with run_scope(settings, echo) as replicas:
+def _fit(t, callbacks):
+    """The run's model, callbacks, training and final save, in the run's
+    distribution scope."""
+    jit_compile = resolve_jit(t.settings.jit)
+    t.record = run_record(t.prep, t.run, jit_compile)
+    check_resume(t.run, t.record, t.echo)
+    with run_scope(t.settings, t.echo) as replicas:
         import keras
 
-        record_dict.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
-        model = prepared.model(jit_compile, run)
-        run_callbacks = make_callbacks(settings, run, data, record_dict, callbacks)
-        steps = train(model, settings, run, data, run_callbacks, verbose)
-        return finish(model, settings, run, data, run_callbacks, record_dict, steps, echo)
+        t.record.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
+        model = t.prep.model(jit_compile, t.run)
+        t.callbacks = make_callbacks(t, callbacks)
+        steps = train(t, model)
+        return finish(t, model, steps)
 
 
-def _fit_elsewhere(prepared, callbacks, verbose, echo):
+def _fit_elsewhere(prep, callbacks, verbose, echo):
     """A multi-worker run's other workers: the same steps as the chief (the
     strategy's collectives need every worker in each), writing into a
     temporary folder that is removed afterwards. Returns the FitResult with
@@ -116,12 +116,12 @@ def _fit_elsewhere(prepared, callbacks, verbose, echo):
     import shutil
     import tempfile
 
-    settings = prepared.settings
+    settings = prep.settings
     folder = tempfile.mkdtemp(prefix="kerascnn-worker-")
     try:
-        run = open_run_folder(settings, prepared.replay, elsewhere=folder)
+        run = open_run_folder(settings, prep.replay, elsewhere=folder)
         local = settings.replace(tensorboard=str(Path(folder) / "tensorboard") if settings.tensorboard else None)
-        result = _fit(dataclasses.replace(prepared, settings=local), run, callbacks, verbose, None)
+        result = _fit(Training(dataclasses.replace(prep, settings=local), run, verbose=verbose), callbacks)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     chief_path = RunFiles(Path(settings.output), settings.name).model
@@ -159,9 +159,34 @@ class RunFolder:
         return self.state["run_id"] if self.state else self.new_id
 
 
+@dataclasses.dataclass
+class Training:
+    """A run being trained, as its stages share it: the prepared
+    configuration, data and settings (`prep`), its folder (`run`), its
+    record as far as known (`record`), its callbacks once made, and how it
+    reports (`echo` for lines, `verbose` for Keras)."""
+
+    prep: object  # a kerascnn.preparation.Prepared
+    run: RunFolder
+    record: dict = None
+    callbacks: object = None  # RunCallbacks
+    echo: object = None
+    verbose: object = "auto"
+
+    @property
+    def settings(self):
+        return self.prep.settings
+
+    @property
+    def data(self):
+        return self.prep.data
+
+
 def open_run_folder(config, replay=False, elsewhere=None):
     """The run folder, made clean, and the state to resume from (if any).
-    An unfinished run is never discarded without `overwrite`; a replayed
+    A finished run whose checkpoints a kill left in `<name>.partial/` has
+    them moved out first. An unfinished run is never discarded without
+    `overwrite`; a replayed
     configuration never replaces a finished run without it. With
     `elsewhere` (a multi-worker run's other workers) the run folder is only
     read, and this process writes into `elsewhere` instead."""
@@ -169,6 +194,8 @@ def open_run_folder(config, replay=False, elsewhere=None):
 
     files = RunFiles(Path(config.output), config.name)
     model_path, run_dir, last = files.model, files.partial, files.in_progress("last")
+    if not elsewhere and run_dir.is_dir() and files.done():  # killed while its checkpoints moved: finish that
+        _promote(files)
     writes = RunFiles(Path(elsewhere), config.name) if elsewhere else files
     if config.resume:
         for checkpoint in (last, files.checkpoint("last")):  # unfinished, else finished: extend it
@@ -194,10 +221,11 @@ def open_run_folder(config, replay=False, elsewhere=None):
     return RunFolder(files)
 
 
-def run_record(given, settings, data, run, jit_compile):
+def run_record(prep, run, jit_compile):
     """The record of the run (run.json) as far as it is known before training."""
     import keras
 
+    given, settings, data = prep.given, prep.settings, prep.data
     mean, std = data.stats()
     optimizer = make_optimizer(settings.optimizer, settings.lr, momentum=settings.momentum, beta1=settings.beta1,
                                beta2=settings.beta2, weight_decay=settings.weight_decay)
@@ -241,7 +269,7 @@ class RunCallbacks:
     early_stop: object = None
 
 
-def make_callbacks(settings, run, data, record_dict, extra=()):
+def make_callbacks(t, extra=()):
     """History, the plateau schedule (and its warm-up), divergence guard,
     activation recorder, early stopping, checkpoints and TensorBoard,
     restored to a resumed run's state."""
@@ -250,6 +278,7 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
     from kerascnn import callbacks as cb
     from kerascnn.inputs import network
 
+    settings, run, data = t.settings, t.run, t.data
     has_val = len(data.x_val) > 0
     monitor = "val_loss" if has_val else "loss"
     history = cb.HistoryRecorder()
@@ -263,13 +292,13 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
             patience=after if settings.decay_after is None else max(1, settings.decay_after))
         callbacks[1:1] = [cb.Warmup(settings.warmup)] * bool(settings.warmup) + [stateful["plateau"]]
     if settings.record_layers:
-        callbacks.append(activation_recorder(settings, run, data))
+        callbacks.append(activation_recorder(t))
     if settings.patience:
         stateful["early_stop"] = cb.EarlyStop(monitor, settings.patience)
         callbacks.append(stateful["early_stop"])
 
     def run_state(epoch):
-        return checkpoint_state(run.run_id, epoch, record_dict, {k: c.get_state() for k, c in stateful.items()},
+        return checkpoint_state(run.run_id, epoch, t.record, {k: c.get_state() for k, c in stateful.items()},
                                 cb.seed_generator_states(network(history.model)))
 
     stateful["checkpoint"] = cb.Checkpointer(run.files, run_state, monitor="val_accuracy" if has_val else "accuracy",
@@ -284,11 +313,12 @@ def make_callbacks(settings, run, data, record_dict, extra=()):
     return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"))
 
 
-def activation_recorder(settings, run, data):
+def activation_recorder(t):
     """Records `settings.record_layers` on the first test images every epoch,
     keeping a resumed run's records up to where it stopped."""
     from kerascnn import callbacks as cb
 
+    settings, run, data = t.settings, t.run, t.data
     index = np.arange(min(settings.probe_size, len(data.x_test)))
     probe = prepared(settings, data, data.x_test[index])
     recorder = cb.ActivationRecorder(run.files.in_progress("activations"), settings.record_layers, probe,
@@ -300,11 +330,13 @@ def activation_recorder(settings, run, data):
     return recorder
 
 
-def train(model, settings, run, data, callbacks, verbose):
+def train(t, model):
     """model.fit from the run's first epoch to its last. A Ctrl-C says how to
-    resume; a diverging loss marks the checkpoint as diverged and is an error."""
+    resume; a diverging loss marks the checkpoint as diverged and is an error.
+    Returns the steps of an epoch."""
     from kerascnn.callbacks import EpochLog
 
+    settings, run, data, callbacks, verbose = t.settings, t.run, t.data, t.callbacks, t.verbose
     batches, steps = training_pipeline(settings, data, run.initial_epoch)
     if settings.distribute == "multi-worker":
         reduce_scalars_across_workers()
@@ -347,16 +379,17 @@ def first_batch_loss(model, settings, data, epoch):
     return float(model.test_on_batch(x, y, return_dict=True)["loss"])
 
 
-def finish(model, settings, run, data, callbacks, record_dict, steps, echo=None):
+def finish(t, model, steps):
     """Evaluate on the test set, then write the model, its history and its
     record, and move the checkpoints beside the model. Returns a FitResult."""
+    settings, run, data, callbacks, echo = t.settings, t.run, t.data, t.callbacks, t.echo
     early = callbacks.early_stop
     if echo and early is not None and early.stopped_epoch:
         echo(f"early stopping after epoch {early.stopped_epoch}: {early.monitor} has not improved for "
              f"{settings.patience} epochs")
     test = model.evaluate(eval_pipeline(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
     history = callbacks.history.rows
-    record_dict = finished_record(record_dict, history, test, steps_per_epoch=steps, resumed_from=run.initial_epoch)
+    record_dict = finished_record(t.record, history, test, steps_per_epoch=steps, resumed_from=run.initial_epoch)
     from kerascnn.inputs import network
 
     model = network(model)  # the network alone is saved (and returned), not a TrainingModel around it

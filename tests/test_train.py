@@ -390,3 +390,17 @@ def test_steps_per_execution_refused_with_a_per_batch_warmup(tmp_path):
     with pytest.raises(OptionError, match="steps_per_execution must be 1 with warmup"):
         fit(**{**RUN, "epochs": 1}, schedule="plateau", warmup=0.5, steps_per_execution=4, output=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_run_killed_while_its_checkpoints_moved_is_done_and_fit_finishes_the_move(tmp_path):
+    """A kill after run.json is written but before the checkpoints leave <name>.partial/: the run is done
+    (RunFiles.done), so the next fit moves them out instead of calling the run unfinished."""
+    from kerascnn.runfiles import RunFiles
+
+    r = fit("lenet", epochs=1, output=tmp_path, **SMALL)
+    files = RunFiles.of(r.model_path)
+    files.partial.mkdir()
+    os.replace(files.checkpoint("last"), files.in_progress("last"))
+    assert files.done() and io.read_state(files.in_progress("last"))["status"] == "running"
+    fit("lenet", epochs=1, output=tmp_path, **SMALL)
+    assert not files.partial.exists() and files.checkpoint("last").exists() and files.done()

@@ -10,7 +10,7 @@ batch normalization after each hidden activation, and conv1's padding
 
 import keras
 
-from kerascnn.choices import PADDINGS
+from kerascnn.choices import PADDINGS, kernel_problem
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import check_input_shape, conv_bn_act, dense_head, pooling_layer
 
@@ -83,8 +83,8 @@ def build_lenet(
         name: the model's name.
     """
     kernel = int(kernel)
-    if kernel < 1 or kernel % 2 == 0:
-        raise KerasCNNError(f"kernel must be a positive odd size such as 5, 7 or 11, got {kernel}")
+    if kernel_problem(kernel):
+        raise KerasCNNError(f"kernel {kernel_problem(kernel)}, got {kernel}")
     channels = tuple(int(c) for c in channels)
     if len(channels) != 2 or min(channels) < 1:
         raise KerasCNNError(f"channels must be two positive widths such as 6,16, got {channels}")
