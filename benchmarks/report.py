@@ -16,10 +16,11 @@ BEGIN, END = "<!-- docs.py {} -->", "<!-- /docs.py -->"
 
 def write_block(doc, name, markdown, append=False):
     """Replace the block `name` of `doc` (a path, or a name in docs/) with
-    `markdown`; with `append`, add the block at the end of a doc that lacks it."""
+    `markdown`, kept as given (blank lines included); with `append`, add the
+    block at the end of a doc that lacks it."""
     path = Path(doc) if Path(doc).is_absolute() or Path(doc).parent != Path(".") else DOCS / doc
     text = path.read_text() if path.exists() else ""
-    body = BEGIN.format(name) + "\n" + markdown.strip("\n") + "\n" + END
+    body = BEGIN.format(name) + "\n" + markdown + ("" if markdown.endswith("\n") else "\n") + END
     pattern = re.compile(rf"{re.escape(BEGIN.format(name))}\n.*?{re.escape(END)}", re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _: body, text, count=1)
