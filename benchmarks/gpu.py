@@ -445,50 +445,58 @@ def render(results):
         lines += [f"Measured {part['date']} on {part['machine'].get('gpu')}, {part['machine'].get('cores')} CPU "
                   f"cores; {', '.join(f'{k} {v}' for k, v in part['versions'].items() if v)}; "
                   f"{part['seconds']:.0f} s for the part.", ""]
-        if name == "throughput":
-            lines += [f"Images per second after {part['warmup_steps']} warm-up steps, over "
-                      f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
-                      "device; the plain loops on random images resident on the device).", "",
-                      "| network | size | batch | how | backend | images/s | policy | first step (s) |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in part["rows"]:
-                if "error" in r:
-                    rate, policy = f"not measured: {r['error'].split(': ')[0]}", ""
-                else:
-                    rate = f"{r['images_per_s']:,.0f}"
-                    policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
-                first = r.get("first_step_s", r.get("warmup_s", ""))
-                lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
-                             f"{policy} | {first} |")
-            lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
-                      "InputTransform with crop and flip, training):", "",
-                      "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
-            for r in part["inputs"]:
-                if "error" in r:
-                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | not measured: {r['error'].split(': ')[0]} | |")
-                else:
-                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
-                                 f"{r['device_images_per_s']:,.0f} |")
-        else:
-            if not part.get("runs"):
-                lines.append(f"Failed: {part.get('error')}")
-            else:
-                wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
-                    f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
-                if part.get("earlier"):
-                    e = part["earlier"]
-                    wall += (f"; the other variants' runs come from an earlier run of the part ({e['date']}, "
-                             f"stopped after {e['seconds']:.0f} s: {e.get('error') or 'complete'})")
-                lines += [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
-                          "| run | image size | batch | epochs | test accuracy | training s | policy |",
-                          "|---|---|---|---|---|---|---|"]
-                for r in part["runs"]:
-                    size = r.get("input_shape") or [r.get("image_size")]
-                    label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
-                    lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
-                                 f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
+        lines += render_throughput(part) if name == "throughput" else render_study(name, part)
         lines.append("")
     return "\n".join(lines)
+
+
+def render_throughput(part):
+    """The throughput part's lines: images/s of each configuration, and the input path alone."""
+    lines = [f"Images per second after {part['warmup_steps']} warm-up steps, over "
+              f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
+              "device; the plain loops on random images resident on the device).", "",
+              "| network | size | batch | how | backend | images/s | policy | first step (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in part["rows"]:
+        if "error" in r:
+            rate, policy = f"not measured: {r['error'].split(': ')[0]}", ""
+        else:
+            rate = f"{r['images_per_s']:,.0f}"
+            policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
+        first = r.get("first_step_s", r.get("warmup_s", ""))
+        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
+                     f"{policy} | {first} |")
+    lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
+              "InputTransform with crop and flip, training):", "",
+              "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
+    for r in part["inputs"]:
+        if "error" in r:
+            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | not measured: {r['error'].split(': ')[0]} | |")
+        else:
+            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
+                         f"{r['device_images_per_s']:,.0f} |")
+    return lines
+
+
+def render_study(name, part):
+    """A study part's lines: each run's accuracy and time."""
+    if not part.get("runs"):
+        return [f"Failed: {part.get('error')}"]
+    wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
+        f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
+    if part.get("earlier"):
+        e = part["earlier"]
+        wall += (f"; the other variants' runs come from an earlier run of the part ({e['date']}, "
+                 f"stopped after {e['seconds']:.0f} s: {e.get('error') or 'complete'})")
+    lines = [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
+             "| run | image size | batch | epochs | test accuracy | training s | policy |",
+             "|---|---|---|---|---|---|---|"]
+    for r in part["runs"]:
+        size = r.get("input_shape") or [r.get("image_size")]
+        label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
+        lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
+                     f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
+    return lines
 
 
 def write_docs(path=RESULTS, tiny=False):

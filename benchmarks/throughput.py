@@ -124,7 +124,6 @@ def render_archs(s):
 
 
 def render_side_by_side(s):
-    sgemm = s["sgemm"]
     header = ["network", "kerascnn fit path", "bare model.fit", "PyTorch eager", "torch.compile",
               "kerascnn / bare", "kerascnn / torch eager", "kerascnn / torch.compile"]
     rows, details, failed = [], [], []
@@ -139,18 +138,6 @@ def render_side_by_side(s):
                 details.append([f"{net}, {label}", f"{r['images']:,}", rate(r), number(r.get("first_epoch_s")),
                                 "on" if r.get("jit_compile") else "off", number(r.get("params")),
                                 number(r.get("peak_rss_mb"))])
-    macs = s["lenet_macs"]
-    total = sum(macs.values())
-    flops = [[name, f"{v:,}"] for name, v in macs.items()] + [["**forward, total**", f"**{total:,}**"]]
-    shares = []
-    for net, n in s["nets"].items():
-        gflops = training_gflops(n["kerascnn"])
-        if gflops and sgemm["gflops"]:
-            shares.append([net, number(2 * n["kerascnn"]["forward_macs"] / 1e6),
-                           number(6 * n["kerascnn"]["forward_macs"] / 1e6), rate(n["kerascnn"]), number(gflops),
-                           f"{100 * gflops / sgemm['gflops']:.1f}%"])
-    check = {n: r["kerascnn"].get("forward_macs") for n, r in s["nets"].items()}
-    agree = "agrees with" if check.get("lenet") == total else f"differs from ({check.get('lenet')})"
     return (
         f"The same two networks four ways, Fashion-MNIST, AdamW (lr 1e-3, weight decay 0.004), one warm-up epoch "
         f"then the median of {s['repeats']} timed epochs:\n\n"
@@ -171,7 +158,27 @@ def render_side_by_side(s):
         + "\n\nEvery configuration (images a timed epoch; the warm-up epoch includes compilation or tracing):\n\n"
         + table(["configuration", "images an epoch", "images/s", "warm-up epoch s", "jit", "parameters",
                  "peak RSS MB"], details)
-        + f"\n\n**The machine's sgemm rate**, measured in the same run: {number(sgemm['gflops'])} GFLOP/s "
+        + render_flops(s)
+        + failures(*failed))
+
+
+def render_flops(s):
+    """The sgemm rate, LeNet's FLOPs layer by layer, and the share of sgemm each network reaches."""
+    sgemm = s["sgemm"]
+    macs = s["lenet_macs"]
+    total = sum(macs.values())
+    flops = [[name, f"{v:,}"] for name, v in macs.items()] + [["**forward, total**", f"**{total:,}**"]]
+    shares = []
+    for net, n in s["nets"].items():
+        gflops = training_gflops(n["kerascnn"])
+        if gflops and sgemm["gflops"]:
+            shares.append([net, number(2 * n["kerascnn"]["forward_macs"] / 1e6),
+                           number(6 * n["kerascnn"]["forward_macs"] / 1e6), rate(n["kerascnn"]), number(gflops),
+                           f"{100 * gflops / sgemm['gflops']:.1f}%"])
+    check = {n: r["kerascnn"].get("forward_macs") for n, r in s["nets"].items()}
+    agree = "agrees with" if check.get("lenet") == total else f"differs from ({check.get('lenet')})"
+    return (
+        f"\n\n**The machine's sgemm rate**, measured in the same run: {number(sgemm['gflops'])} GFLOP/s "
         f"(float32 {sgemm['numpy'].get('n')}×{sgemm['numpy'].get('n')} matrix product, the best of 10, each "
         f"library in its own process: NumPy {number(sgemm['numpy'].get('best'))} (median "
         f"{number(sgemm['numpy'].get('median'))}), torch {number(sgemm['torch'].get('best'))} (median "
@@ -182,5 +189,4 @@ def render_side_by_side(s):
         + f"\n\nThe count from the built Keras model {agree} this. Training ≈ 3× the forward pass "
         f"(forward, gradient of the activations, gradient of the weights), 2 FLOPs a MAC:\n\n"
         + table(["network", "forward MFLOP/image", "training MFLOP/image", "kerascnn images/s",
-                 "training GFLOP/s", "of sgemm"], shares)
-        + failures(*failed))
+                 "training GFLOP/s", "of sgemm"], shares))
