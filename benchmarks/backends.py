@@ -24,7 +24,7 @@ import argparse
 import json
 import sys
 
-from harness import RESULTS, child_env, record, result_of, run_child, write_json
+from harness import RESULTS_DIR, child_env, record, result_of, run_child, write_json
 from loops import RELU_LENET
 from report import failures, number, rate, ratio, table
 
@@ -175,7 +175,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS / "backends.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "backends.json"))
     args = parser.parse_args()
     rows = measure(args.steps, args.repeats)
     print_table(rows)

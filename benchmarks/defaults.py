@@ -23,10 +23,10 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness import RESULTS, data_dir, machine, versions
+from harness import RESULTS_DIR, data_dir, machine, versions
 from report import write_block
 
-RESULTS = RESULTS / "defaults.jsonl"
+RESULTS = RESULTS_DIR / "defaults.jsonl"
 SHOWN = ("optimizer", "lr", "weight_decay", "batch_size", "init", "batchnorm", "warmup", "image_size")
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import defaults
 import gpu
 import performance
-from harness import REPO, RESULTS, data_dir, machine, versions
+from harness import REPO, RESULTS_DIR, data_dir, machine, versions
 from report import DOCS, write_block
 
 IMAGES = DOCS / "images"
@@ -62,7 +62,7 @@ rendered("zoo-defaults", "zoo.md", "python benchmarks/defaults.py --write-docs",
 rendered("gpu", "gpu.md", "python benchmarks/gpu.py --write-docs", gpu.write_docs)
 for _name in performance.BLOCKS:
     rendered(_name, "performance.md", "python benchmarks/performance.py --write-docs",
-             lambda: performance.write_docs(RESULTS / "performance.json", performance.DOC))
+             lambda: performance.write_docs(RESULTS_DIR / "performance.json", performance.DOC))
 
 
 class Session:
@@ -353,7 +353,7 @@ def reliability_inputs(s):
 
 
 def results(name):
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return json.loads((RESULTS_DIR / f"{name}.json").read_text())
 
 
 @entry("reliability-kills", "reliability.md")

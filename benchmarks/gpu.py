@@ -39,10 +39,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, RESULTS, child_env, machine, print_result, results_of, run_child, versions, write_json
+from harness import REPO, RESULTS_DIR, child_env, machine, print_result, results_of, run_child, versions, write_json
 from report import write_block
 
-RESULTS = RESULTS / "gpu.json"
+RESULTS = RESULTS_DIR / "gpu.json"
 DOC = REPO / "docs" / "gpu.md"
 PARTS = ("throughput", "modern-cnns", "optimizers")
 

@@ -20,7 +20,7 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULTS_DIR = REPO / "benchmarks" / "results"
 PACKAGES = ("keras", "tensorflow", "jax", "jaxlib", "torch", "torchvision", "flax", "optax", "numpy")
 
 

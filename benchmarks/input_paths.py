@@ -25,9 +25,9 @@ import os
 import sys
 from pathlib import Path
 
-from harness import REPO, RESULTS, child_env, record, results_of, run_child, write_json
+from harness import REPO, RESULTS_DIR, child_env, record, results_of, run_child, write_json
 
-RESULTS = RESULTS / "input_paths.json"
+RESULTS = RESULTS_DIR / "input_paths.json"
 CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
 
 CHILD = r"""

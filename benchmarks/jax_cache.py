@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, RESULTS, record, write_json
+from harness import REPO, RESULTS_DIR, record, write_json
 
 
 def timed(args, env, cwd):
@@ -34,7 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--output", default=str(RESULTS / "jax_cache.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "jax_cache.json"))
     args = parser.parse_args()
     fit = ["fit", "--backend", "jax", "--arch", args.arch, "--dataset", "digits", "--epochs", "1",
            "--train-size", "256", "--overwrite"]

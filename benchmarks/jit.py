@@ -12,7 +12,7 @@ import argparse
 import os
 import time
 
-from harness import RESULTS, record, write_json
+from harness import RESULTS_DIR, record, write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -34,7 +34,7 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--output", default=str(RESULTS / "jit.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "jit.json"))
     args = parser.parse_args()
 
     import keras

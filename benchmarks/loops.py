@@ -352,3 +352,4 @@ def raw_torch(net, size, batch, train_images, epochs, compile=False):
             loss.backward()
             optimizer.step()
         seconds.append(time.perf_counter() - start)
+    return {**rates(seconds[0], seconds[1:], len(x) // batch * batch), **facts, "backend": "torch"}

@@ -46,7 +46,7 @@ import scaling
 import startup
 import step_profile
 import throughput
-from harness import REPO, RESULTS, Runner, data_dir, machine, read_json, relative, run_worker, versions, write_json
+from harness import REPO, RESULTS_DIR, Runner, data_dir, machine, read_json, relative, run_worker, versions, write_json
 from report import number, write_block
 
 DOC = REPO / "docs" / "performance.md"
@@ -219,7 +219,7 @@ def main():
     parser.add_argument("--arch", nargs="+", choices=throughput.ARCHS, metavar="ARCH",
                         help=f"archs section: only these ({', '.join(throughput.ARCHS)})")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few steps, small batches and images")
-    parser.add_argument("--results", type=Path, help=f"the results JSON [{relative(RESULTS / 'performance.json')}; "
+    parser.add_argument("--results", type=Path, help=f"the results JSON [{relative(RESULTS_DIR / 'performance.json')}; "
                                                      "with --quick, performance-quick.json in the temporary folder]")
     parser.add_argument("--write-docs", action="store_true", help="only render the results JSON into --doc")
     parser.add_argument("--doc", type=Path, default=DOC, help=f"[{relative(DOC)}]")
@@ -228,7 +228,7 @@ def main():
     if args.worker:
         return run_worker(*args.worker)
     results = args.results or (Path(tempfile.gettempdir()) / "performance-quick.json" if args.quick
-                               else RESULTS / "performance.json")
+                               else RESULTS_DIR / "performance.json")
     if args.write_docs:
         return write_docs(results, args.doc)
     measure_sections(args, results)

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness import REPO, RESULTS, record, write_json
+from harness import REPO, RESULTS_DIR, record, write_json
 
 RUN = dict(dataset="digits", epochs=1, train_size=512, activation="relu", pool="max")
 
@@ -71,7 +71,7 @@ def main():
         "median_seconds_per_process": round(median(many["seconds_per_run"]), 2),
         "rss_growth_mb_per_run": round((rss[-1] - rss[1]) / max(len(rss) - 2, 1), 1),
     }
-    write_json(RESULTS / "study_memory.json", result)
+    write_json(RESULTS_DIR / "study_memory.json", result)
     print(f"in one process: {result['median_seconds_in_process']} s a run (median after the first), RSS "
           f"{rss[0]:.0f} MB after run 1, {rss[-1]:.0f} MB after run {len(rss)} "
           f"({result['rss_growth_mb_per_run']} MB a run after the first)")
