@@ -132,7 +132,7 @@ def kerascnn_fit(arch, options, train_images, epochs):
     (history, divergence guard, checkpoints), model.fit on the tf.data
     pipeline. Times each epoch with a callback."""
     from kerascnn import preparation, train
-    from kerascnn.data import steps_per_epoch
+    from kerascnn.inputs import network
 
     timer = epoch_timer(batches=True)
     with tempfile.TemporaryDirectory() as out:
@@ -140,15 +140,15 @@ def kerascnn_fit(arch, options, train_images, epochs):
                                                                    "train_size": train_images, "output": out})
         data = preparation.load_data(given)
         settings = preparation.resolve_settings(given, data)
+        prepared = preparation.Prepared(given, settings, data)
         run = train.open_run_folder(settings)
         jit = preparation.resolve_jit(settings.jit)
         record = train.run_record(given, settings, data, run, jit)
         with train.run_scope(settings):
-            model = preparation.build_or_resume(settings, data.num_classes, record["input_shape"], jit,
-                                                steps_per_epoch(len(data.x_train), settings.batch_size), run=run)
+            model = prepared.model(jit, run)  # on jax and torch a TrainingModel around the network, as in fit
             callbacks = train.make_callbacks(settings, run, data, record, [timer])
             train.train(model, settings, run, data, callbacks, verbose=0)
-    return {**timer_rates(timer, len(data.x_train)), **model_facts(model), "image_size": settings.image_size,
+    return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution}
 
 
