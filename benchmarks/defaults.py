@@ -11,24 +11,22 @@ test images.
 Every run is appended to benchmarks/results/defaults.jsonl with its options
 as given and as resolved, so the candidates tried stay on record beside the
 defaults chosen; `--write-docs` renders both tables from that file (the
-newest run of each setting) between the markers in docs/zoo.md. Needs the
+newest run of each setting) into docs/zoo.md's block
+`<!-- docs.py zoo-defaults -->`. Needs the
 real data: KERASCNN_DATA_DIR, else ../shared/data.
 """
 
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "defaults.jsonl"
-DOC = REPO / "docs" / "zoo.md"
-BEGIN, END = "<!-- defaults table: benchmarks/defaults.py --write-docs -->", "<!-- end of defaults table -->"
+from harness import RESULTS_DIR, data_dir, machine, versions
+from report import write_block
+
+RESULTS = RESULTS_DIR / "defaults.jsonl"
 SHOWN = ("optimizer", "lr", "weight_decay", "batch_size", "init", "batchnorm", "warmup", "image_size")
 
 
@@ -59,26 +57,25 @@ def train_and_score(arch, options, seed, train_size, epochs, data_dir):
     }
 
 
-def machine():
+def run_machine():
+    """Where a run was measured, as the rows record it."""
     import keras
 
-    return {"python": platform.python_version(), "keras": keras.__version__, "backend": keras.backend.backend(),
-            "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
-            "date": datetime.date.today().isoformat()}
+    m = machine()
+    return {"python": m["python"], "keras": versions()["keras"], "backend": keras.backend.backend(),
+            "cpus": m["cores"], "machine": m["arch"], "date": datetime.date.today().isoformat()}
 
 
 def run(args):
     from kerascnn.choices import ARCH_NAMES
 
-    data_dir = os.environ.get("KERASCNN_DATA_DIR") or str(REPO.parent / "shared" / "data")
-    if not (Path(data_dir) / "fashion_mnist").is_dir():
-        sys.exit(f"no fashion_mnist/ in {data_dir}: set KERASCNN_DATA_DIR")
+    data = str(data_dir())
     options = dict(parse_option(o) for o in args.option)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     for arch in args.arch or [a for a in ARCH_NAMES if a != "lenet"]:
         for seed in args.seeds:
-            row = train_and_score(arch, options, seed, args.train_size, args.epochs, data_dir)
-            row["machine"] = machine()
+            row = train_and_score(arch, options, seed, args.train_size, args.epochs, data)
+            row["machine"] = run_machine()
             with open(RESULTS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             print(f"{arch:10s} {json.dumps(options):40s} seed {seed}: test accuracy by epoch "
@@ -139,22 +136,16 @@ def render(rows):
     where = (f"{m['cpus']} CPU cores ({m['machine']}), Python {m['python']}, Keras {m['keras']} on "
              f"{m['backend']}; train size {rows[-1]['train_size']}, test accuracy on the 10,000 test images")
     return "\n".join([
-        BEGIN, "", f"Measured by `python benchmarks/defaults.py` ({where}):", "",
+        "", f"Measured by `python benchmarks/defaults.py` ({where}):", "",
         table(chosen, ["arch", "defaults", "after epoch 1", "after epoch 2", "train s"]), "",
         "Candidates tried (`python benchmarks/defaults.py --arch A --option key=value`), one seed unless said:", "",
-        table(tried, ["arch", "options", "resolved", "after epoch 1", "after epoch 2", "train s"]), "", END])
+        table(tried, ["arch", "options", "resolved", "after epoch 1", "after epoch 2", "train s"]), "", ""])
 
 
 def write_docs():
     rows = [json.loads(line) for line in RESULTS.read_text().splitlines() if line.strip()]
-    text = DOC.read_text()
-    block = render(rows)
-    if BEGIN in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text)
-    print(f"wrote the tables into {DOC}")
+    write_block("zoo.md", "zoo-defaults", render(rows))
+    print("wrote the tables into docs/zoo.md")
 
 
 def main():

@@ -1,11 +1,14 @@
 """Rerun the transcripts, tables and pictures in docs/.
 
 Every block in docs/ between `<!-- docs.py ID -->` and `<!-- /docs.py -->`
-is written by the entry ID below: it runs the commands shown, in a fresh
-folder (so `saved_models/` starts empty), with the real datasets of
-../shared/data (or $KERASCNN_DATA_DIR), and pastes what they printed (stdout
-and stderr, as a user sees them in a file or pipe). Pictures go to
-docs/images/. Each block ends with the command, machine and date.
+is written by the entry ID below (report.write_block replaces it). Most
+entries run the commands shown, in a fresh folder (so `saved_models/` starts
+empty), with the real datasets of ../shared/data (or $KERASCNN_DATA_DIR), and
+paste what they printed (stdout and stderr, as a user sees them in a file or
+pipe), ending with the command, machine and date; pictures go to
+docs/images/. The others are rendered from a benchmark's results JSON by
+that benchmark's `--write-docs` (`--list` names it), and name the command,
+data and machine that measured them.
 
     python benchmarks/docs.py --list
     python benchmarks/docs.py                 # every cheap entry (minutes)
@@ -21,7 +24,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -30,10 +32,15 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DOCS = REPO / "docs"
+import defaults
+import gpu
+import performance
+from harness import REPO, RESULTS_DIR, data_dir, machine, versions
+from report import DOCS, write_block
+
 IMAGES = DOCS / "images"
 ENTRIES = {}
+RENDERED = {}  # blocks a benchmark writes from its results JSON: name -> (command, write())
 
 
 def entry(name, doc, long=False):
@@ -42,6 +49,20 @@ def entry(name, doc, long=False):
         ENTRIES[name] = (doc, long, fn)
         return fn
     return register
+
+
+def rendered(name, doc, command, write):
+    """Register the block `name` of docs/`doc`, which `command` (`write()`)
+    renders from a benchmark's results JSON, naming how they were measured."""
+    ENTRIES[name] = (doc, False, None)
+    RENDERED[name] = (command, write)
+
+
+rendered("zoo-defaults", "zoo.md", "python benchmarks/defaults.py --write-docs", defaults.write_docs)
+rendered("gpu", "gpu.md", "python benchmarks/gpu.py --write-docs", gpu.write_docs)
+for _name in performance.BLOCKS:
+    rendered(_name, "performance.md", "python benchmarks/performance.py --write-docs",
+             lambda: performance.write_docs(RESULTS_DIR / "performance.json", performance.DOC))
 
 
 class Session:
@@ -332,7 +353,7 @@ def reliability_inputs(s):
 
 
 def results(name):
-    return json.loads((REPO / "benchmarks" / "results" / f"{name}.json").read_text())
+    return json.loads((RESULTS_DIR / f"{name}.json").read_text())
 
 
 @entry("reliability-kills", "reliability.md")
@@ -479,7 +500,6 @@ def explain_top_losses(s):
 
 @entry("explain-predict", "explain.md", long=True)
 def explain_predict(s):
-    import numpy as np
     from PIL import Image
 
     from kerascnn.data import load_dataset
@@ -493,7 +513,7 @@ def explain_predict(s):
     made = "Four images made from the Fashion-MNIST test set (#3 saved dark on white, as a photo of paper would be):"
     return (made + "\n\n" + block(s.run(f"kerascnn predict {LENET_FASHION} my_images"),
                                    s.run(f"kerascnn predict {LENET_FASHION} my_images/test3_on_white.jpg --invert"))
-            + f"\n\nTheir true classes: " + ", ".join(f"test{i} {test.class_names[int(test.y_test[i])]}"
+            + "\n\nTheir true classes: " + ", ".join(f"test{i} {test.class_names[int(test.y_test[i])]}"
                                                     for i in range(4)) + ".")
 
 
@@ -530,29 +550,35 @@ def zoo_vgg16(s):
     return block(s.run("kerascnn fit --arch vgg16 --epochs 3 --train-size 10000"))
 
 
-def machine():
-    from kerascnn.backend import start_quietly
-
-    start_quietly()
-    import keras
-
-    versions = [f"Python {platform.python_version()}", f"Keras {keras.__version__}"]
-    for package in ("tensorflow", "jax", "torch"):
-        try:
-            versions.append(f"{package} {__import__(package).__version__}")
-        except ImportError:
-            pass
-    return f"{os.cpu_count()}-core {platform.machine()} CPU, " + ", ".join(versions)
+def stamp():
+    """The machine, versions and date that end a transcript block."""
+    m, v = machine(), versions(("keras", "tensorflow", "jax", "torch"))
+    names = [f"Python {m['python']}", f"Keras {v.pop('keras')}", *(f"{k} {x}" for k, x in v.items() if x)]
+    return f"{m['cores']}-core {m['arch']} CPU, " + ", ".join(names) + f", {datetime.date.today().isoformat()}"
 
 
 def paste(doc, name, markdown, stamp):
-    path = DOCS / doc
-    text = path.read_text()
-    pattern = re.compile(rf"(<!-- docs.py {re.escape(name)} -->\n).*?(<!-- /docs.py -->)", re.S)
-    if not pattern.search(text):
-        sys.exit(f"docs/{doc} has no block `<!-- docs.py {name} -->` ... `<!-- /docs.py -->`")
-    body = f"{markdown}\n\n*Written by `python benchmarks/docs.py --only {name}` ({stamp}).*\n"
-    path.write_text(pattern.sub(lambda m: m.group(1) + body + m.group(2), text, count=1))
+    write_block(doc, name, f"{markdown}\n\n*Written by `python benchmarks/docs.py --only {name}` ({stamp}).*\n")
+
+
+def run_entries(names):
+    """Write the blocks `names`: rendered ones from their results, the others
+    by running their commands in one session."""
+    for command in dict.fromkeys(RENDERED[n][0] for n in names if n in RENDERED):
+        print(f"{command} ...", flush=True)
+        next(write for c, write in RENDERED.values() if c == command)()
+    names = [n for n in names if n not in RENDERED]
+    if not names:
+        return
+    if any(n in ("cli-evaluate", "cli-visualize") for n in names) and "cli-fit" not in names:
+        names.insert(0, "cli-fit")  # they read its model
+    when = stamp()
+    with tempfile.TemporaryDirectory(prefix="kerascnn-docs-") as work:
+        session = Session(data_dir(), work)
+        for name in [n for n in ENTRIES if n in names]:
+            doc, _, fn = ENTRIES[name]
+            print(f"{name} ...", flush=True)
+            paste(doc, name, fn(session), when)
 
 
 def main():
@@ -562,22 +588,11 @@ def main():
     parser.add_argument("--list", action="store_true")
     args = parser.parse_args()
     if args.list:
-        for name, (doc, long, fn) in ENTRIES.items():
-            print(f"{name:22} docs/{doc:14} {'long' if long else 'cheap'}")
+        for name, (doc, long, _) in ENTRIES.items():
+            how = RENDERED[name][0] if name in RENDERED else "long" if long else "cheap"
+            print(f"{name:22} docs/{doc:14} {how}")
         return
-    data_dir = Path(os.environ.get("KERASCNN_DATA_DIR") or REPO.parent / "shared" / "data").resolve()
-    if not (data_dir / "fashion_mnist").is_dir():
-        sys.exit(f"no fashion_mnist/ in {data_dir}: set KERASCNN_DATA_DIR")
-    names = args.only or [n for n, (_, long, _) in ENTRIES.items() if args.all or not long]
-    if any(n in ("cli-evaluate", "cli-visualize") for n in names) and "cli-fit" not in names:
-        names.insert(0, "cli-fit")  # they read its model
-    stamp = f"{machine()}, {datetime.date.today().isoformat()}"
-    with tempfile.TemporaryDirectory(prefix="kerascnn-docs-") as work:
-        session = Session(data_dir, work)
-        for name in [n for n in ENTRIES if n in names]:
-            doc, _, fn = ENTRIES[name]
-            print(f"{name} ...", flush=True)
-            paste(doc, name, fn(session), stamp)
+    run_entries(args.only or [n for n, (_, long, _) in ENTRIES.items() if args.all or not long])
 
 
 if __name__ == "__main__":

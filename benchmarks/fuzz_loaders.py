@@ -31,7 +31,6 @@ import gzip
 import io
 import json
 import os
-import platform
 import random
 import selectors
 import shutil
@@ -358,10 +357,10 @@ def main():
     failures = [f for r in results.values() for f in r["failures"]]
     for f in failures:
         print(f"FAILURE {f['outcome']}: {f['input']} ({f['mutation']} of {f['from']}): {f.get('detail', '')}")
-    import keras
+    from harness import machine, machine_text, versions  # beside this script; tests load it by path
 
-    record = {"command": "python benchmarks/fuzz_loaders.py " + " ".join(sys.argv[1:]),
-              "machine": platform.platform(), "python": platform.python_version(), "keras": keras.__version__,
+    record = {"command": "python benchmarks/fuzz_loaders.py " + " ".join(sys.argv[1:]), "machine": machine_text(),
+              "python": machine()["python"], "keras": versions()["keras"],
               "timeout_seconds": args.timeout, "memory_gb": args.memory_gb, "formats": results,
               "failures": len(failures)}
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)

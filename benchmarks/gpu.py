@@ -34,44 +34,17 @@ import csv
 import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
-from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "gpu.json"
+from harness import REPO, RESULTS_DIR, child_env, machine, print_result, results_of, run_child, versions, write_json
+from report import write_block
+
+RESULTS = RESULTS_DIR / "gpu.json"
 DOC = REPO / "docs" / "gpu.md"
 PARTS = ("throughput", "modern-cnns", "optimizers")
-
-
-
-def versions():
-    """Installed versions, read without importing the packages."""
-    found = {}
-    for package in ("keras", "jax", "jaxlib", "torch", "numpy", "tensorflow"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = None
-    return found
-
-
-def gpu_name():
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def machine():
-    return {"gpu": gpu_name(), "cores": os.cpu_count(), "system": f"{platform.system()} {platform.release()}",
-            "python": platform.python_version()}
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -82,23 +55,16 @@ def children(tasks, backend, data_dir, timeout):
     one fresh process on Keras `backend`; a result (a dict) for each, or
     {"error": ...} for one that failed, or that the process did not reach
     within `timeout` seconds."""
-    env = dict(os.environ, KERAS_BACKEND=backend, KERASCNN_DATA_DIR=str(data_dir),
-               PYTHONPATH=os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
     argv = [sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(tasks)]
-    try:
-        out = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO)
-        stdout, stderr, reason = out.stdout, out.stderr, f"the process ended (exit {out.returncode}) before it"
-    except subprocess.TimeoutExpired as e:
-        stdout, stderr = (e.stdout or b""), (e.stderr or b"")
-        stdout = stdout.decode(errors="replace") if isinstance(stdout, bytes) else stdout
-        stderr = stderr.decode(errors="replace") if isinstance(stderr, bytes) else stderr
-        reason = f"not reached within the {timeout} s given to the process"
-    results = [json.loads(line[len("RESULT "):]) for line in stdout.splitlines() if line.startswith("RESULT ")]
-    tail = " | ".join(stderr.strip().splitlines()[-2:])[-400:]
+    child = run_child(argv, child_env(backend, data_dir, cpu=False), timeout, cwd=REPO)
+    reason = f"not reached within the {timeout} s given to the process" if child.wall > timeout else \
+        f"the process ended (exit {child.code}) before it"
+    tail = " | ".join(child.err.strip().splitlines()[-2:])[-400:]
+    results = results_of(child.out)
     return results + [{"error": f"{reason}: {tail}"} for _ in tasks[len(results):]]
 
 
-def run_child(tasks):
+def run_tasks(tasks):
     """In the child: each task in turn, its result (or error) printed at once."""
     import traceback
 
@@ -111,7 +77,7 @@ def run_child(tasks):
             traceback.print_exc()
             result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:400]}
         result["task_seconds"] = round(time.perf_counter() - start, 1)
-        print("RESULT " + json.dumps(result), flush=True)
+        print_result(result)
         try:
             import keras
 
@@ -200,8 +166,7 @@ def torch_vgg16(channels=1, classes=10):
 
 
 def torch_model(arch, size):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from performance import torch_lenet, torch_resnet18  # the same networks as the CPU benchmarks
+    from loops import torch_lenet, torch_resnet18  # the same networks as the CPU benchmarks
 
     return {"lenet": lambda: torch_lenet(size), "resnet18": torch_resnet18, "vgg16": torch_vgg16}[arch]()
 
@@ -456,9 +421,8 @@ PART_FUNCTIONS = {"throughput": throughput, "modern-cnns": study_part("modern-cn
 
 
 def render(results):
-    """docs/gpu.md's text from the results JSON."""
-    lines = ["# kerascnn on a GPU", "",
-             "Written by `python benchmarks/gpu.py --write-docs` from `benchmarks/results/gpu.json`; each part was "
+    """docs/gpu.md's block `gpu` (all but its title) from the results JSON."""
+    lines = ["Written by `python benchmarks/gpu.py --write-docs` from `benchmarks/results/gpu.json`; each part was "
              "measured by `python benchmarks/gpu.py --part NAME` on the machine its section names, with JAX and "
              "PyTorch (CUDA builds), Keras, and no TensorFlow.", "",
              "To run it on a machine with JAX and PyTorch but no Keras and no network, carry the repository, "
@@ -481,50 +445,68 @@ def render(results):
         lines += [f"Measured {part['date']} on {part['machine'].get('gpu')}, {part['machine'].get('cores')} CPU "
                   f"cores; {', '.join(f'{k} {v}' for k, v in part['versions'].items() if v)}; "
                   f"{part['seconds']:.0f} s for the part.", ""]
-        if name == "throughput":
-            lines += [f"Images per second after {part['warmup_steps']} warm-up steps, over "
-                      f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
-                      "device; the plain loops on random images resident on the device).", "",
-                      "| network | size | batch | how | backend | images/s | policy | first step (s) |",
-                      "|---|---|---|---|---|---|---|---|"]
-            for r in part["rows"]:
-                if "error" in r:
-                    rate, policy = f"not measured: {r['error'].split(': ')[0]}", ""
-                else:
-                    rate = f"{r['images_per_s']:,.0f}"
-                    policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
-                first = r.get("first_step_s", r.get("warmup_s", ""))
-                lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
-                             f"{policy} | {first} |")
-            lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
-                      "InputTransform with crop and flip, training):", "",
-                      "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
-            for r in part["inputs"]:
-                if "error" in r:
-                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | not measured: {r['error'].split(': ')[0]} | |")
-                else:
-                    lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
-                                 f"{r['device_images_per_s']:,.0f} |")
-        else:
-            if not part.get("runs"):
-                lines.append(f"Failed: {part.get('error')}")
-            else:
-                wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
-                    f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
-                if part.get("earlier"):
-                    e = part["earlier"]
-                    wall += (f"; the other variants' runs come from an earlier run of the part ({e['date']}, "
-                             f"stopped after {e['seconds']:.0f} s: {e.get('error') or 'complete'})")
-                lines += [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
-                          "| run | image size | batch | epochs | test accuracy | training s | policy |",
-                          "|---|---|---|---|---|---|---|"]
-                for r in part["runs"]:
-                    size = r.get("input_shape") or [r.get("image_size")]
-                    label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
-                    lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
-                                 f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
+        lines += render_throughput(part) if name == "throughput" else render_study(name, part)
         lines.append("")
     return "\n".join(lines)
+
+
+def render_throughput(part):
+    """The throughput part's lines: images/s of each configuration, and the input path alone."""
+    lines = [f"Images per second after {part['warmup_steps']} warm-up steps, over "
+              f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
+              "device; the plain loops on random images resident on the device).", "",
+              "| network | size | batch | how | backend | images/s | policy | first step (s) |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in part["rows"]:
+        if "error" in r:
+            rate, policy = f"not measured: {r['error'].split(': ')[0]}", ""
+        else:
+            rate = f"{r['images_per_s']:,.0f}"
+            policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
+        first = r.get("first_step_s", r.get("warmup_s", ""))
+        lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
+                     f"{policy} | {first} |")
+    lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
+              "InputTransform with crop and flip, training):", "",
+              "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
+    for r in part["inputs"]:
+        if "error" in r:
+            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | not measured: {r['error'].split(': ')[0]} | |")
+        else:
+            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
+                         f"{r['device_images_per_s']:,.0f} |")
+    return lines
+
+
+def render_study(name, part):
+    """A study part's lines: each run's accuracy and time."""
+    if not part.get("runs"):
+        return [f"Failed: {part.get('error')}"]
+    wall = f"{part['wall_seconds']:.0f} s in all" if part.get("wall_seconds") else \
+        f"stopped after {part['seconds']:.0f} s, the runs it finished: {part['error']}"
+    if part.get("earlier"):
+        e = part["earlier"]
+        wall += (f"; the other variants' runs come from an earlier run of the part ({e['date']}, "
+                 f"stopped after {e['seconds']:.0f} s: {e.get('error') or 'complete'})")
+    lines = [f"`kerascnn study --preset {name} --seeds 1` under jax, {wall}.", "",
+             "| run | image size | batch | epochs | test accuracy | training s | policy |",
+             "|---|---|---|---|---|---|---|"]
+    for r in part["runs"]:
+        size = r.get("input_shape") or [r.get("image_size")]
+        label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
+        lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
+                     f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
+    return lines
+
+
+def write_docs(path=RESULTS, tiny=False):
+    """docs/gpu.md's block from the results at `path` (with `tiny`, a doc beside them instead)."""
+    results = json.loads(Path(path).read_text())
+    if any(part.get("tiny") for part in results.values()) and path == RESULTS:
+        sys.exit("refusing to write docs from --tiny results")
+    doc = Path(path).with_suffix(".md") if tiny else DOC
+    write_block(doc, "gpu", render(results), append=tiny)
+    print(f"wrote {doc}")
 
 
 def main():
@@ -541,7 +523,7 @@ def main():
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        return run_child(json.loads(args.child))
+        return run_tasks(json.loads(args.child))
     path = args.results or (Path(tempfile.gettempdir()) / "kerascnn-gpu-tiny.json" if args.tiny else RESULTS)
     results = json.loads(path.read_text()) if path.exists() else {}
     args.earlier = results
@@ -549,17 +531,13 @@ def main():
         start = time.perf_counter()
         print(f"== part {name}", flush=True)
         result = PART_FUNCTIONS[name](args)
-        result.update(date=datetime.date.today().isoformat(), machine=machine(), versions=versions(),
+        result.update(date=datetime.date.today().isoformat(), machine=machine(gpu=True), versions=versions(),
                       seconds=round(time.perf_counter() - start, 1), tiny=args.tiny)
         results[name] = result
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(results, indent=1) + "\n")
+        write_json(path, results)
         print(f"== part {name}: {result['seconds']:.0f} s, written to {path}", flush=True)
     if args.write_docs:
-        if any(part.get("tiny") for part in results.values()) and path == RESULTS:
-            sys.exit("refusing to write docs from --tiny results")
-        (DOC if not args.tiny else path.with_suffix(".md")).write_text(render(results))
-        print(f"wrote {DOC if not args.tiny else path.with_suffix('.md')}")
+        write_docs(path, args.tiny)
 
 
 if __name__ == "__main__":

@@ -20,16 +20,14 @@ the data in $KERASCNN_DATA_DIR or ../shared/data.
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "input_paths.json"
+from harness import REPO, RESULTS_DIR, child_env, record, results_of, run_child, write_json
+
+RESULTS = RESULTS_DIR / "input_paths.json"
 CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
 
 CHILD = r"""
@@ -81,14 +79,13 @@ print("RESULT " + json.dumps({"images_per_s": n * (epochs - 1) / sum(seconds[1:]
 def measure(backend, path, arch, epochs, quick):
     size, batch, images = CASES[arch]
     images = 512 if quick else images
-    env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-               KERASCNN_DATA_DIR=os.environ.get("KERASCNN_DATA_DIR") or str(REPO.parent / "shared" / "data"))
-    out = subprocess.run([sys.executable, "-c", CHILD, json.dumps([path, arch, size, batch, images, epochs])],
-                         capture_output=True, text=True, env=env, cwd=REPO, timeout=1800)
-    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
-    if out.returncode or not lines:
-        return {"error": out.stderr.strip().splitlines()[-1:] or [f"exit {out.returncode}"]}
-    return json.loads(lines[-1][len("RESULT "):])
+    env = child_env(backend, os.environ.get("KERASCNN_DATA_DIR") or REPO.parent / "shared" / "data")
+    child = run_child([sys.executable, "-c", CHILD, json.dumps([path, arch, size, batch, images, epochs])], env,
+                      timeout=1800, cwd=REPO)
+    found = results_of(child.out)
+    if child.code or not found:
+        return {"error": child.err.strip().splitlines()[-1:] or [f"exit {child.code}"]}
+    return found[-1]
 
 
 def main():
@@ -117,13 +114,10 @@ def main():
                 row["ratio"] = round(row["inputs"]["images_per_s"] / row["tf.data"]["images_per_s"], 2)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    command = " ".join(["python", "benchmarks/input_paths.py", *sys.argv[1:]])
-    machine = {"cores": os.cpu_count(), "python": platform.python_version(),
-               "system": f"{platform.system()} {platform.release()}"}
-    result = {"date": datetime.date.today().isoformat(), "command": command, "machine": machine,
+    result = {**record(" ".join(["python", "benchmarks/input_paths.py", *sys.argv[1:]])),
               "load_average": os.getloadavg(), "rows": rows}
     path = args.results or (Path("/tmp/input_paths.json") if args.quick else RESULTS)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(path, result)
     print(f"wrote {path}")
 
 

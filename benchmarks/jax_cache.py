@@ -10,9 +10,7 @@ saves. Prints a table and writes benchmarks/results/jax_cache.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -20,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, RESULTS_DIR, record, write_json
 
 
 def timed(args, env, cwd):
@@ -36,7 +34,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="resnet18")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "jax_cache.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "jax_cache.json"))
     args = parser.parse_args()
     fit = ["fit", "--backend", "jax", "--arch", args.arch, "--dataset", "digits", "--epochs", "1",
            "--train-size", "256", "--overwrite"]
@@ -54,8 +52,7 @@ def main():
                 times[mode]["evaluate"].append(timed(evaluate, env, work))
     median = {m: {c: statistics.median(v) for c, v in t.items()} for m, t in times.items()}
     report = {
-        "command": f"python benchmarks/jax_cache.py --arch {args.arch} --repeats {args.repeats}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **record(f"python benchmarks/jax_cache.py --arch {args.arch} --repeats {args.repeats}"),
         "seconds": times,
         "median": median,
     }
@@ -64,8 +61,7 @@ def main():
     print("|---|---:|---:|")
     for mode, row in median.items():
         print(f"| {mode} | {row['fit']:.1f} | {row['evaluate']:.1f} |")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, indent=2)
 
 
 if __name__ == "__main__":

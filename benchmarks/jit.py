@@ -9,11 +9,10 @@ table and writes benchmarks/results/jit.json.
 """
 
 import argparse
-import json
 import os
-import platform
 import time
-from pathlib import Path
+
+from harness import RESULTS_DIR, record, write_json
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -35,7 +34,7 @@ def main():
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "jit.json"))
+    parser.add_argument("--output", default=str(RESULTS_DIR / "jit.json"))
     args = parser.parse_args()
 
     import keras
@@ -59,11 +58,9 @@ def main():
             keras.backend.clear_session()
     median = {m: float(np.median(v)) for m, v in results.items()}
     report = {
-        "command": "python benchmarks/jit.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                                                          if k != "output"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        **record("python benchmarks/jit.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                                                        if k != "output")),
         "backend": keras.backend.backend(),
-        "keras": keras.__version__,
         "images_per_second": results,
         "median": median,
         "xla_speedup": median["on"] / median["off"],
@@ -72,8 +69,7 @@ def main():
           f"median of {args.repeats}:")
     print(f"  jit off: {median['off']:8.0f} images/s")
     print(f"  jit on:  {median['on']:8.0f} images/s   (on/off = {report['xla_speedup']:.2f})")
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    write_json(args.output, report, indent=2)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,6 @@ import argparse
 import csv
 import json
 import os
-import platform
 import random
 import select
 import shutil
@@ -49,7 +48,8 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np
 
-from kerascnn import io
+from harness import machine_text  # noqa: E402
+from kerascnn import io  # noqa: E402
 
 STEPS = ("model", "state", "csv", "json", "npz")  # one round, in this order
 FILES = {"model": "run.keras", "state": "run.keras", "csv": "run.history.csv", "json": "run.run.json",
@@ -304,7 +304,7 @@ def summarize(records, durations, left_after_save, seconds, kills, seed):
     outcomes = Counter(o for r in records for o in r["outcomes"].values())
     return {
         "command": f"python benchmarks/kill_during_save.py --kills {kills} --seed {seed}",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": machine_text(),
         "keras_backend": "numpy (forked savers; the files are written by the same code on every backend)",
         "save_ms_median": {step: round(1000 * t, 2) for step, t in durations.items()},
         "kills": len(records),

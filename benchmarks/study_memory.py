@@ -10,16 +10,14 @@ processes. Writes benchmarks/results/study_memory.json.
 """
 
 import argparse
-import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from harness import REPO, RESULTS_DIR, record, write_json
+
 RUN = dict(dataset="digits", epochs=1, train_size=512, activation="relu", pool="max")
 
 
@@ -67,15 +65,13 @@ def main():
     rss = one["rss_mb_after_each_run"]
     median = lambda xs: sorted(xs)[len(xs) // 2]  # noqa: E731
     result = {
-        "command": f"python benchmarks/study_memory.py --runs {args.runs} --subprocess-runs {args.subprocess_runs}",
-        "machine": f"{os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}",
+        **record(f"python benchmarks/study_memory.py --runs {args.runs} --subprocess-runs {args.subprocess_runs}"),
         "run": RUN, "in_process": one, "per_process": many,
         "median_seconds_in_process": round(median(one["seconds_per_run"][1:]), 2),
         "median_seconds_per_process": round(median(many["seconds_per_run"]), 2),
         "rss_growth_mb_per_run": round((rss[-1] - rss[1]) / max(len(rss) - 2, 1), 1),
     }
-    out = REPO / "benchmarks" / "results" / "study_memory.json"
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(RESULTS_DIR / "study_memory.json", result)
     print(f"in one process: {result['median_seconds_in_process']} s a run (median after the first), RSS "
           f"{rss[0]:.0f} MB after run 1, {rss[-1]:.0f} MB after run {len(rss)} "
           f"({result['rss_growth_mb_per_run']} MB a run after the first)")
