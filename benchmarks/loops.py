@@ -127,7 +127,7 @@ def sgemm(n, library, repeats=10):
 
 @worker
 def kerascnn_fit(arch, options, train_images, epochs):
-    """fit's own stages (kerascnn.train) up to training, without the final
+    """fit's own stages (kerascnn.preparation, kerascnn.train) up to training, without the final
     test evaluation and save: data, settings, run folder, model, callbacks
     (history, divergence guard, checkpoints), model.fit on the tf.data
     pipeline. Times each epoch with a callback."""
@@ -141,13 +141,13 @@ def kerascnn_fit(arch, options, train_images, epochs):
         data = preparation.load_data(given)
         settings = preparation.resolve_settings(given, data)
         prepared = preparation.Prepared(given, settings, data)
-        run = train.open_run_folder(settings)
+        t = train.Training(prepared, train.open_run_folder(settings), verbose=0)
         jit = preparation.resolve_jit(settings.jit)
-        record = train.run_record(given, settings, data, run, jit)
+        t.record = train.run_record(prepared, t.run, jit)
         with train.run_scope(settings):
-            model = prepared.model(jit, run)  # on jax and torch a TrainingModel around the network, as in fit
-            callbacks = train.make_callbacks(settings, run, data, record, [timer])
-            train.train(model, settings, run, data, callbacks, verbose=0)
+            model = prepared.model(jit, t.run)  # on jax and torch a TrainingModel around the network, as in fit
+            t.callbacks = train.make_callbacks(t, [timer])
+            train.train(t, model)
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution}
 

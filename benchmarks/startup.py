@@ -55,6 +55,7 @@ HOOK = r"""
 import json, sys, time
 marks_path, marks = sys.argv[1], {"spawned": float(sys.argv[2]), "python_started": time.time()}
 import kerascnn.cli as cli
+import kerascnn.preparation as preparation
 import kerascnn.train as train
 marks["cli_imported"] = time.time()
 
@@ -80,8 +81,9 @@ def fit_with_marks(*args, callbacks=(), fit=train.fit, **kwargs):
     return fit(*args, callbacks=[*callbacks, FirstStep()], **kwargs)
 
 train.fit = stamped("fit", fit_with_marks)
-for stage in ("load_data", "resolve_settings", "build_or_resume", "train", "finish"):
-    setattr(train, stage, stamped(stage, getattr(train, stage)))
+for module, stage in ((preparation, "load_data"), (preparation, "resolve_settings"), (preparation, "build_or_resume"),
+                      (train, "train"), (train, "finish")):
+    setattr(module, stage, stamped(stage, getattr(module, stage)))
 sys.argv = ["kerascnn", *sys.argv[3:]]
 try:
     cli.main()
