@@ -91,7 +91,7 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     """The learning rate of epoch e (from 0) for a per-epoch schedule:
     step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
     exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
-    to 0 over the epochs after `after`; constant and plateau: lr (plateau's
+    to 0 over the epochs after `after` (one-cycle's `_cosine`); constant and plateau: lr (plateau's
     callback lowers it). The rates are those FitConfig checked (decay_rate
     in (0, 1], decay_after at least 0); None takes SCHEDULE_DEFAULTS."""
     if name not in EPOCH_SCHEDULES:
@@ -106,7 +106,7 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     if name == "exponential":
         return lambda e: lr * rate ** max(0, e - after)
     span = max(1, epochs - after)
-    return lambda e: lr * 0.5 * (1 + math.cos(math.pi * min(max(0, e - after), span) / span))
+    return lambda e: float(_cosine(lr, 0.0, min(max(0, e - after), span) / span))
 
 
 @keras.saving.register_keras_serializable(package="kerascnn")
