@@ -113,8 +113,9 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
 class EpochRates(keras.optimizers.schedules.LearningRateSchedule):
     """A rate per epoch (`rates`, epoch 0 first), each for `steps_per_epoch`
     steps; after the last epoch its rate stays. The rates are
-    `schedule_function`'s, computed once in float64 and kept as float32, as
-    the optimizer's rate variable kept them when a callback set them."""
+    `schedule_function`'s, computed once when the run starts and kept as
+    float32, as the optimizer's rate variable kept them when a callback set
+    them."""
 
     def __init__(self, rates, steps_per_epoch):
         self.rates, self.steps_per_epoch = [float(r) for r in rates], int(steps_per_epoch)
