@@ -143,9 +143,9 @@ def kerascnn_fit(arch, options, train_images, epochs):
         prepared = preparation.Prepared(given, settings, data)
         t = train.Training(prepared, train.open_run_folder(settings), verbose=0)
         jit = preparation.resolve_jit(settings.jit)
-        t.record = train.run_record(prepared, t.run, jit)
+        t.record = train.run_record(prepared, t.folder, jit)
         with train.run_scope(settings):
-            model = prepared.model(jit, t.run)  # on jax and torch a TrainingModel around the network, as in fit
+            model = prepared.model(jit, t.folder)  # on jax and torch a TrainingModel around the network, as in fit
             t.callbacks = train.make_callbacks(t, [timer])
             train.train(t, model)
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,

@@ -48,11 +48,11 @@ class Prepared:
         """The device side of the input path (jax, torch), None on tensorflow."""
         return None if tf_backend() else input_transform(self.settings, self.data)
 
-    def model(self, jit_compile, run=None):
+    def model(self, jit_compile, folder=None):
         """The model that trains, with its optimizer (build_or_resume; under run_scope)."""
         return build_or_resume(self.settings, self.data.num_classes, list(self.input_shape), jit_compile,
                                steps_per_epoch(len(self.data.x_train), self.settings.batch_size), self.transform(),
-                               run=run)
+                               folder=folder)
 
     def batches(self, initial_epoch=0):
         """(training batches, steps per epoch): training_pipeline."""
@@ -201,7 +201,8 @@ def has_batch_hooks(callbacks):
                for hook in ("on_train_batch_begin", "on_train_batch_end"))
 
 
-def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None, run=None):
+def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None,
+                    folder=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators; a per-epoch schedule
     made again over the epochs as now given, which also resumes a
@@ -216,11 +217,11 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
     from kerascnn.models.common import apply_l2
     from kerascnn.schedules import learning_rate
 
-    if run is not None and run.state is not None:
-        model = io.load_model(run.resume_from)
+    if folder is not None and folder.state is not None:
+        model = io.load_model(folder.resume_from)
         if model.optimizer is None:
-            raise KerasCNNError(f"{run.resume_from} has no optimizer state to resume")
-        cb.set_seed_generator_states(model, run.state["seed_generators"])
+            raise KerasCNNError(f"{folder.resume_from} has no optimizer state to resume")
+        cb.set_seed_generator_states(model, folder.state["seed_generators"])
         model.steps_per_execution = settings.steps_per_execution or 1
         if settings.schedule not in ("plateau", *STEP_SCHEDULES):  # over the epochs as now given (more extend it)
             rate = learning_rate(settings, steps_per_epoch)

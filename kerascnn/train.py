@@ -96,13 +96,13 @@ def _fit(t, callbacks):
     """The run's model, callbacks, training and final save, in the run's
     distribution scope."""
     jit_compile = resolve_jit(t.settings.jit)
-    t.record = run_record(t.prep, t.run, jit_compile)
-    check_resume(t.run, t.record, t.echo)
+    t.record = run_record(t.prep, t.folder, jit_compile)
+    check_resume(t.folder, t.record, t.echo)
     with run_scope(t.settings, t.echo) as replicas:
         import keras
 
         t.record.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
-        model = t.prep.model(jit_compile, t.run)
+        model = t.prep.model(jit_compile, t.folder)
         t.callbacks = make_callbacks(t, callbacks)
         steps = train(t, model)
         return finish(t, model, steps)
@@ -117,13 +117,13 @@ def _fit_elsewhere(prep, callbacks, verbose, echo):
     import tempfile
 
     settings = prep.settings
-    folder = tempfile.mkdtemp(prefix="kerascnn-worker-")
+    scratch = tempfile.mkdtemp(prefix="kerascnn-worker-")
     try:
-        run = open_run_folder(settings, prep.replay, elsewhere=folder)
-        local = settings.replace(tensorboard=str(Path(folder) / "tensorboard") if settings.tensorboard else None)
-        result = _fit(Training(dataclasses.replace(prep, settings=local), run, verbose=verbose), callbacks)
+        folder = open_run_folder(settings, prep.replay, elsewhere=scratch)
+        local = settings.replace(tensorboard=str(Path(scratch) / "tensorboard") if settings.tensorboard else None)
+        result = _fit(Training(dataclasses.replace(prep, settings=local), folder, verbose=verbose), callbacks)
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     chief_path = RunFiles(Path(settings.output), settings.name).model
     if echo:
         echo(f"test accuracy: {result.test_accuracy:.4f} (loss {result.test_loss:.4f}); this worker writes nothing, "
@@ -162,12 +162,12 @@ class RunFolder:
 @dataclasses.dataclass
 class Training:
     """A run being trained, as its stages share it: the prepared
-    configuration, data and settings (`prep`), its folder (`run`), its
+    configuration, data and settings (`prep`), its folder (`folder`), its
     record as far as known (`record`), its callbacks once made, and how it
     reports (`echo` for lines, `verbose` for Keras)."""
 
     prep: object  # a kerascnn.preparation.Prepared
-    run: RunFolder
+    folder: RunFolder
     record: dict = None
     callbacks: object = None  # RunCallbacks
     echo: object = None
@@ -221,7 +221,7 @@ def open_run_folder(config, replay=False, elsewhere=None):
     return RunFolder(files)
 
 
-def run_record(prep, run, jit_compile):
+def run_record(prep, folder, jit_compile):
     """The record of the run (run.json) as far as it is known before training."""
     import keras
 
@@ -237,24 +237,24 @@ def run_record(prep, run, jit_compile):
         optimizer_config={k: v for k, v in optimizer.get_config().items()
                           if isinstance(v, (int, float, str, bool, type(None)))},
         jit_compile=jit_compile, backend=keras.backend.backend(), keras_version=keras.__version__,
-        run_id=run.run_id)
+        run_id=folder.run_id)
 
 
-def check_resume(run, current, echo=None):
+def check_resume(folder, current, echo=None):
     """Refuse to resume a run with other settings than it was started with."""
-    if run.state is None:
-        if run.resume_from is not None:
-            raise KerasCNNError(f"{run.resume_from} holds no training state to resume")
+    if folder.state is None:
+        if folder.resume_from is not None:
+            raise KerasCNNError(f"{folder.resume_from} holds no training state to resume")
         return
-    differ = mismatches(run.state["config"], current)
+    differ = mismatches(folder.state["config"], current)
     if differ:
-        raise KerasCNNError(f"{spell('resume')}: this command differs from the run in {run.resume_from} in: "
+        raise KerasCNNError(f"{spell('resume')}: this command differs from the run in {folder.resume_from} in: "
                             f"{', '.join(differ)}; repeat the original options")
-    if run.initial_epoch > current["epochs"]:
-        raise KerasCNNError(f"{spell('resume')}: {run.resume_from} has already trained {run.initial_epoch} epochs, "
-                            f"more than {spell('epochs')} {current['epochs']}")
+    if folder.initial_epoch > current["epochs"]:
+        raise KerasCNNError(f"{spell('resume')}: {folder.resume_from} has already trained {folder.initial_epoch} "
+                            f"epochs, more than {spell('epochs')} {current['epochs']}")
     if echo:
-        echo(f"resuming {run.resume_from} after epoch {run.initial_epoch} of {current['epochs']}")
+        echo(f"resuming {folder.resume_from} after epoch {folder.initial_epoch} of {current['epochs']}")
 
 
 @dataclasses.dataclass
@@ -278,7 +278,7 @@ def make_callbacks(t, extra=()):
     from kerascnn import callbacks as cb
     from kerascnn.inputs import network
 
-    settings, run, data = t.settings, t.run, t.data
+    settings, folder, data = t.settings, t.folder, t.data
     has_val = len(data.x_val) > 0
     monitor = "val_loss" if has_val else "loss"
     history = cb.HistoryRecorder()
@@ -298,18 +298,18 @@ def make_callbacks(t, extra=()):
         callbacks.append(stateful["early_stop"])
 
     def run_state(epoch):
-        return checkpoint_state(run.run_id, epoch, t.record, {k: c.get_state() for k, c in stateful.items()},
+        return checkpoint_state(folder.run_id, epoch, t.record, {k: c.get_state() for k, c in stateful.items()},
                                 cb.seed_generator_states(network(history.model)))
 
-    stateful["checkpoint"] = cb.Checkpointer(run.files, run_state, monitor="val_accuracy" if has_val else "accuracy",
+    stateful["checkpoint"] = cb.Checkpointer(folder.files, run_state, monitor="val_accuracy" if has_val else "accuracy",
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if tf_backend()
                          else cb.ScalarBoard(settings.tensorboard))
     for key, c in stateful.items():
-        if run.state is not None and key in run.state["callbacks"]:
-            c.set_state(run.state["callbacks"][key])
+        if folder.state is not None and key in folder.state["callbacks"]:
+            c.set_state(folder.state["callbacks"][key])
     return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"))
 
 
@@ -318,15 +318,15 @@ def activation_recorder(t):
     keeping a resumed run's records up to where it stopped."""
     from kerascnn import callbacks as cb
 
-    settings, run, data = t.settings, t.run, t.data
+    settings, folder, data = t.settings, t.folder, t.data
     index = np.arange(min(settings.probe_size, len(data.x_test)))
     probe = prepared(settings, data, data.x_test[index])
-    recorder = cb.ActivationRecorder(run.files.in_progress("activations"), settings.record_layers, probe,
+    recorder = cb.ActivationRecorder(folder.files.in_progress("activations"), settings.record_layers, probe,
                                      data.y_test[index], index)
-    if run.state is not None:
-        recorded = run.files.in_progress("activations") if run.resume_from.parent == run.run_dir \
-            else run.files.activations
-        recorder.resume_from(run.initial_epoch, recorded)
+    if folder.state is not None:
+        recorded = folder.files.in_progress("activations") if folder.resume_from.parent == folder.run_dir \
+            else folder.files.activations
+        recorder.resume_from(folder.initial_epoch, recorded)
     return recorder
 
 
@@ -336,34 +336,34 @@ def train(t, model):
     Returns the steps of an epoch."""
     from kerascnn.callbacks import EpochLog
 
-    settings, run, data, callbacks, verbose = t.settings, t.run, t.data, t.callbacks, t.verbose
-    batches, steps = training_pipeline(settings, data, run.initial_epoch)
+    settings, folder, data, callbacks, verbose = t.settings, t.folder, t.data, t.callbacks, t.verbose
+    batches, steps = training_pipeline(settings, data, folder.initial_epoch)
     if settings.distribute == "multi-worker":
         reduce_scalars_across_workers()
         symbolic_build_locally(model, batches)
     if callbacks.guard.first_loss is None and (settings.steps_per_execution or 1) > 1:
-        callbacks.guard.first_loss = first_batch_loss(model, settings, data, run.initial_epoch)
+        callbacks.guard.first_loss = first_batch_loss(model, settings, data, folder.initial_epoch)
     extra = []
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
     if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
         verbose, extra = 0, [EpochLog(callbacks.history)]
-    if run.initial_epoch < settings.epochs:
+    if folder.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
         if not tf_backend():
             batches = batches.stream()
         try:
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
-                      initial_epoch=run.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
+                      initial_epoch=folder.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
                       shuffle=False)
         except KeyboardInterrupt:
-            last = run.files.in_progress("last")
+            last = folder.files.in_progress("last")
             done = (io.read_state(last) or {}).get("epoch", 0) if last.exists() else 0
             raise KerasCNNError(f"interrupted after epoch {done}; the same command with {spell_set('resume')} "
-                                f"continues from there ({run.run_dir}/)") from None
+                                f"continues from there ({folder.run_dir}/)") from None
     guard = callbacks.guard
     if guard.diverged_epoch is not None:
-        last = run.files.in_progress("last")
-        if last.exists() and (io.read_state(last) or {}).get("run_id") == run.run_id:
+        last = folder.files.in_progress("last")
+        if last.exists() and (io.read_state(last) or {}).get("run_id") == folder.run_id:
             io.update_state(last, status="diverged")
         raise KerasCNNError(f"training diverged in epoch {guard.diverged_epoch}: {guard.reason}; lower the learning "
                             f"rate ({spell('lr')} {settings.lr:g} now). The final model was not saved")
@@ -382,20 +382,20 @@ def first_batch_loss(model, settings, data, epoch):
 def finish(t, model, steps):
     """Evaluate on the test set, then write the model, its history and its
     record, and move the checkpoints beside the model. Returns a FitResult."""
-    settings, run, data, callbacks, echo = t.settings, t.run, t.data, t.callbacks, t.echo
+    settings, folder, data, callbacks, echo = t.settings, t.folder, t.data, t.callbacks, t.echo
     early = callbacks.early_stop
     if echo and early is not None and early.stopped_epoch:
         echo(f"early stopping after epoch {early.stopped_epoch}: {early.monitor} has not improved for "
              f"{settings.patience} epochs")
     test = model.evaluate(eval_pipeline(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
     history = callbacks.history.rows
-    record_dict = finished_record(t.record, history, test, steps_per_epoch=steps, resumed_from=run.initial_epoch)
+    record_dict = finished_record(t.record, history, test, steps_per_epoch=steps, resumed_from=folder.initial_epoch)
     from kerascnn.inputs import network
 
     model = network(model)  # the network alone is saved (and returned), not a TrainingModel around it
     # the run's id inside the model and in run.json (written last): a set cut short by a kill is detected
-    files = run.files
-    io.save_model(model, io.ensure_dir(files.folder) / files.model.name, state={"run_id": run.run_id})
+    files = folder.files
+    io.save_model(model, io.ensure_dir(files.folder) / files.model.name, state={"run_id": folder.run_id})
     io.write_csv(files.history_csv, history)
     io.write_json(files.history_json, history)
     io.write_json(files.record, record_dict)
