@@ -91,9 +91,10 @@ def schedule_function(name, lr, epochs, *, decay_rate=None, decay_after=None):
     """The learning rate of epoch e (from 0) for a per-epoch schedule:
     step: lr * rate^max(0, e + 1 - after) (decay every epoch after `after`);
     exponential: lr * rate^max(0, e - after); cosine: half a cosine from lr
-    to 0 over the epochs after `after` (one-cycle's `_cosine`); constant and plateau: lr (plateau's
-    callback lowers it). The rates are those FitConfig checked (decay_rate
-    in (0, 1], decay_after at least 0); None takes SCHEDULE_DEFAULTS."""
+    to 0 over the epochs after `after` (one-cycle's `_cosine`); constant and
+    plateau: lr (plateau's callback lowers it). The rates are those
+    FitConfig checked (decay_rate in (0, 1], decay_after at least 0); None
+    takes SCHEDULE_DEFAULTS."""
     if name not in EPOCH_SCHEDULES:
         raise ValueError(f"{name!r} is not a per-epoch schedule; those are: {', '.join(EPOCH_SCHEDULES)}")
     default_rate, default_after = SCHEDULE_DEFAULTS[name]
@@ -119,11 +120,11 @@ class EpochRates(keras.optimizers.schedules.LearningRateSchedule):
 
     def __init__(self, rates, steps_per_epoch):
         self.rates, self.steps_per_epoch = [float(r) for r in rates], int(steps_per_epoch)
+        self._table = np.asarray(self.rates, np.float32)
 
     def __call__(self, step):
         epoch = ops.floor_divide(ops.cast(step, "int32"), self.steps_per_epoch)
-        table = ops.convert_to_tensor(np.asarray(self.rates, np.float32))
-        return ops.take(table, ops.clip(epoch, 0, len(self.rates) - 1))
+        return ops.take(ops.convert_to_tensor(self._table), ops.clip(epoch, 0, len(self.rates) - 1))
 
     def get_config(self):
         return {"rates": self.rates, "steps_per_epoch": self.steps_per_epoch}
