@@ -417,6 +417,54 @@ def report(path):
         click.echo(f"wrote {written}")
 
 
+@cli.command()
+@backend_option
+@config_option("dataset", default="mnist")
+@config_option("data_dir")
+@config_option("epochs", default="40")
+@config_option("batch_size", help="The batch size [200; digits: 20].")
+@click.option("--optimizer", "--opt", type=click.Choice(["adam", "sgd"]), default="adam", show_default=True,
+              help="The update rule: Adam, or plain SGD.")
+@config_option("lr", default="0.001", show_default=True, help="Learning rate.")
+@config_option("decay_rate", default="0.8", show_default=True,
+               help="The rate is multiplied by this after epoch --decay-after and every epoch since.")
+@config_option("decay_after", default="10", show_default=True, help="Epochs at the full rate.")
+@config_option("val_size", default=None, show_default=False,
+               help="Training images held out for validation: a count or a fraction [1000; digits: 0.1].")
+@config_option("train_size")
+@config_option("sampling", default="sequential")
+@click.option("--weight-scale", type=click.FloatRange(min=0, min_open=True),
+              help="Weights start from N(0, scale^2), biases at 0 [0.001; digits: 0.01].")
+@click.option("--conv", type=click.Choice(["loops", "im2col"]), default="loops", show_default=True,
+              help="The report's loops over output pixels, or im2col matrix products (several times faster).")
+@click.option("--print-every", type=click.IntRange(min=0), default=100, show_default=True, metavar="N",
+              help="Print 'loss: ... [seen/total]' every N iterations; 0 never.")
+@config_option("seed", help="Seed of the validation split, the initial weights and the order.")
+@config_option("output")
+@config_option("name", default="lenet5_scratch", show_default=True, help="File name of the run.")
+@click.option("--check", is_flag=True, help="Check every gradient instead of training (centred differences, and "
+                                            "Keras' LeNet-5 on the current backend); exit 1 if one is off.")
+def scratch(check, conv, weight_scale, print_every, **options):
+    """LeNet-5 from scratch in NumPy, trained as the course report trained it
+    (Adam 1e-3, batch 200, x0.8 after epoch 10, 40 epochs): progress, test
+    accuracy, history, curves, confusion matrix."""
+    if check:
+        from kerascnn.scratch.check import run_checks
+
+        start_quietly()
+        if not run_checks(echo=click.echo):
+            raise SystemExit(1)
+        return
+    from kerascnn.scratch.experiment import train_scratch
+
+    result = train_scratch(**options, fast=conv == "im2col", weight_scale=weight_scale, print_every=print_every,
+                           echo=click.echo)
+    for a, b, n, ab, ba in result.confused_pairs[:3]:
+        click.echo(f"  most confused: {a} and {b}, {n} cases ({a} as {b}: {ab}, {b} as {a}: {ba})")
+    for path in result.paths:
+        click.echo(f"wrote {path}")
+
+
 def main(argv=None):
     """The console script."""
     cli.main(args=argv, prog_name="kerascnn")
