@@ -453,6 +453,24 @@ def results_optimizers_lenet(s):
     return block(*fits)
 
 
+KERNEL7 = ("kerascnn study --name kernel7 --vary kernel=5,7 --vary activation=sigmoid,relu --seeds 3 --arch lenet "
+           "--dataset fashion_mnist --optimizer adamw --lr 1e-3 --weight-decay 0.01 --batch-size 256 --epochs 30")
+
+
+@entry("results-kernel7", "results.md", long=True)
+def results_kernel7(s):
+    return study_block(s, KERNEL7, "kernel7", None)
+
+
+OPTIMIZER_SWEEP = ("kerascnn study --name optimizer-sweep --vary optimizer=momentum,adagrad --vary lr=0.003,0.01,0.03,0.1 "
+                   "--seeds 3 --arch lenet --activation relu --pool max --dataset mnist --momentum 0.9 --epochs 10")
+
+
+@entry("results-optimizer-sweep", "results.md", long=True)
+def results_optimizer_sweep(s):
+    return study_block(s, OPTIMIZER_SWEEP, "optimizer-sweep", None)
+
+
 @entry("results-modern-cnns", "results.md", long=True)
 def results_modern_cnns(s):
     return study_block(s, "kerascnn study --preset modern-cnns --train-size 10000 --seeds 2", "modern-cnns", None)

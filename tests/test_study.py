@@ -134,6 +134,7 @@ def test_presets_expand_to_the_runs_described():
     assert [(c.arch, c.optimizer) for c in configs] == [
         (a, o) for a in ("lenet", "alexnet", "resnet18", "mobilenet", "vgg16") for o in ("momentum", "adagrad")]
     assert {(c.dataset, c.lr, c.momentum) for c in configs} == {("mnist", 0.01, 0.9)}
+    assert {(c.activation, c.pool) for c in configs if c.arch == "lenet"} == {("relu", "max")}  # the report's LeNet
 
     s = make_study("modern-cnns", epochs=1, train_size=500)
     assert [(c.arch, c.dataset, c.epochs, c.train_size, c.image_size) for c in
