@@ -426,6 +426,15 @@ def study_block(s, command, name, reported, screenshot=False):
     return f"{block(shown)}\n\n{table}\n\n{said}" + "\n\n".join(images)
 
 
+@entry("cli-scratch", "cli.md")
+def cli_scratch(s):
+    train = s.run("kerascnn scratch --dataset digits --epochs 3")
+    check = s.run("kerascnn scratch --check")
+    lines = check.splitlines()
+    keras_at = next(i for i, line in enumerate(lines) if "against Keras" in line)
+    return block(train, "\n".join(lines[:4] + ["  ..."] + lines[keras_at:]))
+
+
 @entry("results-lenet-ablation", "results.md", long=True)
 def results_lenet_ablation(s):
     return study_block(s, "kerascnn study --preset lenet-ablation --seeds 3", "lenet-ablation",

@@ -13,9 +13,10 @@ from kerascnn.errors import KerasCNNError
 
 SIZE = 32  # LeNet-5's input: MNIST's 28x28 digits padded to 32x32, as the paper did
 
-# The report's settings (on MNIST's 59,000 training images), and those of scikit-learn's digits: 1,293
-# training images make 7 batches of 200 an epoch, and from N(0, 0.001^2) weights the loss does not
-# move in 40 epochs' 280 steps (MNIST's first 50 steps lower it); batches of 20 from N(0, 0.01^2) learn in 3.
+# The report's settings (on MNIST's 59,000 training images), and those of scikit-learn's digits: their 1,293
+# training images make 7 batches of 200 an epoch, and from N(0, 0.001^2) weights the validation accuracy was
+# still 10% after 6 epochs and 40% after 20 (on MNIST the loss falls within the first 50 iterations);
+# batches of 20 from N(0, 0.01^2) reach about 75% test accuracy in 3 epochs.
 DEFAULTS = {"batch_size": 200, "weight_scale": 1e-3, "val_size": 1000}
 DATASET_DEFAULTS = {"digits": {"batch_size": 20, "weight_scale": 1e-2, "val_size": 0.1}}
 
@@ -39,20 +40,15 @@ class ScratchResult:
 
 def to_lenet_input(images, mean, std, size=SIZE):
     """uint8 images (N, H, W, C) -> float64 (N, C, size, size): scaled to
-    [0, 1], padded with zeros to `size` (or, when `size` is a whole multiple
-    of the side, each pixel repeated: scikit-learn's 8x8 digits), then
-    normalized with the training set's per-channel mean and std, as `fit`
-    prepares them (`--resize pad`)."""
+    [0, 1], centred on a border of zeros up to `size`, then normalized with
+    the training set's per-channel mean and std, as `fit` prepares them with
+    `--resize pad`."""
     x = images.astype(np.float64).transpose(0, 3, 1, 2) / 255.0
     h, w = x.shape[2:]
-    if (h, w) != (size, size):
-        if h <= size and w <= size and h == w and size % h == 0 and h <= size // 2:
-            x = x.repeat(size // h, axis=2).repeat(size // w, axis=3)
-        elif h <= size and w <= size:
-            top, left = (size - h) // 2, (size - w) // 2
-            x = np.pad(x, ((0, 0), (0, 0), (top, size - h - top), (left, size - w - left)))
-        else:
-            raise KerasCNNError(f"LeNet-5 from scratch takes images up to {size}x{size}, got {h}x{w}")
+    if h > size or w > size:
+        raise KerasCNNError(f"LeNet-5 from scratch takes images up to {size}x{size}, got {h}x{w}")
+    top, left = (size - h) // 2, (size - w) // 2
+    x = np.pad(x, ((0, 0), (0, 0), (top, size - h - top), (left, size - w - left)))
     mean, std = np.asarray(mean).reshape(1, -1, 1, 1), np.asarray(std).reshape(1, -1, 1, 1)
     return (x - mean) / std
 
