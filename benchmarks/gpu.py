@@ -5,6 +5,7 @@ reports' studies at their textbook sizes.
     python benchmarks/gpu.py --part throughput          # about 4 minutes on one H200
     python benchmarks/gpu.py --part modern-cnns         # about 5 minutes on one H200
     python benchmarks/gpu.py --part optimizers          # the optimizers study at full length
+    python benchmarks/gpu.py --part optimizer-sweep --variant "vgg16 AdaGrad lr 0.03"   # the rate sweep, in pieces
     python benchmarks/gpu.py --tiny --part throughput --part modern-cnns   # the same code on a CPU, seconds
     python benchmarks/gpu.py --write-docs               # docs/gpu.md from the results
 
@@ -19,6 +20,8 @@ fit a task's 15 minutes of GPU time with the machine's start):
                ResNet-18 96; 3 epochs of full Fashion-MNIST) under jax: test accuracy and time
   optimizers   `kerascnn study --preset optimizers` (five families on MNIST, SGD+momentum and
                AdaGrad, 10 epochs) under jax
+  optimizer-sweep  `kerascnn study --preset optimizer-sweep`: the same at four rates each (40
+               runs: more than one part's time; `--variant LABEL` runs some, keeping earlier ones)
 
 Needs: JAX and/or PyTorch (CUDA builds on the GPU machine), Keras, the
 repository, and MNIST / Fashion-MNIST in `--data-dir` (default
@@ -44,7 +47,7 @@ from report import write_block
 
 RESULTS = RESULTS_DIR / "gpu.json"
 DOC = REPO / "docs" / "gpu.md"
-PARTS = ("throughput", "modern-cnns", "optimizers")
+PARTS = ("throughput", "modern-cnns", "optimizers", "optimizer-sweep")
 
 
 # ----------------------------------------------------------------------------- child processes
@@ -338,8 +341,9 @@ def finished_runs(folder):
     rows = []
     for record in sorted(Path(folder).rglob("*.run.json")):
         r = json.loads(record.read_text())
-        rows.append({k: r.get(k) for k in ("arch", "optimizer", "image_size", "input_shape", "batch_size", "epochs",
-                                           "test_accuracy", "train_seconds", "lr", "dtype_policy", "jit_compile")})
+        rows.append({**{k: r.get(k) for k in ("arch", "optimizer", "image_size", "input_shape", "batch_size", "epochs",
+                                              "test_accuracy", "train_seconds", "lr", "dtype_policy", "jit_compile")},
+                     "run": record.parent.name})  # runs/<variant slug>-s<seed>
     table = Path(folder) / "results.csv"
     return {"runs": rows, "table": list(csv.DictReader(open(table))) if table.exists() else []}
 
@@ -397,6 +401,15 @@ def throughput(args):
     return {"rows": rows, "inputs": inputs, "warmup_steps": warmup, "steps": steps}
 
 
+def rerun(row, labels):
+    """Whether a run of an earlier part belongs to one of the variants `labels` run again."""
+    from kerascnn.study import Variant
+
+    slugs = {Variant(label, {}).slug for label in labels}
+    run = row.get("run")
+    return run.rsplit("-s", 1)[0] in slugs if run else row["arch"] in labels  # earlier results lack "run"
+
+
 def study_part(preset):
     def part(args):
         folder = tempfile.mkdtemp(prefix="kerascnn-study-")
@@ -406,7 +419,7 @@ def study_part(preset):
             result.update(finished_runs(folder), wall_seconds=None)
         earlier = args.earlier.get(preset) or {}
         if args.variant and earlier.get("runs"):  # runs of the other variants measured before are kept
-            result["runs"] = [r for r in earlier["runs"] if r["arch"] not in args.variant] + result["runs"]
+            result["runs"] = [r for r in earlier["runs"] if not rerun(r, args.variant)] + result["runs"]
             result["earlier"] = {k: earlier.get(k) for k in ("date", "seconds", "wall_seconds", "error")}
         print(json.dumps(result)[:2000], flush=True)
         return result
@@ -414,7 +427,7 @@ def study_part(preset):
 
 
 PART_FUNCTIONS = {"throughput": throughput, "modern-cnns": study_part("modern-cnns"),
-                  "optimizers": study_part("optimizers")}
+                  "optimizers": study_part("optimizers"), "optimizer-sweep": study_part("optimizer-sweep")}
 
 
 # ----------------------------------------------------------------------------- docs
@@ -493,7 +506,8 @@ def render_study(name, part):
              "|---|---|---|---|---|---|---|"]
     for r in part["runs"]:
         size = r.get("input_shape") or [r.get("image_size")]
-        label = r["arch"] + (f" {r['optimizer']}" if name == "optimizers" else "")
+        label = r["arch"] + (f" {r['optimizer']}" if name.startswith("optimizer") else "") + \
+            (f" lr {r['lr']:g}" if name == "optimizer-sweep" else "")
         lines.append(f"| {label} | {size[0]} | {r['batch_size']} | {r['epochs']} | "
                      f"{r['test_accuracy']:.4f} | {r['train_seconds']:.1f} | {r['dtype_policy']} |")
     return lines

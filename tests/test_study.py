@@ -136,6 +136,11 @@ def test_presets_expand_to_the_runs_described():
     assert {(c.dataset, c.lr, c.momentum) for c in configs} == {("mnist", 0.01, 0.9)}
     assert {(c.activation, c.pool) for c in configs if c.arch == "lenet"} == {("relu", "max")}  # the report's LeNet
 
+    s = make_study("optimizer-sweep")
+    configs = [s.config(v, 0) for v in s.variants]
+    assert len(configs) == 5 * 2 * 4 and {c.lr for c in configs} == {0.003, 0.01, 0.03, 0.1}
+    assert s.variants[0].label == "lenet SGD+momentum lr 0.003" and configs[0].activation == "relu"
+
     s = make_study("modern-cnns", epochs=1, train_size=500)
     assert [(c.arch, c.dataset, c.epochs, c.train_size, c.image_size) for c in
             (s.config(v, 0) for v in s.variants)] == [
