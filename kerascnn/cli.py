@@ -378,8 +378,8 @@ STUDY_FIT_OPTIONS = [n for n in FIELDS if n not in ("output", "name", "resume", 
 @cli.command()
 @backend_option
 @click.argument("study_file", required=False, type=click.Path())
-@click.option("--preset", help="A study course reports run: lenet-ablation, lenet5-mnist, optimizers, optimizer-sweep, "
-                                  "modern-cnns.")
+@click.option("--preset", help="A study course reports run: lenet-ablation, lenet5-mnist, optimizers, "
+                               "optimizer-sweep, modern-cnns.")
 @click.option("--vary", multiple=True, metavar="OPTION=V1,V2",
               help="Values of an option to try (repeatable: a full grid); a list value is written 6/16.")
 @click.option("--ablate", is_flag=True, help="One change at a time against the baseline, not the grid.")
