@@ -35,6 +35,7 @@ from pathlib import Path
 import defaults
 import gpu
 import performance
+import scratch
 from harness import REPO, RESULTS_DIR, data_dir, machine, versions
 from report import DOCS, write_block
 
@@ -60,6 +61,7 @@ def rendered(name, doc, command, write):
 
 rendered("zoo-defaults", "zoo.md", "python benchmarks/defaults.py --write-docs", defaults.write_docs)
 rendered("gpu", "gpu.md", "python benchmarks/gpu.py --write-docs", gpu.write_docs)
+rendered("scratch-speed", "results.md", "python benchmarks/scratch.py --write-docs", scratch.write_docs)
 for _name in performance.BLOCKS:
     rendered(_name, "performance.md", "python benchmarks/performance.py --write-docs",
              lambda: performance.write_docs(RESULTS_DIR / "performance.json", performance.DOC))
