@@ -21,6 +21,7 @@ include training times.
 """
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -590,9 +591,10 @@ def paste(doc, name, markdown, stamp):
     write_block(doc, name, f"{markdown}\n\n*Written by `python benchmarks/docs.py --only {name}` ({stamp}).*\n")
 
 
-def run_entries(names):
+def run_entries(names, work=None):
     """Write the blocks `names`: rendered ones from their results, the others
-    by running their commands in one session."""
+    by running their commands in one session, in a temporary folder or in
+    `work` (kept: a long entry run again there resumes its studies)."""
     for command in dict.fromkeys(RENDERED[n][0] for n in names if n in RENDERED):
         print(f"{command} ...", flush=True)
         next(write for c, write in RENDERED.values() if c == command)()
@@ -602,8 +604,9 @@ def run_entries(names):
     if any(n in ("cli-evaluate", "cli-visualize") for n in names) and "cli-fit" not in names:
         names.insert(0, "cli-fit")  # they read its model
     when = stamp()
-    with tempfile.TemporaryDirectory(prefix="kerascnn-docs-") as work:
-        session = Session(data_dir(), work)
+    with contextlib.nullcontext(work) if work else tempfile.TemporaryDirectory(prefix="kerascnn-docs-") as folder:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        session = Session(data_dir(), folder)
         for name in [n for n in ENTRIES if n in names]:
             doc, _, fn = ENTRIES[name]
             print(f"{name} ...", flush=True)
@@ -615,13 +618,15 @@ def main():
     parser.add_argument("--only", nargs="+", choices=list(ENTRIES), metavar="ID")
     parser.add_argument("--all", action="store_true", help="include the long entries")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--work", type=Path, metavar="DIR",
+                        help="run the commands in DIR and keep it: run again, a long entry's studies resume there")
     args = parser.parse_args()
     if args.list:
         for name, (doc, long, _) in ENTRIES.items():
             how = RENDERED[name][0] if name in RENDERED else "long" if long else "cheap"
             print(f"{name:22} docs/{doc:14} {how}")
         return
-    run_entries(args.only or [n for n, (_, long, _) in ENTRIES.items() if args.all or not long])
+    run_entries(args.only or [n for n, (_, long, _) in ENTRIES.items() if args.all or not long], args.work)
 
 
 if __name__ == "__main__":
