@@ -87,11 +87,13 @@ class Run:
 
     @property
     def steps(self):
-        """The rows of its steps.csv (fit --log-every; [] without one), read on
-        first use: a damaged file is an error naming it (runfiles.read_steps)."""
+        """The rows of its steps.csv (fit --log-every; [] without one, or when
+        the run logged none: a file left by an earlier run of its name), read
+        on first use: a damaged file is an error naming it (runfiles.read_steps)."""
         if self._steps is None:
             path = self.files.steps_csv
-            self._steps = read_steps(path) if self.record and path.is_file() else []
+            logged = self.record and self.record.get("log_every") and path.is_file()
+            self._steps = read_steps(path) if logged else []
         return self._steps
 
     @property

@@ -205,10 +205,13 @@ def test_write_results_writes_the_table_figures_and_one_page(study):
 
 
 def logged_steps(run_folder, name, every=2):
-    """A steps.csv beside a finished run, as fit --log-every writes it, with made-up losses."""
+    """A steps.csv beside a finished run, as fit --log-every writes it, with made-up losses, and its record's
+    log_every set."""
     from kerascnn.runfiles import STEP_COLUMNS, step_line
 
-    steps = json.loads((run_folder / f"{name}.run.json").read_text())["steps_per_epoch"]
+    record = json.loads((run_folder / f"{name}.run.json").read_text())
+    io.write_json(run_folder / f"{name}.run.json", {**record, "log_every": every})
+    steps = record["steps_per_epoch"]
     rows = [{"step": s, "epoch": (s - 1) // steps + 1, "batch": (s - 1) % steps + 1, "seen": 0, "loss": 3.0 / s,
              "accuracy": 0.5} for s in range(every, 2 * steps + 1, every)]
     (run_folder / f"{name}.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))

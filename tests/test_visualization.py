@@ -30,6 +30,7 @@ def test_conv1_kernels_maps_and_curves(trained_run, tmp_path):
 def test_curves_draw_the_per_step_log_when_the_run_has_one(trained_run, tmp_path):
     import shutil
 
+    from kerascnn import io
     from kerascnn.run import Run
     from kerascnn.runfiles import STEP_COLUMNS, step_line
     from kerascnn.visualization import curves
@@ -41,6 +42,8 @@ def test_curves_draw_the_per_step_log_when_the_run_has_one(trained_run, tmp_path
     rows = [{"step": s, "epoch": (s - 1) // steps + 1, "batch": (s - 1) % steps + 1, "seen": 0, "loss": 1.0,
              "accuracy": 0.5} for s in range(1, 3 * steps + 1)]
     (folder / "lenet.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))
+    assert Run.load(folder / "lenet.keras").steps == []  # its run logged none: another run's file
+    io.write_json(folder / "lenet.run.json", {**trained_run.config, "log_every": 1})
     fig = curves(Run.load(folder / "lenet.keras"), "t")
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
     assert fig.axes[0].lines[0].get_xdata()[-1] == 3.0  # the last step is the end of epoch 3
