@@ -54,7 +54,7 @@ class StepLog(keras.callbacks.Callback):
     the images of the steps since the previous row (with every=1, that
     step's batch: its batch loss), recovered from Keras' running means
     (EpochSums); a row's steps may span an epoch's end. Keras reports once
-    a call, so the steps a call must divide `every`
+    a call, so the steps of a call must divide `every`
     (preparation.resolve_steps_per_execution). `echo`, if set, gets the
     lecture's line for each row: `loss: 0.301234  [ 6400/54000]`.
 
