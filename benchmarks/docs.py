@@ -201,6 +201,15 @@ def training_by_epoch(s):
             f"\n\n(The run above: {100 * accuracy:.2f}% test accuracy on the digits.)")
 
 
+@entry("training-log-every", "training.md")
+def training_log_every(s):
+    fit = s.run("kerascnn fit --arch lenet --activation relu --pool max --dataset mnist --epochs 2 -b 64 "
+                "--log-every 100 --name lenet_steps")
+    head = s.run("head -4 saved_models/lenet_steps.steps.csv")
+    s.run("kerascnn visualize --model saved_models/lenet_steps.keras")
+    return block(fit, head) + f"\n\n![curves every 100 steps and per epoch]({s.image('lenet_steps.curves.png')})"
+
+
 @entry("training-optimizers", "training.md")
 def training_optimizers(s):
     fits = []

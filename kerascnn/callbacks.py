@@ -1,6 +1,6 @@
 """Callbacks of a training run: the per-epoch history, the plateau schedule
 and its warm-up, early stopping, divergence detection, checkpoints with the state a
-resumed run needs, and the activation recorder.
+resumed run needs, and the activation recorder (the per-step log is kerascnn.steplog's).
 
 Every callback with state across epochs has `get_state()` and
 `set_state(state)` (plain JSON values), so that `--resume` continues a run
@@ -18,6 +18,7 @@ from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.inputs import network
 from kerascnn.schedules import LinearWarmup, warmup_steps
+from kerascnn.steplog import EpochSums, StepLog  # noqa: F401 - StepLog: a callback of a run too
 
 
 def current_lr(model):
@@ -173,7 +174,7 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def __init__(self, batch_size, samples, *, factor=10.0, patience=50):
         super().__init__()
-        self.batch_size, self.samples = batch_size, samples
+        self.sums = EpochSums(batch_size, samples)
         self.factor, self.patience = factor, patience
         self.first_loss = None
         self.diverged_epoch = self.reason = None
@@ -181,17 +182,13 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch + 1
-        self._seen, self._total, self._last_batch = 0, 0.0, -1
+        self.sums.start()
 
     def _batch_loss(self, batch, mean):
         """The mean loss of the batches since the last call (one, unless
         several steps run per execution), and how many they were."""
-        count = batch - self._last_batch
-        seen = min(self.samples, (batch + 1) * self.batch_size) if self.samples else (batch + 1) * self.batch_size
-        total = mean * seen
-        loss = (total - self._total) / max(seen - self._seen, 1)
-        self._seen, self._total, self._last_batch = seen, total, batch
-        return loss, count
+        sums, images, count = self.sums.advance(batch, {"loss": mean})
+        return sums["loss"] / max(images, 1), count
 
     def on_train_begin(self, logs=None):
         # jax and torch dispatch steps ahead of the host: read each batch's loss one batch late, once the

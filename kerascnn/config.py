@@ -28,7 +28,7 @@ FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 # Model options that came with format 2, as every format-1 run had them (whatever today's family default).
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
-ADDED = {"padding": "same", "resize": "resize"}
+ADDED = {"padding": "same", "resize": "resize", "log_every": 0}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -191,6 +191,9 @@ class FitConfig:
     probe_size: int = _option(4, "Test images the recorded activations are taken on.", kind="int",
                               group="files", low=1)
     tensorboard: str = _option(None, "Also write TensorBoard logs to this folder.", kind="path", group="files")
+    log_every: int = _option(0, "Every N training steps (counted over the run), the mean training loss and accuracy "
+                             "of those steps into <name>.steps.csv, and, when the output is not a terminal, a "
+                             "`loss: ... [seen/total]` line; 0: off.", kind="int", group="files", low=0, match=True)
     resume: bool = _option(False, "Continue the interrupted (or extend the finished) run from "
                            "<name>.last.keras.", kind="flag", group="files", replay=False)
     overwrite: bool = _option(False, "Start over even if an unfinished run of this name exists; let a --config "

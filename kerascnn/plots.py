@@ -146,16 +146,48 @@ def plot_explanations(images, maps, titles, *, title, cols=4):
     return fig
 
 
-def plot_history(rows, title="training curves"):
-    """Loss and accuracy per epoch, train and validation, from history rows."""
+STEP_STYLE = dict(alpha=0.35, linewidth=0.8, zorder=1)  # the per-step curves, faint under the per-epoch ones
+
+
+def _step_curve(seeds, key, steps_per_epoch):
+    """(x in epochs, y) of the per-step rows (a steps.csv, fit --log-every)
+    of one or more seeds: each logged step's mean over the seeds that have
+    it, at step / steps_per_epoch epochs, where its epoch's end is the
+    epoch's own point."""
+    by_step = {}
+    for rows in seeds:
+        for r in rows:
+            by_step.setdefault(r["step"], []).append(r[key])
+    steps = sorted(by_step)
+    return np.array(steps, dtype=float) / steps_per_epoch, np.array([np.mean(by_step[s]) for s in steps])
+
+
+def _every(seeds):
+    """"every N steps" (or "every step") of per-step rows: their first step is N."""
+    every = {rows[0]["step"] for rows in seeds if rows}
+    if len(every) != 1:
+        return "every --log-every steps"
+    n = every.pop()
+    return "every step" if n == 1 else f"every {n} steps"
+
+
+def plot_history(rows, title="training curves", *, steps=None, steps_per_epoch=None):
+    """Loss and accuracy per epoch, train and validation, from history rows;
+    with `steps` (the rows of the run's steps.csv) and its
+    `steps_per_epoch`, the training loss and accuracy every N steps drawn
+    faint under them, on the same axis of epochs (_step_curve)."""
     epochs = [r["epoch"] for r in rows]
     fig = _figure(10, 3.8)
     ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
-        for prefix, style in (("", "-o"), ("val_", "--s")):
+        if steps:
+            ax.plot(*_step_curve([steps], key, steps_per_epoch), color="C0", label=f"train {key}, {_every([steps])}",
+                    **STEP_STYLE)
+        for prefix, style, color in (("", "-o", "C0"), ("val_", "--s", "C1")):
             values = [r.get(prefix + key) for r in rows]
             if any(v is not None for v in values):
-                ax.plot(epochs, values, style, markersize=3, label=f"{'validation' if prefix else 'train'} {key}")
+                ax.plot(epochs, values, style, color=color, markersize=3,
+                        label=f"{'validation' if prefix else 'train'} {key}")
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.grid(alpha=0.3)
@@ -233,17 +265,25 @@ def _mean_curve(histories, key):
     return epochs, np.array([m for m, _ in stats]), np.array([s or 0.0 for _, s in stats])
 
 
-def plot_study_curves(variants, title="training curves, mean over seeds"):
+def plot_study_curves(variants, title="training curves, mean over seeds", *, steps=None):
     """The curves of a study's variants overlaid, one colour per variant:
     `variants` is a list of (label, [history rows of each seed]). Panels:
     loss (train solid, validation dashed), training accuracy, validation
-    accuracy; each line the mean over seeds, the band ± one std (2+ seeds)."""
+    accuracy; each line the mean over seeds, the band ± one std (2+ seeds).
+    `steps` ({label: ([steps.csv rows of each seed], steps per epoch)}, for
+    the variants that logged them) adds the training loss and accuracy
+    every N steps, faint, each step's mean over the seeds that logged it."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(15, 4.4)
     ax_loss, ax_train, ax_val = fig.subplots(1, 3)
+    steps = {label: logged for label, logged in (steps or {}).items() if any(logged[0])}
     for n, (label, histories) in enumerate(variants):
         color = f"C{n % 10}"
+        if label in steps:
+            seeds, per_epoch = steps[label]
+            for ax, key in ((ax_loss, "loss"), (ax_train, "accuracy")):
+                ax.plot(*_step_curve(seeds, key, per_epoch), color=color, **STEP_STYLE)
         for ax, key, style in ((ax_loss, "loss", "-"), (ax_loss, "val_loss", "--"),
                                (ax_train, "accuracy", "-"), (ax_val, "val_accuracy", "-")):
             epochs, mean, std = _mean_curve(histories, key)
@@ -259,6 +299,9 @@ def plot_study_curves(variants, title="training curves, mean over seeds"):
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
+    if steps:
+        every = _every([rows for seeds, _ in steps.values() for rows in seeds])
+        ax_train.plot([], [], color="gray", label=f"faint: training, {every}, mean over seeds", **STEP_STYLE)
     ax_train.legend(fontsize=8)
     fig.suptitle(title)
     return fig

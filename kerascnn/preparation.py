@@ -7,6 +7,7 @@ three and returns them as a `Prepared`.
 """
 
 import dataclasses
+import math
 import os
 from pathlib import Path
 
@@ -118,7 +119,7 @@ def resolve_settings(given, data, echo=None, callbacks=()):
                           f"{spell_set('schedule', 'plateau')} (its warm-up sets the rate every batch)")
     settings = settings.replace(steps_per_execution=resolve_steps_per_execution(
         settings.steps_per_execution, steps, keras.backend.backend(), settings.distribute,
-        batch_hooks=warmup_per_batch or has_batch_hooks(callbacks)))
+        batch_hooks=warmup_per_batch or has_batch_hooks(callbacks), log_every=settings.log_every))
     if echo:
         echo(settings.describe())
     return settings
@@ -156,12 +157,13 @@ def resolve_jit(jit):
 
 MAX_STEPS_PER_EXECUTION = 16
 
-def resolve_steps_per_execution(requested, steps, backend, distribute=None, batch_hooks=False):
+def resolve_steps_per_execution(requested, steps, backend, distribute=None, batch_hooks=False, log_every=0):
     """Training steps per call into the backend's compiled function. Keras
     runs a call's steps back to back and calls the batch callbacks after
     it; fit's pipeline is one stream over the epochs, so a call must not
-    run past an epoch's end: the value divides the `steps` of an epoch.
-    None (auto) is the largest divisor of `steps` up to
+    run past an epoch's end: the value divides the `steps` of an epoch,
+    and with `log_every` (callbacks.StepLog, a row every N steps) N too.
+    None (auto) is the largest such divisor up to
     MAX_STEPS_PER_EXECUTION on tensorflow, where a call's steps run in one
     tf.while_loop and give the same weights as one step a call (LeNet on a
     CPU: see docs/performance.md); 1 on jax (a Python loop over jitted
@@ -169,10 +171,11 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
     under --distribute, and with `batch_hooks` (a callback acting on every
     batch: plateau's warm-up, a user's callback). Values other
     than 1 are refused where auto gives 1 for the backend or strategy."""
+    period = math.gcd(steps, log_every)  # gcd(steps, 0) is steps
     if requested is None:
         if backend != "tensorflow" or distribute or batch_hooks:
             return 1
-        return divisors(steps, MAX_STEPS_PER_EXECUTION)[-1]
+        return divisors(period, MAX_STEPS_PER_EXECUTION)[-1]
     if requested > 1 and backend != "tensorflow":
         raise OptionError(f"{spell('steps_per_execution')} must be 1 on the {backend} backend (only tensorflow runs "
                           f"a call's steps in one compiled loop), got {requested}")
@@ -184,6 +187,10 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
                           f"so a call would run past the epoch's end; choose "
                           + (f"one of {', '.join(map(str, several))}" if several else "1")
                           + f", or another {spell('batch_size')}")
+    if log_every % requested:
+        raise OptionError(f"{spell('steps_per_execution')} {requested} does not divide {spell('log_every')} "
+                          f"{log_every}: Keras reports once a call, so a row every {log_every} steps needs calls of "
+                          f"one of {', '.join(map(str, divisors(period, 64)))} steps")
     return requested
 
 

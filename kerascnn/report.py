@@ -260,7 +260,8 @@ def write_study_results(study_dir):
     if done:
         name = study.get("name", study_dir.name)
         figures = {"curves.png": plots.plot_study_curves([(v.label, [run.history for _, run in v.done])
-                                                         for v in done], title=f"{name}: mean over seeds"),
+                                                         for v in done], title=f"{name}: mean over seeds",
+                                                        steps=step_curves(done)),
                    "accuracy.png": plots.plot_seed_accuracy([(v.label, v.accuracies) for v in variants],
                                                             title=f"{name}: test accuracy")}
         for file, figure in figures.items():
@@ -268,6 +269,17 @@ def write_study_results(study_dir):
             images[file] = paths[-1].read_bytes()
     paths.append(io.write_text(study_dir / "report.html", study_html(study, variants, rows, note, images)))
     return paths, rows
+
+
+def step_curves(variants):
+    """{label: ([steps.csv rows of each done seed], steps per epoch)} of the
+    variants whose runs logged every N steps (fit --log-every)."""
+    found = {}
+    for v in variants:
+        runs = [run for _, run in v.done if run.steps_per_epoch and run.steps]
+        if runs:
+            found[v.label] = ([run.steps for run in runs], runs[0].steps_per_epoch)
+    return found
 
 
 def study_html(study, variants, rows, note, images):
@@ -310,7 +322,9 @@ def write_run_report(run):
     else:
         body.append("<p>No run.json beside this model: a model kerascnn did not train.</p>")
     if run.history:
-        body += ["<h2>Training curves</h2>", _img(_png(plots.plot_history(run.history, title=run.name)), "curves")]
+        from kerascnn.visualization import curves
+
+        body += ["<h2>Training curves</h2>", _img(_png(curves(run, run.name)), "curves")]
     body += ["<h2>Confusion matrix</h2>", confusion_html(run), "<h2>First-layer kernels</h2>",
              _kernels_html(model_facts(run), run.stem)]
     return io.write_text(io.sidecar(run.output_base(), "report.html"), page(f"run {run.name}", body))

@@ -16,7 +16,7 @@ from kerascnn import io
 from kerascnn.config import FIELDS, FitConfig, OptionError, spell, upgrade
 from kerascnn.errors import KerasCNNError
 from kerascnn.runfiles import (CHECKPOINT, RunFiles, checked_history, read_checkpoint_state, read_history,
-                                read_record, record_bases)
+                                read_record, read_steps, record_bases)
 
 
 class Run:
@@ -31,6 +31,7 @@ class Run:
         self.model_path = Path(model_path)
         self.record = upgrade(record) if record is not None else None
         self._history, self._history_from = history, history_path
+        self._steps = None
         self._model = None
         self.unsafe = False
 
@@ -83,6 +84,22 @@ class Run:
         if self._history is None:
             self._history = read_history(self._history_from) if self._history_from else []
         return self._history
+
+    @property
+    def steps(self):
+        """The rows of its steps.csv (fit --log-every; [] without one, or when
+        the run logged none: a file left by an earlier run of its name), read
+        on first use: a damaged file is an error naming it (runfiles.read_steps)."""
+        if self._steps is None:
+            path = self.files.steps_csv
+            logged = self.record and self.record.get("log_every") and path.is_file()
+            self._steps = read_steps(path) if logged else []
+        return self._steps
+
+    @property
+    def steps_per_epoch(self):
+        """Training steps an epoch (from a finished run's record), or None."""
+        return (self.record or {}).get("steps_per_epoch")
 
     @property
     def stem(self):

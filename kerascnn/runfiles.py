@@ -8,8 +8,8 @@ a damaged file is one clear error.
 A run is the files `fit` writes under one name: `<name>.keras`, its
 checkpoints (`<name>.best.keras`, `<name>.last.keras`,
 `<name>.epoch-NNN.keras`), `<name>.run.json`, `<name>.history.json` and
-`.csv`, and `<name>.activations.npz`; while it trains they live in
-`<name>.partial/`.
+`.csv`, `<name>.activations.npz` and `<name>.steps.csv`; while it trains
+they live in `<name>.partial/`.
 """
 
 import dataclasses
@@ -35,7 +35,7 @@ class RunFiles:
     """The files of the run `name` in `folder`, and the one rule for whether
     it is done. `fit` writes a run in progress into `<name>.partial/`
     (`best.keras`, `epoch-NNN.keras`, `last.keras` with the training state,
-    `activations.npz`); its final save writes `<name>.keras` (holding the
+    `activations.npz`, `steps.csv`); its final save writes `<name>.keras` (holding the
     run's id), `<name>.history.csv`, `<name>.history.json`, `<name>.run.json`
     (last), then moves the checkpoints beside them as `<name>.best.keras`,
     ... A kill at any point of that save leaves a run that is not `done()`
@@ -74,6 +74,11 @@ class RunFiles:
     def activations(self):
         return self.sidecar("activations.npz")
 
+    @property
+    def steps_csv(self):
+        """The training loss and accuracy every N steps (fit --log-every)."""
+        return self.sidecar("steps.csv")
+
     def checkpoint(self, kind):
         """A finished run's checkpoint: "best", "last" or "epoch-NNN"."""
         return self.sidecar(f"{kind}{io.MODEL_SUFFIX}")
@@ -87,8 +92,9 @@ class RunFiles:
         return self.sidecar("partial")
 
     def in_progress(self, kind):
-        """A file of the run in progress: "best", "last", "epoch-NNN" (models) or "activations"."""
-        return self.partial / ("activations.npz" if kind == "activations" else f"{kind}{io.MODEL_SUFFIX}")
+        """A file of the run in progress: "best", "last", "epoch-NNN" (models), "activations" or "steps"."""
+        recordings = {"activations": "activations.npz", "steps": "steps.csv"}
+        return self.partial / recordings.get(kind, f"{kind}{io.MODEL_SUFFIX}")
 
     @staticmethod
     def epoch_kind(epoch):
@@ -103,7 +109,7 @@ class RunFiles:
         """The run's files that exist, in the order fit writes them: the
         model, its history and record, then its checkpoints and recordings."""
         found = [self.model, self.history_csv, self.history_json, self.record, self.checkpoint("best"),
-                 self.checkpoint("last"), *self.epoch_checkpoints(), self.activations]
+                 self.checkpoint("last"), *self.epoch_checkpoints(), self.activations, self.steps_csv]
         return [p for p in found if p.is_file()]
 
     def done(self):
@@ -260,6 +266,51 @@ def checked_history(rows, source):
             if (key in row or key in ("loss", "accuracy")) and not isinstance(value, (int, float)) \
                     or isinstance(value, bool):
                 fail(f"epoch {row['epoch']} has no number for {key!r}")
+    return rows
+
+
+STEP_COLUMNS = ("step", "epoch", "batch", "seen", "loss", "accuracy")  # <name>.steps.csv (callbacks.StepLog)
+STEP_INTS = ("step", "epoch", "batch", "seen")
+
+
+def step_line(row):
+    """A row of <name>.steps.csv as its line (floats as repr: they read back exactly)."""
+    return ",".join(str(int(row[k]) if k in STEP_INTS else float(row[k])) for k in STEP_COLUMNS) + "\n"
+
+
+def read_steps(path):
+    """The rows of a <name>.steps.csv, checked as parse_steps does."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise KerasCNNError(f"cannot read the per-step log {path}: {getattr(e, 'strerror', None) or e}") from None
+    return parse_steps(text.splitlines(), path)
+
+
+def parse_steps(lines, source):
+    """Rows from the lines of a steps.csv, its header first, if they are as
+    `fit` writes them: the columns STEP_COLUMNS, whole numbers for step,
+    epoch, batch and seen, numbers for loss and accuracy, the steps rising;
+    else an error naming `source`."""
+    def fail(reason):
+        raise KerasCNNError(f"cannot use the per-step log {source}: {reason}")
+
+    if not lines:
+        fail("the file is empty")
+    if lines[0].strip().split(",") != list(STEP_COLUMNS):
+        fail(f"its first line is not {','.join(STEP_COLUMNS)}, as `kerascnn fit --log-every` writes")
+    rows = []
+    for n, line in enumerate(lines[1:], 2):
+        cells = line.strip().split(",")
+        try:
+            if len(cells) != len(STEP_COLUMNS):
+                raise ValueError
+            row = {k: int(v) if k in STEP_INTS else float(v) for k, v in zip(STEP_COLUMNS, cells)}
+        except ValueError:
+            fail(f"line {n} is not {len(STEP_COLUMNS)} numbers: {line[:60]!r}")
+        if rows and row["step"] <= rows[-1]["step"]:
+            fail(f"line {n}: step {row['step']} does not follow step {rows[-1]['step']}")
+        rows.append(row)
     return rows
 
 

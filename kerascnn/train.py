@@ -267,12 +267,13 @@ class RunCallbacks:
     history: object
     guard: object
     early_stop: object = None
+    steps: object = None  # steplog.StepLog, with --log-every
 
 
 def make_callbacks(t, extra=()):
     """History, the plateau schedule (and its warm-up), divergence guard,
-    activation recorder, early stopping, checkpoints and TensorBoard,
-    restored to a resumed run's state."""
+    per-step log, activation recorder, early stopping, checkpoints and
+    TensorBoard, restored to a resumed run's state."""
     import keras
 
     from kerascnn import callbacks as cb
@@ -283,8 +284,11 @@ def make_callbacks(t, extra=()):
     monitor = "val_loss" if has_val else "loss"
     history = cb.HistoryRecorder()
     stateful = {"history": history}
-    stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, len(data.x_train))
+    stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, epoch_images(settings, data))
     callbacks = [history, guard]
+    if settings.log_every:
+        callbacks.append(step_log(t))
+        stateful["steps"] = callbacks[-1]
     if settings.schedule == "plateau":  # every other schedule is the optimizer's own (kerascnn.schedules)
         rate, after = SCHEDULE_DEFAULTS["plateau"]
         stateful["plateau"] = cb.ReduceOnPlateau(
@@ -310,7 +314,32 @@ def make_callbacks(t, extra=()):
     for key, c in stateful.items():
         if folder.state is not None and key in folder.state["callbacks"]:
             c.set_state(folder.state["callbacks"][key])
-    return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"))
+    return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"),
+                        stateful.get("steps"))
+
+
+def epoch_images(settings, data):
+    """The images an epoch trains on: all, less those a data-parallel run
+    leaves out of its short last batch (inputs.TrainingBatches)."""
+    from kerascnn.distribution import data_parallel_devices
+
+    n = len(data.x_train)
+    return n - n % settings.batch_size % data_parallel_devices(settings)
+
+
+def step_log(t):
+    """The per-step log (--log-every) into the run in progress, continuing a
+    resumed run's file (in progress, or beside a finished run it extends)."""
+    from kerascnn.steplog import StepLog
+
+    settings, folder = t.settings, t.folder
+    log = StepLog(folder.files.in_progress("steps"), settings.log_every, settings.batch_size,
+                  epoch_images(settings, t.data))
+    if folder.state is not None:
+        source = folder.files.in_progress("steps") if folder.resume_from.parent == folder.run_dir \
+            else folder.files.steps_csv
+        log.resume_from(folder.initial_epoch, source)
+    return log
 
 
 def activation_recorder(t):
@@ -347,6 +376,8 @@ def train(t, model):
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
     if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
         verbose, extra = 0, [EpochLog(callbacks.history)]
+        if callbacks.steps is not None:  # and the lecture's `loss: ... [seen/total]` every --log-every steps
+            callbacks.steps.echo = t.echo
     if folder.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
         if not tf_backend():

@@ -95,7 +95,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     """Write the pictures of one layer of a saved run (a Run or a model path;
     by default the newest in `models_dir`): its kernels (for a conv layer;
     the first conv layer by default), its feature maps for test image
-    `index`, and the run's training curves."""
+    `index`, and the run's training curves (`curves`)."""
     from kerascnn.data import make_pipeline
 
     run = as_run(run, models_dir)
@@ -118,9 +118,16 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
         maps[0], data.x_test[index], title=f"{run.model_path.name}: {layer} feature maps {tuple(maps.shape[1:])}",
         image_title=f"{data.name} test #{index}: {data.class_names[data.y_test[index]]}")
     if run.history:
-        figures["curves.png"] = plots.plot_history(run.history, title=f"{run.name} training curves")
+        figures["curves.png"] = curves(run, f"{run.name} training curves")
     paths = [io.save_figure(fig, io.sidecar(base, kind)) for kind, fig in figures.items()]
     return VisualizeResult(run.model_path, layer, paths)
+
+
+def curves(run, title):
+    """The run's training curves per epoch, and every N steps when it logged
+    them (fit --log-every) and its record says the steps an epoch."""
+    steps = run.steps if run.steps_per_epoch else None
+    return plots.plot_history(run.history, title=title, steps=steps, steps_per_epoch=run.steps_per_epoch)
 
 
 def visualize_epochs(run=None, layer=None, *, index=0, output=None, models_dir="saved_models"):

@@ -182,6 +182,27 @@ def test_output_is_clean_in_a_pipe(tmp_path):
     assert summary.returncode == 0 and summary.stderr == ""
 
 
+def test_fit_log_every_prints_the_lectures_lines_and_writes_the_steps(tmp_path):
+    """Not a terminal (click's runner): every 2 steps the lecture's `loss: ...  [seen/total]` line; 256 digits in
+    batches of 64 are 4 steps an epoch."""
+    import re
+
+    result = run("fit", "--dataset", "digits", "--epochs", 2, "-b", 64, "--train-size", 256, "--activation", "relu",
+                 "--log-every", 2, "--output", tmp_path)
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(("loss:", "epoch "))]
+    assert [re.sub(r"\d\.\d{6}", "L", line) if line.startswith("loss") else line.split(":")[0] for line in lines] == [
+        "loss: L  [  128/  256]", "loss: L  [  256/  256]", "epoch 1/2",
+        "loss: L  [  128/  256]", "loss: L  [  256/  256]", "epoch 2/2"]
+    assert f"wrote {tmp_path / 'lenet.steps.csv'}" in result.output
+    from kerascnn.runfiles import read_steps
+
+    rows = read_steps(tmp_path / "lenet.steps.csv")
+    assert [row["step"] for row in rows] == [2, 4, 6, 8]
+    assert [float(line.split()[1]) for line in lines if line.startswith("loss")] == \
+        pytest.approx([row["loss"] for row in rows], abs=1e-6)
+
+
 def test_debug_shows_the_traceback_and_still_ends_with_the_error_line(tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "cli.py"), "--debug", "evaluate", "no/such.keras"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)

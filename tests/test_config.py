@@ -55,6 +55,9 @@ def test_defaults_and_types():
     ({"arch": "nin", "image_size": 64}, "nin needs images of at least 67x67; image_size 64 is too small"),
     ({"name": "../x"}, "name must be a plain file name"),
     ({"resume": True, "overwrite": True}, "resume and overwrite contradict"),
+    ({"log_every": -1}, "log_every must be at least 0, got -1"),
+    ({"log_every": 2.5}, "log_every expects a whole number, got 2.5"),
+    ({"log_every": "ten"}, "log_every expects a whole number, got 'ten'"),
 ])
 def test_bad_values_name_the_keyword(options, message):
     with pytest.raises(OptionError, match=message):
@@ -197,7 +200,7 @@ def to_format_1(record):
     for k in ("activation", "pool", "kernel", "channels", "batchnorm", "width", "dense_units", "dropout",
               "depth_multiplier"):
         old.pop(k)
-    for k in ("padding", "resize"):  # came later still
+    for k in ("padding", "resize", "log_every"):  # came later still
         old.pop(k, None)
     old["weight_decay"] = record["given"]["weight_decay"]
     old["lr"] = float(np.float32(record["lr"]))
@@ -243,6 +246,15 @@ def test_runs_saved_before_padding_and_resize_resume_as_same_and_resize():
         assert mismatches(saved, {**current, "padding": "valid", "resize": "pad"}) == ["--padding", "--resize"]
 
 
+def test_runs_saved_before_log_every_logged_nothing_and_resume_so():
+    """A record from before --log-every: its run logged no steps, and a resume must not start to."""
+    saved = {"arch": "lenet", "format": FORMAT, "given": {}, "input_shape": [28, 28, 1]}
+    assert upgrade(saved)["log_every"] == 0 and FitConfig().log_every == 0
+    assert mismatches(saved, {**saved, "log_every": 0}) == []
+    with cli_spelling():
+        assert mismatches(saved, {**saved, "log_every": 100}) == ["--log-every"]
+
+
 ERRORS = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
@@ -269,6 +281,8 @@ ERRORS = textwrap.dedent("""
                                                           "--dense-units, --dropout"),
     (("fit", "--padding", "full"), 2, "error: --padding: unknown padding 'full'; choose one of: same, valid"),
     (("fit", "--resize", "crop"), 2, "error: --resize: unknown resize mode 'crop'; choose one of: resize, pad"),
+    (("fit", "--log-every", "-1"), 2, "error: --log-every must be at least 0, got -1"),
+    (("fit", "--log-every", "2.5"), 2, "error: --log-every expects a whole number, got '2.5'"),
 ])
 def test_option_errors_answer_without_tensorflow(args, code, message, tmp_path):
     """Must show: one line, the right exit code, and TensorFlow never imported."""

@@ -33,6 +33,23 @@ def test_history_plot(tmp_path):
     drawn(fig, tmp_path / "c.png")
 
 
+STEPS = [{"step": s, "epoch": (s - 1) // 4 + 1, "batch": (s - 1) % 4 + 1, "seen": 0, "loss": 2 / s,
+          "accuracy": 1 - 1 / (s + 1)} for s in range(2, 21, 2)]  # every 2 steps, 4 steps an epoch
+
+
+def test_history_plot_with_the_per_step_curve_under_it(tmp_path):
+    """The loss and accuracy every N steps, faint, at step / steps an epoch: step 8 is the end of epoch 2."""
+    fig = plots.plot_history(HISTORY, title="curves", steps=STEPS, steps_per_epoch=4)
+    drawn(fig, tmp_path / "c.png")
+    for ax, key in zip(fig.axes, ("loss", "accuracy")):
+        faint, train, val = ax.lines
+        np.testing.assert_allclose(faint.get_xdata(), [s / 4 for s in range(2, 21, 2)])
+        np.testing.assert_allclose(faint.get_ydata(), [r[key] for r in STEPS])
+        assert faint.get_alpha() < 1 and train.get_alpha() is None and faint.get_zorder() < train.get_zorder()
+        assert faint.get_color() == train.get_color() != val.get_color()
+        assert faint.get_label() == f"train {key}, every 2 steps"
+
+
 def test_kernels_grid_gray_and_rgb(tmp_path):
     gray = np.random.default_rng(0).normal(size=(16, 6, 5, 5))
     fig = plots.plot_kernels(gray, "conv2")
@@ -89,6 +106,20 @@ def test_study_curves_are_the_mean_over_seeds(tmp_path):
     assert list(train.lines[1].get_xdata()) == [1, 2, 3]
     assert len(loss.lines) == 4 and len(val.lines) == 2  # train and validation loss of each variant
     assert [t.get_text() for t in train.get_legend().get_texts()] == ["a", "b"]
+
+
+def test_study_curves_draw_each_variants_steps_as_the_mean_over_seeds(tmp_path):
+    other = [{**r, "loss": r["loss"] + 1} for r in STEPS[:-1]]  # a seed that logged one step fewer
+    fig = plots.plot_study_curves([("a", [HISTORY, HISTORY]), ("b", [HISTORY])],
+                                  steps={"a": ([STEPS, other], 4), "b": ([], 4)})
+    drawn(fig, tmp_path / "curves.png")
+    loss, train, val = fig.axes
+    faint = loss.lines[0]
+    np.testing.assert_allclose(faint.get_xdata(), [s / 4 for s in range(2, 21, 2)])
+    np.testing.assert_allclose(faint.get_ydata(), [r["loss"] + 0.5 for r in STEPS[:-1]] + [STEPS[-1]["loss"]])
+    assert len(loss.lines) == 5 and len(train.lines) == 4 and len(val.lines) == 2  # b logged nothing
+    assert [t.get_text() for t in train.get_legend().get_texts()] == [
+        "a", "b", "faint: training, every 2 steps, mean over seeds"]
 
 
 def test_seed_accuracy_shows_every_seed_and_the_mean(tmp_path):

@@ -55,6 +55,14 @@ def test_steps_per_execution_rules():
     for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
         with pytest.raises(OptionError, match="steps_per_execution must be 1"):
             resolve_steps_per_execution(2, 240, backend, distribute)
+    # a row every N steps (--log-every): the calls end on its steps, so they divide N too
+    auto = [resolve_steps_per_execution(None, 216, "tensorflow", log_every=n) for n in (0, 100, 1, 36)]
+    assert auto == [12, 4, 1, 12]
+    assert resolve_steps_per_execution(None, 216, "jax", log_every=100) == 1
+    assert resolve_steps_per_execution(6, 216, "tensorflow", log_every=36) == 6
+    with pytest.raises(OptionError, match="steps_per_execution 8 does not divide log_every 100: Keras reports once a "
+                                          "call, so a row every 100 steps needs calls of one of 1, 2, 4 steps"):
+        resolve_steps_per_execution(8, 216, "tensorflow", log_every=100)
 
     import keras
 

@@ -204,6 +204,35 @@ def test_write_results_writes_the_table_figures_and_one_page(study):
     assert "Confusion matrix of the best variant" in page and "First-layer kernels" in page
 
 
+def logged_steps(run_folder, name, every=2):
+    """A steps.csv beside a finished run, as fit --log-every writes it, with made-up losses, and its record's
+    log_every set."""
+    from kerascnn.runfiles import STEP_COLUMNS, step_line
+
+    record = json.loads((run_folder / f"{name}.run.json").read_text())
+    io.write_json(run_folder / f"{name}.run.json", {**record, "log_every": every})
+    steps = record["steps_per_epoch"]
+    rows = [{"step": s, "epoch": (s - 1) // steps + 1, "batch": (s - 1) % steps + 1, "seen": 0, "loss": 3.0 / s,
+             "accuracy": 0.5} for s in range(every, 2 * steps + 1, every)]
+    (run_folder / f"{name}.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))
+    return rows, steps
+
+
+def test_study_curves_draw_the_per_step_curves_of_the_runs_that_logged_them(study, monkeypatch):
+    from kerascnn import plots
+
+    logged = [logged_steps(study / f"runs/baseline-s{seed}", "baseline") for seed in SEEDS]
+    drawn = {}
+    draw = plots.plot_study_curves
+    monkeypatch.setattr(plots, "plot_study_curves", lambda *a, **k: drawn.update(k) or draw(*a, **k))
+    report.write_results(study)
+    assert drawn["steps"] == {"baseline": ([rows for rows, _ in logged], logged[0][1])}
+    decoded((study / "curves.png").read_bytes())
+    (study / "runs/baseline-s1/baseline.steps.csv").write_text("step,epoch\n")
+    with pytest.raises(KerasCNNError, match="cannot use the per-step log .*baseline.steps.csv: its first line"):
+        report.write_results(study)
+
+
 def test_the_report_says_when_test_data_cannot_be_loaded(study, monkeypatch):
     from kerascnn.run import Run
 

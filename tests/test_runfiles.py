@@ -2,12 +2,16 @@
 share with the run it continues."""
 
 import json
+import re
 
 import numpy as np
 
 from kerascnn import io
 from kerascnn.config import FORMAT, cli_spelling
-from kerascnn.runfiles import RunFiles, mismatches
+import pytest
+
+from kerascnn.errors import KerasCNNError
+from kerascnn.runfiles import RunFiles, mismatches, read_steps, step_line
 
 
 def fake_model(path, run_id):
@@ -29,6 +33,7 @@ def test_run_files_names_every_file_of_a_run(tmp_path):
     assert files.in_progress("last") == tmp_path / "lenet.partial" / "last.keras"
     assert files.in_progress("activations") == tmp_path / "lenet.partial" / "activations.npz"
     assert files.finished_name(files.in_progress("best")) == files.checkpoint("best")
+    assert files.finished_name(files.in_progress("steps")) == files.steps_csv == tmp_path / "lenet.steps.csv"
     assert files.existing() == [] and files.state() == "none"
 
 
@@ -59,3 +64,30 @@ def test_resume_names_what_differs():
     with cli_spelling():
         assert mismatches(saved, {**current, "input_shape": [32, 32, 1]}) == \
             ["--activation", "--image-size", "--batch-size"]
+
+
+HEADER = "step,epoch,batch,seen,loss,accuracy\n"
+
+
+def test_steps_csv_reads_back_exactly_what_was_written(tmp_path):
+    rows = [{"step": 3, "epoch": 1, "batch": 3, "seen": 192, "loss": 2.2949817180633545, "accuracy": 0.171875},
+            {"step": 6, "epoch": 2, "batch": 1, "seen": 64, "loss": 1 / 3, "accuracy": 0.3023255810488102}]
+    (tmp_path / "ok.csv").write_text(HEADER + "".join(map(step_line, rows)))
+    assert read_steps(tmp_path / "ok.csv") == rows
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("", "the file is empty"),
+    ("epoch,loss\n1,2.0\n", "its first line is not step,epoch,batch,seen,loss,accuracy"),
+    (HEADER + "3,1,3,192,2.2\n", "line 2 is not 6 numbers: '3,1,3,192,2.2'"),
+    (HEADER + "3,1,3,192,2.2,x\n", "line 2 is not 6 numbers"),
+    (HEADER + "3.5,1,3,192,2.2,0.5\n", "line 2 is not 6 numbers"),
+    (HEADER + "6,2,1,64,2.0,0.5\n3,1,3,192,2.2,0.5\n", "line 3: step 3 does not follow step 6"),
+])
+def test_a_damaged_steps_csv_is_one_clear_error(tmp_path, text, reason):
+    (tmp_path / "lenet.steps.csv").write_text(text)
+    with pytest.raises(KerasCNNError, match=re.escape(f"cannot use the per-step log {tmp_path}/lenet.steps.csv: "
+                                                      f"{reason}")):
+        read_steps(tmp_path / "lenet.steps.csv")
+    with pytest.raises(KerasCNNError, match="cannot read the per-step log .*nowhere.csv: No such file"):
+        read_steps(tmp_path / "nowhere.csv")

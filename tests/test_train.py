@@ -14,6 +14,7 @@ from kerascnn import io
 from kerascnn.data import load_dataset, make_pipeline
 from kerascnn.config import OptionError
 from kerascnn.errors import KerasCNNError
+from kerascnn.runfiles import read_steps
 from kerascnn.train import fit
 from kerascnn.distribution import accelerator_available
 
@@ -213,11 +214,14 @@ def history(path):
 @pytest.mark.slow
 # onecycle: the optimizer's step count, kept in the checkpoint, drives the schedule and its warm-up.
 # 5 steps an epoch: the default runs them in one call (killed after it, before the checkpoint); at batch 100,
-# 6 steps in calls of 3, the kill falls after an epoch's first call.
+# 6 steps in calls of 3, the kill falls after an epoch's first call. --log-every 4 at batch 100: 6 steps an epoch
+# in calls of 2 on tensorflow; the kill after step 8 leaves a row past the checkpoint (epoch 1, step 6), and the
+# row of steps 5-8 spans the checkpoint.
 @pytest.mark.parametrize("schedule, kill_at", [
     ({}, [3, 5]), ({"batch_size": 100, "steps_per_execution": 3}, [3, 3]),
-    ({"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5, "steps_per_execution": 1}, [3, 2])],
-    ids=["constant", "constant-3-steps-a-call", "onecycle"])
+    ({"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5, "steps_per_execution": 1}, [3, 2]),
+    ({"batch_size": 100, "log_every": 4}, [2, 2])],
+    ids=["constant", "constant-3-steps-a-call", "onecycle", "log-every"])
 def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at):
     run = {**RUN, **schedule}
     whole = run_fit({**run, "output": str(tmp_path / "whole")})
@@ -228,7 +232,9 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at)
     cut = tmp_path / "cut"
     assert not (cut / "lenet.keras").exists()  # no final model from a killed run
     partial = cut / "lenet.partial"
-    assert io.read_state(partial / "last.keras")["epoch"] == 2
+    assert io.read_state(partial / "last.keras")["epoch"] == kill_at[0] - 1
+    if run.get("log_every"):
+        assert [row["step"] for row in read_steps(partial / "steps.csv")] == [4, 8]
     assert not [p for p in partial.iterdir() if p.name.startswith(".")]  # no temporary files left
 
     # the same command again without --resume refuses to discard the run
@@ -242,6 +248,10 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at)
     assert io.read_state(cut / "lenet.last.keras")["epoch"] == 4
     for a, b in zip(weights(cut / "lenet.keras"), weights(tmp_path / "whole" / "lenet.keras")):
         np.testing.assert_array_equal(a, b)
+    if run.get("log_every"):  # no step repeated or missing, each row's loss as the uninterrupted run's
+        steps = read_steps(cut / "lenet.steps.csv")
+        assert [row["step"] for row in steps] == list(range(4, 25, 4))
+        assert steps == read_steps(tmp_path / "whole" / "lenet.steps.csv")
 
 
 @pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels; GPU "

@@ -27,6 +27,31 @@ def test_conv1_kernels_maps_and_curves(trained_run, tmp_path):
         assert img[..., :3].std() > 0.05, f"{path.name} is blank"
 
 
+def test_curves_draw_the_per_step_log_when_the_run_has_one(trained_run, tmp_path):
+    import shutil
+
+    from kerascnn import io
+    from kerascnn.run import Run
+    from kerascnn.runfiles import STEP_COLUMNS, step_line
+    from kerascnn.visualization import curves
+
+    folder = shutil.copytree(trained_run.model_path.parent, tmp_path / "run")
+    run = Run.load(folder / "lenet.keras")
+    assert [len(ax.lines) for ax in curves(run, "t").axes] == [2, 2]  # no steps.csv: per epoch only
+    steps = run.steps_per_epoch
+    rows = [{"step": s, "epoch": (s - 1) // steps + 1, "batch": (s - 1) % steps + 1, "seen": 0, "loss": 1.0,
+             "accuracy": 0.5} for s in range(1, 3 * steps + 1)]
+    (folder / "lenet.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))
+    assert Run.load(folder / "lenet.keras").steps == []  # its run logged none: another run's file
+    io.write_json(folder / "lenet.run.json", {**trained_run.config, "log_every": 1})
+    fig = curves(Run.load(folder / "lenet.keras"), "t")
+    assert [len(ax.lines) for ax in fig.axes] == [3, 3]
+    assert fig.axes[0].lines[0].get_xdata()[-1] == 3.0  # the last step is the end of epoch 3
+    (folder / "lenet.steps.csv").write_text("step,epoch,batch,seen,loss,accuracy\n1,1,1,64,nope,0.5\n")
+    with pytest.raises(KerasCNNError, match=r"lenet.steps.csv: line 2 is not 6 numbers: '1,1,1,64,nope,0.5'"):
+        visualize(folder / "lenet.keras", "conv1", output=tmp_path)
+
+
 def test_newest_model_is_the_default(trained_run, tmp_path):
     r = visualize(None, "pool2", models_dir=trained_run.model_path.parent, output=tmp_path)
     assert r.model_path == trained_run.model_path

@@ -1,0 +1,131 @@
+"""The per-step log of a run (`fit --log-every N`): the training loss and
+accuracy every N steps into `<name>.steps.csv`, recovered exactly from the
+running means Keras logs, and continued exactly by `--resume`."""
+
+import math
+from pathlib import Path
+
+import keras
+
+from kerascnn import io
+from kerascnn.config import spell_set
+from kerascnn.errors import KerasCNNError
+from kerascnn.runfiles import STEP_COLUMNS, parse_steps, step_line
+
+
+class EpochSums:
+    """Sums over the images of the batches between two calls, recovered from
+    the running means Keras logs after each call: its mean of a metric over
+    the epoch's images so far (the loss weighted by batch size) times the
+    images seen, less the same product at the previous call. `samples`
+    images an epoch, in batches of `batch_size`, the last possibly short.
+    In float64 from float32 means: exact to about 1e-7 times the epoch's
+    batches so far, relative."""
+
+    def __init__(self, batch_size, samples):
+        self.batch_size, self.samples = batch_size, samples
+        self.start()
+
+    def start(self):
+        """At an epoch's beginning."""
+        self.seen, self.totals, self.batch = 0, {}, -1
+
+    def seen_after(self, batch):
+        """Images of the epoch trained after `batch` (from 0)."""
+        seen = (batch + 1) * self.batch_size
+        return min(self.samples, seen) if self.samples else seen
+
+    def advance(self, batch, means):
+        """({metric: sum over the images since the last call}, those images,
+        the batches since the last call) from Keras' `means` after `batch`."""
+        seen = self.seen_after(batch)
+        totals = {k: float(v) * seen for k, v in means.items()}
+        sums = {k: v - self.totals.get(k, 0.0) for k, v in totals.items()}
+        images, batches = seen - self.seen, batch - self.batch
+        self.seen, self.totals, self.batch = seen, totals, batch
+        return sums, images, batches
+
+
+class StepLog(keras.callbacks.Callback):
+    """Every `every` training steps, counted over the run (step = epoch x
+    steps an epoch + batch + 1), appends a row to the CSV at `path`
+    (runfiles.STEP_COLUMNS): the step, its epoch and batch (from 1), the
+    images of that epoch seen so far, and the mean loss and accuracy over
+    the images of the steps since the previous row (with every=1, that
+    step's batch: its batch loss), recovered from Keras' running means
+    (EpochSums); a row's steps may span an epoch's end. Keras reports once
+    a call, so the steps of a call must divide `every`
+    (preparation.resolve_steps_per_execution). `echo`, if set, gets the
+    lecture's line for each row: `loss: 0.301234  [ 6400/54000]`.
+
+    The sums since the last row at an epoch's end are its state; a resumed
+    run first keeps an earlier file's rows up to its checkpoint
+    (`resume_from`), so that no step is repeated or missing."""
+
+    def __init__(self, path, every, batch_size, samples, echo=None):
+        super().__init__()
+        self.path, self.every, self.samples, self.echo = Path(path), every, samples, echo
+        self.sums = EpochSums(batch_size, samples)
+        self.carry = {"loss": 0.0, "accuracy": 0.0, "images": 0}
+        self._resume = None
+
+    def resume_from(self, epoch, source):
+        """Continue after epoch `epoch` (from 1): keep the rows of `source`
+        (the earlier attempt's file) up to its end, once the steps of an
+        epoch are known (at the start of training)."""
+        self._resume = (epoch, Path(source))
+
+    def on_train_begin(self, logs=None):
+        if self._resume:
+            self._keep_rows(*self._resume, self.params["steps"])
+            self._resume = None
+
+    def _keep_rows(self, epoch, source, steps):
+        keep = epoch * steps // self.every
+        if not keep:
+            self.path.unlink(missing_ok=True)
+            return
+        why = f"resuming after epoch {epoch} needs its first {keep} rows (to step {keep * self.every})"
+        if not source.is_file():
+            raise KerasCNNError(f"{source} is missing: {why}; start over with {spell_set('overwrite')}")
+        lines = source.read_text(encoding="utf-8").splitlines()[:keep + 1]
+        rows = parse_steps(lines, source)
+        if len(rows) < keep or rows[-1]["step"] != keep * self.every:
+            raise KerasCNNError(f"{source} does not match its checkpoint: {why}; start over with "
+                                f"{spell_set('overwrite')}")
+        io.write_text(io.ensure_dir(self.path.parent) / self.path.name, "\n".join(lines) + "\n")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch, self._open = epoch, dict(self.carry)
+        self.sums.start()
+
+    def on_train_batch_end(self, batch, logs=None):
+        steps = self.params["steps"]
+        step, last = self._epoch * steps + batch + 1, batch + 1 == steps
+        if step % self.every and not last:
+            return
+        logs = logs or {}
+        sums, images, _ = self.sums.advance(batch, {k: logs.get(k, math.nan) for k in ("loss", "accuracy")})
+        self._open = {k: self._open[k] + v for k, v in {**sums, "images": images}.items()}
+        if step % self.every == 0:
+            self._write({"step": step, "epoch": self._epoch + 1, "batch": batch + 1, "seen": self.sums.seen,
+                         **{k: self._open[k] / max(self._open["images"], 1) for k in ("loss", "accuracy")}})
+            self._open = {"loss": 0.0, "accuracy": 0.0, "images": 0}
+        if last:
+            self.carry = dict(self._open)
+
+    def _write(self, row):
+        new = not self.path.is_file()
+        if new:
+            io.ensure_dir(self.path.parent)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write((",".join(STEP_COLUMNS) + "\n") * new + step_line(row))
+        if self.echo:
+            width = max(5, len(str(self.samples)))
+            self.echo(f"loss: {row['loss']:>7f}  [{row['seen']:>{width}d}/{self.samples:>{width}d}]")
+
+    def get_state(self):
+        return {"carry": self.carry}
+
+    def set_state(self, state):
+        self.carry = dict(state["carry"])
