@@ -278,6 +278,11 @@ def step_line(row):
     return ",".join(str(int(row[k]) if k in STEP_INTS else float(row[k])) for k in STEP_COLUMNS) + "\n"
 
 
+def steps_text(rows):
+    """A whole <name>.steps.csv: its header and a line per row."""
+    return ",".join(STEP_COLUMNS) + "\n" + "".join(step_line(row) for row in rows)
+
+
 def read_steps(path):
     """The rows of a <name>.steps.csv, checked as parse_steps does."""
     try:

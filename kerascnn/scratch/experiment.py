@@ -109,7 +109,7 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
     from kerascnn import io
     from kerascnn.evaluation import most_confused
     from kerascnn.plots import plot_confusion_matrix, plot_history
-    from kerascnn.runfiles import RunFiles
+    from kerascnn.runfiles import RunFiles, steps_text
 
     files = RunFiles(folder, name)
     test_loss, test_accuracy = test
@@ -118,9 +118,9 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
     pairs = most_confused(cm, data.class_names)
     title = f"LeNet-5 from scratch on {data.name}"
     paths = [io.write_csv(files.history_csv, solver.history), io.write_json(files.history_json, solver.history),
-             io.write_csv(files.sidecar("steps.csv"), solver.step_rows),
-             io.save_figure(plot_history(solver.history, title=f"{title}: training curves"),
-                            files.sidecar("curves.png")),
+             io.write_text(files.steps_csv, steps_text(solver.step_rows)),
+             io.save_figure(plot_history(solver.history, title=f"{title}: training curves", steps=solver.step_rows,
+                                         steps_per_epoch=solver.iterations_per_epoch), files.sidecar("curves.png")),
              io.save_figure(plot_confusion_matrix(cm, data.class_names, title=f"{title} test ({test_accuracy:.2%})"),
                             files.sidecar("confusion.png")),
              io.write_json(files.sidecar("metrics.json"), {

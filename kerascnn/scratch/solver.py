@@ -84,6 +84,10 @@ class Solver:
             self.model.params[name], self.configs[name] = self.rule(w, grads[name], self.configs[name])
         return loss
 
+    @property
+    def iterations_per_epoch(self):
+        return -(-len(self.data["x_train"]) // self.batch_size)
+
     def epoch_order(self):
         n = len(self.data["x_train"])
         if self.sampling == "bootstrap":
