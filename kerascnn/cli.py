@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from click.core import ParameterSource
 
+from kerascnn import __version__
 from kerascnn.backend import DEBUG_ENV, start_quietly, use_compilation_cache
 from kerascnn.choices import ARCH_NAMES, EXPLAIN_METHODS, LR_FIND_RULES
 from kerascnn.cli_options import Group, backend_option, config_option, config_options, debug_callback, unsafe_option
@@ -33,7 +34,8 @@ tells more."""
 
 
 @click.group(cls=Group, help=HELP, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="kerascnn")
+# The version from the source, not the installed metadata: `python cli.py --version` in a checkout is right too.
+@click.version_option(__version__, prog_name="kerascnn")
 @click.option("--debug", is_flag=True, is_eager=True, expose_value=False, callback=debug_callback,
               help=f"Show TensorFlow's start-up logs and the traceback of an error [env {DEBUG_ENV}=1].")
 @backend_option

@@ -24,6 +24,16 @@ def test_help_is_fast_and_lists_commands():
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
+def test_version_is_the_packages_from_a_checkout_too():
+    import kerascnn
+
+    expected = f"kerascnn, version {kerascnn.__version__}\n"
+    assert run("--version").output == expected
+    result = subprocess.run([sys.executable, str(REPO / "cli.py"), "--version"], capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 0 and result.stdout == expected
+
+
 def test_summary_prints_both_parts_and_seed_figures():
     for args, figure in ((), "2,550"), (("--kernel", 7), "4,998"), (("--channels", "16,32"), "13,200"):
         result = run("summary", "--arch", "lenet", *args)
