@@ -1,8 +1,9 @@
-"""The package as a whole: short functions, no import cycles, and the
-README's Python example working as written."""
+"""The package as a whole: short functions, no import cycles, the README's
+Python example working as written, and the wheel holding the package."""
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,38 @@ def test_every_generated_docs_block_has_its_script_entry():
         assert len(opened) == text.count("<!-- /docs.py -->"), path.name
         blocks.update({name: path.name for name in opened})
     assert blocks == {name: doc for name, (doc, _, _) in docs.ENTRIES.items()}
+
+
+SDIST_SOURCES = ("pyproject.toml", "README.md", "CHANGELOG.md", "MANIFEST.in", "kerascnn")
+
+
+def test_the_wheel_built_from_the_sdist_holds_every_package_file(tmp_path):
+    """Everything under kerascnn/ that is not a cache (any template or data a
+    later change adds too) is in the wheel; its version is kerascnn.__version__.
+    A copy of the sources, so no build/ in the checkout leaks into the wheel;
+    .ci/run builds the same way, isolated, and runs the main job from it."""
+    import tarfile
+    import zipfile
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in SDIST_SOURCES:
+        if (REPO / name).is_dir():
+            shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(REPO / name, src / name)
+    result = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp_path / "dist"),
+                             str(src)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    version = kerascnn.__version__
+    wheel = zipfile.ZipFile(tmp_path / "dist" / f"kerascnn-{version}-py3-none-any.whl")
+    names = set(wheel.namelist())
+    package = {p.relative_to(REPO).as_posix() for p in (REPO / "kerascnn").rglob("*")
+               if p.is_file() and "__pycache__" not in p.parts}
+    assert package <= names, sorted(package - names)
+    assert {n.split("/")[0] for n in names} == {"kerascnn", f"kerascnn-{version}.dist-info"}
+    assert f"Version: {version}\n" in wheel.read(f"kerascnn-{version}.dist-info/METADATA").decode()
+    assert "kerascnn = kerascnn.cli:main" in wheel.read(f"kerascnn-{version}.dist-info/entry_points.txt").decode()
+    with tarfile.open(tmp_path / "dist" / f"kerascnn-{version}.tar.gz") as sdist:
+        assert f"kerascnn-{version}/CHANGELOG.md" in sdist.getnames()
+    assert f"## {version}" in (REPO / "CHANGELOG.md").read_text()
