@@ -19,6 +19,7 @@ from kerascnn.backend import DEBUG_ENV, start_quietly, use_compilation_cache
 from kerascnn.choices import ARCH_NAMES, EXPLAIN_METHODS, LR_FIND_RULES
 from kerascnn.cli_options import Group, backend_option, config_option, config_options, debug_callback, unsafe_option
 from kerascnn.config import FIELDS, MODEL_OPTIONS, FitConfig
+from kerascnn.presets import PRESETS
 from kerascnn.run import Run
 
 # Quiet TensorFlow's C++ start-up chatter unless the user asked for it.
@@ -380,8 +381,8 @@ STUDY_FIT_OPTIONS = [n for n in FIELDS if n not in ("output", "name", "resume", 
 @cli.command()
 @backend_option
 @click.argument("study_file", required=False, type=click.Path())
-@click.option("--preset", help="A study course reports run: lenet-ablation, lenet5-mnist, optimizers, "
-                               "optimizer-sweep, modern-cnns.")
+@click.option("--preset", help=f"A study course reports run: {', '.join(PRESETS)}.",
+              shell_complete=lambda ctx, param, incomplete: [p for p in PRESETS if p.startswith(incomplete)])
 @click.option("--vary", multiple=True, metavar="OPTION=V1,V2",
               help="Values of an option to try (repeatable: a full grid); a list value is written 6/16.")
 @click.option("--ablate", is_flag=True, help="One change at a time against the baseline, not the grid.")

@@ -7,6 +7,7 @@ import os
 import sys
 
 import click
+from click.shell_completion import CompletionItem
 
 from kerascnn.backend import DEBUG_ENV
 from kerascnn.choices import BACKENDS
@@ -30,6 +31,16 @@ def _check(name):
     return check
 
 
+def _completer(choices, kind):
+    """Shell completion (docs/cli.md) of a field's values: its choices, or
+    file names for a path; click cannot infer them, as FitConfig checks them."""
+    def complete(ctx, param, incomplete):
+        if kind == "path":
+            return [CompletionItem(incomplete, type="file")]
+        return [c for c in choices or () if c.startswith(incomplete)]
+    return complete
+
+
 def config_option(name, **overrides):
     """The click option of a FitConfig field, with its flags, help, default
     and check: one definition serves fit, evaluate, summary and the rest."""
@@ -50,6 +61,7 @@ def config_option(name, **overrides):
                         multiple=meta["kind"] == "names")
         if field.default not in (None, ()):
             settings.update(default=str(field.default), show_default=True)
+        settings["shell_complete"] = _completer(choices, meta["kind"])
     settings.update(overrides)
     return click.option(*flags, name, **settings)
 

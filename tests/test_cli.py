@@ -34,6 +34,22 @@ def test_version_is_the_packages_from_a_checkout_too():
     assert result.returncode == 0 and result.stdout == expected
 
 
+@pytest.mark.parametrize("shell, start", [("bash", "_kerascnn_completion() {"), ("zsh", "#compdef kerascnn"),
+                                          ("fish", "function _kerascnn_completion")])
+def test_shell_completion_prints_each_shells_script(shell, start):
+    """What docs/cli.md's *Shell completion* runs."""
+    source = CliRunner().invoke(cli, [], prog_name="kerascnn", env={"_KERASCNN_COMPLETE": f"{shell}_source"})
+    assert source.exit_code == 0 and source.output.startswith(start)
+
+
+def test_shell_completion_offers_the_choices_fitconfig_checks():
+    for words, expected in (("fit --arch res", ["resnet18"]),
+                            ("study --preset opt", ["optimizers", "optimizer-sweep"])):
+        env = {"COMP_WORDS": f"kerascnn {words}", "COMP_CWORD": "3", "_KERASCNN_COMPLETE": "bash_complete"}
+        output = CliRunner().invoke(cli, [], prog_name="kerascnn", env=env).output
+        assert output.split() == [f"plain,{name}" for name in expected]
+
+
 def test_summary_prints_both_parts_and_seed_figures():
     for args, figure in ((), "2,550"), (("--kernel", 7), "4,998"), (("--channels", "16,32"), "13,200"):
         result = run("summary", "--arch", "lenet", *args)
