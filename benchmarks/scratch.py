@@ -83,7 +83,8 @@ def write_docs(path=RESULTS):
     text = (table(["LeNet-5, MNIST, batch 200", "ms per iteration", "s per epoch (295 iterations)",
                    "against Keras"], rows)
             + f"\n\nim2col is **{loops / im2col:.1f}x** faster than the loops. NumPy rows: median of "
-              f"{len(r['numpy']['loops']['rounds'])} rounds; Keras: median of its epochs after the first. "
+              f"{len(r['numpy']['loops']['rounds'])} rounds; Keras: median of its epochs after the first (its "
+              f"validation pass included), per iteration that over 295. "
               f"Measured by `python benchmarks/scratch.py` ({machine_text(r['machine'])}, {r['date']}).\n")
     write_block(DOC, "scratch-speed", text)
     print(f"wrote {DOC}")
