@@ -201,6 +201,20 @@ def test_cli_scratch_check_passes_and_says_so():
     assert "d loss / d fc1.w" in proc.stdout and "FAILED" not in proc.stdout
 
 
+def test_cli_scratch_check_exits_1_when_a_gradient_is_wrong(monkeypatch):
+    from click.testing import CliRunner
+
+    from kerascnn.cli import cli
+
+    right = L.affine_backward
+    monkeypatch.setattr(L, "affine_backward", lambda dout, x, w: (lambda dx, dw, db: (2 * dx, dw, db))(
+        *right(dout, x, w)))  # dx twice what it is
+    monkeypatch.setattr(check, "keras_checks", lambda: [("scores", 0.0)])  # the Keras half is tested above
+    result = CliRunner().invoke(cli, ["scratch", "--check"])
+    assert result.exit_code == 1 and "FAILED" in result.output
+    assert "some differences exceed their tolerance" in result.output
+
+
 def test_cli_scratch_bad_input_is_one_line():
     proc = run_scratch("--dataset", "digits", "--epochs", "0")
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
