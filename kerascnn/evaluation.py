@@ -41,6 +41,11 @@ def most_confused(cm, class_names, top=5):
     return pairs[:top]
 
 
+def confused_pairs_json(pairs):
+    """`most_confused`'s pairs as the metrics JSON lists them."""
+    return [{"classes": [a, b], "count": n, f"{a}->{b}": ab, f"{b}->{a}": ba} for a, b, n, ab, ba in pairs]
+
+
 def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, top_pairs=5, top_losses=16):
     """Evaluate a saved run (a Run or a model path, checkpoints included) on
     its test set, or on `dataset`'s, and write `<stem>.confusion.png`, a
@@ -83,8 +88,7 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
         "model": str(run.model_path), "dataset": data.name, "test_images": len(y_true),
         "loss": loss, "accuracy": accuracy, "confusion_matrix": cm, "class_names": data.class_names,
         "per_class": report_dict,
-        "most_confused": [{"classes": [a, b], "count": n, f"{a}->{b}": ab, f"{b}->{a}": ba}
-                          for a, b, n, ab, ba in pairs],
+        "most_confused": confused_pairs_json(pairs),
         "top_losses": worst,
     })
     return EvalResult(loss, accuracy, cm, data.class_names, report, report_dict, pairs, [*pngs, metrics], worst)

@@ -107,7 +107,7 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
     from sklearn.metrics import confusion_matrix
 
     from kerascnn import io
-    from kerascnn.evaluation import most_confused
+    from kerascnn.evaluation import confused_pairs_json, most_confused
     from kerascnn.plots import plot_confusion_matrix, plot_history
     from kerascnn.runfiles import RunFiles, steps_text
 
@@ -127,7 +127,6 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
                  "model": str(files.sidecar("npz")), "settings": settings, "test_images": len(y_pred),
                  "loss": test_loss, "accuracy": test_accuracy, "seconds_per_epoch": seconds_per_epoch,
                  "confusion_matrix": cm, "class_names": data.class_names,
-                 "most_confused": [{"classes": [a, b], "count": n, f"{a}->{b}": ab, f"{b}->{a}": ba}
-                                   for a, b, n, ab, ba in pairs]}),
+                 "most_confused": confused_pairs_json(pairs)}),
              model.save(files.sidecar("npz"))]
     return ScratchResult(test_accuracy, test_loss, cm, pairs, solver.history, seconds_per_epoch, paths)

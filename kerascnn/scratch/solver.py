@@ -12,6 +12,7 @@ import numpy as np
 
 from kerascnn.choices import SAMPLINGS
 from kerascnn.errors import KerasCNNError
+from kerascnn.scratch.layers import softmax_loss
 
 
 def sgd(w, dw, config=None):
@@ -114,8 +115,6 @@ class Solver:
 
     def evaluate(self, x, y):
         """(mean loss, accuracy) of the model on x, y."""
-        from kerascnn.scratch.layers import softmax_loss
-
         scores = self.model.predict(x)
         return float(softmax_loss(scores, y)[0]), float((scores.argmax(axis=1) == y).mean())
 
