@@ -497,6 +497,17 @@ def results_modern_cnns(s):
     return study_block(s, "kerascnn study --preset modern-cnns --train-size 10000 --seeds 2", "modern-cnns", None)
 
 
+@entry("results-tricks-lenet", "results.md", long=True)
+def results_tricks_lenet(s):
+    return study_block(s, "kerascnn study --preset tricks-lenet --seeds 3", "tricks-lenet", None)
+
+
+@entry("results-tricks-resnet18", "results.md", long=True)
+def results_tricks_resnet18(s):
+    return study_block(s, "kerascnn study --preset tricks-resnet18 --train-size 10000 --seeds 3", "tricks-resnet18",
+                       None)
+
+
 LENET_FASHION = "saved_models/lenet_fashion.keras"
 
 

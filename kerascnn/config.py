@@ -22,13 +22,15 @@ from pathlib import Path
 
 from kerascnn import choices
 from kerascnn.errors import KerasCNNError
+from kerascnn.tricks import Tricks
 from kerascnn.values import EXPECTS, READERS, range_text
 
 FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 # Model options that came with format 2, as every format-1 run had them (whatever today's family default).
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
-ADDED = {"padding": "same", "resize": "resize", "log_every": 0}
+ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
+         "randaugment": False}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -142,6 +144,16 @@ class FitConfig:
     augment: tuple = _option((), "Training-batch augmentation (repeat or comma-separate).", kind="names",
                              group="data", match=True, choices=tuple(choices.TRANSFORMS), noun="augmentation",
                              metavar=",".join(choices.TRANSFORMS))
+    randaugment: bool = _option(False, "Keras' RandAugment on each training image: 2 of 11 operations (shear, "
+                                "rotation, contrast, ...), strength 0.5.", kind="flag", group="data", match=True)
+    mixup: float = _option(0.0, "Mixup: each training image blended with another of its batch, and their labels, "
+                           "the share drawn from Beta(ALPHA, ALPHA), e.g. 0.2; 0: off.", kind="float", group="data",
+                           low=0, match=True, metavar="ALPHA")
+    cutmix: float = _option(0.0, "Cutmix: a box of another image of the batch pasted in, the labels mixed by area, "
+                            "the area drawn from Beta(ALPHA, ALPHA), e.g. 1.0; 0: off. With --mixup too, each batch "
+                            "takes one of the two.", kind="float", group="data", low=0, match=True, metavar="ALPHA")
+    label_smoothing: float = _option(0.0, "Label smoothing of the cross-entropy's targets, e.g. 0.1; 0: off.",
+                                     kind="float", group="training", low=0, high=1, open_high=True, match=True)
     sampling: str = _option("shuffle", "Order of training samples per epoch; bootstrap draws with replacement.",
                             kind="choice", group="data", match=True, choices=choices.SAMPLINGS)
     seed: int = _option(0, "Seed of the split, the initial weights, the order and the augmentation.", kind="int",
@@ -248,6 +260,7 @@ class FitConfig:
         parts += [f"batch {self.batch_size}"]
         parts += [f"init {self.init}"] if self.init not in (None, "glorot") else []
         parts += ["batch norm"] if self.batchnorm else []
+        parts += [Tricks.of(self).describe()] if Tricks.of(self) else []
         return ", ".join(parts)
 
     def to_dict(self):

@@ -328,8 +328,25 @@ def steps_per_epoch(n, batch_size):
     return -(-n // batch_size)
 
 
+def with_tricks(tricks, images, labels, num_classes, seed, epoch, step):
+    """A tf.data batch with kerascnn.tricks applied: the parameters and the
+    labels from `tricks.mix_rows` (numpy, as on jax and torch), the images
+    changed by Keras' layers in the graph."""
+    import tensorflow as tf
+
+    from kerascnn.tricks import apply, mix_rows
+
+    size = int(images.shape[1])
+    rows, labels = tf.numpy_function(
+        lambda e, s, y: mix_rows(tricks, y, num_classes, size, seed, int(e), int(s)), [epoch, step, labels],
+        [tf.float32, tf.float32 if tricks.soft_labels else tf.int32], stateful=False)
+    rows.set_shape([None, len(tricks.columns())])
+    labels.set_shape([None, num_classes] if tricks.soft_labels else [None])
+    return apply(tricks, images, rows), labels
+
+
 def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, initial_epoch=0, seed=0,
-                           sampling="shuffle", augment=None, resize="resize"):
+                           sampling="shuffle", augment=None, resize="resize", tricks=None, num_classes=None):
     """The training pipeline for epochs initial_epoch .. epochs-1, one
     stream that `model.fit` reads with `steps_per_epoch = ceil(n / batch)`
     (one iterator for the whole run: a new one each epoch would refill the
@@ -337,8 +354,9 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
 
     Each epoch's order comes from `epoch_indices`; batches are gathered,
     scaled and resized, augmented (an `augment.Augmenter`, seeded per batch
-    from seed, epoch and batch number), normalized and prefetched. Returns
-    (dataset, steps_per_epoch).
+    from seed, epoch and batch number), given `tricks` (kerascnn.tricks)
+    RandAugmented and mixed, with labels one-hot or mixed over
+    `num_classes`, normalized and prefetched. Returns (dataset, steps_per_epoch).
     """
     import tensorflow as tf
 
@@ -360,8 +378,11 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
         if augment:
             batch_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
             xb = augment(xb, batch_seed)
+        yb = tf.gather(labels, idx)
+        if tricks:
+            xb, yb = with_tricks(tricks, xb, yb, num_classes, seed, epoch, step)
         xb = normalize(xb, channels=input_shape[2], mean=mean, std=std)
-        return xb, tf.gather(labels, idx)
+        return xb, yb
 
     ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
     ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

@@ -47,7 +47,7 @@ class TrainingBatches:
     `batch(epoch, step)` any one batch."""
 
     def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
-                 image_size=None, prefetch=PREFETCH, multiple=1):
+                 image_size=None, prefetch=PREFETCH, multiple=1, tricks=None, num_classes=None):
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
@@ -55,6 +55,7 @@ class TrainingBatches:
         self.seed, self.sampling, self.augment = seed, sampling, tuple(augment)
         self.image_size = image_size or x.shape[1]
         self.prefetch = prefetch
+        self.tricks, self.num_classes = tricks, num_classes  # kerascnn.tricks: labels one-hot or mixed
         # split over `multiple` devices: an epoch's short last batch keeps a multiple of them (or goes)
         self.multiple = multiple
         rest = len(x) % batch_size
@@ -70,7 +71,13 @@ class TrainingBatches:
         index = self.order(epoch)[step * self.batch_size:(step + 1) * self.batch_size]
         index = index[:len(index) - len(index) % self.multiple]
         params = transforms.draw_params(self.augment, len(index), self.image_size, self.seed, epoch, step)
-        return (self.x[index], params), self.y[index]
+        labels = self.y[index]
+        if self.tricks:
+            from kerascnn.tricks import mix_rows
+
+            rows, labels = mix_rows(self.tricks, labels, self.num_classes, self.image_size, self.seed, epoch, step)
+            params = np.concatenate([params, rows], axis=1)
+        return (self.x[index], params), labels
 
     def __iter__(self):
         for epoch in range(self.initial_epoch, self.epochs):
@@ -121,13 +128,14 @@ class Batches(keras.utils.PyDataset):
     ((images, params), labels) for a TrainingModel; else the images passed
     through `transform` (eagerly, on the device), as a plain model takes them."""
 
-    def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1):
+    def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1, one_hot=0):
         super().__init__()
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.transform, self.columns = batch_size, transform, columns
         self.multiple = multiple  # > 1: split over devices; a short batch padded, its padding weighted 0
+        self.one_hot = one_hot  # > 0: labels one-hot over this many classes (a run with soft labels)
 
     def __len__(self):
         return -(-len(self.x) // self.batch_size)
@@ -144,6 +152,8 @@ class Batches(keras.utils.PyDataset):
                 images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
                 labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
                 weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+        if self.one_hot:
+            labels = np.eye(self.one_hot, dtype=np.float32)[labels]
         params = np.zeros((len(images), self.columns), np.float32)
         inputs = self.transform(images) if self.transform is not None else (images, params)
         return (inputs, labels, weights) if self.multiple > 1 else (inputs, labels)

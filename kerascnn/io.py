@@ -383,6 +383,9 @@ def load_model(path, unsafe=False):
     import keras
 
     import kerascnn.schedules  # noqa: F401 - registers the learning-rate schedules an optimizer may hold
+    from kerascnn.tricks import mixed_accuracy_metric
+
+    mixed_accuracy_metric()  # registers the accuracy a run with mixed labels compiled with
 
     check_keras(keras.__version__)
     try:

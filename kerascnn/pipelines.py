@@ -5,6 +5,7 @@ the run's `input_transform` turns into the model's input on the device."""
 
 from kerascnn.data import make_pipeline, tf_backend
 from kerascnn.distribution import data_parallel_devices, sharded
+from kerascnn.tricks import Tricks
 
 
 def input_shape(settings, data):
@@ -18,7 +19,7 @@ def input_transform(settings, data):
 
     mean, std = data.stats()
     return InputTransform(input_shape(settings, data), mean, std, settings.resize, settings.augment,
-                          name="input_transform")
+                          tricks=Tricks.of(settings), name="input_transform")
 
 
 def prepared(settings, data, x):
@@ -36,16 +37,23 @@ def eval_pipeline(settings, data, x, y):
     """Batches of `x, y` for the model being trained, in order: preprocessed
     (tf.data) on tensorflow; uint8 with a parameter row for its
     TrainingModel on jax and torch."""
+    tricks = Tricks.of(settings)
+    one_hot = data.num_classes if tricks.soft_labels else 0  # the run's loss takes one-hot labels
     if not tf_backend():
         from kerascnn.inputs import Batches
         from kerascnn.transforms import param_columns
 
-        return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)),
-                       multiple=data_parallel_devices(settings))
+        return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)) + len(tricks.columns()),
+                       multiple=data_parallel_devices(settings), one_hot=one_hot)
     mean, std = data.stats()
-    return sharded(settings, make_pipeline(
+    batches = make_pipeline(
         x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
-        batch_size=settings.batch_size, resize=settings.resize))
+        batch_size=settings.batch_size, resize=settings.resize)
+    if one_hot:
+        import tensorflow as tf
+
+        batches = batches.map(lambda images, labels: (images, tf.one_hot(labels, one_hot)))
+    return sharded(settings, batches)
 
 
 def training_pipeline(settings, data, initial_epoch=0):
@@ -64,7 +72,8 @@ def training_pipeline(settings, data, initial_epoch=0):
         batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
                                   initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
                                   augment=settings.augment, image_size=settings.image_size,
-                                  multiple=data_parallel_devices(settings))
+                                  multiple=data_parallel_devices(settings), tricks=Tricks.of(settings),
+                                  num_classes=data.num_classes)
         return batches, batches.steps
 
     mean, std = data.stats()
@@ -73,5 +82,6 @@ def training_pipeline(settings, data, initial_epoch=0):
         data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
         batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
         seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
-        augment=Augmenter(settings.augment, size) if settings.augment else None)
+        augment=Augmenter(settings.augment, size) if settings.augment else None, tricks=Tricks.of(settings),
+        num_classes=data.num_classes)
     return sharded(settings, batches), steps

@@ -223,6 +223,7 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
     from kerascnn.schedules import learning_rate
+    from kerascnn.tricks import Tricks
 
     if folder is not None and folder.state is not None:
         model = io.load_model(folder.resume_from)
@@ -238,13 +239,15 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
         model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
                             **settings.builder_options())
         apply_l2(model, settings.l2)
-        compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1)
+        compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1,
+                      Tricks.of(settings))
     if transform is None:
         return model
     from kerascnn.inputs import TrainingModel
 
     trainer = TrainingModel(model, transform)
-    compile_model(trainer, model.optimizer, jit_compile)  # one optimizer: saving `model` saves its state
+    # one optimizer: saving `model` saves its state
+    compile_model(trainer, model.optimizer, jit_compile, tricks=Tricks.of(settings))
     return trainer
 
 
@@ -257,10 +260,13 @@ def run_optimizer(settings, steps_per_epoch=None):
                           beta1=settings.beta1, beta2=settings.beta2, weight_decay=settings.weight_decay)
 
 
-def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
-    """Compile for integer labels and logits; `jit_compile` None is
+def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1, tricks=None):
+    """Compile for logits and integer labels, or one-hot or mixed ones when
+    `tricks` (kerascnn.tricks.Tricks) need them; `jit_compile` None is
     resolve_jit("auto")."""
     import keras
+
+    from kerascnn.tricks import Tricks, loss_and_metric
 
     if jit_compile is None:
         jit_compile = resolve_jit("auto")
@@ -268,10 +274,11 @@ def compile_model(model, optimizer, jit_compile=None, steps_per_execution=1):
         static_shapes_for_torch_compile()
     # "mean_with_sample_weight": under data-parallel an evaluation's padding (weight 0) does not count
     reduction = "mean_with_sample_weight" if keras.distribution.distribution() is not None else "sum_over_batch_size"
+    loss, accuracy = loss_and_metric(tricks or Tricks(), reduction)
     model.compile(
         optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=reduction),
-        metrics=["accuracy"],
+        loss=loss,
+        metrics=[accuracy],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )

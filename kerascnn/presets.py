@@ -70,8 +70,25 @@ MODERN_CNNS = {
     "about": "VGG-11, NiN, GoogLeNet and ResNet-18 on Fashion-MNIST, 3 epochs",
 }
 
+# Each of kerascnn.tricks against none, at the strengths timm and Keras suggest; RandAugment is Keras' (2 of its 11
+# operations a batch at strength 0.5). LeNet as in the ablation's framework; ResNet-18 at the family's defaults.
+TRICK_VARIANTS = [("no trick", {}), ("label smoothing 0.1", {"label_smoothing": 0.1}), ("mixup 0.2", {"mixup": 0.2}),
+                  ("cutmix 1.0", {"cutmix": 1.0}), ("RandAugment", {"randaugment": True})]
+TRICKS_LENET = {
+    "baseline": dict(arch="lenet", dataset="fashion_mnist", activation="relu", pool="max", optimizer="adamw", lr=1e-3,
+                     weight_decay=0.01, batch_size=256, epochs=15),
+    "variants": TRICK_VARIANTS,
+    "about": "label smoothing, mixup, cutmix and RandAugment, each against none: LeNet (ReLU, max) on Fashion-MNIST",
+}
+TRICKS_RESNET18 = {
+    "baseline": dict(arch="resnet18", dataset="fashion_mnist", epochs=5),
+    "variants": TRICK_VARIANTS,
+    "about": "label smoothing, mixup, cutmix and RandAugment, each against none: ResNet-18 on Fashion-MNIST",
+}
+
 PRESETS = {"lenet-ablation": LENET_ABLATION, "lenet5-mnist": LENET5_MNIST, "optimizers": OPTIMIZERS,
-           "optimizer-sweep": OPTIMIZER_SWEEP, "modern-cnns": MODERN_CNNS}
+           "optimizer-sweep": OPTIMIZER_SWEEP, "modern-cnns": MODERN_CNNS, "tricks-lenet": TRICKS_LENET,
+           "tricks-resnet18": TRICKS_RESNET18}
 
 
 def preset(name):

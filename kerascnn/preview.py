@@ -14,12 +14,13 @@ import numpy as np
 
 from kerascnn import io
 from kerascnn.plots import plot_gallery
+from kerascnn.tricks import Tricks
 
 
 class ShownBatch(typing.NamedTuple):
     path: Path  # the PNG written
     images: np.ndarray  # the whole batch as the model receives it: (N, H, W, C), normalized
-    labels: np.ndarray  # (N,)
+    labels: np.ndarray  # (N,) classes, or (N, classes) one-hot or mixed (kerascnn.tricks)
 
 
 def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **options):
@@ -51,16 +52,29 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     mean, std = data.stats()
     shown = min(count, len(images))
     figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),
-                          [data.class_names[y] for y in labels[:shown]],
+                          [caption(label, data.class_names) for label in labels[:shown]],
                           title=batch_title(settings, data, shown, len(images)))
     return ShownBatch(io.save_figure(figure, output), images, labels)
+
+
+def caption(label, class_names):
+    """An image's class, or its mixed label's classes by weight ("Coat 62%
+    + Bag 38%"); a one-hot label is its class."""
+    label = np.asarray(label)
+    if label.ndim == 0:
+        return class_names[int(label)]
+    order = [int(i) for i in np.argsort(-label, kind="stable") if label[i] > 0.005]
+    if len(order) == 1:
+        return class_names[order[0]]
+    return " + ".join(f"{class_names[i]} {label[i]:.0%}" for i in order[:2])
 
 
 def batch_title(settings, data, shown, total):
     """What the batch is: model, data, size, channels, augmentation, seed."""
     size = f"{settings.image_size}x{settings.image_size}" + (" padded" if settings.resize == "pad" else "")
     channels = "RGB" if data.image_shape[2] == 3 else "gray"
-    augment = ", ".join(settings.augment) or "none"
+    tricks = Tricks.of(settings).describe()
+    augment = ", ".join([*settings.augment, *([tricks] if tricks else [])]) or "none"
     images = f"{shown} of {total}" if shown < total else f"{total}"
     return (f"{settings.arch} on {data.name}: first training batch ({images} images), {size} {channels}, "
             f"augment: {augment}, seed {settings.seed}")

@@ -16,6 +16,8 @@ a zero fill. One difference: Keras' RandomCrop takes one offset for a whole
 batch, this crop one offset per image.
 """
 
+import dataclasses
+
 import numpy as np
 
 import keras
@@ -220,16 +222,22 @@ class InputTransform(keras.layers.Layer):
     resized (or padded), augmented when training, normalized. Float32
     whatever the dtype policy; no weights."""
 
-    def __init__(self, input_shape, mean, std, resize="resize", augment=(), **kwargs):
+    def __init__(self, input_shape, mean, std, resize="resize", augment=(), tricks=None, **kwargs):
+        from kerascnn.tricks import Tricks
+
         kwargs.pop("dtype", None)
         super().__init__(dtype="float32", **kwargs)
         self.target_shape = tuple(int(v) for v in input_shape)
         self.mean, self.std = [float(v) for v in mean], [float(v) for v in std]
         self.resize = resize
         self.augment = tuple(augment)
+        self.tricks = tricks if isinstance(tricks, Tricks) else Tricks(**(tricks or {}))
         self.pad = crop_pad(self.target_shape[0])
 
     def call(self, images, params=None, training=False):
+        """`params`: `draw_params`' columns, then those of `tricks.mix_rows`."""
+        from kerascnn import tricks
+
         height, width, channels = self.target_shape
         names = self.augment if training else ()
         if names and tuple(images.shape[1:3]) == (height, width) and set(names) <= {"crop", "flip"}:
@@ -237,6 +245,8 @@ class InputTransform(keras.layers.Layer):
         x = scale_and_resize(images, (height, width), self.resize)
         if names:
             x = augment(x, params, names, self.pad)
+        if training and self.tricks:
+            x = tricks.apply(self.tricks, x, params[:, len(param_columns(self.augment)):])
         return normalize(x, channels, self.mean, self.std)
 
     def compute_output_shape(self, images_shape, params_shape=None):
@@ -244,4 +254,4 @@ class InputTransform(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "input_shape": self.target_shape, "mean": self.mean, "std": self.std,
-                "resize": self.resize, "augment": list(self.augment)}
+                "resize": self.resize, "augment": list(self.augment), "tricks": dataclasses.asdict(self.tricks)}
