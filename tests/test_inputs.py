@@ -201,8 +201,10 @@ KILL = """
 
     fit(callbacks=[Kill()], **json.loads(sys.argv[1]))
 """
+# Every augmentation and every trick (kerascnn.tricks) at once: all their draws must follow (seed, epoch, batch).
 RUN = dict(arch="lenet", dataset="digits", epochs=3, batch_size=100, activation="relu", pool="max",
-           augment="crop,flip,rotate,translate", train_size=500, seed=3, verbose=0)
+           augment="crop,flip,rotate,translate", train_size=500, seed=3, verbose=0, mixup=0.2, cutmix=1.0,
+           randaugment=True, label_smoothing=0.1)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

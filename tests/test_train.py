@@ -220,8 +220,9 @@ def history(path):
 @pytest.mark.parametrize("schedule, kill_at", [
     ({}, [3, 5]), ({"batch_size": 100, "steps_per_execution": 3}, [3, 3]),
     ({"optimizer": "adam", "lr": 0.01, "schedule": "onecycle", "warmup": 0.5, "steps_per_execution": 1}, [3, 2]),
-    ({"batch_size": 100, "log_every": 4}, [2, 2])],
-    ids=["constant", "constant-3-steps-a-call", "onecycle", "log-every"])
+    ({"batch_size": 100, "log_every": 4}, [2, 2]),
+    ({"mixup": 0.2, "cutmix": 1.0, "randaugment": True, "label_smoothing": 0.1}, [3, 5])],
+    ids=["constant", "constant-3-steps-a-call", "onecycle", "log-every", "tricks"])
 def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at):
     run = {**RUN, **schedule}
     whole = run_fit({**run, "output": str(tmp_path / "whole")})

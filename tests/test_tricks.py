@@ -1,0 +1,202 @@
+"""kerascnn.tricks: label smoothing, mixup, cutmix and RandAugment. Core:
+the batch-level checks run under tensorflow, jax and torch
+(tests/test_backend.py); the runs' checks under tensorflow here, and resume
+under jax and torch in tests/test_inputs.py."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from kerascnn import io
+from kerascnn.config import FitConfig, OptionError
+from kerascnn.tricks import MIX_COLUMNS, Tricks, apply, mix_rows, mixed_accuracy
+
+N, SIZE, K = 16, 12, 10
+
+
+def numpy(x):
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+def numbered(n=N, size=SIZE):
+    """Image i is the constant (i + 1) / n: every output pixel says which image it came from."""
+    return np.broadcast_to(np.arange(1, n + 1, dtype=np.float32)[:, None, None, None] / n, (n, size, size, 1)).copy()
+
+
+def one_hot(labels):
+    return np.eye(K, dtype=np.float32)[labels]
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("batch", range(4))
+def test_mixup_labels_sum_to_one_and_match_the_image_blend(batch):
+    labels = np.arange(N) % K
+    rows, y = mix_rows(Tricks(mixup=0.4), labels, K, SIZE, seed=5, epoch=1, batch=batch)
+    x = numbered()
+    out = numpy(apply(Tricks(mixup=0.4), x, rows))
+    partner, share = rows[:, 0].astype(int), rows[:, 2]
+    np.testing.assert_allclose(rows[:, 1], share)  # the image's share of the pixels is its share of the label
+    np.testing.assert_allclose(out, share[:, None, None, None] * x + (1 - share[:, None, None, None]) * x[partner],
+                               atol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(y, share[:, None] * one_hot(labels) + (1 - share[:, None]) * one_hot(labels[partner]),
+                               atol=1e-6)
+    assert sorted(partner) == list(range(N)) and 0 < share.min() and share.max() < 1
+    assert not rows[:, 3:].any()  # no box
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("batch", range(4))
+def test_cutmix_label_shares_equal_the_pasted_area(batch):
+    labels = np.arange(N) % K
+    rows, y = mix_rows(Tricks(cutmix=1.0), labels, K, SIZE, seed=5, epoch=1, batch=batch)
+    x = numbered()
+    out = numpy(apply(Tricks(cutmix=1.0), x, rows))
+    partner, share = rows[:, 0].astype(int), rows[:, 2]
+    moved = partner != np.arange(N)
+    own = np.isclose(out, x)[..., 0]
+    np.testing.assert_allclose(own[moved].mean(axis=(1, 2)), share[moved], atol=1e-6)
+    np.testing.assert_array_equal(out[~own], np.broadcast_to(x[partner], out.shape)[~own])  # pasted from the partner
+    top, left, bottom, right = rows[:, 3:].T.astype(int)
+    for i in np.flatnonzero(moved):  # the pasted pixels are the box, whole pixels inside the image
+        box = np.zeros((SIZE, SIZE), bool)
+        box[top[i]:bottom[i], left[i]:right[i]] = True
+        np.testing.assert_array_equal(~own[i], box)
+        assert 0 <= top[i] <= bottom[i] <= SIZE and 0 <= left[i] <= right[i] <= SIZE
+    np.testing.assert_allclose(y, share[:, None] * one_hot(labels) + (1 - share[:, None]) * one_hot(labels[partner]),
+                               atol=1e-6)
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+
+
+@pytest.mark.core
+def test_draws_are_a_pure_function_of_seed_epoch_and_batch_and_both_tricks_take_turns():
+    tricks = Tricks(mixup=0.2, cutmix=1.0, randaugment=True)
+    labels = np.arange(N) % K
+    a = mix_rows(tricks, labels, K, SIZE, seed=3, epoch=2, batch=7)
+    for x, y in zip(a, mix_rows(tricks, labels, K, SIZE, seed=3, epoch=2, batch=7)):
+        np.testing.assert_array_equal(x, y)
+    for other in ({"seed": 4, "epoch": 2, "batch": 7}, {"seed": 3, "epoch": 3, "batch": 7},
+                  {"seed": 3, "epoch": 2, "batch": 8}):
+        assert not np.array_equal(a[0], mix_rows(tricks, labels, K, SIZE, **other)[0])
+    cut = [mix_rows(tricks, labels, K, SIZE, seed=3, epoch=0, batch=b)[0][:, 3:7].any() for b in range(40)]
+    assert 10 < sum(cut) < 30  # each batch takes mixup or cutmix, with even odds
+    assert a[0].shape == (N, len(MIX_COLUMNS) + 2)
+
+
+@pytest.mark.core
+def test_randaugment_is_keras_own_seeded_per_batch():
+    tricks = Tricks(randaugment=True)
+    x = np.random.default_rng(0).random((8, 16, 16, 1)).astype(np.float32)
+    labels = np.arange(8)
+    outs = {}
+    for batch in (0, 0, 1):
+        rows, y = mix_rows(tricks, labels, K, 16, seed=1, epoch=0, batch=batch)
+        np.testing.assert_array_equal(y, labels)  # RandAugment leaves the labels alone
+        outs.setdefault(batch, []).append(numpy(apply(tricks, x, rows)))
+    np.testing.assert_array_equal(outs[0][0], outs[0][1])
+    assert not np.allclose(outs[0][0], outs[1][0]) and not np.allclose(outs[0][0], x)
+    assert outs[0][0].shape == x.shape and outs[0][0].min() >= -1e-6 and outs[0][0].max() <= 1 + 1e-6
+
+
+@pytest.mark.core
+def test_mixed_accuracy_is_the_labels_weight_on_the_predicted_class():
+    logits = np.array([[3.0, 1, 0], [0, 2, 1], [0, 0, 5]], np.float32)  # predicts 0, 1, 2
+    hard = np.eye(3, dtype=np.float32)[[0, 2, 2]]
+    np.testing.assert_allclose(numpy(mixed_accuracy(hard, logits)), [1, 0, 1])
+    mixed = np.array([[0.7, 0.3, 0], [0.6, 0.4, 0], [0.5, 0, 0.5]], np.float32)
+    np.testing.assert_allclose(numpy(mixed_accuracy(mixed, logits)), [0.7, 0.4, 0.5], atol=1e-6)
+
+
+@pytest.mark.parametrize("options, name", [({"mixup": -0.1}, "mixup"), ({"cutmix": -1}, "cutmix"),
+                                           ({"label_smoothing": 1.0}, "label_smoothing"),
+                                           ({"randaugment": "often"}, "randaugment")])
+def test_bad_trick_values_are_one_clear_error(options, name):
+    with pytest.raises(OptionError, match=name):
+        FitConfig(**options)
+
+
+def test_the_tf_data_path_mixes_as_the_jax_and_torch_paths_do():
+    """The same seed gives the same partners, shares, boxes and labels on every backend (in the same order of
+    images: the paths draw their shuffles differently)."""
+    from kerascnn.data import make_training_pipeline
+    from kerascnn.inputs import TrainingBatches
+
+    x = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
+    y = np.arange(40) % K
+    tricks = Tricks(mixup=0.2, cutmix=1.0, label_smoothing=0.1)
+    stream, steps = make_training_pipeline(x, y, input_shape=(SIZE, SIZE, 1), mean=[0.0], std=[1.0], batch_size=16,
+                                           epochs=2, seed=3, sampling="sequential", tricks=tricks, num_classes=K)
+    host = TrainingBatches(x, y, batch_size=16, epochs=2, seed=3, sampling="sequential", tricks=tricks,
+                           num_classes=K, prefetch=0)
+    assert steps == host.steps == 3
+    for (images, labels), ((raw, params), host_labels) in zip(stream, host):
+        np.testing.assert_allclose(np.asarray(labels), host_labels, atol=1e-6)
+        mixed = numpy(apply(tricks, raw.astype(np.float32) / 255, params[:, 1:]))  # params: "unused", then the rows
+        np.testing.assert_allclose(np.asarray(images), mixed, atol=1e-6)
+
+
+def test_a_run_with_every_trick_trains_resumes_its_loss_and_shows_its_batch(tmp_path):
+    from kerascnn.preview import show_batch
+    from kerascnn.train import fit
+
+    options = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0,
+                   mixup=0.2, cutmix=1.0, randaugment=True, label_smoothing=0.1, output=str(tmp_path))
+    result = fit("lenet", epochs=1, **options)
+    assert result.config["label_smoothing"] == 0.1 and result.config["randaugment"] is True
+    assert 0 < result.history[0]["accuracy"] < 1 and np.isfinite(result.history[0]["loss"])
+    model = io.load_model(tmp_path / "lenet.last.keras")
+    assert model.loss.get_config()["label_smoothing"] == 0.1  # resumed with the same loss
+    resumed = fit("lenet", epochs=2, resume=True, **options)
+    assert len(resumed.history) == 2
+    shown = show_batch("lenet", "digits", output=tmp_path / "batch.png", count=8,
+                       **{k: v for k, v in options.items() if k not in ("verbose", "output", "activation", "pool", "dataset")})
+    assert shown.labels.shape == (64, 10) and np.allclose(shown.labels.sum(axis=1), 1, atol=1e-5)
+    assert (shown.labels.max(axis=1) < 1).any()  # some labels mixed
+
+
+def test_caption_names_a_mixed_labels_classes_by_weight():
+    from kerascnn.preview import caption
+
+    names = [str(i) for i in range(4)]
+    assert caption(np.array(2), names) == "2"
+    assert caption(np.array([0, 0, 1.0, 0]), names) == "2"
+    assert caption(np.array([0.38, 0, 0.62, 0]), names) == "2 62% + 0 38%"
+
+
+LOAD = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import keras
+    from kerascnn import io
+    model = io.load_model(sys.argv[1])  # Keras' safe mode
+    x = np.load(sys.argv[2])
+    print(json.dumps({"logits": keras.ops.convert_to_numpy(model(x, training=False)).tolist(),
+                      "loss": type(model.loss).__name__, "smoothing": model.loss.get_config()["label_smoothing"]}))
+""")
+
+
+def test_a_model_trained_with_tricks_loads_in_safe_mode_on_the_other_backends(tmp_path):
+    from kerascnn.train import fit
+
+    result = fit("lenet", "digits", epochs=1, batch_size=64, train_size=128, val_size=0, mixup=0.2, cutmix=1.0,
+                 randaugment=True, label_smoothing=0.1, output=str(tmp_path), verbose=0)
+    x = np.random.default_rng(0).normal(size=(4, *result.model.input_shape[1:])).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    expected = numpy(result.model(x, training=False))
+    others = [b for b in ("jax", "torch") if __import__("importlib").util.find_spec(b)]
+    if not others:
+        pytest.skip("neither jax nor torch is installed")
+    for backend in others:
+        env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
+        proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "lenet.keras"), str(tmp_path / "x.npy")],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+        np.testing.assert_allclose(out["logits"], expected, atol=1e-4)
+        assert out["loss"] == "CategoricalCrossentropy" and out["smoothing"] == 0.1
