@@ -28,6 +28,7 @@ _EXPORTS = {
     "predict": "kerascnn.prediction",
     "show_batch": "kerascnn.preview",
     "parameter_counts": "kerascnn.summary",
+    "start_quietly": "kerascnn.backend",  # a notebook's first cell: Keras without TensorFlow's C++ start-up lines
 }
 
 

@@ -126,7 +126,7 @@ def test_every_generated_docs_block_has_its_script_entry():
     assert blocks == {name: doc for name, (doc, _, _) in docs.ENTRIES.items()}
 
 
-SDIST_SOURCES = ("pyproject.toml", "README.md", "CHANGELOG.md", "MANIFEST.in", "kerascnn")
+SDIST_SOURCES = ("pyproject.toml", "README.md", "CHANGELOG.md", "LICENSE", "MANIFEST.in", "kerascnn")
 
 
 def test_the_wheel_built_from_the_sdist_holds_every_package_file(tmp_path):
@@ -156,6 +156,7 @@ def test_the_wheel_built_from_the_sdist_holds_every_package_file(tmp_path):
     assert {n.split("/")[0] for n in names} == {"kerascnn", f"kerascnn-{version}.dist-info"}
     assert f"Version: {version}\n" in wheel.read(f"kerascnn-{version}.dist-info/METADATA").decode()
     assert "kerascnn = kerascnn.cli:main" in wheel.read(f"kerascnn-{version}.dist-info/entry_points.txt").decode()
+    assert f"kerascnn-{version}.dist-info/licenses/LICENSE" in names
     with tarfile.open(tmp_path / "dist" / f"kerascnn-{version}.tar.gz") as sdist:
-        assert f"kerascnn-{version}/CHANGELOG.md" in sdist.getnames()
+        assert {f"kerascnn-{version}/CHANGELOG.md", f"kerascnn-{version}/LICENSE"} <= set(sdist.getnames())
     assert f"## {version}" in (REPO / "CHANGELOG.md").read_text()
