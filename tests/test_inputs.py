@@ -27,7 +27,20 @@ BACKENDS = [pytest.param(b, marks=pytest.mark.skipif(not installed(b), reason=f"
             for b in ("jax", "torch")]
 needs_jax = pytest.mark.skipif(not installed("jax"), reason="jax is not installed")
 # A process in which `import tensorflow` fails, as where it is not installed: it must not matter on jax and torch.
-NO_TF = "import sys; sys.modules['tensorflow'] = None; sys.modules['tensorflow_datasets'] = None\n"
+# (Not sys.modules["tensorflow"] = None: Keras reads a name in sys.modules as TensorFlow loaded. A finder whose
+# loader refuses: torch asks importlib.util.find_spec about TensorFlow, and must not see an error there.)
+NO_TF = textwrap.dedent("""\
+    import importlib.abc, importlib.machinery, sys
+    class NoTensorFlow(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path=None, target=None):
+            if name.partition(".")[0] in ("tensorflow", "tensorflow_datasets"):
+                return importlib.machinery.ModuleSpec(name, self)
+        def create_module(self, spec):
+            raise ModuleNotFoundError(f"No module named {spec.name!r}", name=spec.name)
+        def exec_module(self, module):
+            pass
+    sys.meta_path.insert(0, NoTensorFlow())
+""")
 
 
 def env(backend, **extra):
