@@ -119,6 +119,7 @@ SAVE = textwrap.dedent("""
     from kerascnn import io
     from kerascnn.models import ARCHS, build_model
     from kerascnn.preparation import compile_model
+    from kerascnn.tricks import Tricks
 
     def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
         if keras.backend.backend() == "jax":
@@ -128,17 +129,21 @@ SAVE = textwrap.dedent("""
     out = sys.argv[1]
     tiny = {"width": 0.125}
     dense = {"alexnet": {"dense_units": 32}, "vgg11": {"dense_units": 32}, "vgg16": {"dense_units": 32}}
-    for arch, spec in ARCHS.items():
+    # "tricks": a LeNet compiled as a run with label smoothing and mixup is (one-hot labels, MixedAccuracy)
+    for arch, spec in [*ARCHS.items(), ("tricks", ARCHS["lenet"])]:
         keras.utils.set_random_seed(0)
-        options = {} if arch == "lenet" else {**tiny, **dense.get(arch, {})}
+        options = {} if arch in ("lenet", "tricks") else {**tiny, **dense.get(arch, {})}
         if arch == "lenet":
             options = {"batchnorm": True}
         size = spec.min_size if spec.default_size else 28
-        model = build_model(arch, input_shape=(size, size, 1), num_classes=5, **options)
-        compile_model(model, keras.optimizers.Adam(1e-3))  # as fit does: jit under JAX only
+        model = build_model(spec.name, input_shape=(size, size, 1), num_classes=5, **options)
+        tricks = Tricks(label_smoothing=0.1, mixup=0.2) if arch == "tricks" else None
+        compile_model(model, keras.optimizers.Adam(1e-3), tricks=tricks)  # as fit does: jit under JAX only
         rng = np.random.default_rng(0)
         x = rng.normal(size=(6, size, size, 1)).astype("float32")
         y = np.arange(6) % 5
+        if tricks:
+            y = np.eye(5, dtype="float32")[y]
         for _ in range(2):  # moves weights, batch-norm statistics and Adam's moments
             model.train_on_batch(x, y)
         io.save_model(model, f"{out}/{arch}.keras")
@@ -166,8 +171,8 @@ LOAD = textwrap.dedent("""
 
     results = {}
     for source in sys.argv[1:]:
-        for arch in ARCHS:
-            model = io.load_model(f"{source}/{arch}.keras")
+        for arch in [*ARCHS, "tricks"]:
+            model = io.load_model(f"{source}/{arch}.keras")  # in Keras' safe mode
             x = np.load(f"{source}/{arch}.x.npy")
             logits_now = logits(model, x)
             state = np.load(f"{source}/{arch}.state.npz")
@@ -181,6 +186,8 @@ LOAD = textwrap.dedent("""
                 "optimizer": max(float(np.max(np.abs(np.asarray(v, dtype="float64") - state[f"o{i}"])))
                                  for i, v in enumerate(opt)),
                 "n_optimizer": [len(opt), len([k for k in state.files if k.startswith("o")])],
+                "compiled": [type(model.loss).__name__, model.loss.get_config().get("label_smoothing"),
+                             [m if isinstance(m, str) else type(m).__name__ for m in model.metrics[-1]._user_metrics]],
             }
     print(json.dumps(results))
 """)
@@ -204,13 +211,16 @@ def test_models_move_between_backends(tmp_path):
             differences[(os.path.basename(source), backend, arch)] = r
     from kerascnn.models import ARCHS
 
-    assert len(differences) == len(available) * (len(available) - 1) * len(ARCHS)
+    assert len(differences) == len(available) * (len(available) - 1) * (len(ARCHS) + 1)
     for (source, target, arch), r in differences.items():
         where = f"{arch} saved under {source}, loaded under {target}"
         # float32 arithmetic differs between backends' kernels in proportion to the logits' size
         assert r["logits"] < 1e-4 * max(1.0, r["scale"]), (where, r)
         assert r["n_weights"][0] == r["n_weights"][1] and r["weights"] == 0.0, (where, r)  # incl. BN statistics
         assert r["n_optimizer"][0] == r["n_optimizer"][1] and r["optimizer"] == 0.0, (where, r)
+        tricks = arch == "tricks"  # the loss and metric compiled are those the model was saved with
+        assert r["compiled"] == (["CategoricalCrossentropy", 0.1, ["MixedAccuracy"]] if tricks else
+                                 ["SparseCategoricalCrossentropy", None, ["accuracy"]]), (where, r)
     worst = max(r["logits"] for r in differences.values())
     print(f"largest cross-backend logit difference: {worst:.2e}; relative: "
           f"{max(r['logits'] / max(1.0, r['scale']) for r in differences.values()):.2e}")

@@ -1,13 +1,9 @@
 """kerascnn.tricks: label smoothing, mixup, cutmix and RandAugment. Core:
 the batch-level checks run under tensorflow, jax and torch
-(tests/test_backend.py); the runs' checks under tensorflow here, and resume
-under jax and torch in tests/test_inputs.py."""
-
-import json
-import os
-import subprocess
-import sys
-import textwrap
+(tests/test_backend.py); the runs' checks under tensorflow here, resume
+under jax and torch in tests/test_inputs.py, and a model compiled with the
+tricks' loss and metric loading in safe mode on every backend in
+tests/test_backend.py."""
 
 import keras
 import numpy as np
@@ -154,8 +150,8 @@ def test_a_run_with_every_trick_trains_resumes_its_loss_and_shows_its_batch(tmp_
     assert model.loss.get_config()["label_smoothing"] == 0.1  # resumed with the same loss
     resumed = fit("lenet", epochs=2, resume=True, **options)
     assert len(resumed.history) == 2
-    shown = show_batch("lenet", "digits", output=tmp_path / "batch.png", count=8,
-                       **{k: v for k, v in options.items() if k not in ("verbose", "output", "activation", "pool", "dataset")})
+    shown_options = {k: v for k, v in options.items() if k not in ("verbose", "output", "activation", "pool", "dataset")}
+    shown = show_batch("lenet", "digits", output=tmp_path / "batch.png", count=8, **shown_options)
     assert shown.labels.shape == (64, 10) and np.allclose(shown.labels.sum(axis=1), 1, atol=1e-5)
     assert (shown.labels.max(axis=1) < 1).any()  # some labels mixed
 
@@ -167,36 +163,3 @@ def test_caption_names_a_mixed_labels_classes_by_weight():
     assert caption(np.array(2), names) == "2"
     assert caption(np.array([0, 0, 1.0, 0]), names) == "2"
     assert caption(np.array([0.38, 0, 0.62, 0]), names) == "2 62% + 0 38%"
-
-
-LOAD = textwrap.dedent("""
-    import json, sys
-    import numpy as np
-    import keras
-    from kerascnn import io
-    model = io.load_model(sys.argv[1])  # Keras' safe mode
-    x = np.load(sys.argv[2])
-    print(json.dumps({"logits": keras.ops.convert_to_numpy(model(x, training=False)).tolist(),
-                      "loss": type(model.loss).__name__, "smoothing": model.loss.get_config()["label_smoothing"]}))
-""")
-
-
-def test_a_model_trained_with_tricks_loads_in_safe_mode_on_the_other_backends(tmp_path):
-    from kerascnn.train import fit
-
-    result = fit("lenet", "digits", epochs=1, batch_size=64, train_size=128, val_size=0, mixup=0.2, cutmix=1.0,
-                 randaugment=True, label_smoothing=0.1, output=str(tmp_path), verbose=0)
-    x = np.random.default_rng(0).normal(size=(4, *result.model.input_shape[1:])).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    expected = numpy(result.model(x, training=False))
-    others = [b for b in ("jax", "torch") if __import__("importlib").util.find_spec(b)]
-    if not others:
-        pytest.skip("neither jax nor torch is installed")
-    for backend in others:
-        env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu")
-        proc = subprocess.run([sys.executable, "-c", LOAD, str(tmp_path / "lenet.keras"), str(tmp_path / "x.npy")],
-                              capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-        out = json.loads(proc.stdout.strip().splitlines()[-1])
-        np.testing.assert_allclose(out["logits"], expected, atol=1e-4)
-        assert out["loss"] == "CategoricalCrossentropy" and out["smoothing"] == 0.1
