@@ -28,6 +28,16 @@ class EvalResult:
     paths: list
     top_losses: list = dataclasses.field(default_factory=list)  # [{index, true, predicted, probability, loss}]
 
+    @property
+    def confusion_path(self):
+        """The confusion matrix PNG written."""
+        return next(p for p in self.paths if p.name.endswith(".confusion.png"))
+
+    @property
+    def top_losses_path(self):
+        """The top losses' gallery PNG written, or None (top_losses=0)."""
+        return next((p for p in self.paths if p.name.endswith(".top_losses.png")), None)
+
 
 def most_confused(cm, class_names, top=5):
     """The class pairs mixed up most, either way: [(a, b, total, a->b, b->a)]."""

@@ -20,6 +20,24 @@ class VisualizeResult:
     layer: str
     paths: list
 
+    def _written(self, part):
+        return next((p for p in self.paths if f".{part}" in p.name), None)
+
+    @property
+    def kernels_path(self):
+        """The layer's kernels PNG, or None (not a conv layer, or not drawn)."""
+        return self._written(f"{self.layer}.kernels.")
+
+    @property
+    def maps_path(self):
+        """The layer's feature maps PNG, or None."""
+        return self._written(f"{self.layer}.maps.")
+
+    @property
+    def curves_path(self):
+        """The run's training curves PNG, or None (no history)."""
+        return self._written("curves.png")
+
 
 def as_run(run=None, models_dir="saved_models"):
     """A Run from a Run, a model path, or (None) the newest model in `models_dir`."""

@@ -165,6 +165,7 @@ def test_top_losses_are_the_highest_loss_test_images(trained_run, tmp_path):
         assert w["probability"] == pytest.approx(probs[i].max(), abs=1e-4)
     gallery = tmp_path / "lenet.top_losses.png"
     assert r.paths == [tmp_path / "lenet.confusion.png", gallery, tmp_path / "lenet.metrics.json"]
+    assert (r.confusion_path, r.top_losses_path) == (tmp_path / "lenet.confusion.png", gallery)
     import matplotlib.image
 
     assert matplotlib.image.imread(gallery)[..., :3].std() > 0.05  # drawn, not blank
@@ -174,6 +175,7 @@ def test_top_losses_are_the_highest_loss_test_images(trained_run, tmp_path):
 def test_top_losses_zero_draws_no_gallery(trained_run, tmp_path):
     r = evaluate(trained_run.model_path, output=tmp_path, top_losses=0)
     assert [p.name for p in r.paths] == ["lenet.confusion.png", "lenet.metrics.json"]
+    assert r.top_losses_path is None and r.confusion_path == r.paths[0]
     assert r.top_losses == [] and json.loads(r.paths[-1].read_text())["top_losses"] == []
     with pytest.raises(KerasCNNError, match="top_losses must be 0 \\(none\\) or more, got -1"):
         evaluate(trained_run.model_path, output=tmp_path, top_losses=-1)

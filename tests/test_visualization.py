@@ -21,6 +21,7 @@ def test_conv1_kernels_maps_and_curves(trained_run, tmp_path):
     r = visualize(trained_run.model_path, "conv1", index=3, output=tmp_path)
     names = [p.name for p in r.paths]
     assert names == ["lenet.conv1.kernels.png", "lenet.conv1.maps.3.png", "lenet.curves.png"]
+    assert [r.kernels_path, r.maps_path, r.curves_path] == r.paths  # each picture by name, for a notebook
     for path in r.paths:
         img = _image(path)
         assert img.shape[0] > 100 and img.shape[1] > 100
@@ -56,6 +57,7 @@ def test_newest_model_is_the_default(trained_run, tmp_path):
     r = visualize(None, "pool2", models_dir=trained_run.model_path.parent, output=tmp_path)
     assert r.model_path == trained_run.model_path
     assert [p.name for p in r.paths][0] == "lenet.pool2.maps.0.png"  # a pool layer has no kernels
+    assert r.kernels_path is None and r.maps_path == r.paths[0]
 
 
 def test_unknown_layer_lists_valid_ones(trained_run):
