@@ -144,8 +144,9 @@ class FitConfig:
     augment: tuple = _option((), "Training-batch augmentation (repeat or comma-separate).", kind="names",
                              group="data", match=True, choices=tuple(choices.TRANSFORMS), noun="augmentation",
                              metavar=",".join(choices.TRANSFORMS))
-    randaugment: bool = _option(False, "Keras' RandAugment on each training image: 2 of 11 operations (shear, "
-                                "rotation, contrast, ...), strength 0.5.", kind="flag", group="data", match=True)
+    randaugment: bool = _option(False, "Keras' RandAugment on the training images: 2 of its 11 operations a batch "
+                                "(shear, rotation, contrast, ...), each image at its own random strength, up to "
+                                "Keras' 0.5.", kind="flag", group="data", match=True)
     mixup: float = _option(0.0, "Mixup: each training image blended with another of its batch, and their labels, "
                            "the share drawn from Beta(ALPHA, ALPHA), e.g. 0.2; 0: off.", kind="float", group="data",
                            low=0, match=True, metavar="ALPHA")
