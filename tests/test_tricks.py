@@ -29,13 +29,18 @@ def one_hot(labels):
     return np.eye(K, dtype=np.float32)[labels]
 
 
+def mixed(tricks, batch):
+    """Batch `batch`'s labels, numbered images, drawn rows, mixed labels and mixed images under `tricks`."""
+    labels = np.arange(N) % K
+    rows, y = mix_rows(tricks, labels, K, SIZE, seed=5, epoch=1, batch=batch)
+    x = numbered()
+    return labels, x, rows, y, numpy(apply(tricks, x, rows))
+
+
 @pytest.mark.core
 @pytest.mark.parametrize("batch", range(4))
 def test_mixup_labels_sum_to_one_and_match_the_image_blend(batch):
-    labels = np.arange(N) % K
-    rows, y = mix_rows(Tricks(mixup=0.4), labels, K, SIZE, seed=5, epoch=1, batch=batch)
-    x = numbered()
-    out = numpy(apply(Tricks(mixup=0.4), x, rows))
+    labels, x, rows, y, out = mixed(Tricks(mixup=0.4), batch)
     partner, share = rows[:, 0].astype(int), rows[:, 2]
     np.testing.assert_allclose(rows[:, 1], share)  # the image's share of the pixels is its share of the label
     np.testing.assert_allclose(out, share[:, None, None, None] * x + (1 - share[:, None, None, None]) * x[partner],
@@ -50,10 +55,7 @@ def test_mixup_labels_sum_to_one_and_match_the_image_blend(batch):
 @pytest.mark.core
 @pytest.mark.parametrize("batch", range(4))
 def test_cutmix_label_shares_equal_the_pasted_area(batch):
-    labels = np.arange(N) % K
-    rows, y = mix_rows(Tricks(cutmix=1.0), labels, K, SIZE, seed=5, epoch=1, batch=batch)
-    x = numbered()
-    out = numpy(apply(Tricks(cutmix=1.0), x, rows))
+    labels, x, rows, y, out = mixed(Tricks(cutmix=1.0), batch)
     partner, share = rows[:, 0].astype(int), rows[:, 2]
     moved = partner != np.arange(N)
     own = np.isclose(out, x)[..., 0]
