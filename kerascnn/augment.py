@@ -11,6 +11,7 @@ import keras
 
 from kerascnn.choices import TRANSFORMS
 from kerascnn.errors import KerasCNNError
+from kerascnn.tricks import batch_seed
 
 def parse_augment(names):
     """A tuple of transform names from "crop,flip" strings or lists; "" or
@@ -30,22 +31,6 @@ def parse_augment(names):
             if name not in out:
                 out.append(name)
     return tuple(out)
-
-
-class _BatchSeed(keras.random.SeedGenerator):
-    """A seed generator that hands out seeds derived from one given seed
-    tensor: a different, reproducible seed for every draw in a batch."""
-
-    def __init__(self, seed):  # noqa: D107 - no state variable, unlike the parent
-        self._seed = seed
-        self._draws = 0
-        self.name = "batch_seed"
-
-    def next(self, ordered=True):
-        import tensorflow as tf
-
-        self._draws += 1
-        return self._seed + tf.constant([0, 7919 * self._draws], dtype=self._seed.dtype)
 
 
 class Augmenter:
@@ -75,10 +60,10 @@ class Augmenter:
             if name == "crop":
                 p = self.pad
                 images = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
-            batch_seed = _BatchSeed(seed + tf.constant([0, 104729 * (i + 1)], dtype=seed.dtype))
+            seeds = batch_seed(seed + tf.constant([0, 104729 * (i + 1)], dtype=seed.dtype))
             layer.backend.set_backend("tensorflow")
             try:
-                transformation = layer.get_random_transformation(images, training=True, seed=batch_seed)
+                transformation = layer.get_random_transformation(images, training=True, seed=seeds)
                 images = layer.transform_images(images, transformation, training=True)
             finally:
                 layer.backend.reset()

@@ -261,7 +261,8 @@ class FitConfig:
         parts += [f"batch {self.batch_size}"]
         parts += [f"init {self.init}"] if self.init not in (None, "glorot") else []
         parts += ["batch norm"] if self.batchnorm else []
-        parts += [Tricks.of(self).describe()] if Tricks.of(self) else []
+        tricks = Tricks.of(self).describe()
+        parts += [tricks] if tricks else []
         return ", ".join(parts)
 
     def to_dict(self):

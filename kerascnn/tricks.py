@@ -142,28 +142,36 @@ def mix_images(x, rows):
 
 def batch_seed(seed):
     """A keras.random.SeedGenerator handing out seeds derived from one seed
-    pair tensor: a different, reproducible seed for every draw a layer makes
-    in one batch (no state variable, unlike Keras' own)."""
+    pair tensor (kept in its dtype): a different, reproducible seed for every
+    draw a layer makes in one batch (no state variable, unlike Keras' own)."""
+    return _batch_seed_class()(seed)
+
+
+@functools.cache
+def _batch_seed_class():
     import keras
     from keras import ops
 
     class BatchSeed(keras.random.SeedGenerator):
-        def __init__(self):  # noqa: D107
-            self._seed, self._draws, self.name = ops.cast(seed, "uint32"), 0, "batch_seed"
+        def __init__(self, seed):  # noqa: D107
+            self._seed, self._draws, self.name = seed, 0, "batch_seed"
+            self._dtype = keras.backend.standardize_dtype(seed.dtype)
 
         def next(self, ordered=True):
             self._draws += 1
-            return self._seed + ops.convert_to_tensor(np.array([0, 7919 * self._draws], np.uint32))
+            return self._seed + ops.convert_to_tensor(np.array([0, 7919 * self._draws]), dtype=self._dtype)
 
-    return BatchSeed()
+    return BatchSeed
 
 
 def rand_augment(x, seed):
     """Keras' RandAugment on images in [0, 1], every random choice drawn from
     the seed pair `seed` (RandAugment asks its own generator, not the seed it
     is given, for them: it is pointed at the batch's for the call)."""
+    from keras import ops
+
     layer = keras_layers()[2]
-    seeds = batch_seed(seed)
+    seeds = batch_seed(ops.cast(seed, "uint32"))
     object.__setattr__(layer, "_get_seed_generator", lambda backend=None: seeds)
     try:
         return layer.transform_images(x, layer.get_random_transformation(x, training=True, seed=seeds))
