@@ -309,8 +309,8 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
         runs = runs[index::count]
     todo = [r for r in runs if run_state(folder, r) != "done"]
     if echo:
-        echo(f"study {study.name}: {len(study.variants)} variants x {len(study.seeds)} seeds = "
-             f"{len(study.runs())} runs in {folder}/; {len(runs) - len(todo)} done, {len(todo)} to run")
+        echo(f"study {study.name}: {_count(len(study.variants), 'variant')} x {_count(len(study.seeds), 'seed')} = "
+             f"{_count(len(study.runs()), 'run')} in {folder}/; {len(runs) - len(todo)} done, {len(todo)} to run")
         said = cpu_sizes(study) if todo else None
         if said:
             echo(said)
@@ -337,3 +337,8 @@ def study(preset=None, file=None, *, output=None, shard=None, echo=print, **opti
     """Make and run a study (see make_study for the options); returns the
     results table as rows (one dict per variant) for a DataFrame."""
     return run_study(make_study(preset, file, **options), output, shard=shard, echo=echo)
+
+
+def _count(n, noun):
+    """'1 seed', '3 seeds'."""
+    return f"{n} {noun}{'s' * (n != 1)}"

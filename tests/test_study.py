@@ -163,7 +163,7 @@ def test_a_failing_variant_is_recorded_and_the_others_run(tmp_path):
     assert (tmp_path / "runs/ok-s0/lenet.keras").is_file()
     failed = json.loads((tmp_path / "runs/too_big-s0/failed.json").read_text())
     assert failed["seed"] == 0 and failed["error"].startswith("kernel 31 does not fit a 28x28 input")
-    assert lines[0] == "study s: 2 variants x 1 seeds = 2 runs in " + str(tmp_path) + "/; 0 done, 2 to run"
+    assert lines[0] == "study s: 2 variants x 1 seed = 2 runs in " + str(tmp_path) + "/; 0 done, 2 to run"
     assert lines[1].startswith("[1/2] ok seed 0: test accuracy ") and "left" in lines[1]
     assert lines[2].startswith("[2/2] too big seed 0: failed: kernel 31 does not fit")
     assert [r["label"] for r in rows] == ["ok", "too big"]
