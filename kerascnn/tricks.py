@@ -14,8 +14,9 @@ label smoothing, mixup, cutmix and RandAugment.
   pixels, so the share is exactly the pasted area (Keras' own draw
   takes fractional boxes whose area differs from the pixels pasted).
 - RandAugment is `keras.layers.RandAugment`, its random choices drawn from a
-  seed pair that `mix_rows` draws per batch: a resumed run augments exactly
-  as an uninterrupted one.
+  seed pair that `mix_rows` draws per batch (a resumed run augments exactly
+  as an uninterrupted one), computing only the operations it draws
+  (`drawn_operations`).
 
 Training accuracy under mixed labels (`MixedAccuracy`, logged as
 "accuracy") is the label's weight on the predicted class, averaged over the
@@ -167,16 +168,46 @@ def _batch_seed_class():
 def rand_augment(x, seed):
     """Keras' RandAugment on images in [0, 1], every random choice drawn from
     the seed pair `seed` (RandAugment asks its own generator, not the seed it
-    is given, for them: it is pointed at the batch's for the call)."""
+    is given, for them: it is pointed at the batch's for the draw)."""
     from keras import ops
 
     layer = keras_layers()[2]
     seeds = batch_seed(ops.cast(seed, "uint32"))
     object.__setattr__(layer, "_get_seed_generator", lambda backend=None: seeds)
     try:
-        return layer.transform_images(x, layer.get_random_transformation(x, training=True, seed=seeds))
+        transformation = layer.get_random_transformation(x, training=True, seed=seeds)
     finally:
         object.__delattr__(layer, "_get_seed_generator")
+    return drawn_operations(layer, x, transformation)
+
+
+def drawn_operations(layer, x, transformation):
+    """RandAugment's `transform_images`, computing only the drawn operations
+    (Keras' computes all eleven for each of its `num_ops` and keeps the drawn
+    one, the same for the whole batch, with `where`): a switch on the drawn
+    index, the same images (tf.switch_case in tf.data, lax.switch under JAX,
+    one call under torch, its index read on the host). Each operation gets
+    copies of the images and its draws: under torch Keras' brightness adds to
+    its input in place and its shear, translation and rotation change their
+    matrix in place (its own layer there changes every batch's brightness)."""
+    backend = layer.backend
+
+    def fresh(value):
+        return backend.numpy.copy(value) if backend.is_tensor(value) else value
+
+    def operation(name):
+        draws = transformation["transforms"][name]
+
+        def run(images):
+            own = {k: fresh(v) for k, v in draws.items()} if isinstance(draws, dict) else draws
+            return getattr(layer, name).transform_images(fresh(images), own)
+        return run
+
+    branches = [operation(name) for name in transformation["transforms"]]
+    x = backend.cast(x, layer.compute_dtype)
+    for i in range(layer.num_ops):
+        x = backend.core.switch(transformation["layer_idxes"][i], branches, x)
+    return backend.cast(x, layer.compute_dtype)
 
 
 def apply(tricks, x, rows):

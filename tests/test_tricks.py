@@ -102,6 +102,45 @@ def test_randaugment_is_keras_own_seeded_per_batch():
     assert outs[0][0].shape == x.shape and outs[0][0].min() >= -1e-6 and outs[0][0].max() <= 1 + 1e-6
 
 
+def _drawn_one_by_one(layer, x, transformation):
+    """RandAugment's drawn operations applied in turn, each to new tensors made from numpy copies."""
+    def fresh(value):
+        return keras.ops.convert_to_tensor(numpy(value).copy()) if keras.ops.is_tensor(value) else value
+
+    for index in numpy(transformation["layer_idxes"]):
+        name = list(transformation["transforms"])[int(index)]
+        draws = {k: fresh(v) for k, v in (transformation["transforms"][name] or {}).items()} or None
+        x = numpy(getattr(layer, name).transform_images(fresh(keras.ops.convert_to_tensor(x)), draws))
+    return x
+
+
+@pytest.mark.core
+def test_randaugment_computes_only_the_drawn_operations_each_on_fresh_tensors():
+    from kerascnn.tricks import drawn_operations, keras_layers
+
+    layer = keras_layers()[2]
+    x = np.random.default_rng(1).random((4, 12, 12, 1)).astype(np.float32)
+    before, drawn, calls = x.copy(), set(), []
+    for seed in range(8):
+        transformation = layer.get_random_transformation(x, training=True, seed=seed)
+        drawn.update(int(i) for i in numpy(transformation["layer_idxes"]))
+        ours = numpy(drawn_operations(layer, x, transformation))
+        np.testing.assert_allclose(ours, _drawn_one_by_one(layer, x, transformation), rtol=0, atol=1e-6)
+        np.testing.assert_array_equal(numpy(drawn_operations(layer, x, transformation)), ours)  # draws unchanged
+        np.testing.assert_array_equal(x, before)  # the images too
+        if keras.backend.backend() != "torch":  # Keras' own layer computes all eleven, and agrees
+            np.testing.assert_allclose(numpy(layer.transform_images(x, transformation)), ours, rtol=0, atol=1e-6)
+        else:  # eager: count the operations computed
+            for name in transformation["transforms"]:
+                getattr(layer, name).transform_images = lambda images, *a, name=name: calls.append(name) or images
+            drawn_operations(layer, x, transformation)
+            for name in transformation["transforms"]:
+                del getattr(layer, name).transform_images
+            assert len(calls) == layer.num_ops
+            calls.clear()
+    assert len(drawn) > 3  # the seeds drew several operations
+
+
 @pytest.mark.core
 def test_mixed_accuracy_is_the_labels_weight_on_the_predicted_class():
     logits = np.array([[3.0, 1, 0], [0, 2, 1], [0, 0, 5]], np.float32)  # predicts 0, 1, 2
@@ -120,14 +159,14 @@ def test_bad_trick_values_are_one_clear_error(options, name):
 
 
 def test_the_tf_data_path_mixes_as_the_jax_and_torch_paths_do():
-    """The same seed gives the same partners, shares, boxes and labels on every backend (in the same order of
-    images: the paths draw their shuffles differently)."""
+    """The same seed gives the same partners, shares, boxes, RandAugment operations and labels on every backend
+    (in the same order of images: the paths draw their shuffles differently)."""
     from kerascnn.data import make_training_pipeline
     from kerascnn.inputs import TrainingBatches
 
     x = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
     y = np.arange(40) % K
-    tricks = Tricks(mixup=0.2, cutmix=1.0, label_smoothing=0.1)
+    tricks = Tricks(mixup=0.2, cutmix=1.0, label_smoothing=0.1, randaugment=True)
     stream, steps = make_training_pipeline(x, y, input_shape=(SIZE, SIZE, 1), mean=[0.0], std=[1.0], batch_size=16,
                                            epochs=2, seed=3, sampling="sequential", tricks=tricks, num_classes=K)
     host = TrainingBatches(x, y, batch_size=16, epochs=2, seed=3, sampling="sequential", tricks=tricks,
