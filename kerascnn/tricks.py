@@ -43,6 +43,7 @@ class Tricks:
     mixup: float = 0.0  # Beta(alpha, alpha) of the mixing share
     cutmix: float = 0.0
     randaugment: bool = False
+    randaugment_strength: float = 0.5  # Keras' RandAugment `factor`
 
     @classmethod
     def of(cls, settings):
@@ -69,7 +70,8 @@ class Tricks:
         """"mixup 0.2, randaugment": the tricks on, or ""."""
         parts = [f"{name.replace('_', ' ')} {value:g}" for name, value in
                  (("label_smoothing", self.label_smoothing), ("mixup", self.mixup), ("cutmix", self.cutmix)) if value]
-        return ", ".join(parts + ["randaugment"] * bool(self.randaugment))
+        strength = f" {self.randaugment_strength:g}" * (self.randaugment_strength != Tricks.randaugment_strength)
+        return ", ".join(parts + [f"randaugment{strength}"] * bool(self.randaugment))
 
 
 def mix_rows(tricks, labels, num_classes, image_size, seed, epoch, batch):
@@ -115,13 +117,13 @@ def draw_mix(rng, tricks, count, image_size):
 
 
 @functools.cache
-def keras_layers():
-    """Keras' MixUp, CutMix and RandAugment (on [0, 1] images), float32,
-    made once and not tracked by any model."""
+def keras_layers(strength=Tricks.randaugment_strength):
+    """Keras' MixUp, CutMix and RandAugment (on [0, 1] images, its `factor`
+    `strength`), float32, made once a strength and not tracked by any model."""
     import keras
 
     return (keras.layers.MixUp(dtype="float32"), keras.layers.CutMix(dtype="float32"),
-            keras.layers.RandAugment(value_range=(0, 1), dtype="float32"))
+            keras.layers.RandAugment(value_range=(0, 1), factor=float(strength), dtype="float32"))
 
 
 def mix_images(x, rows):
@@ -165,13 +167,14 @@ def _batch_seed_class():
     return BatchSeed
 
 
-def rand_augment(x, seed):
-    """Keras' RandAugment on images in [0, 1], every random choice drawn from
-    the seed pair `seed` (RandAugment asks its own generator, not the seed it
-    is given, for them: it is pointed at the batch's for the draw)."""
+def rand_augment(x, seed, strength=Tricks.randaugment_strength):
+    """Keras' RandAugment of `strength` on images in [0, 1], every random
+    choice drawn from the seed pair `seed` (RandAugment asks its own
+    generator, not the seed it is given, for them: it is pointed at the
+    batch's for the draw)."""
     from keras import ops
 
-    layer = keras_layers()[2]
+    layer = keras_layers(strength)[2]
     seeds = batch_seed(ops.cast(seed, "uint32"))
     object.__setattr__(layer, "_get_seed_generator", lambda backend=None: seeds)
     try:
@@ -219,7 +222,7 @@ def apply(tricks, x, rows):
     if tricks.randaugment:
         from keras import ops
 
-        x = rand_augment(x, ops.cast(rows[0, column:column + 2], "int32"))
+        x = rand_augment(x, ops.cast(rows[0, column:column + 2], "int32"), tricks.randaugment_strength)
     if tricks.mixes:
         x = mix_images(x, mixed_rows)
     return x

@@ -142,6 +142,25 @@ def test_randaugment_computes_only_the_drawn_operations_each_on_fresh_tensors():
 
 
 @pytest.mark.core
+def test_randaugment_strength_is_keras_factor_and_runs_saved_before_it_had_keras_default():
+    from kerascnn.config import upgrade
+    from kerascnn.tricks import keras_layers
+
+    weak = Tricks.of(FitConfig(randaugment=True, randaugment_strength=0.1))
+    assert weak.randaugment_strength == 0.1 and weak.describe() == "randaugment 0.1"
+    assert Tricks.of(FitConfig(randaugment=True)).describe() == "randaugment"
+    layer = keras_layers(0.1)[2]
+    assert layer.factor == (0, 0.1) and layer.random_rotation.factor == (0, 0.1)  # rotations of 0 to 36 degrees
+    assert keras_layers()[2].factor == (0, 0.5)
+    x = np.random.default_rng(2).random((8, 16, 16, 1)).astype(np.float32)
+    rows, _ = mix_rows(weak, np.arange(8), K, 16, seed=0, epoch=0, batch=0)
+    strong = numpy(apply(Tricks(randaugment=True, randaugment_strength=0.9), x, rows))
+    assert numpy(apply(weak, x, rows)).shape == x.shape and not np.array_equal(numpy(apply(weak, x, rows)), strong)
+    saved = {"arch": "lenet", "format": 2, "given": {}, "input_shape": [28, 28, 1], "randaugment": True}
+    assert upgrade(saved)["randaugment_strength"] == 0.5
+
+
+@pytest.mark.core
 def test_mixed_accuracy_is_the_labels_weight_on_the_predicted_class():
     logits = np.array([[3.0, 1, 0], [0, 2, 1], [0, 0, 5]], np.float32)  # predicts 0, 1, 2
     hard = np.eye(3, dtype=np.float32)[[0, 2, 2]]
@@ -152,7 +171,10 @@ def test_mixed_accuracy_is_the_labels_weight_on_the_predicted_class():
 
 @pytest.mark.parametrize("options, name", [({"mixup": -0.1}, "mixup"), ({"cutmix": -1}, "cutmix"),
                                            ({"label_smoothing": 1.0}, "label_smoothing"),
-                                           ({"randaugment": "often"}, "randaugment")])
+                                           ({"randaugment": "often"}, "randaugment"),
+                                           ({"randaugment": True, "randaugment_strength": 0}, "randaugment_strength"),
+                                           ({"randaugment": True, "randaugment_strength": 1.5}, "randaugment_strength"),
+                                           ({"randaugment_strength": 0.2}, "randaugment_strength")])
 def test_bad_trick_values_are_one_clear_error(options, name):
     with pytest.raises(OptionError, match=name):
         FitConfig(**options)
