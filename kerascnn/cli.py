@@ -146,7 +146,8 @@ def evaluate(model, dataset, data_dir, batch_size, output, top_losses, unsafe):
 
 
 SHOW_BATCH_OPTIONS = ("arch", "dataset", "data_dir", "val_size", "train_size", "image_size", "resize", "augment",
-                      "randaugment", "randaugment_strength", "mixup", "cutmix", "label_smoothing", "sampling", "batch_size", "seed")
+                      "randaugment", "randaugment_strength", "mixup", "cutmix", "label_smoothing", "sampling",
+                      "batch_size", "seed")
 
 
 @cli.command("show-batch")

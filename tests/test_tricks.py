@@ -172,9 +172,8 @@ def test_mixed_accuracy_is_the_labels_weight_on_the_predicted_class():
 @pytest.mark.parametrize("options, name", [({"mixup": -0.1}, "mixup"), ({"cutmix": -1}, "cutmix"),
                                            ({"label_smoothing": 1.0}, "label_smoothing"),
                                            ({"randaugment": "often"}, "randaugment"),
-                                           ({"randaugment": True, "randaugment_strength": 0}, "randaugment_strength"),
-                                           ({"randaugment": True, "randaugment_strength": 1.5}, "randaugment_strength"),
-                                           ({"randaugment_strength": 0.2}, "randaugment_strength")])
+                                           *[({"randaugment": on, "randaugment_strength": s}, "randaugment_strength")
+                                             for on, s in ((True, 0), (True, 1.5), (False, 0.2))]])
 def test_bad_trick_values_are_one_clear_error(options, name):
     with pytest.raises(OptionError, match=name):
         FitConfig(**options)
