@@ -223,6 +223,15 @@ def summary(result):
     return f"done ({result['wall_s']:.0f} s)"
 
 
+def write_rows(script, rows, path):
+    """A benchmark's `rows` into `path`, under the command that ran (`script`
+    and this process's arguments), the machine, the versions and the load."""
+    result = {**record(" ".join(["python", f"benchmarks/{script}", *sys.argv[1:]])),
+              "load_average": os.getloadavg(), "rows": rows}
+    write_json(path, result)
+    print(f"wrote {path}")
+
+
 def read_json(path, default=None):
     path = Path(path)
     return json.loads(path.read_text()) if path.exists() else default

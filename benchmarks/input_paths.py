@@ -25,7 +25,7 @@ import os
 import sys
 from pathlib import Path
 
-from harness import REPO, RESULTS_DIR, child_env, record, results_of, run_child, write_json
+from harness import REPO, RESULTS_DIR, child_env, results_of, run_child, write_rows
 
 RESULTS = RESULTS_DIR / "input_paths.json"
 CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
@@ -114,11 +114,7 @@ def main():
                 row["ratio"] = round(row["inputs"]["images_per_s"] / row["tf.data"]["images_per_s"], 2)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    result = {**record(" ".join(["python", "benchmarks/input_paths.py", *sys.argv[1:]])),
-              "load_average": os.getloadavg(), "rows": rows}
-    path = args.results or (Path("/tmp/input_paths.json") if args.quick else RESULTS)
-    write_json(path, result)
-    print(f"wrote {path}")
+    write_rows("input_paths.py", rows, args.results or (Path("/tmp/input_paths.json") if args.quick else RESULTS))
 
 
 if __name__ == "__main__":

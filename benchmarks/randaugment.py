@@ -18,12 +18,11 @@ than others), into benchmarks/results/randaugment.json.
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from harness import RESULTS_DIR, child_env, print_result, record, result_of, run_child, write_json
+from harness import RESULTS_DIR, child_env, print_result, result_of, run_child, write_rows
 
 RESULTS = RESULTS_DIR / "randaugment.json"
 BACKENDS = ("tensorflow", "jax", "torch")
@@ -90,11 +89,7 @@ def main():
         row.setdefault("backend", backend)
         print(json.dumps(row), flush=True)
         rows.append(row)
-    result = {**record(" ".join(["python", "benchmarks/randaugment.py", *sys.argv[1:]])),
-              "load_average": os.getloadavg(), "rows": rows}
-    path = args.results or (Path("/tmp/randaugment.json") if args.quick else RESULTS)
-    write_json(path, result)
-    print(f"wrote {path}")
+    write_rows("randaugment.py", rows, args.results or (Path("/tmp/randaugment.json") if args.quick else RESULTS))
 
 
 if __name__ == "__main__":
