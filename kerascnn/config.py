@@ -30,7 +30,7 @@ FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
 ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
-         "randaugment": False, "randaugment_strength": 0.5}
+         "randaugment": False, "randaugment_strength": Tricks.randaugment_strength}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -147,10 +147,10 @@ class FitConfig:
     randaugment: bool = _option(False, "Keras' RandAugment on the training images: 2 of its 11 operations a batch "
                                 "(shear, rotation, contrast, ...), each image at its own random strength, up to "
                                 "--randaugment-strength.", kind="flag", group="data", match=True)
-    randaugment_strength: float = _option(0.5, "RandAugment's strength, Keras' factor: each operation's range "
-                                          "from 0, e.g. rotations of 0 to 360 degrees x STRENGTH, shifts of 0 to "
-                                          "STRENGTH of the size (one way) [Keras' 0.5].", kind="float", group="data",
-                                          low=0, high=1, open_low=True, match=True, metavar="STRENGTH")
+    randaugment_strength: float = _option(
+        Tricks.randaugment_strength, "RandAugment's strength, Keras' factor: each operation's range from 0, e.g. "
+        "rotations of 0 to 360 degrees x STRENGTH, shifts of 0 to STRENGTH of the size (one way) [Keras' 0.5].",
+        kind="float", group="data", low=0, high=1, open_low=True, match=True, metavar="STRENGTH")
     mixup: float = _option(0.0, "Mixup: each training image blended with another of its batch, and their labels, "
                            "the share drawn from Beta(ALPHA, ALPHA), e.g. 0.2; 0: off.", kind="float", group="data",
                            low=0, match=True, metavar="ALPHA")
