@@ -105,7 +105,7 @@ def run_under(backend, args, timeout=900):
 
 @pytest.mark.parametrize("backend", [pytest.param(b, marks=needs(b)) for b in ("jax", "torch")])
 def test_core_tests_pass_under(backend):
-    proc = run_under(backend, ["-m", "pytest", "-q", "-m", "core", "-p", "no:cacheprovider", "tests"])
+    proc = run_under(backend, ["-m", "pytest", "-q", "-n", "0", "-m", "core", "-p", "no:cacheprovider", "tests"])
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert " passed" in proc.stdout
 
