@@ -224,20 +224,30 @@ def plot_lr_find(lrs, losses, smoothed, suggestion, *, rule, title="learning-rat
     return fig
 
 
-def plot_comparison(runs, title="training curves compared"):
+def plot_comparison(runs, title="training curves compared", *, steps=None):
     """Overlay the curves of several runs: `runs` is a list of (label,
     history rows). Left: training loss; right: validation (solid) and
-    training (dotted) accuracy."""
+    training (dotted) accuracy. `steps` ({label: (steps.csv rows, steps
+    per epoch)}, for the runs that logged them) adds their training loss
+    and accuracy every N steps, faint, in the run's colour."""
     fig = _figure(11, 4.2)
     ax_loss, ax_acc = fig.subplots(1, 2)
+    steps = {label: logged for label, logged in (steps or {}).items() if logged[0]}
     for n, (label, rows) in enumerate(runs):
         color = f"C{n % 10}"
+        if label in steps:
+            logged, per_epoch = steps[label]
+            for ax, key in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+                ax.plot(*_step_curve([logged], key, per_epoch), color=color, **STEP_STYLE)
         epochs = [r["epoch"] for r in rows]
         ax_loss.plot(epochs, [r["loss"] for r in rows], "-o", color=color, markersize=3, label=label)
         if any("val_accuracy" in r for r in rows):
             ax_acc.plot(epochs, [r.get("val_accuracy") for r in rows], "-o", color=color, markersize=3,
                         label=f"{label} (validation)")
         ax_acc.plot(epochs, [r["accuracy"] for r in rows], ":", color=color, label=f"{label} (train)")
+    if steps:
+        ax_loss.plot([], [], color="gray", label=f"faint: training, {_every([rows for rows, _ in steps.values()])}",
+                     **STEP_STYLE)
     for ax, key in ((ax_loss, "training loss"), (ax_acc, "accuracy")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)

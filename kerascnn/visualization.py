@@ -210,18 +210,21 @@ def _run_rows(run):
 
 def compare_runs(runs, output, title="training curves compared"):
     """Draw the curves of saved runs (Runs or model paths) in one PNG at
-    `output` (a .png file in an existing folder); returns (rows of a table
-    of their settings and results, path). Nothing is written unless every
-    run has its record and a readable history."""
+    `output` (a .png file in an existing folder), with the training curves
+    every N steps of those that logged them (fit --log-every); returns
+    (rows of a table of their settings and results, path). Nothing is
+    written unless every run has its record and a readable history."""
     output = check_figure_path(output)
     runs = [as_run(run) for run in runs]
     stems = [run.stem for run in runs]
     # runs of the same name from different folders are told apart by path
     labels = stems if len(set(stems)) == len(stems) else [str(run.model_path) for run in runs]
-    curves, table = [], []
+    curves, steps, table = [], {}, []
     for run, label in zip(runs, labels):
         rows, record = _run_rows(run), run.record
         curves.append((label, rows))
+        if run.steps_per_epoch and run.steps:  # fit --log-every
+            steps[label] = (run.steps, run.steps_per_epoch)
         table.append({
             "run": label,
             "optimizer": record.get("optimizer"),
@@ -232,4 +235,4 @@ def compare_runs(runs, output, title="training curves compared"):
             "test accuracy": record.get("test_accuracy"),
             "seconds": record.get("train_seconds"),
         })
-    return table, io.save_figure(plots.plot_comparison(curves, title=title), output)
+    return table, io.save_figure(plots.plot_comparison(curves, title=title, steps=steps), output)

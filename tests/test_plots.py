@@ -50,6 +50,21 @@ def test_history_plot_with_the_per_step_curve_under_it(tmp_path):
         assert faint.get_label() == f"train {key}, every 2 steps"
 
 
+def test_comparison_draws_the_per_step_curves_of_the_runs_that_logged_them(tmp_path):
+    """Faint, in the run's own colour, at step / steps an epoch; a run without a log (or an empty one) draws none."""
+    fig = plots.plot_comparison([("a", HISTORY), ("b", HISTORY), ("c", HISTORY)],
+                                steps={"a": (STEPS, 4), "c": ([], 4)})
+    drawn(fig, tmp_path / "cmp.png")
+    loss, acc = fig.axes
+    assert len(loss.lines) == 3 + 1 + 1 and len(acc.lines) == 6 + 1  # a's faint curve, the legend's entry
+    for ax, key in ((loss, "loss"), (acc, "accuracy")):
+        faint, own = ax.lines[0], ax.lines[1]
+        np.testing.assert_allclose(faint.get_xdata(), [s / 4 for s in range(2, 21, 2)])
+        np.testing.assert_allclose(faint.get_ydata(), [r[key] for r in STEPS])
+        assert faint.get_alpha() < 1 and faint.get_color() == own.get_color() == "C0"
+    assert loss.get_legend().get_texts()[-1].get_text() == "faint: training, every 2 steps"
+
+
 def test_kernels_grid_gray_and_rgb(tmp_path):
     gray = np.random.default_rng(0).normal(size=(16, 6, 5, 5))
     fig = plots.plot_kernels(gray, "conv2")

@@ -206,6 +206,24 @@ def test_compare_runs_table_from_the_histories_and_png(trained_run, tmp_path):
     assert img.shape[1] > 1000 and img[..., :3].std() > 0.05
 
 
+def test_compare_runs_draws_the_steps_of_a_run_that_logged_them(trained_run, tmp_path, monkeypatch):
+    from kerascnn import plots
+    from kerascnn.runfiles import STEP_COLUMNS, step_line
+    from kerascnn.visualization import compare_runs
+
+    logged = saved_run(tmp_path, "logged", trained_run, ROWS, log_every=2, steps_per_epoch=4)
+    rows = [{"step": s, "epoch": (s - 1) // 4 + 1, "batch": (s - 1) % 4 + 1, "seen": 0, "loss": 3.0 / s,
+             "accuracy": 0.05 * s} for s in range(2, 13, 2)]
+    (tmp_path / "logged.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))
+    drawn = {}
+    draw = plots.plot_comparison
+    monkeypatch.setattr(plots, "plot_comparison", lambda *a, **k: drawn.update(k) or draw(*a, **k))
+    compare_runs([trained_run.model_path, logged], tmp_path / "cmp.png")
+    assert [row["step"] for row in drawn["steps"]["logged"][0]] == [2, 4, 6, 8, 10, 12]
+    assert drawn["steps"]["logged"][1] == 4 and list(drawn["steps"]) == ["logged"]  # lenet logged none
+    assert _image(tmp_path / "cmp.png")[..., :3].std() > 0.05
+
+
 def test_compare_runs_of_one_name_are_told_apart_by_folder(trained_run, tmp_path):
     from kerascnn.visualization import compare_runs
 
