@@ -222,6 +222,11 @@ def test_compare_runs_draws_the_steps_of_a_run_that_logged_them(trained_run, tmp
     assert [row["step"] for row in drawn["steps"]["logged"][0]] == [2, 4, 6, 8, 10, 12]
     assert drawn["steps"]["logged"][1] == 4 and list(drawn["steps"]) == ["logged"]  # lenet logged none
     assert _image(tmp_path / "cmp.png")[..., :3].std() > 0.05
+    (tmp_path / "cmp.png").unlink()
+    (tmp_path / "logged.steps.csv").write_text("step,epoch\n")
+    with pytest.raises(KerasCNNError, match="cannot use the per-step log .*logged.steps.csv: its first line"):
+        compare_runs([trained_run.model_path, logged], tmp_path / "cmp.png")
+    assert not (tmp_path / "cmp.png").exists()
 
 
 def test_compare_runs_of_one_name_are_told_apart_by_folder(trained_run, tmp_path):
