@@ -7,7 +7,9 @@ Every callback with state across epochs has `get_state()` and
 exactly where its last checkpoint left it.
 """
 
+import contextlib
 import math
+import threading
 import time
 
 import keras
@@ -18,7 +20,7 @@ from kerascnn.config import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.inputs import network
 from kerascnn.schedules import LinearWarmup, warmup_steps
-from kerascnn.steplog import EpochSums, StepLog  # noqa: F401 - StepLog: a callback of a run too
+from kerascnn.steplog import BatchLogReader, EpochSums, StepLog  # noqa: F401 - StepLog: a callback of a run too
 
 
 def current_lr(model):
@@ -31,6 +33,44 @@ def current_lr(model):
         step = max(int(keras.ops.convert_to_numpy(optimizer.iterations)) - 1, 0)
         return float(keras.ops.convert_to_numpy(schedule(step)))
     return float(np.asarray(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+
+
+class LogSyncs:
+    """The count `count_log_syncs` keeps: `conversions`, Keras' conversions
+    of logs holding backend tensors to Python floats on the thread that
+    trains (each one waits for the device to finish the step)."""
+
+    def __init__(self):
+        self.conversions = 0
+
+    def per_step(self, steps):
+        return self.conversions / max(steps, 1)
+
+
+@contextlib.contextmanager
+def count_log_syncs():
+    """Within the block, count the times Keras' CallbackList turns logs
+    holding backend tensors into floats on this thread: a host wait for the
+    device. With every batch callback async-safe, the batch logs are
+    converted on Keras' callback threads instead, and only each epoch's end
+    (and evaluation's) is counted. Yields a LogSyncs."""
+    from keras.src.backend import is_tensor
+    from keras.src.callbacks import callback_list
+
+    counts, here = LogSyncs(), threading.get_ident()
+    utils = callback_list.python_utils
+    original = utils.pythonify_logs
+
+    def counting(logs):
+        if threading.get_ident() == here and any(is_tensor(v) for v in (logs or {}).values()):
+            counts.conversions += 1
+        return original(logs)
+
+    utils.pythonify_logs = counting
+    try:
+        yield counts
+    finally:
+        utils.pythonify_logs = original
 
 
 class HistoryRecorder(keras.callbacks.Callback):
@@ -159,7 +199,7 @@ class EarlyStop(MonitorCallback):
         self.model.stop_training = True
 
 
-class DivergenceGuard(keras.callbacks.Callback):
+class DivergenceGuard(BatchLogReader):
     """Stops training when the loss diverges: a batch loss that is not
     finite, or above `factor` times the run's first batch loss for
     `patience` batches in a row (or a whole epoch, if an epoch is shorter).
@@ -167,10 +207,11 @@ class DivergenceGuard(keras.callbacks.Callback):
     Keras logs the epoch's running mean, weighted by batch size; each
     batch's own loss is recovered from two consecutive means (with several
     steps a call, their mean loss, and `first_loss` is set beforehand: see
-    train.first_batch_loss). On jax and torch each batch is checked when
-    the next has been queued (never stalling the device), the last at the
-    epoch's end. After a stop, `diverged_epoch` (from 1) and `reason` say
-    when and why."""
+    train.first_batch_loss). A BatchLogReader: on jax and torch each call
+    is checked on Keras' callback threads once the device has finished it,
+    never stalling the steps queued after it, and the run stops at the next
+    call the training loop starts. After a stop, `diverged_epoch` (from 1)
+    and `reason` say when and why."""
 
     def __init__(self, batch_size, samples, *, factor=10.0, patience=50):
         super().__init__()
@@ -181,6 +222,7 @@ class DivergenceGuard(keras.callbacks.Callback):
         self._epoch, self._run = 0, 0
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self._epoch = epoch + 1
         self.sums.start()
 
@@ -190,30 +232,12 @@ class DivergenceGuard(keras.callbacks.Callback):
         sums, images, count = self.sums.advance(batch, {"loss": mean})
         return sums["loss"] / max(images, 1), count
 
-    def on_train_begin(self, logs=None):
-        # jax and torch dispatch steps ahead of the host: read each batch's loss one batch late, once the
-        # next is queued, so that the device never waits for this check (a float() is a synchronization).
-        self._lag = keras.backend.backend() != "tensorflow"
-        self._pending = None
-
-    def on_train_batch_end(self, batch, logs=None):
-        mean = (logs or {}).get("loss")
-        if mean is None:
-            return
-        if getattr(self, "_lag", False):
-            pending, self._pending = self._pending, (batch, mean)
-            if pending is not None:
-                self._check(*pending)
-            return
-        self._check(batch, mean)
-
-    def on_epoch_end(self, epoch, logs=None):
-        pending, self._pending = getattr(self, "_pending", None), None
-        if pending is not None and self.diverged_epoch is None:
-            self._check(*pending)
+    def on_batch_logs(self, batch, logs):
+        mean = logs.get("loss")
+        if mean is not None and self.diverged_epoch is None:
+            self._check(batch, mean)
 
     def _check(self, batch, mean):
-        mean = float(keras.ops.convert_to_numpy(mean))
         if not math.isfinite(mean):
             return self._stop(f"the loss became {'NaN' if math.isnan(mean) else 'infinite'}")
         loss, count = self._batch_loss(batch, mean)
@@ -228,7 +252,7 @@ class DivergenceGuard(keras.callbacks.Callback):
 
     def _stop(self, reason):
         self.diverged_epoch, self.reason = self._epoch, reason
-        self.model.stop_training = True
+        self.stop_training()
 
     def get_state(self):
         return {"first_loss": self.first_loss}

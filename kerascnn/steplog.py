@@ -1,8 +1,12 @@
 """The per-step log of a run (`fit --log-every N`): the training loss and
 accuracy every N steps into `<name>.steps.csv`, recovered exactly from the
-running means Keras logs, and continued exactly by `--resume`."""
+running means Keras logs, and continued exactly by `--resume`; and the
+base of the callbacks that read every batch's logs without making the
+training loop wait for the device (`BatchLogReader`)."""
 
+import collections
 import math
+import threading
 from pathlib import Path
 
 import keras
@@ -46,7 +50,56 @@ class EpochSums:
         return sums, images, batches
 
 
-class StepLog(keras.callbacks.Callback):
+class BatchLogReader(keras.callbacks.Callback):
+    """A callback that reads each call's training logs in `on_batch_logs(batch,
+    logs)` without a host wait per step. It is `async_safe`: on jax and
+    torch Keras then converts a call's logs to floats, and runs this, on its
+    callback threads while the next steps train (tensorflow converts them on
+    its own thread). Those threads may finish out of order, so the calls are
+    handed on in the order they began: `on_train_batch_begin`, on the
+    training thread, queues each call's first batch, and a call's logs wait
+    until every earlier call's have been read. Driven without
+    `on_train_batch_begin` (by hand), each call's logs are read at once.
+    `on_batch_logs` must not touch `self.model` (on jax, reading it copies
+    the training state back into the model, racing the loop that is
+    donating it): `stop_training()` asks the loop to stop."""
+
+    async_safe = True
+
+    def __init__(self):
+        super().__init__()
+        self._begun, self._ended, self._lock = collections.deque(), {}, threading.Lock()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras has waited for the last epoch's callbacks before its on_epoch_end: none is running
+        self._begun.clear()
+        self._ended.clear()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._begun.append(batch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        with self._lock:
+            if not self._begun:
+                return self.on_batch_logs(batch, logs or {})
+            self._ended[batch] = logs or {}
+            while self._begun and self._ended:
+                first = min(self._ended)
+                if len(self._begun) > 1 and first >= self._begun[1]:
+                    return  # the oldest call has not ended yet
+                self._begun.popleft()
+                self.on_batch_logs(first, self._ended.pop(first))
+
+    def on_batch_logs(self, batch, logs):
+        """The logs (floats) after the call that ended with `batch`."""
+        raise NotImplementedError
+
+    def stop_training(self):
+        """Stop the run at the next call the training loop starts."""
+        self._model.stop_training = True
+
+
+class StepLog(BatchLogReader):
     """Every `every` training steps, counted over the run (step = epoch x
     steps an epoch + batch + 1), appends a row to the CSV at `path`
     (runfiles.STEP_COLUMNS): the step, its epoch and batch (from 1), the
@@ -96,15 +149,15 @@ class StepLog(keras.callbacks.Callback):
         io.write_text(io.ensure_dir(self.path.parent) / self.path.name, "\n".join(lines) + "\n")
 
     def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
         self._epoch, self._open = epoch, dict(self.carry)
         self.sums.start()
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_batch_logs(self, batch, logs):
         steps = self.params["steps"]
         step, last = self._epoch * steps + batch + 1, batch + 1 == steps
         if step % self.every and not last:
             return
-        logs = logs or {}
         sums, images, _ = self.sums.advance(batch, {k: logs.get(k, math.nan) for k in ("loss", "accuracy")})
         self._open = {k: self._open[k] + v for k, v in {**sums, "images": images}.items()}
         if step % self.every == 0:

@@ -161,3 +161,55 @@ def test_extending_a_finished_run_continues_its_log(tmp_path):
     cut, whole = (read_steps(tmp_path / folder / "lenet.steps.csv") for folder in ("cut", "whole"))
     same_rows(cut, whole)
     assert [row["step"] for row in cut] == [4, 8, 12]
+
+
+def test_calls_are_read_in_the_order_they_began_however_their_threads_finish(tmp_path):
+    """Keras' callback threads may hand a BatchLogReader its calls' logs out of order: each waits for the
+    calls begun before it. Calls of 2 steps (ends 1, 3, 5, 7) finishing as 3, 1, 7, 5 are read as 1, 3, 5, 7;
+    a reader driven without on_train_batch_begin reads each at once."""
+    from kerascnn.steplog import BatchLogReader
+
+    class Reader(BatchLogReader):
+        def __init__(self):
+            super().__init__()
+            self.read = []
+
+        def on_batch_logs(self, batch, logs):
+            self.read.append((batch, logs["loss"]))
+
+    reader = Reader()
+    reader.on_epoch_begin(0)
+    for begin in (0, 2, 4, 6):
+        reader.on_train_batch_begin(begin)
+    for end in (3, 1):
+        reader.on_train_batch_end(end, {"loss": float(end)})
+    assert reader.read == [(1, 1.0), (3, 3.0)]
+    reader.on_train_batch_end(7, {"loss": 7.0})
+    assert len(reader.read) == 2  # 5 is still running
+    reader.on_train_batch_end(5, {"loss": 5.0})
+    assert [b for b, _ in reader.read] == [1, 3, 5, 7]
+    by_hand = Reader()
+    by_hand.on_epoch_begin(0)
+    by_hand.on_train_batch_end(3, {"loss": 3.0})
+    assert by_hand.read == [(3, 3.0)]
+
+
+@pytest.mark.core
+def test_fit_waits_for_the_device_at_the_epochs_end_only(tmp_path):
+    """Keras' conversions of tensor logs to floats on the training thread (each a wait for the device), per
+    training step of a run with the per-step log, the divergence guard, the activation recorder and the
+    progress bar: on jax and torch every kerascnn batch callback is async-safe, so only the epoch's end and
+    its validation convert (2 in 60 steps; 1 a step before); tensorflow's Keras converts every batch's logs
+    itself (its backend is not thread-safe), kerascnn adds none."""
+    from kerascnn.callbacks import count_log_syncs
+    from kerascnn.train import fit
+
+    with count_log_syncs() as syncs:
+        r = fit("lenet", epochs=1, dataset="digits", batch_size=8, train_size=480, activation="relu", pool="max",
+                log_every=5, record_layers=["conv1"], verbose=1, output=tmp_path)
+    steps = r.record["steps_per_epoch"]
+    assert steps == 60 and len(read_steps(tmp_path / "lenet.steps.csv")) == 12
+    if r.record["backend"] == "tensorflow":
+        assert syncs.conversions <= steps + 2
+    else:
+        assert syncs.per_step(steps) <= 0.1
