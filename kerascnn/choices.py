@@ -72,6 +72,7 @@ TRANSFORMS = {
 }
 
 JIT_MODES = ("auto", "on", "off")
+DATA_ON_DEVICE = ("auto", "on", "off")
 DISTRIBUTE = ("mirrored", "multi-worker", "data-parallel")
 BACKENDS = ("tensorflow", "jax", "torch")
 POOLS = ("avg", "max")

@@ -30,7 +30,7 @@ FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
 ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
-         "randaugment": False, "randaugment_strength": Tricks.randaugment_strength}
+         "randaugment": False, "randaugment_strength": Tricks.randaugment_strength, "data_on_device": "off"}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -227,6 +227,11 @@ class FitConfig:
                                     kind="flag", group="system")
     jit: str = _option("auto", "XLA compilation [auto: on with a GPU or JAX, off on CPU].", kind="choice",
                        group="system", choices=choices.JIT_MODES, noun="jit mode")
+    data_on_device: str = _option("auto", "Keep the uint8 training set on the accelerator and gather each batch by "
+                                  "index inside the step (jax, torch; the same batches and results as off) [auto: on "
+                                  "when a GPU is visible and the set takes at most a quarter of its free memory; off "
+                                  "on tensorflow and with --distribute].", kind="choice", group="system",
+                                  choices=choices.DATA_ON_DEVICE, noun="data placement")
     steps_per_execution: int = _option(None, "Training steps per call into the compiled function (the batch "
                                        "callbacks run after each call; results are the same); tensorflow only [16; jax, torch and "
                                        "--distribute: 1].", kind="int", group="system", low=1)

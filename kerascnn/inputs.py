@@ -9,6 +9,11 @@ model trains as `TrainingModel`: `transforms.InputTransform` in front of the
 network, so scaling, resizing, augmentation and normalization run in the
 training step on the device (under JAX inside the jitted step). The network
 alone is what is saved.
+
+With the training set on the device (`data_on_device`), the TrainingModel
+holds the uint8 images in a non-trainable variable and the host sends each
+step only the batch's indices, parameters and labels: the step gathers the
+images itself. The batches, their order and their draws are the same.
 """
 
 import queue
@@ -42,19 +47,20 @@ def epoch_order(n, epoch, *, seed=0, sampling="shuffle"):
 class TrainingBatches:
     """The training batches of epochs `initial_epoch` .. `epochs - 1` as one
     stream: ((uint8 images, float32 parameters), int32 labels), the last
-    batch of an epoch possibly short. `stream()` is the generator
-    `model.fit` reads (prepared `prefetch` batches ahead on a thread);
-    `batch(epoch, step)` any one batch."""
+    batch of an epoch possibly short; with `indices` the images' int32
+    indices into `x` in their place (for a TrainingModel holding `x`).
+    `stream()` is the generator `model.fit` reads (prepared `prefetch`
+    batches ahead on a thread); `batch(epoch, step)` any one batch."""
 
     def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
-                 image_size=None, prefetch=PREFETCH, multiple=1, tricks=None, num_classes=None):
+                 image_size=None, prefetch=PREFETCH, multiple=1, tricks=None, num_classes=None, indices=False):
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.epochs, self.initial_epoch = batch_size, epochs, initial_epoch
         self.seed, self.sampling, self.augment = seed, sampling, tuple(augment)
         self.image_size = image_size or x.shape[1]
-        self.prefetch = prefetch
+        self.prefetch, self.indices = prefetch, indices
         self.tricks, self.num_classes = tricks, num_classes  # kerascnn.tricks: labels one-hot or mixed
         # split over `multiple` devices: an epoch's short last batch keeps a multiple of them (or goes)
         self.multiple = multiple
@@ -77,7 +83,7 @@ class TrainingBatches:
 
             rows, labels = mix_rows(self.tricks, labels, self.num_classes, self.image_size, self.seed, epoch, step)
             params = np.concatenate([params, rows], axis=1)
-        return (self.x[index], params), labels
+        return (index.astype(np.int32) if self.indices else self.x[index], params), labels
 
     def __iter__(self):
         for epoch in range(self.initial_epoch, self.epochs):
@@ -165,15 +171,24 @@ class Batches(keras.utils.PyDataset):
 
 class TrainingModel(keras.Model):
     """`net` behind an InputTransform: takes (uint8 images, parameters) and
-    trains `net`'s weights, augmenting inside the step. Save `net`."""
+    trains `net`'s weights, augmenting inside the step. Save `net`.
 
-    def __init__(self, net, transform, **kwargs):
+    With `images` (the uint8 training set) it holds them on the device, in
+    a variable no optimizer, dtype policy or saved file sees, and takes
+    (int32 indices, parameters) as well: a rank-1 first input is the
+    batch's indices into `images`, gathered inside the step."""
+
+    def __init__(self, net, transform, images=None, **kwargs):
         super().__init__(name=f"{net.name}_training", **kwargs)
         self.net = net
         self.transform = transform
+        self.images = None if images is None else keras.Variable(
+            np.asarray(images, np.uint8), dtype="uint8", trainable=False, autocast=False, name="training_images")
 
     def call(self, inputs, training=False):
         images, params = inputs
+        if len(images.shape) == 1:
+            images = keras.ops.take(self.images, images, axis=0)
         return self.net(self.transform(images, params, training=training), training=training)
 
 

@@ -60,9 +60,10 @@ def training_pipeline(settings, data, initial_epoch=0):
     """The training batches of `data` under resolved `settings`, from
     `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
     stream of the images as the model receives them; on jax and torch an
-    `inputs.TrainingBatches` of uint8 images and drawn parameters, which
-    `input_transform` turns into the model's input on the device. fit
-    trains on these; show_batch draws them."""
+    `inputs.TrainingBatches` of uint8 images (their indices with
+    `data_on_device` on) and drawn parameters, which `input_transform`
+    turns into the model's input on the device. fit trains on these;
+    show_batch draws them."""
     from kerascnn.augment import Augmenter
     from kerascnn.data import make_training_pipeline
 
@@ -73,7 +74,7 @@ def training_pipeline(settings, data, initial_epoch=0):
                                   initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
                                   augment=settings.augment, image_size=settings.image_size,
                                   multiple=data_parallel_devices(settings), tricks=Tricks.of(settings),
-                                  num_classes=data.num_classes)
+                                  num_classes=data.num_classes, indices=settings.data_on_device == "on")
         return batches, batches.steps
 
     mean, std = data.stats()

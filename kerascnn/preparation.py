@@ -51,9 +51,10 @@ class Prepared:
 
     def model(self, jit_compile, folder=None):
         """The model that trains, with its optimizer (build_or_resume; under run_scope)."""
+        images = self.data.x_train if self.settings.data_on_device == "on" else None  # held on the device
         return build_or_resume(self.settings, self.data.num_classes, list(self.input_shape), jit_compile,
                                steps_per_epoch(len(self.data.x_train), self.settings.batch_size), self.transform(),
-                               folder=folder)
+                               folder=folder, images=images)
 
     def batches(self, initial_epoch=0):
         """(training batches, steps per epoch): training_pipeline."""
@@ -112,6 +113,8 @@ def resolve_settings(given, data, echo=None, callbacks=()):
     local = data.source.startswith("local:")
     settings = resolve(given, image_size=size, accelerator=accelerator,
                        data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
+    settings = settings.replace(data_on_device=resolve_data_on_device(
+        settings.data_on_device, data.x_train.nbytes, keras.backend.backend(), settings.distribute, accelerator, echo))
     steps = steps_per_epoch(len(data.x_train), settings.batch_size)
     warmup_per_batch = bool(settings.warmup) and settings.schedule == "plateau"  # callbacks.Warmup
     if warmup_per_batch and (settings.steps_per_execution or 1) > 1:
@@ -153,6 +156,55 @@ def resolve_jit(jit):
     if backend == "jax":
         return True
     return backend == "tensorflow" and accelerator_available()
+
+
+DEVICE_SHARE = 4  # the training set goes on the device when it takes at most 1/DEVICE_SHARE of its free memory
+
+def resolve_data_on_device(choice, nbytes, backend, distribute=None, accelerator=False, echo=None):
+    """"on" or "off": whether the training set (`nbytes` of uint8) lives on
+    the accelerator, gathered by index inside the step (inputs.TrainingModel).
+    "auto" is on under jax and torch with an accelerator whose free memory
+    (free_device_memory) holds it DEVICE_SHARE times; always off on
+    tensorflow (tf.data) and under --distribute (its batches are split on
+    the host), where "on" is an error. Said in a line on jax and torch."""
+    if choice == "on" and backend == "tensorflow":
+        raise OptionError(f"{spell_set('data_on_device', 'on')} needs the jax or torch backend: tensorflow feeds its "
+                          f"training set through tf.data; leave {spell('data_on_device')} at auto")
+    if choice == "on" and distribute:
+        raise OptionError(f"{spell_set('data_on_device', 'on')} does not combine with {spell('distribute')}, whose "
+                          f"batches are split over the devices on the host; leave {spell('data_on_device')} at auto")
+    if backend == "tensorflow" or distribute:
+        return "off"
+    size = f"{nbytes / 2**20:.1f} MiB of uint8"
+    why = f"{spell_set('data_on_device', choice)}"
+    if choice == "auto":
+        free = free_device_memory() if accelerator else None
+        choice = "on" if free is not None and nbytes * DEVICE_SHARE <= free else "off"
+        why = ("no GPU visible" if not accelerator else "its free memory unknown" if free is None
+               else f"{free / 2**20:.0f} MiB free" if choice == "on"
+               else f"more than 1/{DEVICE_SHARE} of its {free / 2**20:.0f} MiB free")
+    if echo:
+        echo(f"training set ({size}): " + ("on the device, gathered by index in the step" if choice == "on"
+                                            else "on the host, copied batch by batch") + f" ({why})")
+    return choice
+
+
+def free_device_memory():
+    """Bytes free on the accelerator Keras' jax or torch backend trains on,
+    None where it does not say."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats["bytes_limit"] - stats.get("bytes_in_use", 0) if "bytes_limit" in stats else None
+    if backend == "torch":
+        import torch
+
+        return torch.cuda.mem_get_info()[0] if torch.cuda.is_available() else None
+    return None
 
 
 MAX_STEPS_PER_EXECUTION = 16
@@ -209,14 +261,15 @@ def has_batch_hooks(callbacks):
 
 
 def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None,
-                    folder=None):
+                    folder=None, images=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators; a per-epoch schedule
     made again over the epochs as now given, which also resumes a
     checkpoint saved when callbacks set those rates), else built and
     compiled afresh with `run_optimizer`. With `transform` (jax, torch:
     `input_transform`) an `inputs.TrainingModel` around it, sharing its
-    optimizer, is what trains; `inputs.network` gives the network back.
+    optimizer, is what trains (holding `images`, the training set, on the
+    device when given); `inputs.network` gives the network back.
     Call it inside the distribution scope: the optimizer's variables must be
     created there."""
     from kerascnn import callbacks as cb
@@ -245,7 +298,7 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
         return model
     from kerascnn.inputs import TrainingModel
 
-    trainer = TrainingModel(model, transform)
+    trainer = TrainingModel(model, transform, images)
     # one optimizer: saving `model` saves its state
     compile_model(trainer, model.optimizer, jit_compile, tricks=Tricks.of(settings))
     return trainer

@@ -41,7 +41,7 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     if count < 1:
         raise OptionError(f"{spell('count')} must be at least 1, got {count}")
     output = check_figure_path(output or f"{given.arch}.{given.dataset}.batch.png", "output")
-    prepared = prepare(given)
+    prepared = prepare(given.replace(data_on_device="off"))  # the images themselves, on the host
     settings, data = prepared.settings, prepared.data
     batches, _ = prepared.batches()
     if tf_backend():

@@ -236,3 +236,142 @@ def test_an_augmented_run_resumed_after_a_kill_matches_an_uninterrupted_one(back
     for a, b in zip(io.load_model(tmp_path / "whole" / "lenet.keras").get_weights(),
                     io.load_model(cut / "lenet.keras").get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+# The training set on the device (data_on_device): the same run as on the host, to the last bit.
+ON_DEVICE = """
+    import json, sys, zipfile
+    import numpy as np
+    import keras
+    from kerascnn import io
+    from kerascnn.train import fit
+
+    class Buffers(keras.callbacks.Callback):
+        '''The device buffer of the uint8 training set in the state of every jitted step (jax).'''
+        def __init__(self):
+            super().__init__()
+            self.pointers = []
+        def on_train_batch_end(self, batch, logs=None):
+            held = [a for a in self.model._jax_state["non_trainable_variables"] if a.dtype == np.uint8]
+            self.pointers.append(held[0].unsafe_buffer_pointer())
+
+    options = dict(arch="lenet", dataset="digits", epochs=2, batch_size=64, activation="relu", pool="max",
+                   augment="crop,flip", mixup=0.2, train_size=500, seed=3, verbose=0)
+    out = sys.argv[1]
+    buffers = Buffers()
+    extra = [buffers] if keras.backend.backend() == "jax" else []
+    runs = {"off": fit(output=out + "/off", data_on_device="off", **options),
+            "on": fit(output=out + "/on", data_on_device="on", callbacks=extra, **options)}
+    fit(output=out + "/resumed", data_on_device="on", **{**options, "epochs": 1})
+    runs["resumed"] = fit(output=out + "/resumed", data_on_device="on", resume=True, **options)
+    fit(output=out + "/switched", data_on_device="on", **{**options, "epochs": 1})
+    runs["switched"] = fit(output=out + "/switched", data_on_device="off", resume=True, **options)
+
+    def weights_entry(path):
+        with zipfile.ZipFile(path) as z:
+            return z.getinfo("model.weights.h5").file_size
+    print(json.dumps({
+        "placement": {k: r.record["data_on_device"] for k, r in runs.items()},
+        "weights": {k: [w.tolist() for w in io.load_model(r.model_path).get_weights()] for k, r in runs.items()},
+        "dtypes": sorted({str(w.dtype) for w in io.load_model(runs["on"].model_path).weights}),
+        "entry": {k: weights_entry(r.model_path) for k, r in runs.items()},
+        "last": {k: weights_entry(io.sidecar(runs[k].model_path, "last.keras")) for k in ("off", "on")},
+        "history": {k: [{m: v for m, v in row.items() if m != "seconds"} for row in r.history]
+                    for k, r in runs.items()},
+        "pointers": buffers.pointers}))
+"""
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_the_training_set_on_the_device_trains_as_on_the_host(backend, tmp_path):
+    """data_on_device on (indices to the step, the images gathered there) gives bit for bit the weights and
+    history of the host path, with augmentation and mixup; a resumed device-data run continues exactly, also
+    resumed on the host; the saved files hold the network alone; under jax the set stays in one device buffer
+    through every step and validation (the jitted step donates it and returns it, never a copy)."""
+    proc = python(ON_DEVICE, backend, str(tmp_path))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["placement"] == {"off": "off", "on": "on", "resumed": "on", "switched": "off"}
+    for name in ("on", "resumed", "switched"):
+        assert result["history"][name] == result["history"]["off"], name
+        for a, b in zip(result["weights"][name], result["weights"]["off"], strict=True):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), err_msg=name)
+    assert result["dtypes"] == ["float32"]  # no uint8 variable saved
+    assert len(set(result["entry"].values())) == 1 and result["last"]["on"] == result["last"]["off"]
+    if backend == "jax":
+        assert len(result["pointers"]) == 2 * 8 and len(set(result["pointers"])) == 1, result["pointers"]
+
+
+@pytest.mark.core
+def test_the_training_model_holds_the_set_apart_from_what_trains():
+    """The set is a uint8 variable whatever the dtype policy, outside the trainable weights; indices give
+    what the images themselves give."""
+    import keras
+
+    from kerascnn.models import build_model
+    from kerascnn.transforms import InputTransform
+
+    images = np.random.default_rng(0).integers(0, 256, (20, 12, 12, 1)).astype(np.uint8)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        net = build_model("lenet", input_shape=[12, 12, 1], num_classes=3, activation="relu", pool="max")
+        model = inputs.TrainingModel(net, InputTransform((12, 12, 1), [0.5], [0.25]), images)
+    finally:
+        keras.config.set_dtype_policy(previous)
+    assert model.images.dtype == "uint8" and not model.images.trainable
+    assert all(v.dtype != "uint8" for v in model.trainable_variables)
+    assert all(v.dtype != "uint8" for v in net.weights)
+    params = np.zeros((4, 1), np.float32)
+    index = np.array([3, 0, 19, 3], np.int32)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(model((index, params))),
+                                  keras.ops.convert_to_numpy(model((images[index], params))))
+
+
+def test_training_batches_give_indices_in_the_same_order():
+    x = np.arange(30 * 2 * 2).reshape(30, 2, 2, 1).astype(np.uint8)
+    y = np.arange(30) % 7
+    kwargs = dict(batch_size=8, epochs=2, seed=4, augment=("crop", "flip"), image_size=2)
+    host_batches, device_batches = (inputs.TrainingBatches(x, y, indices=i, **kwargs) for i in (False, True))
+    for host, device in zip(host_batches, device_batches, strict=True):
+        ((images, params), labels), ((index, same_params), same_labels) = host, device
+        assert index.dtype == np.int32 and index.ndim == 1
+        np.testing.assert_array_equal(x[index], images)
+        np.testing.assert_array_equal(params, same_params)
+        np.testing.assert_array_equal(labels, same_labels)
+
+
+def test_where_the_training_set_goes(monkeypatch):
+    from kerascnn import preparation
+    from kerascnn.config import OptionError
+
+    lines = []
+    resolve = preparation.resolve_data_on_device
+    assert resolve("auto", 10**6, "jax", echo=lines.append) == "off" and "no GPU visible" in lines[-1]
+    assert resolve("on", 10**6, "torch", echo=lines.append) == "on"
+    assert lines[-1] == "training set (1.0 MiB of uint8): on the device, gathered by index in the step " \
+                        "(data_on_device='on')"
+    assert resolve("auto", 10**6, "tensorflow", accelerator=True) == "off"
+    assert resolve("auto", 10**6, "jax", "data-parallel", accelerator=True) == "off"
+    monkeypatch.setattr(preparation, "free_device_memory", lambda: 4 * 10**6)
+    assert resolve("auto", 10**6, "jax", accelerator=True) == "on"
+    assert resolve("auto", 10**6 + 1, "torch", accelerator=True, echo=lines.append) == "off"
+    assert "more than 1/4 of its 4 MiB free" in lines[-1]
+    assert resolve("off", 10**6, "jax", accelerator=True) == "off"
+    with pytest.raises(OptionError, match="data_on_device='on'.* needs the jax or torch backend"):
+        resolve("on", 10**6, "tensorflow")
+    with pytest.raises(OptionError, match="does not combine with distribute"):
+        resolve("on", 10**6, "jax", "data-parallel")
+
+
+def test_the_placement_is_recorded_and_a_resume_may_change_it():
+    from kerascnn.config import FitConfig, with_added
+    from kerascnn.runfiles import mismatches, record
+
+    def run(placement):
+        return record(FitConfig(), FitConfig(batch_size=32, data_on_device=placement))
+
+    assert run("on")["data_on_device"] == "on"
+    assert mismatches(run("on"), run("off")) == []
+    older = {k: v for k, v in run("off").items() if k != "data_on_device"}  # a run.json from before the option
+    assert with_added(older)["data_on_device"] == "off" and mismatches(older, run("on")) == []
