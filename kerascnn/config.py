@@ -233,8 +233,9 @@ class FitConfig:
                                   "on tensorflow and with --distribute].", kind="choice", group="system",
                                   choices=choices.DATA_ON_DEVICE, noun="data placement")
     steps_per_execution: int = _option(None, "Training steps per call into the compiled function (the batch "
-                                       "callbacks run after each call; results are the same); tensorflow only [16; jax, torch and "
-                                       "--distribute: 1].", kind="int", group="system", low=1)
+                                       "callbacks run after each call; results are the same); tensorflow and jax [auto: the "
+                                       "largest divisor of an epoch's steps up to 16; torch and --distribute: 1].",
+                                       kind="int", group="system", low=1)
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

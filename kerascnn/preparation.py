@@ -215,22 +215,22 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
     it; fit's pipeline is one stream over the epochs, so a call must not
     run past an epoch's end: the value divides the `steps` of an epoch,
     and with `log_every` (callbacks.StepLog, a row every N steps) N too.
-    None (auto) is the largest such divisor up to
-    MAX_STEPS_PER_EXECUTION on tensorflow, where a call's steps run in one
-    tf.while_loop and give the same weights as one step a call (LeNet on a
-    CPU: see docs/performance.md); 1 on jax (a Python loop over jitted
-    steps, which changes the last bits), on torch (Keras refuses more),
-    under --distribute, and with `batch_hooks` (a callback acting on every
-    batch: plateau's warm-up, a user's callback). Values other
-    than 1 are refused where auto gives 1 for the backend or strategy."""
+    None (auto) is the largest such divisor up to MAX_STEPS_PER_EXECUTION
+    on tensorflow (a call's steps in one tf.while_loop) and on jax (Keras
+    calls the jitted step that many times, then the callbacks once), both
+    giving the same weights as one step a call (tests/test_train.py); 1 on
+    torch (Keras refuses more), under --distribute, and with `batch_hooks`
+    (a callback acting on every batch: plateau's warm-up, a user's
+    callback). Values other than 1 are refused where auto gives 1 for the
+    backend or strategy."""
     period = math.gcd(steps, log_every)  # gcd(steps, 0) is steps
     if requested is None:
-        if backend != "tensorflow" or distribute or batch_hooks:
+        if backend == "torch" or distribute or batch_hooks:
             return 1
         return divisors(period, MAX_STEPS_PER_EXECUTION)[-1]
-    if requested > 1 and backend != "tensorflow":
-        raise OptionError(f"{spell('steps_per_execution')} must be 1 on the {backend} backend (only tensorflow runs "
-                          f"a call's steps in one compiled loop), got {requested}")
+    if requested > 1 and backend == "torch":
+        raise OptionError(f"{spell('steps_per_execution')} must be 1 on the torch backend (Keras runs one step a call "
+                          f"there), got {requested}")
     if requested > 1 and distribute:
         raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('distribute')}, got {requested}")
     if steps % requested:
@@ -300,7 +300,7 @@ def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_e
 
     trainer = TrainingModel(model, transform, images)
     # one optimizer: saving `model` saves its state
-    compile_model(trainer, model.optimizer, jit_compile, tricks=Tricks.of(settings))
+    compile_model(trainer, model.optimizer, jit_compile, settings.steps_per_execution or 1, Tricks.of(settings))
     return trainer
 
 

@@ -44,21 +44,23 @@ def test_jit_auto_is_off_on_a_cpu():
 def test_steps_per_execution_rules():
     from kerascnn.preparation import has_batch_hooks, resolve_steps_per_execution
 
-    auto = [resolve_steps_per_execution(None, steps, "tensorflow") for steps in (240, 235, 211, 5, 1)]
-    assert auto == [16, 5, 1, 5, 1]  # the largest divisor up to 16 (211 is prime)
+    for backend in ("tensorflow", "jax"):
+        auto = [resolve_steps_per_execution(None, steps, backend) for steps in (240, 235, 211, 5, 1)]
+        assert auto == [16, 5, 1, 5, 1]  # the largest divisor up to 16 (211 is prime)
     assert resolve_steps_per_execution(None, 240, "tensorflow", batch_hooks=True) == 1
     assert resolve_steps_per_execution(None, 240, "tensorflow", distribute="mirrored") == 1
-    assert resolve_steps_per_execution(None, 240, "jax") == resolve_steps_per_execution(None, 240, "torch") == 1
-    assert resolve_steps_per_execution(40, 240, "tensorflow") == 40
+    assert resolve_steps_per_execution(None, 240, "jax", distribute="data-parallel") == 1
+    assert resolve_steps_per_execution(None, 240, "torch") == 1
+    assert resolve_steps_per_execution(40, 240, "tensorflow") == resolve_steps_per_execution(40, 240, "jax") == 40
     with pytest.raises(OptionError, match="7 does not divide the 211 steps .* choose 1, or another batch_size"):
         resolve_steps_per_execution(7, 211, "tensorflow")
-    for backend, distribute in (("torch", None), ("jax", None), ("tensorflow", "mirrored")):
+    for backend, distribute in (("torch", None), ("jax", "data-parallel"), ("tensorflow", "mirrored")):
         with pytest.raises(OptionError, match="steps_per_execution must be 1"):
             resolve_steps_per_execution(2, 240, backend, distribute)
     # a row every N steps (--log-every): the calls end on its steps, so they divide N too
     auto = [resolve_steps_per_execution(None, 216, "tensorflow", log_every=n) for n in (0, 100, 1, 36)]
     assert auto == [12, 4, 1, 12]
-    assert resolve_steps_per_execution(None, 216, "jax", log_every=100) == 1
+    assert resolve_steps_per_execution(None, 216, "jax", log_every=100) == 4
     assert resolve_steps_per_execution(6, 216, "tensorflow", log_every=36) == 6
     with pytest.raises(OptionError, match="steps_per_execution 8 does not divide log_every 100: Keras reports once a "
                                           "call, so a row every 100 steps needs calls of one of 1, 2, 4 steps"):

@@ -17,6 +17,7 @@ from kerascnn.errors import KerasCNNError
 from kerascnn.runfiles import read_steps
 from kerascnn.train import fit
 from kerascnn.distribution import accelerator_available
+from tests.test_schedules import Interrupt
 
 # What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
 cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behaviour without a GPU or TPU; one is "
@@ -368,29 +369,42 @@ def test_each_family_learns_from_its_first_steps_with_its_defaults(arch, tmp_pat
     assert r.settings.batch_size == r.settings.family.batch_size and r.config["given"]["lr"] is None
 
 
+@pytest.mark.core
 @pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels")
 def test_steps_per_execution_gives_the_same_run(tmp_path):
-    """Several steps a call (the default on tensorflow) train exactly as one step a call (10 steps an
-    epoch: calls of 2, or of 10); a count that does not divide an epoch is refused; the saved model loads
-    with 1 (torch's only)."""
+    """Several steps a call (the default on tensorflow and jax) train exactly as one step a call, with a
+    per-step schedule (onecycle), the per-step log, a checkpoint every epoch, early stopping and a resumed
+    run (10 steps an epoch: calls of 2, or of 10); a count that does not divide an epoch is refused, and
+    torch refuses more than one; the saved model loads with 1."""
     import keras
 
     from kerascnn.train import fit
 
-    kwargs = {**RUN, "epochs": 2, "batch_size": 64}
+    kwargs = {**RUN, "epochs": 3, "batch_size": 64, "schedule": "onecycle", "log_every": 10, "save_every": 1,
+              "patience": 2}
+    if keras.backend.backend() == "torch":
+        with pytest.raises(OptionError, match="steps_per_execution must be 1 on the torch backend"):
+            fit(**kwargs, steps_per_execution=2, output=tmp_path / "2")
+        return
     with pytest.raises(OptionError, match="steps_per_execution 3 does not divide the 10 steps of an epoch, so a "
                                           "call would run past the epoch's end; choose one of 2, 5, 10"):
         fit(**kwargs, steps_per_execution=3, output=tmp_path / "3")
-    if keras.backend.backend() != "tensorflow":
-        return
     runs = {k: fit(**kwargs, steps_per_execution=k, output=tmp_path / str(k)) for k in (1, 2, None)}
-    assert [r.settings.steps_per_execution for r in runs.values()] == [1, 2, 10]
+    with pytest.raises(KerasCNNError, match="interrupted after epoch 1"):  # Ctrl-C in epoch 2, then resumed
+        fit(**kwargs, steps_per_execution=10, callbacks=[Interrupt(2, 1)], output=tmp_path / "resumed")
+    runs["resumed"] = fit(**kwargs, resume=True, output=tmp_path / "resumed")
+    assert [r.settings.steps_per_execution for r in runs.values()] == [1, 2, 10, 10]
     assert runs[None].config["steps_per_execution"] == 10
     strip = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
-    for r in (runs[2], runs[None]):
-        assert strip(r.history) == strip(runs[1].history)
-        for a, b in zip(r.model.get_weights(), runs[1].model.get_weights()):
+    want = runs[1]
+    for name in (2, None, "resumed"):
+        assert strip(runs[name].history) == strip(want.history)
+        assert read_steps(runs[name].model_path.with_name("lenet.steps.csv")) == \
+            read_steps(want.model_path.with_name("lenet.steps.csv"))
+        for a, b in zip(runs[name].model.get_weights(), want.model.get_weights()):
             np.testing.assert_array_equal(a, b)
+    assert sorted(p.name for p in runs[None].model_path.parent.glob("lenet.epoch-*.keras")) == \
+        [f"lenet.epoch-00{e}.keras" for e in (1, 2, 3)]
     assert io.load_model(runs[2].model_path).steps_per_execution == 1
 
 
