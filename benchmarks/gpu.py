@@ -2,20 +2,24 @@
 TensorFlow, against plain PyTorch and plain jax.jit loops, and the course
 reports' studies at their textbook sizes.
 
-    python benchmarks/gpu.py --part throughput          # about 4 minutes on one H200
+    python benchmarks/gpu.py --part throughput --backend jax     # at most 6 minutes (the rows' budgets)
+    python benchmarks/gpu.py --part throughput --backend torch   # at most 7 minutes; both: --part throughput
     python benchmarks/gpu.py --part modern-cnns         # about 5 minutes on one H200
     python benchmarks/gpu.py --part optimizers          # the optimizers study at full length
     python benchmarks/gpu.py --part optimizer-sweep --variant "vgg16 AdaGrad lr 0.03"   # the rate sweep, in pieces
     python benchmarks/gpu.py --tiny --part throughput --part modern-cnns   # the same code on a CPU, seconds
     python benchmarks/gpu.py --write-docs               # docs/gpu.md from the results
 
-Parts (`--part`, repeatable; each under 8 minutes on an H200, so that two
-fit a task's 15 minutes of GPU time with the machine's start):
-  throughput   images/s after warm-up through `kerascnn.fit` on jax and torch (float32 and
-               --mixed-precision; torch also --jit on), beside a plain PyTorch loop (channels_last,
-               bf16 autocast, eager and torch.compile) and a plain jax.jit loop over the same Keras
-               network, for LeNet (28 px), ResNet-18 (96, 224 px) and VGG-16 (224 px); the input path
-               alone (host batches, and the device transform) beside the step
+Parts (`--part`, repeatable; each fits a task's 15 minutes of GPU time with
+the machine's start, a study part under 8 minutes):
+  throughput   pairs of rows, like with like: images/s of `kerascnn.fit --mixed-precision` on jax
+               and torch (torch also --jit on) against a plain jax.jit loop over the same Keras
+               network and a plain PyTorch loop (channels_last, eager and torch.compile), all bf16,
+               for LeNet (28 px), ResNet-18 (96, 224 px) and VGG-16 (224 px); whole stretches of
+               steps timed between waits for the device, no per-step callback; compilation apart;
+               each row in its own process with its own budget (PAIRS), a pair's two rows
+               alternating which runs first; the input path alone (host batches, and the device
+               transform) beside the step
   modern-cnns  `kerascnn study --preset modern-cnns` (VGG-11 224, NiN 224, GoogLeNet 96,
                ResNet-18 96; 3 epochs of full Fashion-MNIST) under jax: test accuracy and time
   optimizers   `kerascnn study --preset optimizers` (five families on MNIST, SGD+momentum and
@@ -37,6 +41,7 @@ import csv
 import datetime
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -96,60 +101,60 @@ def sync(value):
     return float(keras.ops.convert_to_numpy(value))
 
 
-class StepTimer:
-    """A Keras callback timing the steps after `warmup`: the device is waited
-    for at the warm-up's end and at the last step only."""
-
-    def __new__(cls, warmup, steps):
-        import keras
-
-        class Timer(keras.callbacks.Callback):
-            def on_train_begin(self, logs=None):
-                self.start = time.perf_counter()
-                self.first_step = self.t0 = self.t1 = None
-
-            def on_train_batch_end(self, batch, logs=None):
-                if batch == 0 and self.first_step is None:
-                    sync(logs["loss"])
-                    self.first_step = time.perf_counter() - self.start
-                if batch == warmup - 1:
-                    sync(logs["loss"])
-                    self.t0 = time.perf_counter()
-                elif batch == steps - 1:
-                    sync(logs["loss"])
-                    self.t1 = time.perf_counter()
-
-        return Timer()
+def timed_stretches(step, wait, chunk, count):
+    """Seconds of `count` stretches of `chunk` calls of `step()`, each from
+    the device idle (`wait()` waits for it) to the device idle again."""
+    seconds = []
+    for _ in range(count):
+        start = time.perf_counter()
+        for _ in range(chunk):
+            step()
+        wait()
+        seconds.append(time.perf_counter() - start)
+    return seconds
 
 
-def fit_rate(arch, size, batch, warmup, steps, mixed=False, jit="auto", tiny=False):
-    """images/s of `kerascnn.fit` after `warmup` steps, in one epoch of
-    `steps` batches (no validation; the test set cut to 1,000 images)."""
+def stretch_rates(seconds, chunk, batch):
+    """images/s over the stretches after the first (median), and the first
+    stretch less `chunk - 1` steady steps: compilation and the first step."""
+    step_s = statistics.median(seconds[1:]) / chunk
+    return {"images_per_s": round(batch / step_s, 1), "step_ms": round(1000 * step_s, 3),
+            "compile_s": round(seconds[0] - (chunk - 1) * step_s, 2), "stretch_s": [round(s, 3) for s in seconds]}
+
+
+def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=False):
+    """images/s of `kerascnn.fit` over epochs of `chunk` batches after the
+    first (no validation; the test set cut to 1,000 images), timed by the
+    run's own history: its HistoryRecorder is the first callback, so an
+    epoch's seconds end when Keras has waited for the epoch's logs, before
+    the checkpoint. No callback of the benchmark's own."""
     import keras
+    import numpy as np
 
     from kerascnn import train
+    from kerascnn.callbacks import count_log_syncs
     from kerascnn.data import load_dataset
 
     data = load_dataset("digits" if tiny else "fashion_mnist", None if tiny else os.environ["KERASCNN_DATA_DIR"],
                         val_size=0)
     folder = Path(tempfile.mkdtemp(prefix="kerascnn-gpu-"))
-    images = batch * steps
+    images = batch * chunk
     reps = -(-images // len(data.x_train))
-    np = __import__("numpy")
     npz = folder / "data" / data.name
     npz.mkdir(parents=True)
     np.savez(npz / "data.npz", x_train=np.concatenate([data.x_train] * reps)[:images],
              y_train=np.concatenate([data.y_train] * reps)[:images], x_test=data.x_test[:1000],
              y_test=data.y_test[:1000])
-    timer = StepTimer(warmup, steps)
     options = {"activation": "relu", "pool": "max"} if arch == "lenet" else {}
-    result = train.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch, epochs=1,
-                       val_size=0, output=str(folder / "out"), mixed_precision=mixed, jit=jit, callbacks=[timer],
-                       verbose=0, **options)
+    with count_log_syncs() as syncs:
+        result = train.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch,
+                           epochs=stretches, val_size=0, output=str(folder / "out"), mixed_precision=mixed, jit=jit,
+                           verbose=0, **options)
     record = result.record
-    timed = (steps - warmup) * batch
-    return {"images_per_s": round(timed / (timer.t1 - timer.t0), 1), "first_step_s": round(timer.first_step, 2),
+    return {**stretch_rates([row["seconds"] for row in result.history], chunk, batch),
+            "log_syncs_per_step": round(syncs.per_step(chunk * stretches), 3),
             "dtype_policy": record.get("dtype_policy"), "jit_compile": record.get("jit_compile"),
+            "steps_per_execution": record.get("steps_per_execution"), "data_on_device": record.get("data_on_device"),
             "params": int(result.model.count_params()), "backend": keras.backend.backend()}
 
 
@@ -174,13 +179,14 @@ def torch_model(arch, size):
     return {"lenet": lambda: torch_lenet(size), "resnet18": torch_resnet18, "vgg16": torch_vgg16}[arch]()
 
 
-def torch_loop(arch, size, batch, warmup, steps, bf16=True, compile=False, tiny=False):
+def torch_loop(arch, size, batch, chunk, stretches, bf16=True, compile=False, tiny=False):
     """A plain PyTorch loop: images resident on the device, channels_last,
-    bf16 autocast, AdamW, random batches resized on the device."""
+    bf16 autocast (or float32), AdamW, random batches resized on the device."""
     import torch
     import torch.nn.functional as F
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
+    bf16 = bf16 and device == "cuda"  # as kerascnn's --mixed-precision: on an accelerator only
     torch.manual_seed(0)
     model = torch_model(arch, size).to(device)
     x = torch.randint(0, 256, (max(batch * 4, 512), 1, 28, 28), dtype=torch.uint8, device=device)
@@ -193,7 +199,7 @@ def torch_loop(arch, size, batch, warmup, steps, bf16=True, compile=False, tiny=
     loss_fn = torch.nn.CrossEntropyLoss()
     model.train()
 
-    def step(i):
+    def step():
         idx = torch.randint(0, len(x), (batch,), device=device)
         xb = x[idx].float() / 255.0
         if size != 28:
@@ -204,27 +210,18 @@ def torch_loop(arch, size, batch, warmup, steps, bf16=True, compile=False, tiny=
             loss = loss_fn(forward(xb), y[idx])
         loss.backward()
         optimizer.step()
-        return loss
 
-    start = time.perf_counter()
-    for i in range(warmup):
-        loss = step(i)
-    loss.item()
-    first = time.perf_counter() - start
-    t0 = time.perf_counter()
-    for i in range(steps - warmup):
-        loss = step(i)
-    loss.item()
-    seconds = time.perf_counter() - t0
-    return {"images_per_s": round((steps - warmup) * batch / seconds, 1), "warmup_s": round(first, 2),
+    wait = torch.cuda.synchronize if device == "cuda" else lambda: None
+    return {**stretch_rates(timed_stretches(step, wait, chunk, stretches), chunk, batch),
             "params": sum(p.numel() for p in model.parameters()), "bf16": bf16, "compile": compile,
             "device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu"}
 
 
-def jax_loop(arch, size, batch, warmup, steps, bf16=True, tiny=False):
+def jax_loop(arch, size, batch, chunk, stretches, bf16=True, tiny=False):
     """A plain jax.jit loop: value_and_grad over kerascnn's network through
     Model.stateless_call (Keras' layers, no Keras trainer), optax-free AdamW,
-    images resident on the device, resized in the step."""
+    images resident on the device, resized in the step; bf16 through Keras'
+    mixed_bfloat16 policy, as kerascnn's --mixed-precision."""
     import functools
 
     import jax
@@ -233,6 +230,7 @@ def jax_loop(arch, size, batch, warmup, steps, bf16=True, tiny=False):
 
     from kerascnn.models import build_model
 
+    bf16 = bf16 and jax.devices()[0].platform == "gpu"  # as kerascnn's --mixed-precision: on an accelerator only
     if bf16:
         keras.config.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
@@ -248,7 +246,7 @@ def jax_loop(arch, size, batch, warmup, steps, bf16=True, tiny=False):
         return -jnp.mean(jnp.take_along_axis(logp, yb[:, None], axis=1)), non_trainable
 
     @functools.partial(jax.jit, donate_argnums=(0, 1, 2, 3))
-    def step(trainable, non_trainable, m, v, t, idx):
+    def train_step(trainable, non_trainable, m, v, t, idx):
         xb = x[idx].astype(jnp.float32) / 255.0
         if size != 28:
             xb = jax.image.resize(xb, (batch, size, size, 1), "bilinear")
@@ -261,19 +259,18 @@ def jax_loop(arch, size, batch, warmup, steps, bf16=True, tiny=False):
 
     trainable = [jnp.asarray(w.value) for w in model.trainable_variables]
     non_trainable = [jnp.asarray(w.value) for w in model.non_trainable_variables]
-    m, v = [jnp.zeros_like(w) for w in trainable], [jnp.zeros_like(w) for w in trainable]
+    state = [trainable, non_trainable, [jnp.zeros_like(w) for w in trainable], [jnp.zeros_like(w) for w in trainable]]
     rng = __import__("numpy").random.default_rng(0)
     batches = [jnp.asarray(rng.integers(0, len(x), batch)) for _ in range(8)]
-    start = time.perf_counter()
-    for t in range(1, steps + 1):
-        if t == warmup + 1:
-            loss.block_until_ready()
-            first, t0 = time.perf_counter() - start, time.perf_counter()
-        trainable, non_trainable, m, v, loss = step(trainable, non_trainable, m, v, jnp.float32(t), batches[t % 8])
-    loss.block_until_ready()
-    seconds = time.perf_counter() - t0
-    return {"images_per_s": round((steps - warmup) * batch / seconds, 1), "warmup_s": round(first, 2),
-            "params": int(model.count_params()), "bf16": bf16, "device": str(jax.devices()[0])}
+    t = 0
+
+    def step():
+        nonlocal t
+        t += 1
+        *state[:], _ = train_step(*state, jnp.float32(t), batches[t % 8])
+
+    return {**stretch_rates(timed_stretches(step, lambda: jax.block_until_ready(state), chunk, stretches), chunk,
+                            batch), "params": int(model.count_params()), "bf16": bf16, "device": str(jax.devices()[0])}
 
 
 def input_rate(size, batch, steps, augment="crop,flip", tiny=False):
@@ -355,50 +352,77 @@ TASKS = {"fit_rate": fit_rate, "torch_loop": torch_loop, "jax_loop": jax_loop, "
 # ----------------------------------------------------------------------------- parts
 
 
-def throughput_tasks(tiny):
-    """Per backend, the measurements in order of importance: (label, task)."""
-    warmup, steps = (2, 4) if tiny else (15, 60)
-    jax, torch = [], []
+CHUNK, STRETCHES = 32, 3  # steps a timed stretch (a multiple of 16, as steps_per_execution auto likes), stretches a row
+# Each pair: kerascnn's fit and the plain loop on the same network, size, batch and precision, each row in its own
+# process with `budget` seconds. bf16 on both sides (kerascnn --mixed-precision; the plain loops bf16 where
+# kerascnn's rule gives bf16: on a GPU); "compiled": kerascnn --jit on (torch.compile) against torch.compile.
+PAIRS = (  # backend, arch, size, batch, how, budget s a row
+    ("jax", "lenet", 28, 256, "bf16", 30), ("jax", "resnet18", 96, 128, "bf16", 40),
+    ("jax", "resnet18", 224, 128, "bf16", 40), ("jax", "vgg16", 224, 64, "bf16", 60),
+    ("torch", "lenet", 28, 256, "bf16", 20), ("torch", "resnet18", 96, 128, "bf16", 25),
+    ("torch", "resnet18", 224, 128, "bf16", 30), ("torch", "vgg16", 224, 64, "bf16", 40),
+    ("torch", "lenet", 28, 256, "compiled", 75),
+)
+TINY = {("lenet", 28): (28, 16), ("resnet18", 96): (32, 8)}  # --tiny: these pairs only, at these sizes and batches
+INPUT_BUDGET, TINY_BUDGET = 20, 150
+LABELS = {("jax", "bf16"): ("kerascnn fit, --mixed-precision", "plain jax.jit over stateless_call"),
+          ("torch", "bf16"): ("kerascnn fit, --mixed-precision", "plain PyTorch, channels_last, autocast"),
+          ("torch", "compiled"): ("kerascnn fit, --mixed-precision --jit on (torch.compile)",
+                                  "plain PyTorch, channels_last, autocast, torch.compile")}
 
-    def case(arch, size, batch):
-        return {"arch": arch, "size": size, "batch": batch, "warmup": warmup, "steps": steps, "tiny": tiny}
 
-    lenet, r96, r224, vgg = (("lenet", 28, 16), ("resnet18", 32, 8), ("resnet18", 64, 8), ("vgg16", 32, 8)) if tiny \
-        else (("lenet", 28, 256), ("resnet18", 96, 128), ("resnet18", 224, 128), ("vgg16", 224, 64))
-    fp32, mixed = "kerascnn fit, float32", "kerascnn fit, --mixed-precision"
-    plain = {"jax": ("plain jax.jit over stateless_call, bf16", "jax_loop"),
-             "torch": ("plain PyTorch, bf16 autocast, channels_last", "torch_loop")}
-    for name, tasks in (("jax", jax), ("torch", torch)):
-        label, loop = plain[name]
-        tasks += [(fp32, {"task": "fit_rate", **case(*lenet)}),
-                  (mixed, {"task": "fit_rate", **case(*r96), "mixed": True}),
-                  (label, {"task": loop, **case(*r96)}),
-                  (fp32, {"task": "fit_rate", **case(*r96)}),
-                  (label, {"task": loop, **case(*lenet)})]
-        if not tiny:  # the same code again at larger sizes: the --tiny run leaves them out
-            tasks[3:3] = [(mixed, {"task": "fit_rate", **case(*r224), "mixed": True}),
-                          (label, {"task": loop, **case(*r224)})]
-            tasks += [(mixed, {"task": "fit_rate", **case(*vgg), "mixed": True}), (label, {"task": loop, **case(*vgg)})]
-    for size, batch in ((32, 16),) if tiny else ((224, 128),):
-        for tasks in (jax, torch):
-            tasks.append(("input path alone", {"task": "input_rate", "size": size, "batch": batch,
-                                               "steps": 20 if tiny else 200, "tiny": tiny}))
-    if not tiny:  # compilation takes minutes on a CPU: measured on the GPU only, last
-        torch.append(("kerascnn fit, --jit on (torch.compile)", {"task": "fit_rate", **case(*lenet), "jit": "on"}))
-        torch.append(("plain PyTorch, torch.compile, bf16", {"task": "torch_loop", **case(*r96), "compile": True}))
-    return {"jax": jax, "torch": torch}, warmup, steps
+def throughput_plan(tiny, backends=None):
+    """The pairs to measure, in order, and the input path's rows: dicts with their tasks and budgets."""
+    chunk, stretches = (2, 3) if tiny else (CHUNK, STRETCHES)
+    pairs, inputs = [], []
+    for backend, arch, size, batch, how, budget in PAIRS:
+        if backends and backend not in backends or tiny and ((arch, size) not in TINY or how == "compiled"):
+            continue  # --tiny: no compiled pair (torch.compile takes minutes on a CPU)
+        size, batch = TINY[arch, size] if tiny else (size, batch)
+        case = {"arch": arch, "size": size, "batch": batch, "chunk": chunk, "stretches": stretches, "tiny": tiny}
+        ours, plain = LABELS[backend, how]
+        compiled = {"compile": True} if how == "compiled" else {}
+        pairs.append({"backend": backend, "arch": arch, "size": size, "batch": batch, "how": how,
+                      "budget_s": TINY_BUDGET if tiny else budget,
+                      "kerascnn": (ours, {"task": "fit_rate", **case, "mixed": True,
+                                          **({"jit": "on"} if compiled else {})}),
+                      "plain": (plain, {"task": f"{backend}_loop", **case, **compiled})})
+    for backend in ("jax", "torch"):
+        if not backends or backend in backends:
+            inputs.append({"backend": backend, "size": 32 if tiny else 224, "batch": 16 if tiny else 128,
+                           "budget_s": TINY_BUDGET if tiny else INPUT_BUDGET,
+                           "task": {"task": "input_rate", "size": 32 if tiny else 224, "batch": 16 if tiny else 128,
+                                    "steps": 20 if tiny else 200, "tiny": tiny}})
+    return pairs, inputs, chunk, stretches
+
+
+def measure_row(label, spec, backend, budget, data_dir):
+    """One row in its own process on Keras `backend`, stopped after `budget` seconds."""
+    (result,) = children([spec], backend, data_dir, budget)
+    row = {"label": label, **{k: v for k, v in spec.items() if k not in ("task", "tiny")}, **result}
+    print(json.dumps({"backend": backend, **row}), flush=True)
+    return row
 
 
 def throughput(args):
-    groups, warmup, steps = throughput_tasks(args.tiny)
-    rows, inputs = [], []
-    for backend, tasks in groups.items():
-        timeout = 240 if args.tiny else args.seconds // 2
-        for (label, spec), result in zip(tasks, children([t for _, t in tasks], backend, args.data_dir, timeout)):
-            row = {"label": label, "backend": backend, **{k: v for k, v in spec.items() if k != "tiny"}, **result}
-            print(json.dumps(row), flush=True)
-            (inputs if spec["task"] == "input_rate" else rows).append(row)
-    return {"rows": rows, "inputs": inputs, "warmup_steps": warmup, "steps": steps}
+    pairs, inputs, chunk, stretches = throughput_plan(args.tiny, args.backend)
+    planned = sum(2 * p["budget_s"] for p in pairs) + sum(i["budget_s"] for i in inputs)
+    print(f"planned: {2 * len(pairs) + len(inputs)} rows, each in its own process, at most {planned} s "
+          f"({planned / 60:.1f} min) in all", flush=True)
+    for i, pair in enumerate(pairs):
+        pair["order"] = ["kerascnn", "plain"] if i % 2 == 0 else ["plain", "kerascnn"]
+        for side in pair["order"]:
+            pair[side] = measure_row(*pair[side], pair["backend"], pair["budget_s"], args.data_dir)
+    for row in inputs:
+        row.update(measure_row("input path alone", row.pop("task"), row["backend"], row["budget_s"], args.data_dir))
+    earlier = args.earlier.get("throughput") or {}
+    if args.backend and earlier.get("pairs"):  # the other backends' rows measured before are kept
+        pairs = [p for p in earlier["pairs"] if p["backend"] not in args.backend] + pairs
+        inputs = [r for r in earlier["inputs"] if r["backend"] not in args.backend] + inputs
+    failed = [f"{p['backend']} {p[side]['label']} {p['arch']} {p['size']}" for p in pairs for side in p["order"]
+              if "error" in p[side]] + [f"{r['backend']} input path" for r in inputs if "error" in r]
+    return {"pairs": pairs, "inputs": inputs, "chunk": chunk, "stretches": stretches, "planned_s": planned,
+            "failed": failed}
 
 
 def rerun(row, labels):
@@ -433,8 +457,15 @@ PART_FUNCTIONS = {"throughput": throughput, "modern-cnns": study_part("modern-cn
 # ----------------------------------------------------------------------------- docs
 
 
+def planned_seconds(backends=None):
+    """The most the throughput part takes (the sum of its rows' budgets), on `backends` alone when given."""
+    pairs, inputs, _, _ = throughput_plan(False, backends)
+    return sum(2 * p["budget_s"] for p in pairs) + sum(i["budget_s"] for i in inputs)
+
+
 def render(results):
     """docs/gpu.md's block `gpu` (all but its title) from the results JSON."""
+    jax_s, torch_s = planned_seconds(["jax"]), planned_seconds(["torch"])
     lines = ["Written by `python benchmarks/gpu.py --write-docs` from `benchmarks/results/gpu.json`; each part was "
              "measured by `python benchmarks/gpu.py --part NAME` on the machine its section names, with JAX and "
              "PyTorch (CUDA builds), Keras, and no TensorFlow.", "",
@@ -443,10 +474,15 @@ def render(results):
              "such machines lack (`pip download --no-deps --only-binary=:all: --python-version 3.12 "
              "--platform manylinux_2_28_x86_64 -d wheels keras namex optree`), then there: "
              "`pip install --no-deps --target /tmp/site wheels/*.whl && PYTHONPATH=/tmp/site "
-             "KERASCNN_DATA_DIR=data python benchmarks/gpu.py --part throughput --seconds 250`. "
-             "Each part keeps what it measured when its time (`--seconds`) runs out, and a later run adds the "
+             "KERASCNN_DATA_DIR=data python benchmarks/gpu.py --part throughput --backend jax`, and again with "
+             "`--backend torch`. The throughput part gives each row its own process and time budget: at most "
+             f"{jax_s} s for the jax rows and {torch_s} s for the torch rows ({(jax_s + torch_s) / 60:.1f} min "
+             "in all, printed when it starts), so each half fits a 10-minute command and both fit 15 minutes "
+             "of one GPU with the machine's start; `--backend` keeps the other backend's rows from the results. "
+             "A study part keeps what it measured when its time (`--seconds`) runs out, and a later run adds the "
              "parts (or, with `--variant`, the study runs) an earlier one lacked. On that H200 the machine's "
-             "start took about 30 s, the throughput part 251 s and the modern-CNNs study about 470 s in two calls.", ""]
+             "start took about 30 s, the throughput part 251 s (with the earlier harness) and the modern-CNNs "
+             "study about 470 s in two calls.", ""]
     for name in PARTS:
         part = results.get(name)
         lines.append(f"## {name}")
@@ -458,33 +494,84 @@ def render(results):
         lines += [f"Measured {part['date']} on {part['machine'].get('gpu')}, {part['machine'].get('cores')} CPU "
                   f"cores; {', '.join(f'{k} {v}' for k, v in part['versions'].items() if v)}; "
                   f"{part['seconds']:.0f} s for the part.", ""]
-        lines += render_throughput(part) if name == "throughput" else render_study(name, part)
+        if name != "throughput":
+            lines += render_study(name, part)
+        else:
+            lines += render_throughput(part) if "pairs" in part else render_earlier_throughput(part)
+            lines += render_inputs(part)
         lines.append("")
     return "\n".join(lines)
 
 
+def not_measured(r):
+    return f"not measured: {r['error'].split(': ')[0]}"
+
+
 def render_throughput(part):
-    """The throughput part's lines: images/s of each configuration, and the input path alone."""
-    lines = [f"Images per second after {part['warmup_steps']} warm-up steps, over "
-              f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
-              "device; the plain loops on random images resident on the device).", "",
-              "| network | size | batch | how | backend | images/s | policy | first step (s) |",
-              "|---|---|---|---|---|---|---|---|"]
+    """The throughput part's pairs: kerascnn's fit against the plain loop, like with like."""
+    chunk, timed = part["chunk"], part["stretches"] - 1
+    lines = [f"Images per second over {timed} stretches of {chunk} training steps after a first stretch that "
+             "compiles, each stretch timed from the device idle to the device idle again: kerascnn's fit trains "
+             f"epochs of {chunk} steps, timed by the run's own history (its first callback, so an epoch ends "
+             "when Keras has waited for the epoch's logs, before the checkpoint; the benchmark adds no "
+             "callback), the plain loops wait for the device after a stretch's last step. Both sides in bf16 "
+             "(kerascnn `--mixed-precision`; the plain loops' bf16 policy or autocast, on a GPU only, as "
+             "kerascnn's); each row in its own process with its own "
+             "time budget, the two rows of a pair alternating which runs first. *Compilation* is the first "
+             f"stretch less {chunk - 1} steady steps: the compilation and the first step. *Syncs per step*: "
+             "kerascnn fit's host waits for the device (Keras turning a step's logs into floats on the training "
+             "thread, `kerascnn.callbacks.count_log_syncs`) over its steps. kerascnn's rows read Fashion-MNIST "
+             "resized on the device; the plain loops random images resident on the device.", "",
+             "| network | size | batch | backend | kerascnn | plain loop | policy, kerascnn / plain | "
+             "kerascnn images/s | plain images/s | kerascnn / plain | compilation s, kerascnn / plain | "
+             "syncs/step | budget s a row |",
+             "|---|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for p in part["pairs"]:
+        ours, plain = p["kerascnn"], p["plain"]
+        rates = [not_measured(r) if "error" in r else f"{r['images_per_s']:,.0f}" for r in (ours, plain)]
+        ratio = f"{ours['images_per_s'] / plain['images_per_s']:.2f}" if "error" not in ours and \
+            "error" not in plain else ""
+        compile_s = " / ".join(str(r.get("compile_s", "–")) for r in (ours, plain))
+        policy = f"{ours.get('dtype_policy', '–')} / " + ("–" if "error" in plain else "bf16" if plain["bf16"]
+                                                           else "float32")
+        lines.append(f"| {p['arch']} | {p['size']} | {p['batch']} | {p['backend']} | {ours['label']} | "
+                     f"{plain['label']} | {policy} | {rates[0]} | {rates[1]} | {ratio} | {compile_s} | "
+                     f"{ours.get('log_syncs_per_step', '')} | {p['budget_s']} |")
+    return lines
+
+
+def render_earlier_throughput(part):
+    """The throughput rows measured with the harness before issue 38."""
+    lines = ["**Measured with the earlier harness**, kept until a GPU session reruns the part: kerascnn's LeNet "
+             "rows in float32 against bf16 plain loops; kerascnn timed by a step-timer callback whose batch hook "
+             "made Keras wait for the device after every step; all of a backend's rows in one process sharing "
+             "one budget (so VGG-16 under jax and the `torch.compile` rows were never reached, and each plain "
+             "loop reused the XLA autotuning of the kerascnn row before it); *first step* is kerascnn's first "
+             "step but the plain loops' whole warm-up, compilation included in both.", "",
+             f"Images per second after {part['warmup_steps']} warm-up steps, over "
+             f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
+             "device; the plain loops on random images resident on the device).", "",
+             "| network | size | batch | how | backend | images/s | policy | first step (s) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in part["rows"]:
         if "error" in r:
-            rate, policy = f"not measured: {r['error'].split(': ')[0]}", ""
+            rate, policy = not_measured(r), ""
         else:
             rate = f"{r['images_per_s']:,.0f}"
             policy = r.get("dtype_policy") or ("bf16" if r.get("bf16") else "float32")
         first = r.get("first_step_s", r.get("warmup_s", ""))
         lines.append(f"| {r['arch']} | {r['size']} | {r['batch']} | {r['label']} | {r['backend']} | {rate} | "
                      f"{policy} | {first} |")
-    lines += ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
-              "InputTransform with crop and flip, training):", "",
-              "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
+    return lines
+
+
+def render_inputs(part):
+    lines = ["", "The input path alone (host: TrainingBatches' gather and draws on a thread; device: "
+             "InputTransform with crop and flip, training):", "",
+             "| size | batch | backend | host images/s | device images/s |", "|---|---|---|---|---|"]
     for r in part["inputs"]:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | not measured: {r['error'].split(': ')[0]} | |")
+            lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {not_measured(r)} | |")
         else:
             lines.append(f"| {r['size']} | {r['batch']} | {r['backend']} | {r['host_images_per_s']:,.0f} | "
                          f"{r['device_images_per_s']:,.0f} |")
@@ -531,7 +618,11 @@ def main():
     parser.add_argument("--results", type=Path, help=f"the results JSON [{RESULTS.relative_to(REPO)}]")
     parser.add_argument("--write-docs", action="store_true", help=f"write {DOC.relative_to(REPO)} from the results")
     parser.add_argument("--seconds", type=int, default=290,
-                        help="the most a part may take (its processes are stopped then, keeping what they measured)")
+                        help="the most a study part may take (its process is stopped then, keeping what it measured); "
+                             "the throughput part's rows have budgets of their own")
+    parser.add_argument("--backend", action="append", choices=("jax", "torch"),
+                        help="the throughput part: only this backend's rows (repeatable); the others' earlier rows "
+                             "are kept")
     parser.add_argument("--variant", action="append",
                         help="a study part: run only this variant (repeatable); the others' earlier runs are kept")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -552,6 +643,9 @@ def main():
         print(f"== part {name}: {result['seconds']:.0f} s, written to {path}", flush=True)
     if args.write_docs:
         write_docs(path, args.tiny)
+    failed = args.tiny and "throughput" in (args.part or ()) and results["throughput"]["failed"]
+    if failed:  # --tiny checks the code: a row that fails on a CPU would fail on the GPU
+        sys.exit(f"--tiny: {len(failed)} throughput rows failed: {'; '.join(failed)}")
 
 
 if __name__ == "__main__":

@@ -198,8 +198,10 @@ class Runner:
         self.script, self.budget, self.data_dir = str(script), budget, data
         self.memo = {}
 
-    def measure(self, worker_name, params, backend="tensorflow", label=None):
-        key = json.dumps([worker_name, params, backend], sort_keys=True)
+    def measure(self, worker_name, params, backend="tensorflow", label=None, repeat=0):
+        """The worker's result on `params` in a child on Keras `backend`
+        (`repeat`: another child for a configuration measured before)."""
+        key = json.dumps([worker_name, params, backend, repeat], sort_keys=True)
         if key not in self.memo:
             argv = [sys.executable, self.script, "--worker", worker_name, json.dumps(params)]
             load = os.getloadavg()[0]

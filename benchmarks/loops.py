@@ -5,6 +5,7 @@ sgemm rate. Imports nothing heavy at module level (gpu.py borrows the
 PyTorch networks on machines without TensorFlow).
 """
 
+import contextlib
 import functools
 import math
 import statistics
@@ -95,11 +96,27 @@ def resident_arrays(size, images):
     return np.ascontiguousarray(x), data.y_train.astype(np.int32)
 
 
-def kerascnn_model(net, size):
+def net_options(net, width=1.0):
+    """kerascnn's model options of `net`: LeNet with ReLU and max pooling,
+    ResNet-18 at `width` (1: the textbook channels)."""
+    return RELU_LENET if net == "lenet" else {"width": width} if width != 1.0 else {}
+
+
+def kerascnn_model(net, size, width=1.0):
     """kerascnn's network (logits): the ReLU, max-pooling LeNet or ResNet-18."""
     from kerascnn.models import build_model
 
-    return build_model(net, input_shape=(size, size, 1), num_classes=10, **(RELU_LENET if net == "lenet" else {}))
+    return build_model(net, input_shape=(size, size, 1), num_classes=10, **net_options(net, width))
+
+
+@contextlib.contextmanager
+def log_syncs():
+    """kerascnn.callbacks.count_log_syncs around a fit: the main thread's
+    waits for the device (Keras' conversions of a step's logs to floats)."""
+    from kerascnn.callbacks import count_log_syncs
+
+    with count_log_syncs() as counts:
+        yield counts
 
 
 @worker
@@ -126,15 +143,18 @@ def sgemm(n, library, repeats=10):
 
 
 @worker
-def kerascnn_fit(arch, options, train_images, epochs):
+def kerascnn_fit(arch, options, train_images, epochs, batch_times=True):
     """fit's own stages (kerascnn.preparation, kerascnn.train) up to training, without the final
     test evaluation and save: data, settings, run folder, model, callbacks
     (history, divergence guard, checkpoints), model.fit on the tf.data
-    pipeline. Times each epoch with a callback."""
+    pipeline. Times each epoch with a callback: with `batch_times` each
+    batch too (which makes Keras wait for every step) and the epoch's end
+    after the checkpoint, else its steps alone. Counts the waits for the
+    device per training step."""
     from kerascnn import preparation, train
     from kerascnn.inputs import network
 
-    timer = epoch_timer(batches=True)
+    timer = epoch_timer(batches=batch_times)
     with tempfile.TemporaryDirectory() as out:
         given, _ = preparation.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
                                                                    "train_size": train_images, "output": out})
@@ -146,22 +166,24 @@ def kerascnn_fit(arch, options, train_images, epochs):
         t.record = train.run_record(prepared, t.folder, jit)
         with train.run_scope(settings):
             model = prepared.model(jit, t.folder)  # on jax and torch a TrainingModel around the network, as in fit
-            t.callbacks = train.make_callbacks(t, [timer])
-            train.train(t, model)
+            t.callbacks = train.make_callbacks(t, [timer] if batch_times else [])
+            if not batch_times:  # first: each epoch's end timed at Keras' wait for its logs, before checkpoints
+                t.callbacks.all.insert(0, timer)
+            with log_syncs() as syncs:
+                steps = train.train(t, model) * epochs
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
-            "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution}
+            "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution,
+            "log_syncs_per_step": syncs.per_step(steps)}
 
 
-def user_model(net, size):
+def user_model(net, size, width=1.0):
     """What a user writes: LeNet as a keras.Sequential, ResNet-18 from
     kerascnn's builder; both end in a softmax for Keras' string loss."""
     import keras
     from keras import layers
 
     if net != "lenet":
-        from kerascnn.models import build_model
-
-        logits = build_model(net, input_shape=(size, size, 1), num_classes=10)
+        logits = kerascnn_model(net, size, width)
         return keras.Model(logits.input, layers.Softmax(name="probabilities")(logits.output))
     return keras.Sequential([
         keras.Input((size, size, 1)),
@@ -173,18 +195,20 @@ def user_model(net, size):
 
 
 @worker
-def bare_fit(net, size, batch, train_images, epochs):
+def bare_fit(net, size, batch, train_images, epochs, width=1.0):
     """model.fit on arrays in memory with Keras' defaults (jit_compile
     "auto", shuffling, the string loss and optimizer)."""
     import keras
 
     x, y = resident_arrays(size, train_images)
     keras.utils.set_random_seed(0)
-    model = user_model(net, size)
+    model = user_model(net, size, width)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = epoch_timer()
-    model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
-    return {**timer_rates(timer, len(x)), **model_facts(model)}
+    with log_syncs() as syncs:
+        model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
+    steps = -(-len(x) // batch) * epochs
+    return {**timer_rates(timer, len(x)), **model_facts(model), "log_syncs_per_step": syncs.per_step(steps)}
 
 
 def adamw(params, grads, m, v, t, sqrt, lr=1e-3, weight_decay=0.004, beta1=0.9, beta2=0.999, eps=1e-7):
@@ -206,7 +230,7 @@ def epoch_batches(n, batch, epoch):
 
 
 @worker
-def raw_jax(net, size, batch, train_images, epochs):
+def raw_jax(net, size, batch, train_images, epochs, width=1.0):
     """jax.jit of value_and_grad over kerascnn's model through
     Model.stateless_call (Keras' layers, no Keras trainer), hand-written
     AdamW (no optax here), batches gathered from NumPy arrays."""
@@ -216,7 +240,7 @@ def raw_jax(net, size, batch, train_images, epochs):
 
     x, y = resident_arrays(size, train_images)
     keras.utils.set_random_seed(0)
-    model = kerascnn_model(net, size)
+    model = kerascnn_model(net, size, width)
 
     def loss_fn(trainable, non_trainable, xb, yb):
         logits, non_trainable = model.stateless_call(trainable, non_trainable, xb, training=True)
@@ -294,11 +318,15 @@ def torch_lenet(size):
                          nn.Linear(84, 10))
 
 
-def torch_resnet18(channels=1, classes=10):
+def torch_resnet18(channels=1, classes=10, width=1.0):
     """torchvision's resnet18, written out (torchvision is not installed
-    here): 11,689,512 parameters at 3 channels and 1000 classes."""
+    here): 11,689,512 parameters at 3 channels and 1000 classes; `width`
+    scales every stage as kerascnn's `width` does."""
     import torch
     from torch import nn
+
+    def scaled(c):
+        return max(1, int(round(c * width)))  # kerascnn.models.common.scaled
 
     def conv_bn(cin, cout, kernel, stride):
         return nn.Sequential(nn.Conv2d(cin, cout, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(cout))
@@ -312,12 +340,12 @@ def torch_resnet18(channels=1, classes=10):
         def forward(self, x):
             return torch.relu(self.conv2(torch.relu(self.conv1(x))) + self.shortcut(x))
 
-    stages, cin = [], 64
-    for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+    stages, cin = [], scaled(64)
+    for cout, stride in ((scaled(64), 1), (scaled(128), 2), (scaled(256), 2), (scaled(512), 2)):
         stages += [Block(cin, cout, stride), Block(cout, cout, 1)]
         cin = cout
-    return nn.Sequential(conv_bn(channels, 64, 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1), *stages,
-                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, classes))
+    return nn.Sequential(conv_bn(channels, scaled(64), 7, 2), nn.ReLU(), nn.MaxPool2d(3, 2, 1), *stages,
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, classes))
 
 
 def torch_params(model):
@@ -325,7 +353,7 @@ def torch_params(model):
 
 
 @worker
-def raw_torch(net, size, batch, train_images, epochs, compile=False):
+def raw_torch(net, size, batch, train_images, epochs, compile=False, width=1.0):
     """A plain PyTorch loop (NCHW tensors in memory, AdamW with Keras'
     defaults, full batches), eager or through torch.compile."""
     import torch
@@ -333,7 +361,7 @@ def raw_torch(net, size, batch, train_images, epochs, compile=False):
     x, y = resident_arrays(size, train_images)
     x, y = torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(y).long()
     torch.manual_seed(0)
-    model = torch_lenet(size) if net == "lenet" else torch_resnet18()
+    model = torch_lenet(size) if net == "lenet" else torch_resnet18(width=width)
     facts = {"params": torch_params(model), "threads": torch.get_num_threads(), "jit_compile": compile}
     if net != "lenet":
         facts["params_at_224_1000"] = torch_params(torch_resnet18(3, 1000))

@@ -1,5 +1,5 @@
 """Where kerascnn's training time goes on a CPU, against what a user would
-write without it: eight sections, each configuration in its own process, one
+write without it: nine sections, each configuration in its own process, one
 after another.
 
     python benchmarks/performance.py                       # every section (about 1 h on 2 cores)
@@ -18,6 +18,8 @@ Sections (`--only`), each measured and rendered by its own module:
   scaling       scaling.py       epoch time against image size and batch size (docs/images/performance_scaling.png)
   profile       step_profile.py  the training step phase by phase, TensorFlow against PyTorch
   scale-out     scale_out.py     fit on 1 and 2 MultiWorkerMirroredStrategy workers, a study in 1 and 2 shards
+  host-cost     host_proxy.py    ms per step where compute is tiny (LeNet, narrow ResNet-18, batch 8): kerascnn
+                                 against each framework's plain loop, and fit's host syncs per step
 The training loops they time are in loops.py; harness.py runs each in a child.
 
 Fashion-MNIST comes through kerascnn's loader (KERASCNN_DATA_DIR, else
@@ -40,6 +42,7 @@ import time
 from pathlib import Path
 
 import backends
+import host_proxy
 import pipeline
 import scale_out
 import scaling
@@ -59,6 +62,7 @@ SECTIONS = {  # name: (measure(runner), render(results), title)
     "scaling": (scaling.section, scaling.render, "6. Epoch time against image and batch size"),
     "profile": (step_profile.section, step_profile.render, "7. Where a training step's time goes"),
     "scale-out": (scale_out.section, scale_out.render, "8. One process against two: workers and study shards"),
+    "host-cost": (host_proxy.section, host_proxy.render, "9. Host cost per step"),
 }
 BLOCKS = ["performance-machine", *(f"performance-{name}" for name in SECTIONS)]  # in docs/performance.md
 
@@ -85,6 +89,8 @@ class Budget:
     # LeNet at batch 250: 216 steps an epoch, 12 a call (256 makes 211, a prime: 1 a call)
     scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (250, None, 3), "resnet18": (64, 2560, 3)})
     study_images: int = 10_000
+    host_images: dict = dataclasses.field(default_factory=lambda: {"lenet": 4096, "resnet18": 512})
+    host_rounds: int = 3  # host-cost: processes a side, alternating which side goes first
     profile_repeats: int = 30
     profile_op_steps: int = 10
     timeout: int = 3600
@@ -104,6 +110,7 @@ QUICK = Budget(steps=2, repeats=1, batch_cap=16, lenet_images=256, resnet_steps=
                scaling_sizes={"lenet": (28, 32), "resnet18": (32,)}, scaling_batches=(8, 16),
                scaling_pixels=32 * 28 * 28, startup_images={"lenet": 512, "resnet18": 128},
                scale_out={"lenet": (32, 512, 2), "resnet18": (16, 128, 2)}, study_images=256, profile_repeats=3,
+               host_images={"lenet": 256, "resnet18": 64}, host_rounds=1,
                profile_op_steps=2,
                timeout=300)
 
