@@ -219,7 +219,9 @@ class FitConfig:
     # the machine
     distribute: str = _option(None, "mirrored: tf.distribute over all GPUs (tensorflow); multi-worker: "
                               "tf.distribute.MultiWorkerMirroredStrategy over the machines TF_CONFIG names "
-                              "(tensorflow; the chief writes the run); data-parallel: keras.distribution (jax).", kind="choice", group="system",
+                              "(tensorflow; the chief writes the run); data-parallel: keras.distribution over all "
+                              "devices (jax), of several processes when KERAS_DISTRIBUTION_* name them (process 0 "
+                              "writes the run).", kind="choice", group="system",
                               choices=choices.DISTRIBUTE, noun="distribution")
     mixed_precision: bool = _option(False, "Mixed precision on a GPU: bfloat16 compute on Ampere and later, float16 "
                                     "with loss scaling before (run.json's dtype_policy says which; ignored, with "

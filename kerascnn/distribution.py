@@ -1,12 +1,13 @@
 """The devices a run trains on: accelerators, mixed precision and the
 distribution strategies (`--distribute`): tf.distribute's
 MirroredStrategy and MultiWorkerMirroredStrategy on tensorflow,
-keras.distribution.DataParallel on jax. `run_scope` puts a run under them."""
+keras.distribution.DataParallel on jax, in one process or across several
+(`join_processes`). `run_scope` puts a run under them."""
 
 import contextlib
 import os
 
-from kerascnn.config import spell
+from kerascnn.config import spell, spell_set
 from kerascnn.errors import KerasCNNError
 
 
@@ -70,11 +71,91 @@ def cluster_task():
 def is_chief(distribute):
     """Whether this process writes the run: always, except under
     multi-worker training on a worker other than the cluster's chief (the
-    "chief" task, else worker 0)."""
+    "chief" task, else worker 0) and under multi-process data-parallel
+    training on a process other than 0."""
+    if distribute == "data-parallel":
+        return process_part(distribute)[0] == 0
     if distribute != "multi-worker":
         return True
     kind, index, _, has_chief = cluster_task()
     return kind == "chief" or index == 0 and not has_chief
+
+
+# keras.distribution.initialize reads these: the coordinator's (process 0's) host:port, or every process's
+PROCESS_VARIABLES = ("KERAS_DISTRIBUTION_JOB_ADDRESSES", "KERAS_DISTRIBUTION_NUM_PROCESSES",
+                     "KERAS_DISTRIBUTION_PROCESS_ID")
+
+
+def process_cluster():
+    """The processes of a multi-process data-parallel run as Keras'
+    variables (PROCESS_VARIABLES) name them: (coordinator address, number
+    of processes, this process's id); None when none is set; a
+    KerasCNNError saying what is wrong with a malformed setting."""
+    given = {name: os.environ.get(name, "").strip() for name in PROCESS_VARIABLES}
+    if not any(given.values()):
+        return None
+    addresses_name, count_name, index_name = PROCESS_VARIABLES
+    example = f"{addresses_name}=host0:12345 {count_name}=2 {index_name}=0 (1 on the other machine)"
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise KerasCNNError(f"{' and '.join(missing)} not set: a multi-process run reads all three of "
+                            f"{', '.join(PROCESS_VARIABLES)}, e.g. {example}")
+    count, index = given[count_name], given[index_name]
+    if not count.isdigit() or int(count) < 1:
+        raise KerasCNNError(f"{count_name}={count} is not a number of processes (a whole number, at least 1); "
+                            f"e.g. {example}")
+    count = int(count)
+    if not index.isdigit() or int(index) >= count:
+        raise KerasCNNError(f"{index_name}={index} is not one of the {count_name}={count} processes: "
+                            f"number them 0 to {count - 1}, the coordinator 0")
+    index = int(index)
+    addresses = given[addresses_name].split(",")
+    if len(addresses) > 1 and len(addresses) != count or not all(
+            host and port.isdigit() for host, _, port in (a.strip().rpartition(":") for a in addresses)):
+        raise KerasCNNError(f"{addresses_name}={given[addresses_name]} is not process 0's host:port (or one "
+                            f"host:port per process, {count} in all); e.g. {example}")
+    return addresses[0].strip(), count, index
+
+
+def join_processes(distribute):
+    """Join the other processes of a multi-process `--distribute
+    data-parallel` run (keras.distribution.initialize, which starts
+    jax.distributed) when Keras' variables name them: first, before JAX
+    makes any array. Nothing when they are not set, or once joined."""
+    cluster = process_cluster()
+    if cluster is None:
+        return
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "jax" or distribute != "data-parallel":
+        raise KerasCNNError(f"{', '.join(PROCESS_VARIABLES)} start a multi-process run, which needs "
+                            f"{spell_set('distribute', 'data-parallel')} on the jax backend (here: "
+                            f"{spell('distribute')} {distribute or 'not set'}, backend {backend}); "
+                            f"unset them to train in one process")
+    import jax
+
+    if jax.distributed.is_initialized():
+        return
+    address, count, index = cluster
+    try:
+        keras.distribution.initialize(address, count, index)
+    except (RuntimeError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KerasCNNError(f"process {index} of {count} could not join the run at {address}: {first} (start "
+                            f"it in a fresh process, before anything uses JAX)") from None
+
+
+def process_part(distribute):
+    """(this process's index, number of processes): the share of every
+    global batch this process feeds under data-parallel training,
+    keras.distribution laying a batch's rows over the processes' devices in
+    process order; (0, 1) otherwise."""
+    if distribute != "data-parallel":
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
 
 
 def multi_worker_strategy():
@@ -122,17 +203,21 @@ def distribution_scope(distribute, echo=None):
         return strategy.scope(), strategy.num_replicas_in_sync
     devices = keras.distribution.list_devices()
     previous = keras.distribution.distribution()
+    data_parallel = keras.distribution.DataParallel(devices=devices)
+    data_parallel.auto_shard_dataset = False  # each process feeds its own share (inputs.TrainingBatches `part`)
 
     @contextlib.contextmanager
     def scope():
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        keras.distribution.set_distribution(data_parallel)
         try:
             yield
         finally:
             keras.distribution.set_distribution(previous)
 
     if echo:
-        echo(f"distribute: keras.distribution.DataParallel over {len(devices)} device(s)")
+        index, count = process_part(distribute)
+        echo(f"distribute: keras.distribution.DataParallel over {len(devices)} device(s)"
+             + (f", process {index} of {count}" + ("" if index == 0 else "; process 0 writes the run")) * (count > 1))
     return scope(), len(devices)
 
 
@@ -222,9 +307,9 @@ def sharded(settings, dataset):
 
 
 def data_parallel_devices(settings):
-    """The devices `--distribute data-parallel` splits each batch over (1
-    otherwise): a training epoch's short last batch keeps a multiple of them,
-    an evaluation's is padded with samples of weight 0."""
+    """The devices `--distribute data-parallel` splits each batch over, those
+    of every process (1 otherwise): a training epoch's short last batch keeps
+    a multiple of them, an evaluation's is padded with samples of weight 0."""
     if settings.distribute != "data-parallel":
         return 1
     import keras

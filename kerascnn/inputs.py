@@ -44,6 +44,14 @@ def epoch_order(n, epoch, *, seed=0, sampling="shuffle"):
     return rng.permutation(n).astype(np.int64)
 
 
+def local_rows(n, part):
+    """The rows of a batch of `n` that process `part[0]` of `part[1]`
+    feeds: its contiguous share, as keras.distribution lays a global batch
+    over the devices of the processes in turn."""
+    index, count = part
+    return slice(n * index // count, n * (index + 1) // count)
+
+
 class TrainingBatches:
     """The training batches of epochs `initial_epoch` .. `epochs - 1` as one
     stream: ((uint8 images, float32 parameters), int32 labels), the last
@@ -53,7 +61,8 @@ class TrainingBatches:
     batches ahead on a thread); `batch(epoch, step)` any one batch."""
 
     def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
-                 image_size=None, prefetch=PREFETCH, multiple=1, tricks=None, num_classes=None, indices=False):
+                 image_size=None, prefetch=PREFETCH, multiple=1, part=(0, 1),
+                 tricks=None, num_classes=None, indices=False):
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
@@ -64,6 +73,7 @@ class TrainingBatches:
         self.tricks, self.num_classes = tricks, num_classes  # kerascnn.tricks: labels one-hot or mixed
         # split over `multiple` devices: an epoch's short last batch keeps a multiple of them (or goes)
         self.multiple = multiple
+        self.part = part  # (index, count): this process feeds its share of every batch (local_rows)
         rest = len(x) % batch_size
         self.steps = len(x) // batch_size + (rest - rest % multiple > 0)
         self._order = (None, None)
@@ -83,6 +93,8 @@ class TrainingBatches:
 
             rows, labels = mix_rows(self.tricks, labels, self.num_classes, self.image_size, self.seed, epoch, step)
             params = np.concatenate([params, rows], axis=1)
+        mine = local_rows(len(index), self.part)  # drawn for the whole batch: every split trains alike
+        index, params, labels = index[mine], params[mine], labels[mine]
         return (index.astype(np.int32) if self.indices else self.x[index], params), labels
 
     def __iter__(self):
@@ -134,13 +146,14 @@ class Batches(keras.utils.PyDataset):
     ((images, params), labels) for a TrainingModel; else the images passed
     through `transform` (eagerly, on the device), as a plain model takes them."""
 
-    def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1, one_hot=0):
+    def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1, part=(0, 1), one_hot=0):
         super().__init__()
         if batch_size < 1:
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.transform, self.columns = batch_size, transform, columns
         self.multiple = multiple  # > 1: split over devices; a short batch padded, its padding weighted 0
+        self.part = part  # (index, count): this process's share of every batch (local_rows)
         self.one_hot = one_hot  # > 0: labels one-hot over this many classes (a run with soft labels)
 
     def __len__(self):
@@ -158,6 +171,8 @@ class Batches(keras.utils.PyDataset):
                 images = np.concatenate([images, np.repeat(images[-1:], pad, axis=0)])
                 labels = np.concatenate([labels, np.repeat(labels[-1:], pad)])
                 weights = np.concatenate([weights, np.zeros(pad, np.float32)])
+            mine = local_rows(len(images), self.part)
+            images, labels, weights = images[mine], labels[mine], weights[mine]
         if self.one_hot:
             labels = np.eye(self.one_hot, dtype=np.float32)[labels]
         params = np.zeros((len(images), self.columns), np.float32)

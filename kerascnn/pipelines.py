@@ -4,7 +4,7 @@ ready; on jax and torch host batches of uint8 images (kerascnn.inputs) that
 the run's `input_transform` turns into the model's input on the device."""
 
 from kerascnn.data import make_pipeline, tf_backend
-from kerascnn.distribution import data_parallel_devices, sharded
+from kerascnn.distribution import data_parallel_devices, process_part, sharded
 from kerascnn.tricks import Tricks
 
 
@@ -44,7 +44,8 @@ def eval_pipeline(settings, data, x, y):
         from kerascnn.transforms import param_columns
 
         return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)) + len(tricks.columns()),
-                       multiple=data_parallel_devices(settings), one_hot=one_hot)
+                       multiple=data_parallel_devices(settings), part=process_part(settings.distribute),
+                       one_hot=one_hot)
     mean, std = data.stats()
     batches = make_pipeline(
         x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
@@ -73,7 +74,8 @@ def training_pipeline(settings, data, initial_epoch=0):
         batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
                                   initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
                                   augment=settings.augment, image_size=settings.image_size,
-                                  multiple=data_parallel_devices(settings), tricks=Tricks.of(settings),
+                                  multiple=data_parallel_devices(settings),
+                                  part=process_part(settings.distribute), tricks=Tricks.of(settings),
                                   num_classes=data.num_classes, indices=settings.data_on_device == "on")
         return batches, batches.steps
 

@@ -17,8 +17,8 @@ from kerascnn import io
 from kerascnn.choices import SCHEDULE_DEFAULTS
 from kerascnn.config import FitConfig, spell, spell_set
 from kerascnn.data import tf_backend
-from kerascnn.distribution import (check_distribute, is_chief, multi_worker_strategy, reduce_scalars_across_workers,
-                                   run_scope, symbolic_build_locally)
+from kerascnn.distribution import (check_distribute, is_chief, join_processes, multi_worker_strategy,
+                                   reduce_scalars_across_workers, run_scope, symbolic_build_locally)
 from kerascnn.errors import KerasCNNError
 from kerascnn.optimizers import make_optimizer
 from kerascnn.pipelines import eval_pipeline, prepared, training_pipeline
@@ -85,6 +85,7 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
 
         check_distribute(given.distribute, keras.backend.backend())
         multi_worker_strategy()
+    join_processes(given.distribute)  # a multi-process data-parallel run: jax.distributed before any JAX array
     echo = print if verbose else None
     prep = dataclasses.replace(prepare(given, echo=echo, callbacks=callbacks), replay=replay)
     if not is_chief(prep.settings.distribute):
@@ -109,10 +110,11 @@ def _fit(t, callbacks):
 
 
 def _fit_elsewhere(prep, callbacks, verbose, echo):
-    """A multi-worker run's other workers: the same steps as the chief (the
-    strategy's collectives need every worker in each), writing into a
-    temporary folder that is removed afterwards. Returns the FitResult with
-    `model_path` where the chief writes and nothing in `paths`."""
+    """A multi-worker run's other workers, and a multi-process data-parallel
+    run's processes but 0: the same steps as the chief (the collectives need
+    every process in each), writing into a temporary folder that is removed
+    afterwards. Returns the FitResult with `model_path` where the chief
+    writes and nothing in `paths`."""
     import shutil
     import tempfile
 
@@ -141,6 +143,7 @@ class RunFolder:
     state: dict = None
     resume_from: Path = None
     new_id: str = dataclasses.field(default_factory=lambda: uuid.uuid4().hex)
+    resumes: RunFiles = None  # the files of the run it resumes: the chief's where this process writes elsewhere
 
     @property
     def model_path(self):
@@ -157,6 +160,13 @@ class RunFolder:
     @property
     def run_id(self):
         return self.state["run_id"] if self.state else self.new_id
+
+    def recording(self, kind):
+        """The resumed run's recording `kind` ("steps", "activations"): in
+        its run in progress, else beside the finished run it extends."""
+        files = self.resumes or self.files
+        path = files.in_progress(kind)
+        return path if self.resume_from.parent == files.partial else files.finished_name(path)
 
 
 @dataclasses.dataclass
@@ -200,7 +210,7 @@ def open_run_folder(config, replay=False, elsewhere=None):
     if config.resume:
         for checkpoint in (last, files.checkpoint("last")):  # unfinished, else finished: extend it
             if checkpoint.exists():
-                return RunFolder(writes, io.read_state(checkpoint), checkpoint)
+                return RunFolder(writes, io.read_state(checkpoint), checkpoint, resumes=files)
         raise KerasCNNError(f"{spell('resume')}: no checkpoint to continue from: neither {last} nor "
                             f"{files.checkpoint('last')} exists")
     if last.exists() and not config.overwrite:
@@ -336,9 +346,7 @@ def step_log(t):
     log = StepLog(folder.files.in_progress("steps"), settings.log_every, settings.batch_size,
                   epoch_images(settings, t.data))
     if folder.state is not None:
-        source = folder.files.in_progress("steps") if folder.resume_from.parent == folder.run_dir \
-            else folder.files.steps_csv
-        log.resume_from(folder.initial_epoch, source)
+        log.resume_from(folder.initial_epoch, folder.recording("steps"))
     return log
 
 
@@ -353,9 +361,7 @@ def activation_recorder(t):
     recorder = cb.ActivationRecorder(folder.files.in_progress("activations"), settings.record_layers, probe,
                                      data.y_test[index], index)
     if folder.state is not None:
-        recorded = folder.files.in_progress("activations") if folder.resume_from.parent == folder.run_dir \
-            else folder.files.activations
-        recorder.resume_from(folder.initial_epoch, recorded)
+        recorder.resume_from(folder.initial_epoch, folder.recording("activations"))
     return recorder
 
 
