@@ -60,15 +60,20 @@ class BatchLogReader(keras.callbacks.Callback):
     training thread, queues each call's first batch, and a call's logs wait
     until every earlier call's have been read. Driven without
     `on_train_batch_begin` (by hand), each call's logs are read at once.
+    The loop may start calls up to `AHEAD` steps past the last one read
+    (the device has those queued, so it never idles), then waits for the
+    reading to catch up: a stop it asks for comes that soon.
     `on_batch_logs` must not touch `self.model` (on jax, reading it copies
     the training state back into the model, racing the loop that is
     donating it): `stop_training()` asks the loop to stop."""
 
     async_safe = True
+    AHEAD = 16  # steps the training loop may start past the last call read
+    WAIT_S = 60.0  # the longest it waits for that reading at once (then goes on, never stuck)
 
     def __init__(self):
         super().__init__()
-        self._begun, self._ended, self._lock = collections.deque(), {}, threading.Lock()
+        self._begun, self._ended, self._lock = collections.deque(), {}, threading.Condition()
 
     def on_epoch_begin(self, epoch, logs=None):
         # Keras has waited for the last epoch's callbacks before its on_epoch_end: none is running
@@ -76,19 +81,25 @@ class BatchLogReader(keras.callbacks.Callback):
         self._ended.clear()
 
     def on_train_batch_begin(self, batch, logs=None):
-        self._begun.append(batch)
+        calls = max(1, self.AHEAD // getattr(self._model, "steps_per_execution", 1))
+        with self._lock:
+            self._begun.append(batch)
+            self._lock.wait_for(lambda: len(self._begun) <= calls + 1, timeout=self.WAIT_S)
 
     def on_train_batch_end(self, batch, logs=None):
         with self._lock:
             if not self._begun:
                 return self.on_batch_logs(batch, logs or {})
             self._ended[batch] = logs or {}
-            while self._begun and self._ended:
-                first = min(self._ended)
-                if len(self._begun) > 1 and first >= self._begun[1]:
-                    return  # the oldest call has not ended yet
-                self._begun.popleft()
-                self.on_batch_logs(first, self._ended.pop(first))
+            try:
+                while self._begun and self._ended:
+                    first = min(self._ended)
+                    if len(self._begun) > 1 and first >= self._begun[1]:
+                        return  # the oldest call has not ended yet
+                    self._begun.popleft()
+                    self.on_batch_logs(first, self._ended.pop(first))
+            finally:
+                self._lock.notify_all()
 
     def on_batch_logs(self, batch, logs):
         """The logs (floats) after the call that ended with `batch`."""

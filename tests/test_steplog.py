@@ -194,6 +194,33 @@ def test_calls_are_read_in_the_order_they_began_however_their_threads_finish(tmp
     assert by_hand.read == [(3, 3.0)]
 
 
+def test_the_loop_waits_once_it_is_ahead_of_the_reading():
+    """A training loop AHEAD steps past the last call read waits in on_train_batch_begin (the device still has
+    those steps queued) until a call is read, so that a stop asked for by a reader comes within that many
+    steps."""
+    import threading
+
+    from kerascnn.steplog import BatchLogReader
+
+    class Reader(BatchLogReader):
+        AHEAD = 2
+
+        def on_batch_logs(self, batch, logs):
+            pass
+
+    reader = Reader()
+    reader.on_epoch_begin(0)
+    for begin in (0, 1, 2):  # the two ahead of call 0 start at once
+        reader.on_train_batch_begin(begin)
+    loop = threading.Thread(target=reader.on_train_batch_begin, args=(3,))
+    loop.start()
+    loop.join(0.3)
+    assert loop.is_alive()  # a third ahead waits ...
+    reader.on_train_batch_end(0, {"loss": 1.0})
+    loop.join(5)
+    assert not loop.is_alive()  # ... until call 0 is read
+
+
 @pytest.mark.core
 def test_fit_waits_for_the_device_at_the_epochs_end_only(tmp_path):
     """Keras' conversions of tensor logs to floats on the training thread (each a wait for the device), per
