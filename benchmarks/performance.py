@@ -89,8 +89,8 @@ class Budget:
     # LeNet at batch 250: 216 steps an epoch, 12 a call (256 makes 211, a prime: 1 a call)
     scale_out: dict = dataclasses.field(default_factory=lambda: {"lenet": (250, None, 3), "resnet18": (64, 2560, 3)})
     study_images: int = 10_000
-    host_images: dict = dataclasses.field(default_factory=lambda: {"lenet": 4096, "resnet18": 512})
-    host_rounds: int = 3  # host-cost: processes a side, alternating which side goes first
+    host_images: dict = dataclasses.field(default_factory=lambda: {"lenet": 16384, "resnet18": 2048})
+    host_rounds: int = 5  # host-cost: processes a side, alternating which side goes first
     profile_repeats: int = 30
     profile_op_steps: int = 10
     timeout: int = 3600
