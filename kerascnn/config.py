@@ -237,7 +237,7 @@ class FitConfig:
     steps_per_execution: int = _option(None, "Training steps per call into the compiled function (the batch "
                                        "callbacks run after each call; results are the same); tensorflow and jax [auto: the "
                                        "largest divisor of an epoch's steps up to 16; torch and --distribute: 1].",
-                                       kind="int", group="system", low=1)
+                                       kind="int", group="system", low=1, auto=True, metavar="N|auto")
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -338,12 +338,12 @@ def coerce_option(name, value):
 def _coerce(field, value):
     """The value in the field's type, or an OptionError naming the option."""
     meta, name, kind = field.metadata, field.name, field.metadata["kind"]
-    if value is None:
+    if value is None or meta.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
         return () if kind == "names" else None
     try:
         value = READERS[kind](value)
     except (TypeError, ValueError):
-        _fail(name, f"{{option}} expects {EXPECTS[kind]}, got {value!r}")
+        _fail(name, f"{{option}} expects {EXPECTS[kind]}{' or auto' * bool(meta.get('auto'))}, got {value!r}")
     noun = meta.get("noun", name)
     if kind == "choice" and value not in meta["choices"]:
         _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}")

@@ -31,6 +31,10 @@ def test_defaults_and_types():
     assert FitConfig(arch="alexnet", dense_units=512).builder_options() == {"dense_units": 512}
     assert FitConfig(activation="relu", channels=(8, 16)).model_options() == {"activation": "relu",
                                                                                "channels": [8, 16]}
+    # steps per call: "auto" (as --steps-per-execution auto) is the default rule, a number is that number
+    assert FitConfig(steps_per_execution="auto").steps_per_execution is None
+    assert FitConfig(steps_per_execution=" Auto ").steps_per_execution is None
+    assert FitConfig(steps_per_execution="4").steps_per_execution == 4
 
 
 @pytest.mark.parametrize("options, message", [
@@ -58,6 +62,8 @@ def test_defaults_and_types():
     ({"log_every": -1}, "log_every must be at least 0, got -1"),
     ({"log_every": 2.5}, "log_every expects a whole number, got 2.5"),
     ({"log_every": "ten"}, "log_every expects a whole number, got 'ten'"),
+    ({"steps_per_execution": "many"}, "steps_per_execution expects a whole number or auto, got 'many'"),
+    ({"epochs": "auto"}, "epochs expects a whole number, got 'auto'"),
 ])
 def test_bad_values_name_the_keyword(options, message):
     with pytest.raises(OptionError, match=message):
