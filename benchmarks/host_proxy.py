@@ -42,8 +42,8 @@ def measure_case(runner, net, backend):
     size, batch, width = CASES[net]
     images = b.host_images[net]
     ours = {**kerascnn_params(net, size, batch, images, b), "epochs": EPOCHS, "batch_times": False}
-    if net != "lenet":
-        ours["options"]["width"] = width
+    if net != "lenet":  # the plain loops' input: 28 px zero-padded to `size` (loops.resident_arrays)
+        ours["options"].update(width=width, resize="pad")
     plain_worker = PLAIN[backend][0]
     plain = {**framework_params(net, size, batch, images, b), "epochs": EPOCHS, "width": width}
     one = {**ours, "options": {**ours["options"], "steps_per_execution": 1}}  # jax: what several a call saves
@@ -117,7 +117,8 @@ def render(s):
     return (
         "Milliseconds of one training step where the arithmetic is tiny, so that a CPU's step is mostly host "
         "work: LeNet (ReLU, max pooling) at batch 8 on 28 px Fashion-MNIST and ResNet-18 at a quarter of its "
-        "width (16 to 128 channels) on 32 px, batch 8, AdamW. kerascnn's fit path (section 2's, whole epochs "
+        "width (16 to 128 channels) on 32 px (28 px zero-padded on both sides: kerascnn with `--resize pad`), "
+        "batch 8, AdamW. kerascnn's fit path (section 2's, whole epochs "
         "timed: no batch callback of the benchmark's own) against the plain loop of each framework on the "
         "same network: a bare `model.fit` (section 2), a `jax.jit` loop over `model.stateless_call` and a "
         f"plain PyTorch loop (section 3). Each configuration ran in its own process, {s['rounds']} "
