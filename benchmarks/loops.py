@@ -5,7 +5,6 @@ sgemm rate. Imports nothing heavy at module level (gpu.py borrows the
 PyTorch networks on machines without TensorFlow).
 """
 
-import contextlib
 import functools
 import math
 import statistics
@@ -109,16 +108,6 @@ def kerascnn_model(net, size, width=1.0):
     return build_model(net, input_shape=(size, size, 1), num_classes=10, **net_options(net, width))
 
 
-@contextlib.contextmanager
-def log_syncs():
-    """kerascnn.callbacks.count_log_syncs around a fit: the main thread's
-    waits for the device (Keras' conversions of a step's logs to floats)."""
-    from kerascnn.callbacks import count_log_syncs
-
-    with count_log_syncs() as counts:
-        yield counts
-
-
 @worker
 def sgemm(n, library, repeats=10):
     """GFLOP/s of float32 n x n matrix products in `library` ("numpy" or
@@ -152,6 +141,7 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True):
     after the checkpoint, else its steps alone. Counts the waits for the
     device per training step."""
     from kerascnn import preparation, train
+    from kerascnn.callbacks import count_log_syncs
     from kerascnn.inputs import network
 
     timer = epoch_timer(batches=batch_times)
@@ -169,7 +159,7 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True):
             t.callbacks = train.make_callbacks(t, [timer] if batch_times else [])
             if not batch_times:  # first: each epoch's end timed at Keras' wait for its logs, before checkpoints
                 t.callbacks.all.insert(0, timer)
-            with log_syncs() as syncs:
+            with count_log_syncs() as syncs:
                 steps = train.train(t, model) * epochs
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution,
@@ -200,12 +190,14 @@ def bare_fit(net, size, batch, train_images, epochs, width=1.0):
     "auto", shuffling, the string loss and optimizer)."""
     import keras
 
+    from kerascnn.callbacks import count_log_syncs
+
     x, y = resident_arrays(size, train_images)
     keras.utils.set_random_seed(0)
     model = user_model(net, size, width)
     model.compile(optimizer="adamw", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     timer = epoch_timer()
-    with log_syncs() as syncs:
+    with count_log_syncs() as syncs:
         model.fit(x, y, batch_size=batch, epochs=epochs, verbose=0, callbacks=[timer])
     steps = -(-len(x) // batch) * epochs
     return {**timer_rates(timer, len(x)), **model_facts(model), "log_syncs_per_step": syncs.per_step(steps)}

@@ -176,7 +176,7 @@ def resolve_data_on_device(choice, nbytes, backend, distribute=None, accelerator
     if backend == "tensorflow" or distribute:
         return "off"
     size = f"{nbytes / 2**20:.1f} MiB of uint8"
-    why = f"{spell_set('data_on_device', choice)}"
+    why = spell_set("data_on_device", choice)
     if choice == "auto":
         free = free_device_memory() if accelerator else None
         choice = "on" if free is not None and nbytes * DEVICE_SHARE <= free else "off"

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, option_name,
-                             read_options, spell, spell_set)
+                             spell, spell_set)
+from kerascnn.config_files import read_options
 from kerascnn.errors import KerasCNNError
 from kerascnn.runfiles import STUDY_FORMAT, StudyFolder
 
