@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 
 from kerascnn.config import (FIELDS, MODEL_OPTIONS, FitConfig, OptionError, _jsonable, coerce_option, option_name,
-                             spell, spell_set)
-from kerascnn.config_files import read_options
+                             read_options, spell, spell_set)
 from kerascnn.errors import KerasCNNError
 from kerascnn.runfiles import STUDY_FORMAT, StudyFolder
 
