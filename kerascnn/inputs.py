@@ -206,6 +206,32 @@ class TrainingModel(keras.Model):
             images = keras.ops.take(self.images, images, axis=0)
         return self.net(self.transform(images, params, training=training), training=training)
 
+    def train_step(self, data):
+        native = self._native_step(data)
+        return native.train_step(data) if native else super().train_step(data)
+
+    def test_step(self, data):
+        native = self._native_step(data)
+        return native.test_step(data) if native else super().test_step(data)
+
+    def _native_step(self, data):
+        """On torch, kerascnn.torch_native's step (the same function without
+        Keras' per-layer Python) once Keras' first step has built the
+        optimizer and metrics; None where Keras' own step runs."""
+        from kerascnn import torch_native
+
+        compiled = getattr(self, "_compile_metrics", None)
+        if not torch_native.enabled() or compiled is None or not compiled.built or len(data) > 2 and data[2] is not None:
+            return None
+        key = (id(self.optimizer), id(compiled), id(self._compile_loss))
+        if getattr(self, "_native", (None, None))[0] != key:
+            why = torch_native.NativeStep.reason(self)
+            if why:
+                torch_native.say_once(f"{why} has no native torch kernel here: training through Keras' own "
+                                      "torch step (slower, the same function)")
+            self._native = (key, None if why else torch_native.NativeStep(self))
+        return self._native[1]
+
 
 def network(model):
     """The network a model trains: `model.net` of a TrainingModel, else `model`."""

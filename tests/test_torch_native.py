@@ -1,0 +1,141 @@
+"""kerascnn.torch_native: the torch training step without Keras' per-layer
+Python computes what Keras' own torch step computes. Runs under torch
+(tests/test_backend.py runs the core tests there)."""
+
+import numpy as np
+import pytest
+
+import keras
+
+from kerascnn import inputs, torch_native
+from kerascnn.models import build_model
+from kerascnn.preparation import compile_model
+from kerascnn.transforms import InputTransform
+from kerascnn.tricks import Tricks
+
+pytestmark = [pytest.mark.core,
+              pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's step")]
+
+# every family at a small width and the smallest size it takes; mobilenet's "same" stride-2 depthwise convs,
+# googlenet's "same" stride-2 max pools and concatenations, resnet's adds, nin's and alexnet's dropout
+FAMILIES = {"lenet": (28, 1, {"activation": "relu", "pool": "max"}), "alexnet": (63, 3, {"width": 0.1}),
+            "vgg11": (32, 3, {"width": 0.1, "dense_units": 16}), "nin": (67, 3, {"width": 0.1}),
+            "googlenet": (32, 3, {"width": 0.1}), "resnet18": (32, 3, {"width": 0.1}),
+            "mobilenet": (32, 3, {"width": 0.25})}
+
+
+def training_model(arch, size, channels, options, optimizer="adamw", tricks=Tricks(), seed=0, **compile_options):
+    from kerascnn.optimizers import make_optimizer
+
+    keras.utils.set_random_seed(seed)
+    net = build_model(arch, input_shape=(size, size, channels), num_classes=10, **options)
+    transform = InputTransform((size, size, channels), [0.5] * channels, [0.25] * channels, tricks=tricks)
+    model = inputs.TrainingModel(net, transform)
+    compile_model(net, make_optimizer(optimizer, **compile_options), jit_compile=False, tricks=tricks)
+    compile_model(model, net.optimizer, jit_compile=False, tricks=tricks)
+    return model
+
+
+def batch(size, channels, n=4, seed=1, soft=False):
+    import torch
+
+    rng = np.random.default_rng(seed)
+    images = torch.from_numpy(rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8))
+    params = torch.zeros((n, 0))
+    labels = rng.integers(0, 10, n)
+    labels = np.eye(10, dtype=np.float32)[labels] if soft else labels.astype(np.int32)
+    return (images, params), torch.from_numpy(labels)
+
+
+def seed_states(model):
+    """The random state dropout draws from: the layers' seed generators and, unseeded, torch's own."""
+    import torch
+
+    return torch.random.get_rng_state(), [v.value.clone() for v in model.variables if "seed_generator" in v.path]
+
+
+def restore(model, states):
+    import torch
+
+    torch.random.set_rng_state(states[0])
+    for v, s in zip([v for v in model.variables if "seed_generator" in v.path], states[1]):
+        v.value.copy_(s)
+
+
+def assert_close(ours, theirs, tolerance, what):
+    """At most `tolerance` apart, relative to the larger of 1 and the tensor's largest magnitude (float32
+    sums in another order differ by that much on large values)."""
+    ours, theirs = (np.asarray(t.detach().float().numpy() if hasattr(t, "detach") else t) for t in (ours, theirs))
+    scale = max(1.0, float(np.abs(theirs).max()))
+    assert np.abs(ours - theirs).max() <= tolerance * scale, f"{what}: {np.abs(ours - theirs).max()} apart"
+
+
+@pytest.mark.parametrize("arch", list(FAMILIES))
+def test_the_same_outputs_gradients_and_statistics_as_keras(arch):
+    import torch
+
+    size, channels, options = FAMILIES[arch]
+    model = training_model(arch, size, channels, options)
+    assert torch_native.NativeStep.reason(model) == ""
+    model.train_on_batch(*batch(size, channels, seed=0))  # Keras builds its metrics and optimizer
+    step = torch_native.NativeStep(model)
+    (images, params), labels = batch(size, channels)
+    x = model.transform(images, params)
+    for training in (False, True):
+        states, stats = seed_states(model), [v.value.clone() for v in model.non_trainable_variables]
+        ours = step.graph(x, training=training)
+        loss = step.loss(ours, labels)
+        ours_grads = torch.autograd.grad(loss, step.params)
+        ours_stats = [v.value.clone() for v in model.non_trainable_variables]
+        restore(model, states)
+        for v, s in zip(model.non_trainable_variables, stats):
+            v.value.copy_(s)
+        theirs = model.net(x, training=training)
+        their_loss = model._compute_loss(x=None, y=labels, y_pred=theirs, training=True)
+        their_grads = torch.autograd.grad(their_loss, step.params)
+        assert_close(ours, theirs, 1e-6, "outputs")
+        assert_close(loss, their_loss, 1e-6, "loss")
+        for v, a, b in zip(model.trainable_variables, ours_grads, their_grads):
+            assert_close(a, b, 1e-5, f"gradient of {v.path}")
+        for v, a in zip(model.non_trainable_variables, ours_stats):
+            assert_close(a, v.value, 1e-6, v.path)
+
+
+def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
+    """LeNet's weights and logs after a Keras step and three more, natively or through Keras."""
+    from kerascnn.schedules import OneCycle
+
+    monkeypatch.setenv(torch_native.ENV, "1" if native else "0")
+    rate = OneCycle(0.01, 8) if schedule else None
+    model = training_model("lenet", 28, 1, {"activation": "relu", "batchnorm": True}, optimizer=optimizer,
+                           tricks=tricks, lr=rate, **options)
+    model.net.get_layer("conv1").kernel.regularizer = keras.regularizers.L2(1e-3)  # what --l2 sets
+    soft = tricks.soft_labels
+    logs = [model.train_on_batch(*batch(28, 1, n=8, seed=s, soft=soft), return_dict=True) for s in range(4)]
+    logs.append(model.test_on_batch(*batch(28, 1, n=8, seed=9, soft=soft), return_dict=True))
+    assert isinstance(getattr(model, "_native", (None, None))[1], torch_native.NativeStep) == native
+    return [v.value.detach().clone() for v in model.variables], logs, int(model.optimizer.iterations.numpy())
+
+
+@pytest.mark.parametrize("optimizer, options", [
+    ("sgd", {}), ("momentum", {}), ("nesterov", {"weight_decay": 0.01}), ("adagrad", {}), ("rmsprop", {}),
+    ("adam", {}), ("adamw", {}), ("adamw", {"schedule": True})])
+def test_training_steps_match_keras_for_every_optimizer(optimizer, options, monkeypatch):
+    ours = train_three_steps(True, optimizer, monkeypatch, **options)
+    theirs = train_three_steps(False, optimizer, monkeypatch, **options)
+    assert ours[2] == theirs[2] == 4
+    for a, b in zip(ours[0], theirs[0]):
+        assert_close(a, b, 1e-5, "weights")
+    assert [sorted(log) for log in ours[1]] == [sorted(log) for log in theirs[1]]
+    for a, b in zip(ours[1], theirs[1]):
+        for name in a:
+            assert_close(np.float32(a[name]), np.float32(b[name]), 1e-5, name)
+
+
+def test_soft_labels_and_label_smoothing_match_keras(monkeypatch):
+    tricks = Tricks(label_smoothing=0.1)
+    ours, theirs = (train_three_steps(native, "adamw", monkeypatch, tricks=tricks) for native in (True, False))
+    for a, b in zip(ours[0], theirs[0]):
+        assert_close(a, b, 1e-5, "weights")
+    for a, b in zip(ours[1], theirs[1]):
+        assert sorted(a) == sorted(b) and all(abs(a[k] - b[k]) <= 1e-5 for k in a)
