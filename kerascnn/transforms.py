@@ -17,6 +17,7 @@ batch, this crop one offset per image.
 """
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -89,12 +90,31 @@ def scale_and_resize(images, size, resize="resize"):
 
 def normalize(x, channels, mean, std):
     """(x - mean) / std per channel, then gray <-> RGB to `channels`."""
-    x = (x - ops.convert_to_tensor(np.asarray(mean, np.float32))) / ops.convert_to_tensor(np.asarray(std, np.float32))
+    x = (x - _constant(mean)) / _constant(std)
     if x.shape[-1] == 1 and channels == 3:
         x = ops.tile(x, [1, 1, 1, 3])
     elif x.shape[-1] == 3 and channels == 1:
-        x = ops.sum(x * ops.convert_to_tensor(np.asarray(GRAY_WEIGHTS, np.float32)), axis=-1, keepdims=True)
+        x = ops.sum(x * _constant(GRAY_WEIGHTS), axis=-1, keepdims=True)
     return x
+
+
+def _constant(values):
+    """Per-channel `values` for arithmetic with a backend tensor: one value
+    as a Python float (no tensor made, so nothing sent to the device in a
+    torch step); several as a float32 tensor, on torch made once a device."""
+    values = tuple(float(np.float32(v)) for v in values)
+    if len(set(values)) == 1:
+        return values[0]
+    if keras.backend.backend() == "torch":
+        from keras.src.backend.torch.core import get_device
+
+        return _torch_constant(values, str(get_device()))
+    return ops.convert_to_tensor(np.asarray(values, np.float32))
+
+
+@functools.cache
+def _torch_constant(values, device):
+    return ops.convert_to_tensor(np.asarray(values, np.float32))
 
 
 def preprocess(images, input_shape, mean, std, resize="resize"):

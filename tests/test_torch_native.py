@@ -139,3 +139,80 @@ def test_soft_labels_and_label_smoothing_match_keras(monkeypatch):
         assert_close(a, b, 1e-5, "weights")
     for a, b in zip(ours[1], theirs[1]):
         assert sorted(a) == sorted(b) and all(abs(a[k] - b[k]) <= 1e-5 for k in a)
+
+
+class HostTraffic:
+    """A CPU stand-in for torch's CUDA sync debug mode: counts, as torch
+    functions are called, what on a GPU would copy from the host to the
+    device (a tensor made from Python or NumPy data on the compute device)
+    or wait for the device (a tensor's value read on the host). Work that
+    Keras' device scope sends to "cpu" explicitly is host work, not counted."""
+
+    MAKERS = ("tensor", "as_tensor", "from_numpy", "asarray", "scalar_tensor")
+    READS = ("item", "tolist", "numpy", "__array__", "cpu", "__bool__", "__float__", "__int__", "__index__")
+
+    def __enter__(self):
+        import torch
+        from torch.overrides import TorchFunctionMode
+
+        from keras.src.backend.common.global_state import get_global_attribute
+
+        counts = self.counts = []
+
+        class Mode(TorchFunctionMode):
+            def __torch_function__(self, func, types, args=(), kwargs=None):
+                name = getattr(func, "__name__", "")
+                if get_global_attribute("torch_device") != "cpu" and (
+                        name in HostTraffic.MAKERS and func in [getattr(torch, n, None) for n in HostTraffic.MAKERS]
+                        or name in HostTraffic.READS and func is getattr(torch.Tensor, name, None)):
+                    counts.append(name)
+                return func(*args, **(kwargs or {}))
+
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_no_host_to_device_copy_or_wait_inside_the_native_step(native, monkeypatch):
+    """Augmentation, mixup, a per-step schedule, batch norm, the metrics:
+    the native step neither sends constants from the host nor reads a value
+    back; Keras' own step does both (the count can fail)."""
+    import torch
+
+    from kerascnn.schedules import OneCycle
+    from kerascnn.transforms import draw_params, param_columns
+    from kerascnn.tricks import mix_rows
+
+    monkeypatch.setenv(torch_native.ENV, "1" if native else "0")
+    tricks, augment = Tricks(mixup=0.2, label_smoothing=0.1), ("crop", "flip")
+    keras.utils.set_random_seed(0)
+    net = build_model("lenet", input_shape=(28, 28, 1), num_classes=10, activation="relu", batchnorm=True)
+    model = inputs.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25], augment=augment, tricks=tricks))
+    from kerascnn.optimizers import make_optimizer
+
+    compile_model(model, make_optimizer("adamw", OneCycle(0.01, 20)), jit_compile=False, tricks=tricks)
+    rng = np.random.default_rng(0)
+
+    def data(step):
+        images = rng.integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+        rows, labels = mix_rows(tricks, rng.integers(0, 10, 8), 10, 28, 0, 0, step)
+        params = np.concatenate([draw_params(augment, 8, 28, 0, 0, step), rows], axis=1)
+        assert params.shape[1] == len(param_columns(augment)) + len(tricks.columns())
+        return (torch.from_numpy(images), torch.from_numpy(params)), torch.from_numpy(labels)
+
+    model.train_on_batch(*data(0))  # Keras' first step builds what the native one uses
+    model.train_on_batch(*data(1))  # the native step's first reads the step count, once a fit
+    batches = [data(step) for step in range(2, 5)]
+    model.make_train_function()
+    with HostTraffic() as traffic:
+        for b in batches:
+            model.train_function([b])
+    assert isinstance(getattr(model, "_native", (None, None))[1], torch_native.NativeStep) == native
+    if native:
+        assert traffic.counts == []
+    else:
+        assert len(traffic.counts) >= 3
