@@ -216,3 +216,34 @@ def test_no_host_to_device_copy_or_wait_inside_the_native_step(native, monkeypat
         assert traffic.counts == []
     else:
         assert len(traffic.counts) >= 3
+
+
+def test_a_layer_outside_the_set_trains_through_keras_saying_so_once(capfd):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((28, 28, 1))
+    y = keras.layers.Conv2D(4, 3, name="conv1")(x)
+    y = keras.layers.LayerNormalization(name="norm")(y)
+    y = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(y))
+    net = keras.Model(x, y, name="custom")
+    model = inputs.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25]))
+    compile_model(model, keras.optimizers.Adam(), jit_compile=False)
+    torch_native._said.clear()
+    losses = [model.train_on_batch(*batch(28, 1, n=8, seed=s)) for s in range(3)]
+    assert model._native[1] is None and np.all(np.isfinite(losses))
+    err = capfd.readouterr().err
+    assert err.count("layer norm (LayerNormalization)") == 1 and "Keras' own torch step" in err, err
+
+
+def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
+    """kerascnn fit under torch trains natively; the .keras file holds the
+    weights it trained (loaded, it predicts as the model in memory does)."""
+    from kerascnn import io, train
+
+    result = train.fit(arch="lenet", dataset="digits", epochs=2, batch_size=32, activation="relu", batchnorm=True,
+                       output=str(tmp_path), verbose=0)
+    assert result.test_accuracy > 0.5
+    saved = io.load_model(result.model_path)
+    x = np.random.default_rng(0).normal(size=(4, *saved.input_shape[1:])).astype("float32")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(inputs.network(result.model)(x)),
+                               keras.ops.convert_to_numpy(saved(x)), atol=1e-6)
+    assert "Keras' own torch step" not in capfd.readouterr().err  # nothing fell back
