@@ -214,22 +214,22 @@ class TrainingModel(keras.Model):
         native = self._native_step(data)
         return native.test_step(data) if native else super().test_step(data)
 
-    def _native_step(self, data):
-        """On torch, kerascnn.torch_native's step (the same function without
-        Keras' per-layer Python) once Keras' first step has built the
-        optimizer and metrics; None where Keras' own step runs."""
+    def _should_torch_compile(self):
+        # the native step compiles its own forward pass and loss (--jit on); Keras compiles its step otherwise
         from kerascnn import torch_native
 
-        compiled = getattr(self, "_compile_metrics", None)
-        if not torch_native.enabled() or compiled is None or not compiled.built or len(data) > 2 and data[2] is not None:
+        return super()._should_torch_compile() and not torch_native.wanted(self)
+
+    def _native_step(self, data):
+        """On torch, kerascnn.torch_native's step (the same function without
+        Keras' per-layer Python); None where Keras' own step runs."""
+        from kerascnn import torch_native
+
+        if len(data) > 2 and data[2] is not None or not torch_native.enabled():
             return None
-        key = (id(self.optimizer), id(compiled), id(self._compile_loss))
-        if getattr(self, "_native", (None, None))[0] != key:
-            why = torch_native.NativeStep.reason(self)
-            if why:
-                torch_native.say_once(f"{why} has no native torch kernel here: training through Keras' own "
-                                      "torch step (slower, the same function)")
-            self._native = (key, None if why else torch_native.NativeStep(self))
+        key = (id(self.optimizer), id(self._compile_metrics), id(self._compile_loss), self.jit_compile)
+        if getattr(self, "_native", (None, None))[0] != key:  # made once a compile
+            self._native = (key, torch_native.NativeStep.make(self, data) if torch_native.wanted(self) else None)
         return self._native[1]
 
 

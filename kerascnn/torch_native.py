@@ -40,6 +40,23 @@ def enabled():
     return keras.backend.backend() == "torch" and os.environ.get(ENV, "1").lower() not in ("0", "false", "no", "off")
 
 
+def wanted(model):
+    """Whether TrainingModel `model` is to train natively: enabled, and its
+    network and loss within the set (its metrics are checked once built)."""
+    if not enabled():
+        return False
+    why = unsupported(model.net) or loss_unsupported(model)
+    if why:
+        say_once(f"{why} has no native torch kernel here: training through Keras' own torch step "
+                 "(slower, the same function)")
+    return not why
+
+
+def loss_unsupported(model):
+    loss = getattr(getattr(model, "_compile_loss", None), "_user_loss", None)
+    return "" if _loss_kind(loss)[0] else f"loss {type(loss).__name__}"
+
+
 def say_once(line):
     if line not in _said:
         _said.add(line)
@@ -343,11 +360,9 @@ class NativeStep:
     def __init__(self, model):
         import torch
 
-        from keras.src.backend.torch.core import get_device
-
         self.model, self.net = model, model.net
         self.graph = NativeGraph(self.net)
-        self.device = torch.device(get_device())
+        self.device = self.net.trainable_variables[0].value.device
         self.trainable = list(model.trainable_variables)
         self.params = [v.value for v in self.trainable]
         self.regularized = [(v.value, v.regularizer) for v in self.trainable if getattr(v, "regularizer", None)]
@@ -355,20 +370,33 @@ class NativeStep:
         self.metrics = [(m, _metric_fn(m)) for m in _flat_metrics(model)]
         self.optimizer = model.optimizer
         self.update = None if optimizer_unsupported(self.optimizer) else Update(self.optimizer, self.trainable)
+        self._forward_loss = self.forward_loss
+        if model.jit_compile:  # --jit on: the forward pass and loss through torch.compile, as a plain loop would
+            self._forward_loss = torch.compile(self.forward_loss, dynamic=False)
 
-    @staticmethod
-    def reason(model):
-        """Why `model` cannot train natively ("" when it can)."""
-        why = unsupported(model.net)
-        if why:
-            return why
-        loss = getattr(model._compile_loss, "_user_loss", None)
-        if _loss_kind(loss)[0] is None:
-            return f"loss {type(loss).__name__}"
+    @classmethod
+    def make(cls, model, data):
+        """The native step of `model`, building Keras' metrics (on the
+        logits of `data`'s batch) and optimizer as Keras' first step would;
+        None, saying so once, when a metric is outside the set."""
+        import torch
+
+        compiled = model._compile_metrics
+        if compiled is not None and not compiled.built:
+            step = cls.__new__(cls)
+            step.model, step.graph = model, NativeGraph(model.net)
+            step.device = model.net.trainable_variables[0].value.device
+            with torch.no_grad():
+                images, params, labels = step._inputs(data)
+                compiled.build(labels, step.forward(images, params, training=False))
         for metric in _flat_metrics(model):
             if _metric_fn(metric) is None:
-                return f"metric {metric.name}"
-        return ""
+                say_once(f"metric {metric.name} has no native torch kernel here: training through Keras' own "
+                         "torch step (slower, the same function)")
+                return None
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        return cls(model)
 
     def _inputs(self, data):
         """The batch on the device (pinned and sent without waiting) and the images the network takes."""
@@ -409,13 +437,17 @@ class NativeStep:
             loss = loss + _regularization(value, regularizer)
         return loss
 
+    def forward_loss(self, images, params, labels):
+        logits = self.forward(images, params, training=True)
+        return logits, self.loss(logits, labels)
+
     def train_step(self, data):
         import torch
 
         images, params, labels = self._inputs(data)
-        logits = self.forward(images, params, training=True)
-        loss = self.loss(logits, labels)
-        grads = torch.autograd.grad(loss, self.params, allow_unused=True)
+        logits, loss = self._forward_loss(images, params, labels)
+        scaled = loss if self.update is not None else self.optimizer.scale_loss(loss)  # Keras' loss scale, if any
+        grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)]
         with torch.no_grad():
             if self.update is not None:

@@ -76,8 +76,8 @@ def test_the_same_outputs_gradients_and_statistics_as_keras(arch):
 
     size, channels, options = FAMILIES[arch]
     model = training_model(arch, size, channels, options)
-    assert torch_native.NativeStep.reason(model) == ""
-    model.train_on_batch(*batch(size, channels, seed=0))  # Keras builds its metrics and optimizer
+    assert torch_native.wanted(model)
+    model.train_on_batch(*batch(size, channels, seed=0))  # builds the metrics and the optimizer
     step = torch_native.NativeStep(model)
     (images, params), labels = batch(size, channels)
     x = model.transform(images, params)
@@ -102,7 +102,7 @@ def test_the_same_outputs_gradients_and_statistics_as_keras(arch):
 
 
 def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
-    """LeNet's weights and logs after a Keras step and three more, natively or through Keras."""
+    """LeNet's weights and logs after four training steps and a test step, natively or through Keras."""
     from kerascnn.schedules import OneCycle
 
     monkeypatch.setenv(torch_native.ENV, "1" if native else "0")
@@ -204,9 +204,8 @@ def test_no_host_to_device_copy_or_wait_inside_the_native_step(native, monkeypat
         assert params.shape[1] == len(param_columns(augment)) + len(tricks.columns())
         return (torch.from_numpy(images), torch.from_numpy(params)), torch.from_numpy(labels)
 
-    model.train_on_batch(*data(0))  # Keras' first step builds what the native one uses
-    model.train_on_batch(*data(1))  # the native step's first reads the step count, once a fit
-    batches = [data(step) for step in range(2, 5)]
+    model.train_on_batch(*data(0))  # the native step's first builds the metrics, reads the step count once
+    batches = [data(step) for step in range(1, 4)]
     model.make_train_function()
     with HostTraffic() as traffic:
         for b in batches:
