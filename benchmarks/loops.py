@@ -7,6 +7,7 @@ PyTorch networks on machines without TensorFlow).
 
 import functools
 import math
+import os
 import statistics
 import tempfile
 import time
@@ -132,19 +133,25 @@ def sgemm(n, library, repeats=10):
 
 
 @worker
-def kerascnn_fit(arch, options, train_images, epochs, batch_times=True):
+def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_step=None):
     """fit's own stages (kerascnn.preparation, kerascnn.train) up to training, without the final
     test evaluation and save: data, settings, run folder, model, callbacks
     (history, divergence guard, checkpoints), model.fit on the tf.data
     pipeline. Times each epoch with a callback: with `batch_times` each
     batch too (which makes Keras wait for every step) and the epoch's end
     after the checkpoint, else its steps alone. Counts the waits for the
-    device per training step."""
-    from kerascnn import preparation, train
+    device per training step. `torch_step` (torch): "keras" for Keras' own
+    step, "channels_first" for the native step on contiguous NCHW input
+    (kerascnn.torch_native), None for the default."""
+    from kerascnn import preparation, torch_native, train
     from kerascnn.callbacks import count_log_syncs
     from kerascnn.inputs import network
 
     timer = epoch_timer(batches=batch_times)
+    if torch_step == "keras":
+        os.environ[torch_native.ENV] = "0"
+    elif torch_step:
+        torch_native.NativeGraph.memory_format = torch_step
     with tempfile.TemporaryDirectory() as out:
         given, _ = preparation.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
                                                                    "train_size": train_images, "output": out})
@@ -163,7 +170,8 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True):
                 steps = train.train(t, model) * epochs
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution,
-            "log_syncs_per_step": syncs.per_step(steps)}
+            "log_syncs_per_step": syncs.per_step(steps),
+            "torch_step": torch_step or ("native" if torch_native.enabled() else "keras")}
 
 
 def user_model(net, size, width=1.0):

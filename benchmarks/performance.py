@@ -20,6 +20,8 @@ Sections (`--only`), each measured and rendered by its own module:
   scale-out     scale_out.py     fit on 1 and 2 MultiWorkerMirroredStrategy workers, a study in 1 and 2 shards
   host-cost     host_proxy.py    ms per step where compute is tiny (LeNet, narrow ResNet-18, batch 8): kerascnn
                                  against each framework's plain loop, and fit's host syncs per step
+  torch-step    torch_step.py    the torch step: kerascnn's native step, Keras' own, channels_first, --jit on,
+                                 against plain PyTorch eager and compiled (LeNet b8, ResNet-18 b8 and b64)
 The training loops they time are in loops.py; harness.py runs each in a child.
 
 Fashion-MNIST comes through kerascnn's loader (KERASCNN_DATA_DIR, else
@@ -49,6 +51,7 @@ import scaling
 import startup
 import step_profile
 import throughput
+import torch_step
 from harness import REPO, RESULTS_DIR, Runner, data_dir, machine, read_json, relative, run_worker, versions, write_json
 from report import number, write_block
 
@@ -63,6 +66,7 @@ SECTIONS = {  # name: (measure(runner), render(results), title)
     "profile": (step_profile.section, step_profile.render, "7. Where a training step's time goes"),
     "scale-out": (scale_out.section, scale_out.render, "8. One process against two: workers and study shards"),
     "host-cost": (host_proxy.section, host_proxy.render, "9. Host cost per step"),
+    "torch-step": (torch_step.section, torch_step.render, "10. The torch step: native, Keras' own, plain PyTorch"),
 }
 BLOCKS = ["performance-machine", *(f"performance-{name}" for name in SECTIONS)]  # in docs/performance.md
 

@@ -142,6 +142,10 @@ class NativeGraph:
     tensors: `graph(x, training)` takes the input as Keras does and gives
     the output as Keras does; channels first in between."""
 
+    # The input permuted to channels first: a view, in channels-last memory, which torch's convolutions take
+    # as it is ("channels_last"); "channels_first" copies it to contiguous NCHW (benchmarks/torch_step.py)
+    memory_format = "channels_last"
+
     def __init__(self, net):
         self.net = net
         self.layout = keras.config.image_data_format()
@@ -164,7 +168,10 @@ class NativeGraph:
 
     def __call__(self, x, training=False):
         values = [None] * self.size
-        values[self.input] = x.permute(0, 3, 1, 2) if self.layout == "channels_last" and x.ndim == 4 else x
+        if self.layout == "channels_last" and x.ndim == 4:
+            x = x.permute(0, 3, 1, 2)
+            x = x.contiguous() if self.memory_format == "channels_first" else x
+        values[self.input] = x
         for fn, inputs, out in self.steps:
             values[out] = fn(*[values[i] for i in inputs], training=training)
         return values[self.output]
@@ -370,6 +377,7 @@ class NativeStep:
         self.metrics = [(m, _metric_fn(m)) for m in _flat_metrics(model)]
         self.optimizer = model.optimizer
         self.update = None if optimizer_unsupported(self.optimizer) else Update(self.optimizer, self.trainable)
+        self._results = self._result_plan()
         self._forward_loss = self.forward_loss
         if model.jit_compile:  # --jit on: the forward pass and loss through torch.compile, as a plain loop would
             self._forward_loss = torch.compile(self.forward_loss, dynamic=False)
@@ -389,8 +397,9 @@ class NativeStep:
             with torch.no_grad():
                 images, params, labels = step._inputs(data)
                 compiled.build(labels, step.forward(images, params, training=False))
-        for metric in _flat_metrics(model):
-            if _metric_fn(metric) is None:
+        extra = [m for m in model.metrics if m is not compiled and m is not model._loss_tracker]
+        for metric in extra + [m for m in _flat_metrics(model) if _metric_fn(m) is None]:
+            if metric is not None:
                 say_once(f"metric {metric.name} has no native torch kernel here: training through Keras' own "
                          "torch step (slower, the same function)")
                 return None
@@ -476,16 +485,18 @@ class NativeStep:
             values = fn(labels, logits)
             metric.total.value.add_(values.sum().to(metric.total.value.dtype))
             metric.count.value.add_(values.shape[0])
-        results = {}
-        for metric in self.model.metrics:
-            if metric is tracker:
-                results[metric.name] = metric.total.value / metric.count.value
-            elif metric is self.model._compile_metrics:
-                results.update({m.name: m.total.value / m.count.value for m, _ in self.metrics})
+        return {name: total.value / count.value for name, total, count in self._results}
+
+    def _result_plan(self):
+        """(name, total, count) of each result get_metrics_result gives, in its order: the loss tracker's,
+        then compile_metrics' (the metrics here are all means)."""
+        plan = []
+        for metric in self.model.metrics:  # make() saw to it that there are no others
+            if metric is self.model._compile_metrics:
+                plan += [(m.name, m.total, m.count) for m, _ in self.metrics]
             else:
-                result = metric.result()
-                results.update(result if isinstance(result, dict) else {metric.name: result})
-        return results
+                plan.append((metric.name, metric.total, metric.count))
+        return plan
 
 
 def _flat_metrics(model):
