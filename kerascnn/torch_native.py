@@ -209,7 +209,7 @@ class NativeGraph:
             w, b = layer.kernel.value, layer.bias.value if layer.use_bias else None
             x, w, b = self._cast(layer, x, w, b)
             x, pad = _padded(x, kernel, strides, padding)
-            return F.conv2d(x, w.permute(3, 2, 0, 1), b, strides, pad, 1, groups)
+            return _bias(F.conv2d(x, w.permute(3, 2, 0, 1), _fused(b), strides, pad, 1, groups), b)
 
         return self._with_activation(layer, conv)
 
@@ -223,7 +223,8 @@ class NativeGraph:
             x, w, b = self._cast(layer, x, w, b)
             h, k, cin, mult = w.shape
             x, pad = _padded(x, kernel, strides, padding)
-            return F.conv2d(x, w.permute(2, 3, 0, 1).reshape(cin * mult, 1, h, k), b, strides, pad, 1, cin)
+            w = w.permute(2, 3, 0, 1).reshape(cin * mult, 1, h, k)
+            return _bias(F.conv2d(x, w, _fused(b), strides, pad, 1, cin), b)
 
         return self._with_activation(layer, conv)
 
@@ -233,7 +234,7 @@ class NativeGraph:
         def dense(x, training):
             w, b = layer.kernel.value, layer.bias.value if layer.use_bias else None
             x, w, b = self._cast(layer, x, w, b)
-            return F.linear(x, w.t(), b)
+            return _bias(F.linear(x, w.t(), _fused(b)), b)
 
         return self._with_activation(layer, dense)
 
@@ -335,6 +336,18 @@ class NativeGraph:
         import torch
 
         return lambda *xs, training: torch.cat(self._cast(layer, *xs), dim=1)
+
+
+def _fused(bias):
+    """The bias to pass to torch's op: float32 ones are added inside it;
+    lower-precision ones after it (`_bias`), rounded as Keras rounds them."""
+    return bias if bias is None or bias.dtype.itemsize == 4 else None
+
+
+def _bias(out, bias):
+    if bias is None or bias.dtype.itemsize == 4:
+        return out
+    return out + bias.reshape(1, -1, *[1] * (out.ndim - 2))
 
 
 def _torch_dtype(name):

@@ -101,6 +101,39 @@ def test_the_same_outputs_gradients_and_statistics_as_keras(arch):
             assert_close(a, v.value, 1e-6, v.path)
 
 
+@pytest.mark.parametrize("arch", ["lenet", "resnet18", "mobilenet"])
+def test_mixed_precision_matches_keras(arch):
+    """Under mixed_bfloat16 the native step casts as Keras' layers do (inputs and weights to bfloat16, batch
+    norm in float32, biases added after the op): the same outputs and gradients, to the same tolerances."""
+    import torch
+
+    size, channels, options = FAMILIES[arch]
+    if arch == "lenet":
+        options = {**options, "batchnorm": True}
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = training_model(arch, size, channels, options)
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.train_on_batch(*batch(size, channels, seed=0))
+    step = torch_native.NativeStep(model)
+    (images, params), labels = batch(size, channels)
+    x = model.transform(images, params)
+    states, stats = seed_states(model), [v.value.clone() for v in model.non_trainable_variables]
+    ours = step.graph(x, training=True)
+    ours_grads = torch.autograd.grad(step.loss(ours, labels), step.params)
+    restore(model, states)
+    for v, s in zip(model.non_trainable_variables, stats):
+        v.value.copy_(s)
+    theirs = model.net(x, training=True)
+    their_grads = torch.autograd.grad(model._compute_loss(x=None, y=labels, y_pred=theirs, training=True),
+                                      step.params)
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    assert_close(ours, theirs, 1e-6, "outputs")
+    for v, a, b in zip(model.trainable_variables, ours_grads, their_grads):
+        assert_close(a, b, 1e-5, f"gradient of {v.path}")
+
+
 def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
     """LeNet's weights and logs after four training steps and a test step, natively or through Keras."""
     from kerascnn.schedules import OneCycle
@@ -235,14 +268,33 @@ def test_a_layer_outside_the_set_trains_through_keras_saying_so_once(capfd):
 
 def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
     """kerascnn fit under torch trains natively; the .keras file holds the
-    weights it trained (loaded, it predicts as the model in memory does)."""
+    weights it trained: loaded under torch, tensorflow and jax, it predicts
+    what the model in memory does."""
+    import json
+    import os
+    import subprocess
+    import sys
+
     from kerascnn import io, train
 
     result = train.fit(arch="lenet", dataset="digits", epochs=2, batch_size=32, activation="relu", batchnorm=True,
                        output=str(tmp_path), verbose=0)
     assert result.test_accuracy > 0.5
-    saved = io.load_model(result.model_path)
-    x = np.random.default_rng(0).normal(size=(4, *saved.input_shape[1:])).astype("float32")
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(inputs.network(result.model)(x)),
-                               keras.ops.convert_to_numpy(saved(x)), atol=1e-6)
     assert "Keras' own torch step" not in capfd.readouterr().err  # nothing fell back
+    x = np.random.default_rng(0).normal(size=(4, *result.model.input_shape[1:])).astype("float32")
+    np.save(tmp_path / "x.npy", x)
+    expected = keras.ops.convert_to_numpy(inputs.network(result.model)(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(io.load_model(result.model_path)(x)), expected, atol=1e-6)
+    code = ("import json, sys, numpy as np, keras\nfrom kerascnn import io\n"
+            "m = io.load_model(sys.argv[1])\n"
+            "print(json.dumps(keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))).tolist()))")
+    for backend in ("tensorflow", "jax"):
+        env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
+                   TF_CPP_MIN_LOG_LEVEL="3")
+        proc = subprocess.run([sys.executable, "-c", code, str(result.model_path), str(tmp_path / "x.npy")],
+                              capture_output=True, text=True, env=env, timeout=300)
+        if proc.returncode and "No module named" in proc.stderr:
+            continue  # that backend is not installed here (CI's TensorFlow-free environment)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        got = np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
+        assert_close(got, expected, 1e-5, f"logits under {backend}")
