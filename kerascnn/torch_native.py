@@ -156,13 +156,15 @@ class NativeGraph:
             return slots.setdefault(id(tensor), len(slots))
 
         self.input = slot(net.inputs[0])
-        for depth in sorted(net._nodes_by_depth, reverse=True):
-            for node in net._nodes_by_depth[depth]:
-                layer = node.operation
-                if type(layer).__name__ == "InputLayer":
-                    continue
-                inputs = [slot(t) for t in node.input_tensors]
-                self.steps.append((self._kernel(layer), inputs, slot(node.output_tensors[0])))
+        nodes = [node for depth in sorted(net._nodes_by_depth, reverse=True) for node in net._nodes_by_depth[depth]
+                 if type(node.operation).__name__ != "InputLayer"]
+        self.folded = _foldable_padding(nodes)  # conv layer -> (top, left): its ZeroPadding2D, done by the conv
+        for node in nodes:
+            layer = node.operation
+            inputs = [slot(t) for t in node.input_tensors]
+            kernel = (lambda x, training: x) if any(layer is pad for pad, _ in self.folded.values()) \
+                else self._kernel(layer)
+            self.steps.append((kernel, inputs, slot(node.output_tensors[0])))
         self.output = slot(net.outputs[0])
         self.size = len(slots)
 
@@ -204,12 +206,14 @@ class NativeGraph:
         import torch.nn.functional as F
 
         kernel, strides, padding, groups = layer.kernel_size, layer.strides, layer.padding, layer.groups
+        folded = self.folded.get(id(layer), (None, None))[1]
 
         def conv(x, training):
             w, b = layer.kernel.value, layer.bias.value if layer.use_bias else None
             x, w, b = self._cast(layer, x, w, b)
-            x, pad = _padded(x, kernel, strides, padding)
-            return _bias(F.conv2d(x, w.permute(3, 2, 0, 1), _fused(b), strides, pad, 1, groups), b)
+            x, pad = (x, folded) if folded else _padded(x, kernel, strides, padding)
+            w = w.permute(3, 2, 0, 1).contiguous()  # Keras' (h, w, in, out) as torch's (out, in, h, w)
+            return _bias(F.conv2d(x, w, _fused(b), strides, pad, 1, groups), b)
 
         return self._with_activation(layer, conv)
 
@@ -217,12 +221,13 @@ class NativeGraph:
         import torch.nn.functional as F
 
         kernel, strides, padding = layer.kernel_size, layer.strides, layer.padding
+        folded = self.folded.get(id(layer), (None, None))[1]
 
         def conv(x, training):
             w, b = layer.kernel.value, layer.bias.value if layer.use_bias else None
             x, w, b = self._cast(layer, x, w, b)
             h, k, cin, mult = w.shape
-            x, pad = _padded(x, kernel, strides, padding)
+            x, pad = (x, folded) if folded else _padded(x, kernel, strides, padding)
             w = w.permute(2, 3, 0, 1).reshape(cin * mult, 1, h, k)
             return _bias(F.conv2d(x, w, _fused(b), strides, pad, 1, cin), b)
 
@@ -336,6 +341,28 @@ class NativeGraph:
         import torch
 
         return lambda *xs, training: torch.cat(self._cast(layer, *xs), dim=1)
+
+
+def _foldable_padding(nodes):
+    """{id(conv): (padding layer, (top, left))} for each ZeroPadding2D with
+    the same padding on both sides whose output only a "valid" convolution
+    reads: the convolution pads (with zeros, as the layer would) instead of
+    a padded copy of the activations."""
+    readers = {}
+    for node in nodes:
+        for t in node.input_tensors:
+            readers.setdefault(id(t), []).append(node.operation)
+    folded = {}
+    for node in nodes:
+        pad = node.operation
+        if type(pad).__name__ != "ZeroPadding2D":
+            continue
+        (top, bottom), (left, right) = pad.padding
+        after = readers.get(id(node.output_tensors[0]), [])
+        if top == bottom and left == right and len(after) == 1 and \
+                type(after[0]).__name__ in ("Conv2D", "DepthwiseConv2D") and after[0].padding == "valid":
+            folded[id(after[0])] = (pad, (top, left))
+    return folded
 
 
 def _fused(bias):

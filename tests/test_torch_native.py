@@ -62,12 +62,23 @@ def restore(model, states):
         v.value.copy_(s)
 
 
+def numpy(t):
+    return np.asarray(t.detach().float().numpy() if hasattr(t, "detach") else t, np.float64)
+
+
 def assert_close(ours, theirs, tolerance, what):
     """At most `tolerance` apart, relative to the larger of 1 and the tensor's largest magnitude (float32
     sums in another order differ by that much on large values)."""
-    ours, theirs = (np.asarray(t.detach().float().numpy() if hasattr(t, "detach") else t) for t in (ours, theirs))
+    ours, theirs = numpy(ours), numpy(theirs)
     scale = max(1.0, float(np.abs(theirs).max()))
     assert np.abs(ours - theirs).max() <= tolerance * scale, f"{what}: {np.abs(ours - theirs).max()} apart"
+
+
+# Gradients: 1e-5 of the largest, as outputs are 1e-6. ResNet-18's ZeroPadding2D layers are done by the next
+# convolution's own padding (torch_native._foldable_padding: 30% of a CPU step), which sums the kernel's gradient in
+# another order than a convolution reading a padded copy: 1.2e-5 in float32, one bfloat16 rounding step in bf16.
+GRADIENTS = {"resnet18": 3e-5}
+GRADIENTS_BF16 = {"resnet18": 2 ** -8}
 
 
 @pytest.mark.parametrize("arch", list(FAMILIES))
@@ -96,7 +107,7 @@ def test_the_same_outputs_gradients_and_statistics_as_keras(arch):
         assert_close(ours, theirs, 1e-6, "outputs")
         assert_close(loss, their_loss, 1e-6, "loss")
         for v, a, b in zip(model.trainable_variables, ours_grads, their_grads):
-            assert_close(a, b, 1e-5, f"gradient of {v.path}")
+            assert_close(a, b, GRADIENTS.get(arch, 1e-5), f"gradient of {v.path}")
         for v, a in zip(model.non_trainable_variables, ours_stats):
             assert_close(a, v.value, 1e-6, v.path)
 
@@ -131,7 +142,7 @@ def test_mixed_precision_matches_keras(arch):
     assert ours.dtype == theirs.dtype == torch.bfloat16
     assert_close(ours, theirs, 1e-6, "outputs")
     for v, a, b in zip(model.trainable_variables, ours_grads, their_grads):
-        assert_close(a, b, 1e-5, f"gradient of {v.path}")
+        assert_close(a, b, GRADIENTS_BF16.get(arch, 1e-5), f"gradient of {v.path}")
 
 
 def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
