@@ -102,10 +102,13 @@ class TrainingBatches:
             for step in range(self.steps):
                 yield self.batch(epoch, step)
 
-    def stream(self):
-        """The batches, prepared on a background thread ahead of the consumer."""
+    def stream(self, place=None):
+        """The batches, prepared on a background thread ahead of the
+        consumer; each passed through `place` there when given (turned into
+        torch tensors, sent to the device: kerascnn.torch_native.feed)."""
+        batches = self if place is None else map(place, self)
         if self.prefetch < 1:
-            yield from self
+            yield from batches
             return
         ready = queue.Queue(self.prefetch)
         stop = threading.Event()
@@ -113,7 +116,7 @@ class TrainingBatches:
 
         def produce():
             try:
-                for item in self:
+                for item in batches:
                     while not stop.is_set():
                         try:
                             ready.put(item, timeout=0.1)

@@ -20,6 +20,7 @@ update rules here (clipping, EMA, accumulation, loss scaling), or
 `KERASCNN_TORCH_NATIVE=0` trains through Keras' path, saying so once.
 """
 
+import itertools
 import os
 import sys
 
@@ -98,6 +99,80 @@ def _on_channels(layer, layout):
     axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
     channel = rank - 1 if layout == "channels_last" or rank == 2 else 1
     return [a % rank for a in axes] == [channel]
+
+
+def feed(batches, device=None):
+    """`batches` (an inputs.TrainingBatches) as Keras' torch fit reads them
+    with the least work on the training thread: a torch DataLoader handing
+    over each batch as the batch thread made it, torch tensors (with a GPU
+    sent there from pinned memory without waiting), instead of a generator
+    of arrays that Keras converts, batch by batch, on the training thread
+    (on a GPU a copy that waits for the device)."""
+    import torch
+    import torch.utils.data
+
+    from keras.src.backend.torch.core import get_device
+
+    device = torch.device(device or get_device())
+
+    def place(batch):
+        (images, params), labels = batch
+        return tuple(_placed(a, device) for a in (images, params)), _placed(labels, device)
+
+    return torch.utils.data.DataLoader(_Stream(batches.stream(place=place)), batch_size=None, collate_fn=_as_is)
+
+
+def _as_is(batch):
+    return batch
+
+
+def _stream_class():
+    import torch.utils.data
+
+    class Stream(torch.utils.data.IterableDataset):
+        """One stream of batches over every epoch. Keras' fit may take a
+        batch from a first iterator to build the model symbolically, then
+        start another to train: the second begins with what the first
+        handed out (up to PEEK batches), as Keras' generator adapter
+        replays the batches it peeked at."""
+
+        PEEK = 2
+
+        def __init__(self, stream):
+            self.stream, self.kept, self.handed, self.iterators = stream, [], 0, 0
+
+        def __iter__(self):
+            self.iterators += 1
+            if self.iterators == 1:
+                return self._first()
+            if self.kept is None or self.handed > self.PEEK:
+                raise RuntimeError("kerascnn's training stream was restarted after its first batches")
+            replay, self.kept = self.kept, None
+            return itertools.chain(replay, self.stream)
+
+        def _first(self):
+            for batch in self.stream:
+                self.handed += 1
+                if self.kept is not None and self.handed <= self.PEEK:
+                    self.kept.append(batch)
+                yield batch
+
+    return Stream
+
+
+def _Stream(stream):
+    return _stream_class()(stream)
+
+
+def _placed(array, device):
+    import torch
+
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cpu":
+        return tensor
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 # ---- the forward pass -------------------------------------------------------------------------------------------

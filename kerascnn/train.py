@@ -369,6 +369,8 @@ def train(t, model):
     """model.fit from the run's first epoch to its last. A Ctrl-C says how to
     resume; a diverging loss marks the checkpoint as diverged and is an error.
     Returns the steps of an epoch."""
+    import keras
+
     from kerascnn.callbacks import EpochLog
 
     settings, folder, data, callbacks, verbose = t.settings, t.folder, t.data, t.callbacks, t.verbose
@@ -386,7 +388,11 @@ def train(t, model):
             callbacks.steps.echo = t.echo
     if folder.initial_epoch < settings.epochs:
         validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
-        if not tf_backend():
+        if keras.backend.backend() == "torch":
+            from kerascnn import torch_native
+
+            batches = torch_native.feed(batches)
+        elif not tf_backend():
             batches = batches.stream()
         try:
             model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,

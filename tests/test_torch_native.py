@@ -2,6 +2,8 @@
 Python computes what Keras' own torch step computes. Runs under torch
 (tests/test_backend.py runs the core tests there)."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -309,3 +311,22 @@ def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
         assert proc.returncode == 0, proc.stderr[-2000:]
         got = np.asarray(json.loads(proc.stdout.strip().splitlines()[-1]))
         assert_close(got, expected, 1e-5, f"logits under {backend}")
+
+
+def test_the_feed_hands_over_the_batches_in_order_replaying_what_a_first_look_took():
+    """torch_native.feed: the training stream as torch tensors, every batch once and in order, also when Keras
+    takes a first batch to build the model and then starts again (its generator adapter replays it too)."""
+    (x, y), stream = batch(8, 1, n=40), None
+    batches = inputs.TrainingBatches(x[0].numpy(), y.numpy(), batch_size=8, epochs=2, seed=3)
+    expected = [b for b in batches]
+    loader = torch_native.feed(batches, device="cpu")
+    first = next(iter(loader))  # Keras' symbolic build
+    got = list(itertools.islice(iter(loader), len(expected)))
+    assert len(got) == len(expected) == 10
+    for ((images, params), labels), ((e_images, e_params), e_labels) in zip(got, expected):
+        np.testing.assert_array_equal(images.numpy(), e_images)
+        np.testing.assert_array_equal(params.numpy(), e_params)
+        np.testing.assert_array_equal(labels.numpy(), e_labels)
+    np.testing.assert_array_equal(first[0][0].numpy(), expected[0][0][0])
+    with pytest.raises(RuntimeError, match="restarted"):
+        iter(loader)
