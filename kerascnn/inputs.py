@@ -209,31 +209,32 @@ class TrainingModel(keras.Model):
             images = keras.ops.take(self.images, images, axis=0)
         return self.net(self.transform(images, params, training=training), training=training)
 
-    def train_step(self, data):
-        native = self._native_step(data)
-        return native.train_step(data) if native else super().train_step(data)
+    if keras.backend.backend() == "torch":  # jax's and tensorflow's trainers keep their own steps
+        def train_step(self, data):
+            native = self._native_step(data)
+            return native.train_step(data) if native else super().train_step(data)
 
-    def test_step(self, data):
-        native = self._native_step(data)
-        return native.test_step(data) if native else super().test_step(data)
+        def test_step(self, data):
+            native = self._native_step(data)
+            return native.test_step(data) if native else super().test_step(data)
 
-    def _should_torch_compile(self):
-        # the native step compiles its own forward pass and loss (--jit on); Keras compiles its step otherwise
-        from kerascnn import torch_native
+        def _should_torch_compile(self):
+            # the native step compiles its own forward pass and loss (--jit on); Keras compiles its step otherwise
+            from kerascnn import torch_native
 
-        return super()._should_torch_compile() and not torch_native.wanted(self)
+            return super()._should_torch_compile() and not torch_native.wanted(self)
 
-    def _native_step(self, data):
-        """On torch, kerascnn.torch_native's step (the same function without
-        Keras' per-layer Python); None where Keras' own step runs."""
-        from kerascnn import torch_native
+        def _native_step(self, data):
+            """On torch, kerascnn.torch_native's step (the same function without
+            Keras' per-layer Python); None where Keras' own step runs."""
+            from kerascnn import torch_native
 
-        if len(data) > 2 and data[2] is not None or not torch_native.enabled():
-            return None
-        key = (id(self.optimizer), id(self._compile_metrics), id(self._compile_loss), self.jit_compile)
-        if getattr(self, "_native", (None, None))[0] != key:  # made once a compile
-            self._native = (key, torch_native.NativeStep.make(self, data) if torch_native.wanted(self) else None)
-        return self._native[1]
+            if len(data) > 2 and data[2] is not None or not torch_native.enabled():
+                return None
+            key = (id(self.optimizer), id(self._compile_metrics), id(self._compile_loss), self.jit_compile)
+            if getattr(self, "_native", (None, None))[0] != key:  # made once a compile
+                self._native = (key, torch_native.NativeStep.make(self, data) if torch_native.wanted(self) else None)
+            return self._native[1]
 
 
 def network(model):
