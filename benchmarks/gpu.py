@@ -131,7 +131,7 @@ def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=
     import keras
     import numpy as np
 
-    from kerascnn import train
+    from kerascnn import torch_native, train
     from kerascnn.callbacks import count_log_syncs
     from kerascnn.data import load_dataset
 
@@ -155,7 +155,8 @@ def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=
             "log_syncs_per_step": round(syncs.per_step(chunk * stretches), 3),
             "dtype_policy": record.get("dtype_policy"), "jit_compile": record.get("jit_compile"),
             "steps_per_execution": record.get("steps_per_execution"), "data_on_device": record.get("data_on_device"),
-            "params": int(result.model.count_params()), "backend": keras.backend.backend()}
+            "params": int(result.model.count_params()), "backend": keras.backend.backend(),
+            "torch_step": torch_native.used}  # "native" (kerascnn.torch_native), else why Keras' own step ran
 
 
 def torch_vgg16(channels=1, classes=10):

@@ -171,7 +171,7 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution,
             "log_syncs_per_step": syncs.per_step(steps),
-            "torch_step": torch_step or ("native" if torch_native.enabled() else "keras")}
+            "torch_step": torch_step or torch_native.used}
 
 
 def user_model(net, size, width=1.0):

@@ -33,6 +33,7 @@ LAYERS = ("InputLayer", "Conv2D", "DepthwiseConv2D", "Dense", "BatchNormalizatio
           "AveragePooling2D", "GlobalAveragePooling2D", "ZeroPadding2D", "Flatten", "Dropout", "Add", "Concatenate")
 OPTIMIZERS = ("SGD", "Adam", "AdamW", "Adagrad", "RMSprop")
 _said = set()
+used = None  # the last training step chosen: "native", or why Keras' own (for benchmarks and tests)
 
 
 def enabled():
@@ -48,14 +49,20 @@ def wanted(model):
         return False
     why = unsupported(model.net) or loss_unsupported(model)
     if why:
-        say_once(f"{why} has no native torch kernel here: training through Keras' own torch step "
-                 "(slower, the same function)")
+        _fell_back(why)
     return not why
 
 
 def loss_unsupported(model):
     loss = getattr(getattr(model, "_compile_loss", None), "_user_loss", None)
     return "" if _loss_kind(loss)[0] else f"loss {type(loss).__name__}"
+
+
+def _fell_back(why):
+    global used
+    used = why
+    say_once(f"{why} has no native torch kernel here: training through Keras' own torch step "
+             "(slower, the same function)")
 
 
 def say_once(line):
@@ -515,11 +522,12 @@ class NativeStep:
         extra = [m for m in model.metrics if m is not compiled and m is not model._loss_tracker]
         for metric in extra + [m for m in _flat_metrics(model) if _metric_fn(m) is None]:
             if metric is not None:
-                say_once(f"metric {metric.name} has no native torch kernel here: training through Keras' own "
-                         "torch step (slower, the same function)")
+                _fell_back(f"metric {metric.name}")
                 return None
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
+        global used
+        used = "native"
         return cls(model)
 
     def _inputs(self, data):
