@@ -2,7 +2,7 @@
 torch, native (kerascnn.torch_native) against Keras' own torch step and a
 plain PyTorch loop, eager and compiled, on this CPU (`section`, `render`).
 
-    python benchmarks/performance.py --only torch-step          # about 12 minutes on 2 cores
+    python benchmarks/performance.py --only torch-step          # about 15 minutes on 2 cores
     python benchmarks/performance.py --only torch-step --quick --results /tmp/p.json
 
 Three cases: where compute is tiny and the host is the step (LeNet at
@@ -29,9 +29,9 @@ CASES = {  # name: (net, size, batch, width, images key)
     "resnet18 b8, width 0.25": ("resnet18", 32, 8, 0.25),
     "resnet18 b64": ("resnet18", 32, 64, 1.0),
 }
-ROUNDED = ("native", "keras", "plain")  # sides measured every round
-ONCE = {"lenet b8": ("channels_first", "jit", "compiled"), "resnet18 b8, width 0.25": ("channels_first",),
-        "resnet18 b64": ("channels_first", "compiled")}  # sides measured in the first round only
+ROUNDED = ("native", "keras", "plain", "channels_first")  # sides measured every round
+ONCE = {"lenet b8": ("jit", "compiled"), "resnet18 b8, width 0.25": (),
+        "resnet18 b64": ("compiled",)}  # sides measured in the first round only
 LABELS = {"native": "kerascnn, native step (default)", "keras": "kerascnn, Keras' own torch step",
           "channels_first": "kerascnn, native step, contiguous NCHW input", "jit": "kerascnn, native step, --jit on",
           "plain": "plain PyTorch loop, eager", "compiled": "plain PyTorch loop, torch.compile"}
@@ -124,7 +124,8 @@ def render(s):
         "forward pass and loss); the plain PyTorch loop of section 3 (the same networks in `torch.nn`, NCHW "
         "in memory, `torch.optim.AdamW`), eager and through `torch.compile`. Each side ran in its own "
         f"process, one warm-up epoch (compilation) and two timed ones (their median); {s['rounds']} "
-        f"round{'s' if s['rounds'] != 1 else ''} of the first three sides, the others in the first round "
+        f"round{'s' if s['rounds'] != 1 else ''} of the native, Keras, channels_first and plain eager sides, the "
+        "others in the first round "
         "only (*rounds*), the order reversed each round; figures are medians over the rounds. *vs plain*: "
         "the plain eager loop's ms over the side's (above 1: faster than plain); *vs Keras' step*: Keras' "
         "own step's ms over the side's; *each round's*: the native / plain eager speed ratio of each round, "
