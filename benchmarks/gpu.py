@@ -548,7 +548,9 @@ def render_earlier_throughput(part):
              "made Keras wait for the device after every step; all of a backend's rows in one process sharing "
              "one budget (so VGG-16 under jax and the `torch.compile` rows were never reached, and each plain "
              "loop reused the XLA autotuning of the kerascnn row before it); *first step* is kerascnn's first "
-             "step but the plain loops' whole warm-up, compilation included in both.", "",
+             "step but the plain loops' whole warm-up, compilation included in both. Under torch kerascnn "
+             "trained through Keras' own torch step then; the harness now runs its native step "
+             "(kerascnn.torch_native; each fit row says which in `torch_step`).", "",
              f"Images per second after {part['warmup_steps']} warm-up steps, over "
              f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
              "device; the plain loops on random images resident on the device).", "",

@@ -2,7 +2,7 @@
 torch, native (kerascnn.torch_native) against Keras' own torch step and a
 plain PyTorch loop, eager and compiled, on this CPU (`section`, `render`).
 
-    python benchmarks/performance.py --only torch-step          # about 15 minutes on 2 cores
+    python benchmarks/performance.py --only torch-step          # about 8 minutes on 2 cores
     python benchmarks/performance.py --only torch-step --quick --results /tmp/p.json
 
 Three cases: where compute is tiny and the host is the step (LeNet at

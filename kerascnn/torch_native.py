@@ -579,10 +579,9 @@ class NativeStep:
         images, params, labels = self._inputs(data)
         logits, loss = self._forward_loss(images, params, labels)
         scaled = loss if self.update is not None else self.optimizer.scale_loss(loss)  # Keras' loss scale, if any
-        grads = torch.autograd.grad(scaled, self.params, allow_unused=True)
-        grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, self.params)]
+        grads = list(torch.autograd.grad(scaled, self.params, allow_unused=True))
         with torch.no_grad():
-            if self.update is not None:
+            if self.update is not None and all(g is not None for g in grads):
                 self.update(grads)
             else:
                 self.optimizer.apply(grads, self.trainable)
