@@ -212,11 +212,9 @@ def _activation(fn):
     table = {activations.linear: lambda x: x, activations.relu: F.relu, activations.sigmoid: torch.sigmoid,
              activations.tanh: torch.tanh, activations.relu6: F.relu6, activations.silu: F.silu,
              activations.elu: F.elu, activations.selu: F.selu}
-    if fn in table:
-        return table[fn]
-    if fn is activations.gelu:
-        return lambda x: F.gelu(x, approximate="tanh")  # Keras' gelu: approximate=True
-    return None
+    if fn is activations.gelu:  # Keras' activation: approximate=False
+        return F.gelu
+    return table.get(fn)
 
 
 class NativeGraph:
@@ -275,7 +273,7 @@ class NativeGraph:
         if act is None:  # any other Keras activation, on the Keras layout
             keras_fn = layer.activation
             return lambda *a, training: self._keras_layout(keras_fn, fn(*a, training=training))
-        if act is keras.activations.linear or layer.activation is keras.activations.linear:
+        if layer.activation is keras.activations.linear:
             return fn
         return lambda *a, training: act(fn(*a, training=training))
 

@@ -147,6 +147,24 @@ def test_mixed_precision_matches_keras(arch):
         assert_close(a, b, GRADIENTS_BF16.get(arch, 1e-5), f"gradient of {v.path}")
 
 
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu6", "silu", "elu", "selu", "gelu", "softplus"])
+def test_every_activation_matches_keras(activation):
+    """Those with a torch kernel here, and any other (softplus) through Keras' own function on the tensors."""
+    import torch
+
+    model = training_model("lenet", 28, 1, {"activation": activation, "pool": "avg"})
+    model.train_on_batch(*batch(28, 1, seed=0))
+    step = torch_native.NativeStep(model)
+    (images, params), labels = batch(28, 1)
+    x = model.transform(images, params)
+    ours, theirs = step.graph(x, training=True), model.net(x, training=True)
+    assert_close(ours, theirs, 1e-6, "outputs")
+    for a, b in zip(torch.autograd.grad(step.loss(ours, labels), step.params),
+                    torch.autograd.grad(model._compute_loss(x=None, y=labels, y_pred=theirs, training=True),
+                                        step.params)):
+        assert_close(a, b, 1e-5, "gradient")
+
+
 def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
     """LeNet's weights and logs after four training steps and a test step, natively or through Keras."""
     from kerascnn.schedules import OneCycle
