@@ -142,8 +142,8 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     after the checkpoint, else its steps alone. Counts the waits for the
     device per training step. `torch_step` (torch): "keras" for Keras' own
     step, "channels_first" for the native step on contiguous NCHW input
-    (kerascnn.torch_native), None for the default."""
-    from kerascnn import preparation, torch_native, train
+    (kerascnn.torch_graph), None for the default."""
+    from kerascnn import preparation, torch_graph, torch_native, train
     from kerascnn.callbacks import count_log_syncs
     from kerascnn.inputs import network
 
@@ -151,7 +151,7 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     if torch_step == "keras":
         os.environ[torch_native.ENV] = "0"
     elif torch_step:
-        torch_native.NativeGraph.memory_format = torch_step
+        torch_graph.NativeGraph.memory_format = torch_step
     with tempfile.TemporaryDirectory() as out:
         given, _ = preparation.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
                                                                    "train_size": train_images, "output": out})
