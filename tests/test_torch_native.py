@@ -204,3 +204,18 @@ def test_the_feed_hands_over_the_batches_in_order_replaying_what_a_first_look_to
     np.testing.assert_array_equal(first[0][0].numpy(), expected[0][0][0])
     with pytest.raises(RuntimeError, match="restarted"):
         iter(loader)
+
+
+def test_jit_on_compiles_the_native_forward_pass_and_trains_the_same(monkeypatch):
+    """--jit on: torch.compile of the native forward pass and loss (not Keras' whole step), the same weights."""
+    runs = []
+    for jit in (False, True):
+        model = training_model("lenet", 28, 1, {"activation": "relu", "pool": "max"})
+        compile_model(model, model.optimizer, jit_compile=jit)
+        for s in range(3):
+            model.train_on_batch(*batch(28, 1, n=8, seed=s))
+        step = model._native[1]
+        assert isinstance(step, torch_native.NativeStep) and (step._forward_loss != step.forward_loss) == jit
+        runs.append([v.value.detach().clone() for v in model.trainable_variables])
+    for a, b in zip(*runs):
+        assert_close(a, b, 1e-5, "weights")
