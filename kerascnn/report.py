@@ -375,7 +375,7 @@ def confusion_html(run):
     model = run.model()
     mean, std = run.stats_for(data)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
-                         batch_size=256)
+                         batch_size=256, resize=run.resize)  # as the run trained: resized or padded
     predicted = model.predict(test, verbose=0).argmax(axis=1)
     cm = confusion_matrix(data.y_test, predicted, labels=list(range(len(data.class_names))))
     accuracy = float((predicted == data.y_test).mean())

@@ -384,3 +384,31 @@ def test_a_folder_of_several_runs_asks_for_one(built_study, tmp_path):
     result = cli("report", tmp_path)
     assert result.exit_code == 1
     assert "holds 2 runs (avg-pool.keras, baseline.keras); pass one model file" in result.output
+
+
+def test_the_confusion_matrix_of_a_padded_run_agrees_with_evaluate(tmp_path, monkeypatch):
+    """A `--resize pad` run's report computes its confusion matrix on the test images padded as in training
+    (it once stretched them): the same accuracy and matrix as `kerascnn evaluate`."""
+    import numpy as np
+
+    from kerascnn import plots
+    from kerascnn.evaluation import evaluate
+    from kerascnn.run import Run
+    from kerascnn.train import fit
+
+    result = fit("lenet", "digits", epochs=5, batch_size=32, activation="relu", pool="max", image_size=40,
+                 resize="pad", output=tmp_path, verbose=0)
+    assert result.test_accuracy > 0.5  # a model that tells the digits apart: stretched images would fool it
+    from matplotlib.figure import Figure
+
+    drawn = []
+
+    def draw(cm, class_names, title):
+        drawn.append(cm)
+        return Figure()
+
+    monkeypatch.setattr(plots, "plot_confusion_matrix", draw)
+    report.confusion_html(Run.load(result.model_path))
+    evaluated = evaluate(result.model_path, output=tmp_path / "eval", top_losses=0)
+    np.testing.assert_array_equal(drawn[0], evaluated.confusion)
+    assert np.trace(drawn[0]) / drawn[0].sum() == pytest.approx(evaluated.accuracy)
