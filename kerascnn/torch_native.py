@@ -162,9 +162,8 @@ def optimizer_unsupported(optimizer):
 
 
 class NativeStep:
-    """The training and test steps of TrainingModel `model` natively. Make
-    it once the model has trained a step through Keras (its optimizer and
-    metrics built)."""
+    """The training and test steps of TrainingModel `model` natively, over
+    its Keras variables, optimizer and metrics; `make` builds those first."""
 
     def __init__(self, model):
         import torch
