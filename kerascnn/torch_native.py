@@ -134,15 +134,28 @@ def _stream_class():
     return Stream
 
 
-def _placed(array, device):
+def _placed(value, device):
+    """`value` (an array or a tensor) as a tensor on `device`; from the host
+    to a GPU through pinned memory, without waiting."""
     import torch
 
-    tensor = torch.from_numpy(np.ascontiguousarray(array))
-    if device.type == "cpu":
+    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
+    if tensor.device == device or device.type == "cpu" and tensor.device.type == "cpu":
         return tensor
-    if device.type == "cuda":
+    if device.type == "cuda" and tensor.device.type == "cpu":
         tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)
+
+
+def _batch(model, device, data):
+    """A training or test batch on `device`: (images, parameters, labels),
+    the images gathered from the set TrainingModel `model` holds when the
+    batch brings their indices."""
+    (images, params), labels = data[0], data[1]
+    images, params, labels = (_placed(t, device) for t in (images, params, labels))
+    if images.ndim == 1:
+        images = model.images.value[images.long()]
+    return images, params, labels
 
 
 # ---- the training step ------------------------------------------------------------------------------------------
@@ -165,12 +178,12 @@ class NativeStep:
     """The training and test steps of TrainingModel `model` natively, over
     its Keras variables, optimizer and metrics; `make` builds those first."""
 
-    def __init__(self, model):
+    def __init__(self, model, graph=None):
         import torch
 
         self.model, self.net = model, model.net
-        self.graph = NativeGraph(self.net)
-        self.device = self.net.trainable_variables[0].value.device
+        self.graph = graph or NativeGraph(self.net)
+        self.device = _device(model)
         self.trainable = list(model.trainable_variables)
         self.params = [v.value for v in self.trainable]
         self.regularized = [(v.value, v.regularizer) for v in self.trainable if getattr(v, "regularizer", None)]
@@ -190,14 +203,11 @@ class NativeStep:
         None, saying so once, when a metric is outside the set."""
         import torch
 
-        compiled = model._compile_metrics
+        compiled, graph = model._compile_metrics, NativeGraph(model.net)
         if compiled is not None and not compiled.built:
-            step = cls.__new__(cls)
-            step.model, step.graph = model, NativeGraph(model.net)
-            step.device = model.net.trainable_variables[0].value.device
             with torch.no_grad():
-                images, params, labels = step._inputs(data)
-                compiled.build(labels, step.forward(images, params, training=False))
+                images, params, labels = _batch(model, _device(model), data)
+                compiled.build(labels, graph(model.transform.call(images, params, training=False)))
         extra = [m for m in model.metrics if m is not compiled and m is not model._loss_tracker]
         for metric in extra + [m for m in _flat_metrics(model) if _metric_fn(m) is None]:
             if metric is not None:
@@ -207,26 +217,10 @@ class NativeStep:
             model.optimizer.build(model.trainable_variables)
         global used
         used = "native"
-        return cls(model)
+        return cls(model, graph)
 
     def _inputs(self, data):
-        """The batch on the device (pinned and sent without waiting) and the images the network takes."""
-        (images, params), labels = data[0], data[1]
-        images, params, labels = (self._to_device(t) for t in (images, params, labels))
-        if images.ndim == 1:  # indices into the training set the model holds
-            images = self.model.images.value[images.long()]
-        return images, params, labels
-
-    def _to_device(self, t):
-        import torch
-
-        if not isinstance(t, torch.Tensor):
-            t = torch.from_numpy(np.asarray(t))
-        if t.device == self.device:
-            return t
-        if self.device.type == "cuda":
-            t = t.pin_memory()
-        return t.to(self.device, non_blocking=True)
+        return _batch(self.model, self.device, data)
 
     def forward(self, images, params, training):
         x = self.model.transform.call(images, params, training=training)
@@ -298,6 +292,11 @@ class NativeStep:
             else:
                 plan.append((metric.name, metric.total, metric.count))
         return plan
+
+
+def _device(model):
+    """The device `model`'s weights are on."""
+    return model.net.trainable_variables[0].value.device
 
 
 def _flat_metrics(model):

@@ -76,7 +76,7 @@ def assert_close(ours, theirs, tolerance, what):
 
 
 # Gradients: 1e-5 of the largest, as outputs are 1e-6. ResNet-18's ZeroPadding2D layers are done by the next
-# convolution's own padding (torch_graph._foldable_padding: 30% of a CPU step), which sums the kernel's gradient in
+# convolution's own padding (torch_graph._foldable_padding), which sums the kernel's gradient in
 # another order than a convolution reading a padded copy: 1.2e-5 in float32, one bfloat16 rounding step in bf16.
 GRADIENTS = {"resnet18": 3e-5}
 GRADIENTS_BF16 = {"resnet18": 2 ** -8}
