@@ -1,6 +1,6 @@
 """Run the kerascnn CLI from a checkout without installing: python cli.py ..."""
 
-from kerascnn.cli import main
+from kerascnn.cli.commands import main
 
 if __name__ == "__main__":
     main()

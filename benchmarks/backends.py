@@ -33,10 +33,10 @@ CASES = {"lenet": (28, 256), "resnet18": (32, 64)}
 WORKER = """
 import json, statistics, sys, time
 import keras, numpy as np
-from kerascnn.data import make_training_pipeline
+from kerascnn.data.datasets import make_training_pipeline
 from kerascnn.models import build_model
-from kerascnn.optimizers import make_optimizer
-from kerascnn.preparation import compile_model, resolve_jit
+from kerascnn.optim.optimizers import make_optimizer
+from kerascnn.training.plan import compile_model, resolve_jit
 
 steps, repeats = int(sys.argv[1]), int(sys.argv[2])
 cases, jit = json.loads(sys.argv[3]), resolve_jit(sys.argv[4])

@@ -552,7 +552,7 @@ def explain_top_losses(s):
 def explain_predict(s):
     from PIL import Image
 
-    from kerascnn.data import load_dataset
+    from kerascnn.data.datasets import load_dataset
 
     test = load_dataset("fashion_mnist", s.data_dir, val_size=0)
     folder = s.work / "my_images"

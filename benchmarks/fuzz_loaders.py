@@ -5,9 +5,9 @@ KerasCNNError, within a time and memory bound, never anything else.
                                       [--timeout 60] [--memory-gb 4] [--work DIR]
 
 It makes the real files first: a checkpoint of a tiny LeNet trained one
-epoch on digits (`keras`: loaded with kerascnn.run.Run.load and .model()),
-an IDX pair of images and labels, raw and gzipped (`idx`: kerascnn.sources.read_idx),
-and an .npz dataset (`npz`: kerascnn.data.load_dataset over its folder, which
+epoch on digits (`keras`: loaded with kerascnn.runs.saved.Run.load and .model()),
+an IDX pair of images and labels, raw and gzipped (`idx`: kerascnn.data.sources.read_idx),
+and an .npz dataset (`npz`: kerascnn.data.datasets.load_dataset over its folder, which
 reads it with read_folder). Each input is a mutation of one of them: bytes
 flipped, set, inserted, zeroed, duplicated or cut off; and, so that the
 parsers behind a checksum are reached, the same inside a zip entry
@@ -57,7 +57,7 @@ def make_seeds(folder):
 
     folder = Path(folder)
     seeds = {}
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     fit("lenet", "digits", epochs=1, batch_size=64, train_size=64, channels=(2, 4), activation="relu",
         output=folder / "run", verbose=0)
@@ -181,17 +181,17 @@ def mutate(fmt, path, rng):
 def load(fmt, path):
     """Load one input as a user would."""
     if fmt == "keras":
-        from kerascnn.run import Run
+        from kerascnn.runs.saved import Run
 
         run = Run.load(path)
         _ = run.name, run.dataset, run.history, run.settings  # what commands read of a run
         run.model()
     elif fmt == "idx":
-        from kerascnn.sources import read_idx
+        from kerascnn.data.sources import read_idx
 
         read_idx(path)
     else:
-        from kerascnn.data import load_dataset
+        from kerascnn.data.datasets import load_dataset
 
         load_dataset("cifar10", Path(path).parents[1], allow_download=False)
 

@@ -131,9 +131,11 @@ def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=
     import keras
     import numpy as np
 
-    from kerascnn import torch_native, train
-    from kerascnn.callbacks import count_log_syncs
-    from kerascnn.data import load_dataset
+    from kerascnn.training import torch_native
+
+    from kerascnn.training import fit
+    from kerascnn.training.callbacks import count_log_syncs
+    from kerascnn.data.datasets import load_dataset
 
     data = load_dataset("digits" if tiny else "fashion_mnist", None if tiny else os.environ["KERASCNN_DATA_DIR"],
                         val_size=0)
@@ -147,7 +149,7 @@ def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=
              y_test=data.y_test[:1000])
     options = {"activation": "relu", "pool": "max"} if arch == "lenet" else {}
     with count_log_syncs() as syncs:
-        result = train.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch,
+        result = fit.fit(arch, data.name, data_dir=str(folder / "data"), image_size=size, batch_size=batch,
                            epochs=stretches, val_size=0, output=str(folder / "out"), mixed_precision=mixed, jit=jit,
                            verbose=0, **options)
     record = result.record
@@ -156,7 +158,7 @@ def fit_rate(arch, size, batch, chunk, stretches, mixed=False, jit="auto", tiny=
             "dtype_policy": record.get("dtype_policy"), "jit_compile": record.get("jit_compile"),
             "steps_per_execution": record.get("steps_per_execution"), "data_on_device": record.get("data_on_device"),
             "params": int(result.model.count_params()), "backend": keras.backend.backend(),
-            "torch_step": torch_native.used}  # "native" (kerascnn.torch_native), else why Keras' own step ran
+            "torch_step": torch_native.used}  # "native" (kerascnn.training.torch_native), else why Keras' own step ran
 
 
 def torch_vgg16(channels=1, classes=10):
@@ -280,9 +282,9 @@ def input_rate(size, batch, steps, augment="crop,flip", tiny=False):
     JAX), images/s of each."""
     import keras
 
-    from kerascnn.data import load_dataset
-    from kerascnn.inputs import TrainingBatches
-    from kerascnn.transforms import InputTransform
+    from kerascnn.data.datasets import load_dataset
+    from kerascnn.data.host import TrainingBatches
+    from kerascnn.data.device_transforms import InputTransform
 
     data = load_dataset("digits" if tiny else "fashion_mnist", None if tiny else os.environ["KERASCNN_DATA_DIR"],
                         val_size=0)
@@ -321,7 +323,7 @@ def study_run(preset, folder, tiny=False, variants=None):
     batch, seconds of training, and the study's wall time."""
     import dataclasses
 
-    from kerascnn.study import make_study, run_study
+    from kerascnn.studies.study import make_study, run_study
 
     folder = Path(folder)
     options = {"dataset": "digits", "epochs": 1, "train_size": 128, "batch_size": 64} if tiny else {}
@@ -428,7 +430,7 @@ def throughput(args):
 
 def rerun(row, labels):
     """Whether a run of an earlier part belongs to one of the variants `labels` run again."""
-    from kerascnn.study import Variant
+    from kerascnn.studies.study import Variant
 
     slugs = {Variant(label, {}).slug for label in labels}
     run = row.get("run")
@@ -521,7 +523,7 @@ def render_throughput(part):
              "time budget, the two rows of a pair alternating which runs first. *Compilation* is the first "
              f"stretch less {chunk - 1} steady steps: the compilation and the first step. *Syncs per step*: "
              "kerascnn fit's host waits for the device (Keras turning a step's logs into floats on the training "
-             "thread, `kerascnn.callbacks.count_log_syncs`) over its steps. kerascnn's rows read Fashion-MNIST "
+             "thread, `kerascnn.training.callbacks.count_log_syncs`) over its steps. kerascnn's rows read Fashion-MNIST "
              "resized on the device; the plain loops random images resident on the device.", "",
              "| network | size | batch | backend | kerascnn | plain loop | policy, kerascnn / plain | "
              "kerascnn images/s | plain images/s | kerascnn / plain | compilation s, kerascnn / plain | "
@@ -550,7 +552,7 @@ def render_earlier_throughput(part):
              "loop reused the XLA autotuning of the kerascnn row before it); *first step* is kerascnn's first "
              "step but the plain loops' whole warm-up, compilation included in both. Under torch kerascnn "
              "trained through Keras' own torch step then; the harness now runs its native step "
-             "(kerascnn.torch_native; each fit row says which in `torch_step`).", "",
+             "(kerascnn.training.torch_native; each fit row says which in `torch_step`).", "",
              f"Images per second after {part['warmup_steps']} warm-up steps, over "
              f"{part['steps'] - part['warmup_steps']} steps (Fashion-MNIST's 28x28 images resized on the "
              "device; the plain loops on random images resident on the device).", "",

@@ -16,7 +16,7 @@ PyTorch loop (loops.py). Each configuration runs in its own process, the
 kerascnn and plain processes alternating which goes first, `host_rounds`
 times; milliseconds per step are medians over the rounds, and the ratio
 is of the two medians of one run. kerascnn's fit also counts its host waits
-for the device per training step (kerascnn.callbacks.count_log_syncs).
+for the device per training step (kerascnn.training.callbacks.count_log_syncs).
 """
 
 import statistics
@@ -126,7 +126,7 @@ def render(s):
         "epoch (compilation) and two timed epochs (their median); the figures are medians over the rounds, the speed ratio "
         "is plain ms / kerascnn ms of the same run. Syncs per step: kerascnn fit's host waits for the device "
         "(Keras turning a step's logs into Python floats on the training thread, "
-        "`kerascnn.callbacks.count_log_syncs`) over its training steps, the most of any round. Under jax "
+        "`kerascnn.training.callbacks.count_log_syncs`) over its training steps, the most of any round. Under jax "
         "kerascnn's fit also ran at one step a call, in a third process each round, beside its default "
         f"(`--steps-per-execution auto`): {calls}.\n\n"
         + table(["network", "backend", "plain loop", "kerascnn ms/step", "plain ms/step", "kerascnn speed / plain",

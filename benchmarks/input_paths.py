@@ -8,10 +8,10 @@ For each backend (jax, torch) and network (LeNet at 28 px, batch 256, on
 Fashion-MNIST's 54,000 training images; ResNet-18 at 32 px, batch 64, on
 2,048 of them), `model.fit` with crop+flip augmentation fed two ways, each in
 its own process, one after the other in one run:
-  tf.data   kerascnn.data.make_training_pipeline (tf.data: gather, scale,
+  tf.data   kerascnn.data.datasets.make_training_pipeline (tf.data: gather, scale,
             augment with Keras' layers in TensorFlow, normalize) into the
             network, as every backend trained before
-  inputs    kerascnn.inputs.TrainingBatches (numpy) into a TrainingModel:
+  inputs    kerascnn.data.host.TrainingBatches (numpy) into a TrainingModel:
             scaling, augmentation and normalization in the training step
 images/s of the timed epochs (after one warm-up epoch) and their ratio (with
 --repeat N the paths alternate N times and each keeps its median), into
@@ -33,12 +33,13 @@ CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
 CHILD = r"""
 import json, sys, time
 import keras, numpy as np
-from kerascnn.data import load_dataset, make_training_pipeline
-from kerascnn.inputs import TrainingBatches, TrainingModel
+from kerascnn.data.datasets import load_dataset, make_training_pipeline
+from kerascnn.data.host import TrainingBatches
+from kerascnn.training.trainer import TrainingModel
 from kerascnn.models import build_model
-from kerascnn.preparation import compile_model, resolve_jit
-from kerascnn.transforms import InputTransform
-from kerascnn.augment import Augmenter
+from kerascnn.training.plan import compile_model, resolve_jit
+from kerascnn.data.device_transforms import InputTransform
+from kerascnn.data.tf_augment import Augmenter
 
 path, arch, size, batch, images, epochs = json.loads(sys.argv[1])
 data = load_dataset("fashion_mnist", train_size=images)

@@ -1,4 +1,4 @@
-"""JAX's persistent compilation cache (kerascnn.backend): wall time of
+"""JAX's persistent compilation cache (kerascnn.runtime.backend): wall time of
 `kerascnn fit` then `kerascnn evaluate` under JAX with the cache off, with
 a cold cache and with a warm one, measured in one run.
 

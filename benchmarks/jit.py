@@ -41,8 +41,8 @@ def main():
     import numpy as np
 
     from kerascnn.models import build_model
-    from kerascnn.optimizers import make_optimizer
-    from kerascnn.preparation import compile_model
+    from kerascnn.optim.optimizers import make_optimizer
+    from kerascnn.training.plan import compile_model
 
     rng = np.random.default_rng(0)
     n = args.batch_size * 8

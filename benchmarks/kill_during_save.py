@@ -1,17 +1,17 @@
-"""Kill a process at random moments while it saves through kerascnn.io, and
+"""Kill a process at random moments while it saves through kerascnn.runs.storage, and
 check that every file left is the previous complete one or the new one.
 
     python benchmarks/kill_during_save.py --kills 200 --seed 0
 
 A saver process writes, over and over with a new number k each round, the
 files of a run the way `kerascnn fit` does: a LeNet `.keras` with its state
-inside (`io.save_model`, every weight set to k, state {"k": k}), the same
-file rewritten by `io.update_state`, a history CSV, a run.json and an
+inside (`storage.save_model`, every weight set to k, state {"k": k}), the same
+file rewritten by `storage.update_state`, a history CSV, a run.json and an
 activations .npz. It reports each step on a pipe ("begin", fsync, rename,
 "end"), so that its last word says where it died. This process waits a
 random time (either anywhere over about two rounds, or within the measured
 duration of one chosen save) and sends SIGKILL. Then it loads what is left:
-the model with `io.load_model` (Keras' safe mode), the rest with csv, json
+the model with `storage.load_model` (Keras' safe mode), the rest with csv, json
 and numpy; a file must hold either what was there before or the complete new
 round, and may be missing only if it was never saved. The folder is reused
 (leftover temporary files must not disturb a loader and are removed by the
@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 import numpy as np
 
 from harness import machine_text  # noqa: E402
-from kerascnn import io  # noqa: E402
+from kerascnn.runs import storage  # noqa: E402
 
 STEPS = ("model", "state", "csv", "json", "npz")  # one round, in this order
 FILES = {"model": "run.keras", "state": "run.keras", "csv": "run.history.csv", "json": "run.run.json",
@@ -66,19 +66,19 @@ def make_model():
 
 
 def save(step, folder, model, k):
-    """Write the file of `step` for round k, through kerascnn.io."""
+    """Write the file of `step` for round k, through kerascnn.runs.storage."""
     path = folder / FILES[step]
     if step == "model":
         model.set_weights([np.full(w.shape, k, w.dtype) for w in model.get_weights()])
-        io.save_model(model, path, state={"k": k})
+        storage.save_model(model, path, state={"k": k})
     elif step == "state":
-        io.update_state(path, status=f"checked {k}")
+        storage.update_state(path, status=f"checked {k}")
     elif step == "csv":
-        io.write_csv(path, [{"epoch": i + 1, "k": k, "loss": 1.0 / (i + 1)} for i in range(ROWS)])
+        storage.write_csv(path, [{"epoch": i + 1, "k": k, "loss": 1.0 / (i + 1)} for i in range(ROWS)])
     elif step == "json":
-        io.write_json(path, {"k": k, "history": [{"epoch": i + 1, "k": k} for i in range(ROWS)]})
+        storage.write_json(path, {"k": k, "history": [{"epoch": i + 1, "k": k} for i in range(ROWS)]})
     else:
-        io.write_npz(path, {"k": np.array(k), "maps": np.full((ROWS, 8, 8), k, np.float16)})
+        storage.write_npz(path, {"k": np.array(k), "maps": np.full((ROWS, 8, 8), k, np.float16)})
 
 
 def content(step, k):
@@ -92,7 +92,7 @@ def saver(folder, model, first_k, fd):
     def say(word):
         os.write(fd, f"{word}\n".encode())
 
-    real_fsync, real_replace = io._fsync, os.replace
+    real_fsync, real_replace = storage._fsync, os.replace
 
     def fsync(path):
         say("f")
@@ -103,7 +103,7 @@ def saver(folder, model, first_k, fd):
         real_replace(src, dst)
         say("R")
 
-    io._fsync, os.replace = fsync, replace
+    storage._fsync, os.replace = fsync, replace
     try:
         for k in range(first_k, first_k + 10**6):
             for step in STEPS:
@@ -122,9 +122,9 @@ def read_file(step, path):
     if not path.exists():
         return None
     if step in ("model", "state"):
-        weights = io.load_model(path).get_weights()
+        weights = storage.load_model(path).get_weights()
         values = set(np.unique(np.concatenate([w.ravel() for w in weights])).tolist())
-        state = io.read_state(path) or {}
+        state = storage.read_state(path) or {}
         if len(values) != 1 or values != {state.get("k")}:
             raise ValueError(f"weights {sorted(values)[:3]} but state {state}")
         return state["k"], state.get("status")
@@ -136,7 +136,7 @@ def read_file(step, path):
             raise ValueError(f"{len(rows)} rows, k in {sorted(ks)[:3]}")
         return int(ks.pop())
     if step == "json":
-        obj = io.read_json(path)
+        obj = storage.read_json(path)
         if len(obj["history"]) != ROWS or {r["k"] for r in obj["history"]} != {obj["k"]}:
             raise ValueError("history incomplete or mixed")
         return obj["k"]
@@ -179,7 +179,7 @@ def check(folder, known, words):
 def leftovers(folder):
     """Temporary files in the folder, and whether a loader picks one."""
     temps = [p.name for p in folder.iterdir() if p.name.startswith(".") and ".tmp" in p.name]
-    newest = io.newest_model(folder).name if (folder / FILES["model"]).exists() else None
+    newest = storage.newest_model(folder).name if (folder / FILES["model"]).exists() else None
     return temps, newest not in (None, FILES["model"])
 
 

@@ -86,7 +86,7 @@ def resident_arrays(size, images):
     and int32 labels: the arrays a user holds in memory."""
     import numpy as np
 
-    from kerascnn.data import load_dataset
+    from kerascnn.data.datasets import load_dataset
 
     data = load_dataset("fashion_mnist", val_size=0, train_size=images)
     mean, std = data.stats()
@@ -134,7 +134,7 @@ def sgemm(n, library, repeats=10):
 
 @worker
 def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_step=None):
-    """fit's own stages (kerascnn.preparation, kerascnn.train) up to training, without the final
+    """fit's own stages (kerascnn.training.plan, kerascnn.training.fit) up to training, without the final
     test evaluation and save: data, settings, run folder, model, callbacks
     (history, divergence guard, checkpoints), model.fit on the tf.data
     pipeline. Times each epoch with a callback: with `batch_times` each
@@ -142,10 +142,13 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     after the checkpoint, else its steps alone. Counts the waits for the
     device per training step. `torch_step` (torch): "keras" for Keras' own
     step, "channels_first" for the native step on contiguous NCHW input
-    (kerascnn.torch_graph), None for the default."""
-    from kerascnn import preparation, torch_graph, torch_native, train
-    from kerascnn.callbacks import count_log_syncs
-    from kerascnn.inputs import network
+    (kerascnn.training.torch_graph), None for the default."""
+    from kerascnn.training import plan
+    from kerascnn.training import torch_graph
+    from kerascnn.training import torch_native
+    from kerascnn.training import fit
+    from kerascnn.training.callbacks import count_log_syncs
+    from kerascnn.training.trainer import network
 
     timer = epoch_timer(batches=batch_times)
     if torch_step == "keras":
@@ -153,21 +156,21 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     elif torch_step:
         torch_graph.NativeGraph.memory_format = torch_step
     with tempfile.TemporaryDirectory() as out:
-        given, _ = preparation.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
+        given, _ = plan.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
                                                                    "train_size": train_images, "output": out})
-        data = preparation.load_data(given)
-        settings = preparation.resolve_settings(given, data)
-        prepared = preparation.Prepared(given, settings, data)
-        t = train.Training(prepared, train.open_run_folder(settings), verbose=0)
-        jit = preparation.resolve_jit(settings.jit)
-        t.record = train.run_record(prepared, t.folder, jit)
-        with train.run_scope(settings):
+        data = plan.load_data(given)
+        settings = plan.resolve_settings(given, data)
+        prepared = plan.Prepared(given, settings, data)
+        t = fit.Training(prepared, fit.open_run_folder(settings), verbose=0)
+        jit = plan.resolve_jit(settings.jit)
+        t.record = fit.run_record(prepared, t.folder, jit)
+        with fit.run_scope(settings):
             model = prepared.model(jit, t.folder)  # on jax and torch a TrainingModel around the network, as in fit
-            t.callbacks = train.make_callbacks(t, [timer] if batch_times else [])
+            t.callbacks = fit.make_callbacks(t, [timer] if batch_times else [])
             if not batch_times:  # first: each epoch's end timed at Keras' wait for its logs, before checkpoints
                 t.callbacks.all.insert(0, timer)
             with count_log_syncs() as syncs:
-                steps = train.train(t, model) * epochs
+                steps = fit.train(t, model) * epochs
     return {**timer_rates(timer, len(data.x_train)), **model_facts(network(model)), "image_size": settings.image_size,
             "batch_size": settings.batch_size, "steps_per_execution": settings.steps_per_execution,
             "log_syncs_per_step": syncs.per_step(steps),
@@ -198,7 +201,7 @@ def bare_fit(net, size, batch, train_images, epochs, width=1.0):
     "auto", shuffling, the string loss and optimizer)."""
     import keras
 
-    from kerascnn.callbacks import count_log_syncs
+    from kerascnn.training.callbacks import count_log_syncs
 
     x, y = resident_arrays(size, train_images)
     keras.utils.set_random_seed(0)

@@ -13,8 +13,8 @@ from report import failures, number, rate, ratio, table
 def pipeline(size, batch, steps, augment):
     """make_training_pipeline over Fashion-MNIST's 60,000 training images,
     iterated without a model: images/s after 5 warm-up batches."""
-    from kerascnn.augment import Augmenter
-    from kerascnn.data import load_dataset, make_training_pipeline
+    from kerascnn.data.tf_augment import Augmenter
+    from kerascnn.data.datasets import load_dataset, make_training_pipeline
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
@@ -48,7 +48,7 @@ def pipeline_variant(size, batch, steps, variant):
     import numpy as np
     import tensorflow as tf
 
-    from kerascnn.data import epoch_indices, load_dataset, make_training_pipeline, normalize, scale_and_resize
+    from kerascnn.data.datasets import epoch_indices, load_dataset, make_training_pipeline, normalize, scale_and_resize
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
@@ -96,8 +96,8 @@ def train_step(arch, size, batch, steps):
     import numpy as np
 
     from kerascnn.models import build_model
-    from kerascnn.optimizers import make_optimizer
-    from kerascnn.preparation import compile_model
+    from kerascnn.optim.optimizers import make_optimizer
+    from kerascnn.training.plan import compile_model
 
     rng = np.random.default_rng(0)
     x = rng.standard_normal((batch, size, size, 1), dtype=np.float32)

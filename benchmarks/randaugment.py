@@ -1,6 +1,6 @@
 """RandAugment per batch: Keras' own `transform_images` (all eleven
 operations computed for each of its two, the drawn one kept with `where`)
-against `kerascnn.tricks.drawn_operations` (only the drawn ones, by a
+against `kerascnn.data.tricks.drawn_operations` (only the drawn ones, by a
 switch), on each backend, the same draws for both, interleaved in one
 process. Behind `kerascnn fit --randaugment`.
 
@@ -33,7 +33,7 @@ def measure(batch, calls, warmup):
     import keras
     import numpy as np
 
-    from kerascnn import tricks
+    from kerascnn.data import tricks
 
     layer = tricks.keras_layers()[2]
 

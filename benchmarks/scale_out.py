@@ -18,7 +18,7 @@ from report import failures, number, rate, ratio, table
 
 FIT_PROCESS = r"""
 import json, sys
-from kerascnn.train import fit
+from kerascnn.training.fit import fit
 r = fit(**json.loads(sys.argv[1]), verbose=0)
 print("RESULT " + json.dumps({"seconds": [row["seconds"] for row in r.history], "chief": r.chief,
                               "images": r.config["train_images"], "replicas": r.config.get("replicas"),

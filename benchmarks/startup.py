@@ -28,8 +28,8 @@ def evaluate_run(model, output):
     """kerascnn.evaluate on the saved run (predictions, report, figures),
     then the model's predict alone on the same test pipeline, warm."""
     from kerascnn import evaluate
-    from kerascnn.data import make_pipeline
-    from kerascnn.run import Run
+    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.runs.saved import Run
 
     start = time.perf_counter()
     result = evaluate(model, output=output)
@@ -48,15 +48,15 @@ def evaluate_run(model, output):
             "accuracy": result.accuracy}
 
 
-# `kerascnn ARGS` as the console script runs it (kerascnn.cli.main), writing time stamps
+# `kerascnn ARGS` as the console script runs it (kerascnn.cli.commands.main), writing time stamps
 # (time.time(), the parent's clock) at each of fit's stages and at its first training step
 # to the JSON file argv[1]; argv[2] is when the parent spawned it.
 HOOK = r"""
 import json, sys, time
 marks_path, marks = sys.argv[1], {"spawned": float(sys.argv[2]), "python_started": time.time()}
-import kerascnn.cli as cli
-import kerascnn.preparation as preparation
-import kerascnn.train as train
+import kerascnn.cli.commands as cli
+import kerascnn.training.plan as preparation
+import kerascnn.training.fit as train
 marks["cli_imported"] = time.time()
 
 def stamped(name, fn):
@@ -97,7 +97,7 @@ finally:
 def startup_timeline(marks):
     """Seconds of each stage from the spawn of `kerascnn fit` to its exit."""
     t0 = marks["spawned"]
-    points = [("Python started", "python_started"), ("kerascnn.cli imported", "cli_imported"),
+    points = [("Python started", "python_started"), ("kerascnn.cli.commands imported", "cli_imported"),
               ("TensorFlow and Keras imported, options checked", "fit_begin"),
               ("data loaded", "load_data_end"), ("defaults resolved", "resolve_settings_end"),
               ("model built and compiled", "build_or_resume_end"), ("first training step done", "first_step"),
@@ -170,7 +170,7 @@ def render(s):
         commands = "\n".join(f"- {net}: `{f['command']}`" for net, f in ok.items())
         parts.append(
             "**From the command to the first training step**, and **peak RSS** (the process's `ru_maxrss`, from "
-            "`os.wait4`): `kerascnn fit` started as the console script does (`kerascnn.cli.main`) in a fresh "
+            "`os.wait4`): `kerascnn fit` started as the console script does (`kerascnn.cli.commands.main`) in a fresh "
             "process, TensorFlow backend, with time stamps at each of fit's stages (its functions wrapped, and a "
             "callback at the first `on_train_batch_end`); seconds since the process was spawned:\n\n"
             + commands + "\n\n" + table(["reached", *ok], rows))

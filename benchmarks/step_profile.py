@@ -38,8 +38,8 @@ def profile_tf(net, size, batch, repeats):
     import tensorflow as tf
 
     from kerascnn.models import build_model
-    from kerascnn.optimizers import make_optimizer
-    from kerascnn.preparation import compile_model
+    from kerascnn.optim.optimizers import make_optimizer
+    from kerascnn.training.plan import compile_model
 
     rng = np.random.default_rng(0)
     x = tf.constant(rng.standard_normal((batch, size, size, 1), dtype=np.float32))
@@ -123,8 +123,8 @@ def profile_torch_ops(net, size, batch, steps, keras_model):
     rng = np.random.default_rng(0)
     if keras_model:
         from kerascnn.models import build_model
-        from kerascnn.optimizers import make_optimizer
-        from kerascnn.preparation import compile_model
+        from kerascnn.optim.optimizers import make_optimizer
+        from kerascnn.training.plan import compile_model
 
         x = rng.standard_normal((batch, size, size, 1), dtype=np.float32)
         y = rng.integers(0, 10, batch).astype(np.int32)

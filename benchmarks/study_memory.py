@@ -4,7 +4,7 @@ one process per run: time per run and memory growth.
     python benchmarks/study_memory.py --runs 12
 
 Trains the same small run (LeNet on the digits, 1 epoch) `--runs` times
-through kerascnn.study in this process, reading the resident memory (RSS)
+through kerascnn.studies.study in this process, reading the resident memory (RSS)
 after each, then `--subprocess-runs` times as separate `kerascnn fit`
 processes. Writes benchmarks/results/study_memory.json.
 """
@@ -28,7 +28,7 @@ def rss_mb():
 
 
 def in_process(runs, folder):
-    from kerascnn.study import Study, Variant, run_study
+    from kerascnn.studies.study import Study, Variant, run_study
 
     marks = []
 

@@ -14,7 +14,7 @@ FASHION_TRAIN = 54_000  # Fashion-MNIST's training images after fit's default 10
 
 def archs(runner, only_archs=None):
     """Every architecture through fit's stages at its CPU size and batch size."""
-    from kerascnn.choices import FAMILIES
+    from kerascnn.config.choices import FAMILIES
 
     b = runner.budget
     rows = []
@@ -102,7 +102,7 @@ def render_archs(s):
     return (f"Each architecture at the size and batch size `kerascnn fit` picks on a CPU (the family's smallest "
             f"size, 28 px for LeNet), with its family's defaults, on {s['steps']} batches of Fashion-MNIST per "
             f"epoch: one warm-up epoch, then the median of {s['repeats']} timed epochs. The path is fit's own "
-            "stages (`kerascnn.preparation` and `kerascnn.train`: load_data, resolve_settings, open_run_folder, "
+            "stages (`kerascnn.training.plan` and `kerascnn.training.fit`: load_data, resolve_settings, open_run_folder, "
             "build_or_resume, make_callbacks, train), without the final test evaluation and save; images/s counts whole "
             "epochs, of which \"after the steps\" is what an epoch spends after its last batch (the checkpoint "
             "`last.keras`, history). GFLOP/s counts training as 3× the forward pass of the "

@@ -1,5 +1,5 @@
 """Section "torch-step" of performance.py: kerascnn's training step under
-torch, native (kerascnn.torch_native) against Keras' own torch step and a
+torch, native (kerascnn.training.torch_native) against Keras' own torch step and a
 plain PyTorch loop, eager and compiled, on this CPU (`section`, `render`).
 
     python benchmarks/performance.py --only torch-step          # about 8 minutes on 2 cores
@@ -118,7 +118,7 @@ def render(s):
     return (
         "Milliseconds of one training step under torch on this CPU: LeNet (ReLU, max pooling) on 28 px "
         "Fashion-MNIST and ResNet-18 on 32 px (28 px zero-padded, kerascnn with `--resize pad`), AdamW. "
-        "kerascnn's fit path with its native step (`kerascnn.torch_native`, the default under torch), with "
+        "kerascnn's fit path with its native step (`kerascnn.training.torch_native`, the default under torch), with "
         "Keras' own torch step (`KERASCNN_TORCH_NATIVE=0`), with the native step on contiguous NCHW input "
         "instead of the channels-last view (*channels_first*), and with `--jit on` (torch.compile of the native "
         "forward pass and loss); the plain PyTorch loop of section 3 (the same networks in `torch.nn`, NCHW "

@@ -12,23 +12,23 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "KerasCNNError": "kerascnn.errors",
-    "FitConfig": "kerascnn.config",
+    "FitConfig": "kerascnn.config.options",
     "build_lenet": "kerascnn.models",
     "build_model": "kerascnn.models",
     "ARCHS": "kerascnn.models",
-    "load_dataset": "kerascnn.data",
-    "make_pipeline": "kerascnn.data",
-    "fit": "kerascnn.train",
-    "lr_find": "kerascnn.lr_finder",
-    "Run": "kerascnn.run",
-    "evaluate": "kerascnn.evaluation",
-    "visualize": "kerascnn.visualization",
-    "compare_runs": "kerascnn.visualization",
-    "explain": "kerascnn.explanation",
-    "predict": "kerascnn.prediction",
-    "show_batch": "kerascnn.preview",
-    "parameter_counts": "kerascnn.summary",
-    "start_quietly": "kerascnn.backend",  # a notebook's first cell: Keras without TensorFlow's C++ start-up lines
+    "load_dataset": "kerascnn.data.datasets",
+    "make_pipeline": "kerascnn.data.datasets",
+    "fit": "kerascnn.training.fit",
+    "lr_find": "kerascnn.training.lr_finder",
+    "Run": "kerascnn.runs.saved",
+    "evaluate": "kerascnn.analysis.evaluation",
+    "visualize": "kerascnn.analysis.visualization",
+    "compare_runs": "kerascnn.analysis.visualization",
+    "explain": "kerascnn.analysis.explanation",
+    "predict": "kerascnn.analysis.prediction",
+    "show_batch": "kerascnn.analysis.preview",
+    "parameter_counts": "kerascnn.models.summary",
+    "start_quietly": "kerascnn.runtime.backend",  # a notebook's first cell: Keras without TensorFlow's C++ start-up lines
 }
 
 

@@ -4,7 +4,7 @@ layers changed over training, and captioned image galleries.
 
 Every function returns a matplotlib Figure built with the object API (no
 pyplot state), so it renders on a machine without a screen and shows inline
-in a notebook; `kerascnn.io.save_figure(fig, path)` writes it as a PNG.
+in a notebook; `kerascnn.runs.storage.save_figure(fig, path)` writes it as a PNG.
 Inputs are plain arrays and lists: nothing here imports Keras.
 """
 

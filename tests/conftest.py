@@ -11,12 +11,12 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# JAX's compilation cache (kerascnn.backend) in a folder of this test run,
+# JAX's compilation cache (kerascnn.runtime.backend) in a folder of this test run,
 # shared with the backend subprocesses, never in the user's ~/.cache.
 if not os.environ.get("KERASCNN_CACHE_DIR"):
     os.environ["KERASCNN_CACHE_DIR"] = tempfile.mkdtemp(prefix="kerascnn-test-cache-")
     atexit.register(shutil.rmtree, os.environ["KERASCNN_CACHE_DIR"], ignore_errors=True)
-from kerascnn.backend import use_compilation_cache  # noqa: E402
+from kerascnn.runtime.backend import use_compilation_cache  # noqa: E402
 
 use_compilation_cache()
 
@@ -92,7 +92,7 @@ def npz_dir(tmp_path):
 def trained_run(tmp_path_factory):
     """One small LeNet trained on the bundled digits, shared by the tests
     that read a saved run."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     out = tmp_path_factory.mktemp("run")
     return fit("lenet", "digits", epochs=3, batch_size=64, activation="relu", pool="max",

@@ -1,10 +1,10 @@
-"""kerascnn.augment: augmentation changes training batches only, never evaluation data."""
+"""kerascnn.data.tf_augment: augmentation changes training batches only, never evaluation data."""
 
 import numpy as np
 import pytest
 
-from kerascnn.data import load_dataset, make_pipeline, make_training_pipeline
-from kerascnn.train import fit
+from kerascnn.data.datasets import load_dataset, make_pipeline, make_training_pipeline
+from kerascnn.training.fit import fit
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
 
@@ -19,7 +19,7 @@ def test_augmentation_changes_training_batches_only():
     mean, std = data.stats()
     common = dict(input_shape=(28, 28, 1), mean=mean, std=std, batch_size=32, epochs=1, seed=0)
     plain, _ = make_training_pipeline(data.x_train, data.y_train, **common)
-    from kerascnn.augment import Augmenter
+    from kerascnn.data.tf_augment import Augmenter
 
     for name in ("crop", "flip", "rotate", "translate"):
         augmented, _ = make_training_pipeline(data.x_train, data.y_train, augment=Augmenter(name, 28), **common)

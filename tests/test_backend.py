@@ -1,4 +1,4 @@
-"""kerascnn.backend: JAX's persistent compilation cache.
+"""kerascnn.runtime.backend: JAX's persistent compilation cache.
 
 Keras 3 multi-backend: the core tests under jax and torch, and models
 saved under one backend loading under the others with the same
@@ -19,7 +19,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from kerascnn import backend as kerascnn_backend
+from kerascnn.runtime import backend as kerascnn_backend
 from tests.conftest import REPO
 
 
@@ -112,14 +112,14 @@ def test_core_tests_pass_under(backend):
 
 SAVE = textwrap.dedent("""
     import json, sys
-    from kerascnn.backend import use_compilation_cache
+    from kerascnn.runtime.backend import use_compilation_cache
     use_compilation_cache()  # as the CLI does; LOAD then reuses these programs under JAX
     import keras
     import numpy as np
-    from kerascnn import io
+    from kerascnn.runs import storage
     from kerascnn.models import ARCHS, build_model
-    from kerascnn.preparation import compile_model
-    from kerascnn.tricks import Tricks
+    from kerascnn.training.plan import compile_model
+    from kerascnn.config.tricks import Tricks
 
     def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
         if keras.backend.backend() == "jax":
@@ -146,7 +146,7 @@ SAVE = textwrap.dedent("""
             y = np.eye(5, dtype="float32")[y]
         for _ in range(2):  # moves weights, batch-norm statistics and Adam's moments
             model.train_on_batch(x, y)
-        io.save_model(model, f"{out}/{arch}.keras")
+        storage.save_model(model, f"{out}/{arch}.keras")
         np.save(f"{out}/{arch}.x.npy", x)
         np.save(f"{out}/{arch}.logits.npy", logits(model, x))
         np.savez(f"{out}/{arch}.state.npz",
@@ -157,11 +157,11 @@ SAVE = textwrap.dedent("""
 
 LOAD = textwrap.dedent("""
     import json, sys
-    from kerascnn.backend import use_compilation_cache
+    from kerascnn.runtime.backend import use_compilation_cache
     use_compilation_cache()
     import keras
     import numpy as np
-    from kerascnn import io
+    from kerascnn.runs import storage
     from kerascnn.models import ARCHS
 
     def logits(model, x):  # inference mode; under JAX one compiled program (cached on disk) beats op by op
@@ -172,7 +172,7 @@ LOAD = textwrap.dedent("""
     results = {}
     for source in sys.argv[1:]:
         for arch in [*ARCHS, "tricks"]:
-            model = io.load_model(f"{source}/{arch}.keras")  # in Keras' safe mode
+            model = storage.load_model(f"{source}/{arch}.keras")  # in Keras' safe mode
             x = np.load(f"{source}/{arch}.x.npy")
             logits_now = logits(model, x)
             state = np.load(f"{source}/{arch}.state.npz")

@@ -1,11 +1,11 @@
-"""kerascnn.callbacks: early stopping, the activation recorder, the divergence stop, checkpoints."""
+"""kerascnn.training.callbacks: early stopping, the activation recorder, the divergence stop, checkpoints."""
 
 import numpy as np
 import pytest
 
-from kerascnn import io
+from kerascnn.runs import storage
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import fit
+from kerascnn.training.fit import fit
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
 
@@ -30,7 +30,7 @@ def test_early_stopping(tmp_path, patience):
 
 
 def test_early_stop_counts_epochs_without_improvement():
-    from kerascnn.callbacks import EarlyStop
+    from kerascnn.training.callbacks import EarlyStop
 
     def stopped(losses, patience):
         stop = EarlyStop("val_loss", patience)
@@ -48,7 +48,7 @@ def test_early_stop_counts_epochs_without_improvement():
 
 
 def test_activation_recorder_files_and_pictures(tmp_path):
-    from kerascnn.visualization import visualize_epochs
+    from kerascnn.analysis.visualization import visualize_epochs
 
     r = fit("lenet", epochs=3, record_layers=["conv1", "pool2"], probe_size=3, output=tmp_path, **SMALL)
     npz = tmp_path / "lenet.activations.npz"
@@ -78,7 +78,7 @@ class _Model:
 def run_guard(epochs, *, batch_size=10, samples=None, **kwargs):
     """Feed DivergenceGuard the running means Keras would log for these
     per-batch losses (one list per epoch); returns the guard."""
-    from kerascnn.callbacks import DivergenceGuard
+    from kerascnn.training.callbacks import DivergenceGuard
 
     guard = DivergenceGuard(batch_size, samples, **kwargs)
     guard.set_model(_Model())
@@ -121,7 +121,7 @@ def test_divergence_guard_rule():
 
 
 def test_diverging_run_fails_and_loses_nothing(tmp_path):
-    from kerascnn.cli import main
+    from kerascnn.cli.commands import main
 
     fit("lenet", epochs=1, output=tmp_path, **SMALL)
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
@@ -129,7 +129,7 @@ def test_diverging_run_fails_and_loses_nothing(tmp_path):
         fit("lenet", epochs=2, optimizer="sgd", lr=1e12, output=tmp_path, **SMALL)
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     last = tmp_path / "lenet.partial" / "last.keras"
-    assert not last.exists() or io.read_state(last)["status"] == "diverged"
+    assert not last.exists() or storage.read_state(last)["status"] == "diverged"
     # on the command line: one line, exit 1
     with pytest.raises(SystemExit) as e:
         main(["fit", "--dataset", "digits", "--optimizer", "sgd", "--lr", "1e12", "--epochs", "2",
@@ -150,7 +150,7 @@ def test_bounded_oscillation_trains_to_the_end(tmp_path):
 def test_seed_generator_states_round_trip():
     import keras
 
-    from kerascnn.callbacks import seed_generator_states, set_seed_generator_states
+    from kerascnn.training.callbacks import seed_generator_states, set_seed_generator_states
 
     inputs = keras.Input((4,))
     model = keras.Model(inputs, keras.layers.Dropout(0.5, name="drop")(inputs))
@@ -163,7 +163,7 @@ def test_seed_generator_states_round_trip():
 
 
 def test_checkpoints_best_last_every_n(tmp_path):
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     r = fit(**{**RUN, "epochs": 3, "augment": None}, save_every=2, output=tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
@@ -171,10 +171,10 @@ def test_checkpoints_best_last_every_n(tmp_path):
     assert {"lenet.best.keras", "lenet.last.keras", "lenet.epoch-002.keras", "lenet.keras"} <= set(names)
     assert "lenet.epoch-001.keras" not in names and "lenet.epoch-003.keras" not in names
     assert not [n for n in names if n.startswith(".")]
-    best = io.read_state(tmp_path / "lenet.best.keras")
+    best = storage.read_state(tmp_path / "lenet.best.keras")
     val = [row["val_accuracy"] for row in r.history]
     assert best["epoch"] == int(np.argmax(val)) + 1  # first epoch with the best val accuracy
-    assert io.read_state(tmp_path / "lenet.last.keras")["epoch"] == 3
+    assert storage.read_state(tmp_path / "lenet.last.keras")["epoch"] == 3
     # a checkpoint is a plain Keras model too
     np.testing.assert_array_equal(weights(tmp_path / "lenet.last.keras")[0], r.model.get_weights()[0])
 

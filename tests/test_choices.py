@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from kerascnn import choices
+from kerascnn.config import choices
 from tests.conftest import REPO
 
 INPUTS = ("input_shape", "num_classes", "name", "include_top", "classifier_activation")
@@ -44,8 +44,8 @@ def test_defaults_for_help_texts():
 
 
 def test_every_choice_is_known_where_it_is_used():
-    from kerascnn.data import epoch_indices, load_dataset
-    from kerascnn.schedules import schedule_function, step_schedule
+    from kerascnn.data.datasets import epoch_indices, load_dataset
+    from kerascnn.optim.schedules import schedule_function, step_schedule
 
     assert set(choices.SCHEDULES) == set(choices.EPOCH_SCHEDULES) | set(choices.STEP_SCHEDULES)
     for name in choices.EPOCH_SCHEDULES:
@@ -58,7 +58,7 @@ def test_every_choice_is_known_where_it_is_used():
 
 
 def test_choices_and_config_import_no_keras():
-    code = ("import sys, kerascnn.choices, kerascnn.config, kerascnn.cli, kerascnn.train; "
+    code = ("import sys, kerascnn.config.choices, kerascnn.config.options, kerascnn.cli.commands, kerascnn.training.fit; "
             "sys.exit(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules) or 0)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kerascnn.cli import cli
+from kerascnn.cli.commands import cli
 from tests.conftest import REPO
 
 
@@ -20,7 +20,7 @@ def test_help_is_fast_and_lists_commands():
     assert result.returncode == 0
     for command in ("fit", "evaluate", "visualize", "summary", "layers"):
         assert command in result.stdout
-    code = "import kerascnn.cli, sys; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
+    code = "import kerascnn.cli.commands, sys; sys.exit('tensorflow' in sys.modules or 'keras' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 
 
@@ -73,7 +73,7 @@ def test_fit_evaluate_visualize(tmp_path):
     assert result.exit_code == 0, result.output
     assert "test accuracy:" in result.output and f"wrote {out / 'small.keras'}" in result.output
     # every option reached the run: its record, the model's layers, its optimizer and the rate it trained at
-    from kerascnn.run import Run
+    from kerascnn.runs.saved import Run
 
     saved = Run.load(out / "small.keras")
     settings = saved.settings
@@ -221,7 +221,7 @@ def test_fit_log_every_prints_the_lectures_lines_and_writes_the_steps(tmp_path):
         "loss: L  [  128/  256]", "loss: L  [  256/  256]", "epoch 1/2",
         "loss: L  [  128/  256]", "loss: L  [  256/  256]", "epoch 2/2"]
     assert f"wrote {tmp_path / 'lenet.steps.csv'}" in result.output
-    from kerascnn.runfiles import read_steps
+    from kerascnn.runs.files import read_steps
 
     rows = read_steps(tmp_path / "lenet.steps.csv")
     assert [row["step"] for row in rows] == [2, 4, 6, 8]
@@ -369,12 +369,12 @@ def test_a_lambda_model_gets_one_clean_line_from_a_real_process(bad_models):
 
 
 def test_errors_name_the_keyword_in_python_and_the_flag_in_the_shell(trained_run, tmp_path, monkeypatch):
-    from kerascnn.config import OptionError
+    from kerascnn.config.spelling import OptionError
     from kerascnn.errors import KerasCNNError
-    from kerascnn.explanation import explain
-    from kerascnn.preview import show_batch
-    from kerascnn.train import fit
-    from kerascnn.visualization import visualize
+    from kerascnn.analysis.explanation import explain
+    from kerascnn.analysis.preview import show_batch
+    from kerascnn.training.fit import fit
+    from kerascnn.analysis.visualization import visualize
 
     model = str(trained_run.model_path)
     monkeypatch.chdir(tmp_path)  # nothing should be written; whatever would be lands in tmp_path

@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kerascnn import io
-from kerascnn.distribution import accelerator_available
-from kerascnn.config import FIELDS, FORMAT, FitConfig, OptionError, cli_spelling, resolve, upgrade
-from kerascnn.runfiles import mismatches
+from kerascnn.runs import storage
+from kerascnn.runtime.distribution import accelerator_available
+from kerascnn.config.options import FIELDS, FORMAT, FitConfig, upgrade
+from kerascnn.config.spelling import OptionError, cli_spelling
+from kerascnn.config.defaults import resolve
+from kerascnn.runs.files import mismatches
 from kerascnn.errors import KerasCNNError
 from tests.conftest import REPO
 
@@ -101,11 +103,11 @@ def test_resolve_fills_family_and_optimizer_defaults():
 
 
 def test_every_option_is_a_fit_flag_and_a_record_key(trained_run):
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
     params = {p.name for p in cli.commands["fit"].params}
     assert params == set(FIELDS) | {"config_file", "backend"}
-    record = json.loads(io.sidecar(trained_run.model_path, "run.json").read_text())
+    record = json.loads(storage.sidecar(trained_run.model_path, "run.json").read_text())
     assert record["format"] == FORMAT
     assert set(FIELDS) <= set(record) and set(record["given"]) == set(FIELDS)
     assert record["given"]["batch_size"] == 64 and record["given"]["optimizer"] is None
@@ -139,7 +141,7 @@ def test_config_files_toml_yaml_json(tmp_path):
 
 
 def test_a_run_record_replays_what_was_given(trained_run):
-    config = FitConfig.from_file(io.sidecar(trained_run.model_path, "run.json"))
+    config = FitConfig.from_file(storage.sidecar(trained_run.model_path, "run.json"))
     assert config == FitConfig(arch="lenet", dataset="digits", epochs=3, batch_size=64, activation="relu",
                                pool="max", output=str(trained_run.model_path.parent))
     assert config.optimizer is None  # given as the family's default, so it stays the family's
@@ -149,9 +151,9 @@ def test_a_run_record_replays_what_was_given(trained_run):
                     reason="bit-equal repeats need deterministic kernels; GPU convolution gradients are not")
 def test_replay_on_the_command_line_gives_the_same_history(trained_run, tmp_path):
     """Must show: `kerascnn fit --config <run.json> --output OTHER` repeats a seeded run."""
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
-    run_json = io.sidecar(trained_run.model_path, "run.json")
+    run_json = storage.sidecar(trained_run.model_path, "run.json")
     result = CliRunner().invoke(cli, ["fit", "--config", str(run_json), "--output", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "lenet on digits at 28x28: adamw lr 0.001, weight decay 0.004, batch 64, 3 epochs" in result.output
@@ -164,7 +166,7 @@ def test_replay_on_the_command_line_gives_the_same_history(trained_run, tmp_path
 
 
 def test_replay_overrides_and_never_overwrites_silently(trained_run, tmp_path):
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
     folder = tmp_path / "runs"
     shutil.copytree(trained_run.model_path.parent, folder)
@@ -182,13 +184,13 @@ def test_replay_overrides_and_never_overwrites_silently(trained_run, tmp_path):
     assert (record["epochs"], record["batch_size"], record["activation"], record["dataset"]) == \
         (1, 32, "relu", "digits")
     with pytest.raises(KerasCNNError, match="already holds a run; .* add overwrite"):
-        from kerascnn.train import fit
+        from kerascnn.training.fit import fit
 
         fit(run_json, output=folder, verbose=0)
 
 
 def test_fit_takes_a_config_object(tmp_path):
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     config = FitConfig(dataset="digits", epochs=1, train_size=64, activation="relu", output=str(tmp_path))
     result = fit(config, verbose=0)
@@ -214,16 +216,16 @@ def to_format_1(record):
 
 
 def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp_path):
-    from kerascnn.evaluation import evaluate
-    from kerascnn.train import fit
+    from kerascnn.analysis.evaluation import evaluate
+    from kerascnn.training.fit import fit
 
     folder = tmp_path / "old"
     shutil.copytree(trained_run.model_path.parent, folder)
     record = json.loads((folder / "lenet.run.json").read_text())
     old = to_format_1(record)
-    io.write_json(folder / "lenet.run.json", old)
-    state = io.read_state(folder / "lenet.last.keras")
-    io.update_state(folder / "lenet.last.keras", config=to_format_1(state["config"]))
+    storage.write_json(folder / "lenet.run.json", old)
+    state = storage.read_state(folder / "lenet.last.keras")
+    storage.update_state(folder / "lenet.last.keras", config=to_format_1(state["config"]))
 
     assert upgrade(old)["weight_decay"] == 0.004 and upgrade(old)["activation"] == "relu"
     assert (upgrade(old)["padding"], upgrade(old)["resize"]) == ("same", "resize")
@@ -236,7 +238,7 @@ def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp
                   resume=True, verbose=0)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4] and resumed.config["resumed_from"] == 3
 
-    io.write_json(folder / "lenet.run.json", {**record, "format": FORMAT + 1})
+    storage.write_json(folder / "lenet.run.json", {**record, "format": FORMAT + 1})
     with pytest.raises(KerasCNNError, match="saved by a newer kerascnn"):
         FitConfig.from_file(folder / "lenet.run.json")
 
@@ -264,7 +266,7 @@ def test_runs_saved_before_log_every_logged_nothing_and_resume_so():
 ERRORS = textwrap.dedent("""
     import json, sys, time
     start = time.perf_counter()
-    from kerascnn.cli import main
+    from kerascnn.cli.commands import main
     try:
         main(sys.argv[1:])
     except SystemExit as e:

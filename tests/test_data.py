@@ -4,9 +4,9 @@ import re
 import numpy as np
 import pytest
 
-from kerascnn.data import epoch_indices, load_dataset, make_pipeline, make_training_pipeline
+from kerascnn.data.datasets import epoch_indices, load_dataset, make_pipeline, make_training_pipeline
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import fit
+from kerascnn.training.fit import fit
 from tests.conftest import make_images, write_idx
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
@@ -344,7 +344,7 @@ def test_sequential_and_bootstrap_pipelines_feed_fit(tmp_path):
 def _cli(*args):
     from click.testing import CliRunner
 
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
     return CliRunner().invoke(cli, [str(a) for a in args])
 
@@ -391,7 +391,7 @@ def test_damaged_files_in_a_real_process(idx_dir, tmp_path):
 
 
 def test_channel_stats_are_numpys_without_a_float_copy():
-    from kerascnn.data import channel_stats
+    from kerascnn.data.datasets import channel_stats
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(300, 9, 7, 3), dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""kerascnn.distribution: training under tf.distribute (mirrored on two logical CPUs, multi-worker on two
+"""kerascnn.runtime.distribution: training under tf.distribute (mirrored on two logical CPUs, multi-worker on two
 processes) and keras.distribution (data-parallel on two virtual JAX devices, and on two processes through
 jax.distributed), and the cluster checks."""
 
@@ -12,10 +12,12 @@ import textwrap
 import numpy as np
 import pytest
 
-from kerascnn import inputs, io
+from kerascnn.data import host
+
+from kerascnn.runs import storage
 from kerascnn.errors import KerasCNNError
-from kerascnn.train import fit
-from kerascnn.tricks import Tricks
+from kerascnn.training.fit import fit
+from kerascnn.config.tricks import Tricks
 from tests.test_inputs import NO_TF, REPO, env, needs_jax, python
 
 
@@ -24,7 +26,7 @@ MIRRORED = textwrap.dedent("""
     import tensorflow as tf
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
     r = fit("lenet", "digits", epochs=2, batch_size=64, train_size=256, activation="relu", pool="max",
             distribute="mirrored", output=sys.argv[1], verbose=0)
     print(json.dumps({"replicas": r.config["replicas"], "loss": [row["loss"] for row in r.history],
@@ -47,7 +49,7 @@ def test_mirrored_training_on_two_logical_cpus(tmp_path):
 WORKER = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
     r = fit("lenet", "digits", epochs=2, batch_size=64, activation="relu", pool="max", distribute="multi-worker",
             output=sys.argv[1], verbose=0)
     np.savez(sys.argv[2], *r.model.get_weights())
@@ -105,7 +107,7 @@ def test_multi_worker_training_on_two_processes(tmp_path):
 
 
 def test_multi_worker_needs_a_cluster(tmp_path, monkeypatch):
-    from kerascnn.distribution import cluster_task, is_chief
+    from kerascnn.runtime.distribution import cluster_task, is_chief
 
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(KerasCNNError, match="multi-worker reads the cluster from TF_CONFIG, which is not set"):
@@ -130,7 +132,7 @@ def test_data_parallel_on_two_devices_ends_with_the_weights_of_one(tmp_path):
     one device within 1e-5 (float32 sums in another order; measured 2e-7 on weights up to 0.3)."""
     code = """
         import sys
-        from kerascnn.train import fit
+        from kerascnn.training.fit import fit
         r = fit("lenet", "digits", epochs=2, batch_size=64, train_size=640, augment="crop,flip", activation="relu",
                 pool="max", distribute="data-parallel", output=sys.argv[1], verbose=1)
         assert sys.modules.get("tensorflow") is None
@@ -141,7 +143,7 @@ def test_data_parallel_on_two_devices_ends_with_the_weights_of_one(tmp_path):
                       XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
         assert proc.returncode == 0, proc.stderr[-3000:]
         assert f"DataParallel over {devices} device(s)" in proc.stdout
-        runs[devices] = io.load_model(tmp_path / str(devices) / "lenet.keras").get_weights()
+        runs[devices] = storage.load_model(tmp_path / str(devices) / "lenet.keras").get_weights()
     for a, b in zip(runs[1], runs[2]):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
@@ -149,7 +151,7 @@ def test_data_parallel_on_two_devices_ends_with_the_weights_of_one(tmp_path):
 DATA_PARALLEL = """
     import json, sys
     import numpy as np
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
     r = fit("lenet", "digits", epochs=2, batch_size=64, train_size=640, augment="crop,flip", activation="relu",
             pool="max", distribute="data-parallel", output=sys.argv[1], verbose="auto")
     np.savez(sys.argv[2], *r.model.get_weights())
@@ -212,7 +214,7 @@ def test_data_parallel_on_two_processes_ends_with_the_weights_of_one_with_two_de
     written = sorted(p.name for p in (tmp_path / "out0").iterdir())
     assert written == sorted(p.name for p in (tmp_path / "one").iterdir()) and "lenet.keras" in written
     assert not (tmp_path / "out1").exists() and not list((tmp_path / "tmp1").iterdir())
-    np.testing.assert_array_equal(io.load_model(tmp_path / "out0" / "lenet.keras").get_weights()[0], w0["arr_0"])
+    np.testing.assert_array_equal(storage.load_model(tmp_path / "out0" / "lenet.keras").get_weights()[0], w0["arr_0"])
 
 
 def test_each_process_feeds_its_rows_of_the_batches_one_process_would_make():
@@ -220,8 +222,8 @@ def test_each_process_feeds_its_rows_of_the_batches_one_process_would_make():
     y = np.arange(70) % 10
     options = dict(batch_size=32, epochs=1, seed=3, augment=("crop", "flip"), multiple=4,
                    tricks=Tricks(mixup=0.2), num_classes=10)
-    whole = inputs.TrainingBatches(x, y, **options)
-    parts = [inputs.TrainingBatches(x, y, part=(i, 2), **options) for i in range(2)]
+    whole = host.TrainingBatches(x, y, **options)
+    parts = [host.TrainingBatches(x, y, part=(i, 2), **options) for i in range(2)]
     assert whole.steps == parts[0].steps == 3
     for step in range(whole.steps):
         (images, params), labels = whole.batch(0, step)
@@ -230,8 +232,8 @@ def test_each_process_feeds_its_rows_of_the_batches_one_process_would_make():
         assert len(i0) == len(i1) == len(images) // 2
         for a, b0, b1 in ((images, i0, i1), (params, p0, p1), (labels, l0, l1)):
             np.testing.assert_array_equal(a, np.concatenate([b0, b1]))
-    (images, _), labels, weights = inputs.Batches(x, y, batch_size=32, multiple=4)[2]  # 6 images and 2 of padding
-    halves = [inputs.Batches(x, y, batch_size=32, multiple=4, part=(i, 2))[2] for i in range(2)]
+    (images, _), labels, weights = host.Batches(x, y, batch_size=32, multiple=4)[2]  # 6 images and 2 of padding
+    halves = [host.Batches(x, y, batch_size=32, multiple=4, part=(i, 2))[2] for i in range(2)]
     assert len(weights) == 8 and [len(h[1]) for h in halves] == [4, 4]
     for a, b0, b1 in ((images, halves[0][0][0], halves[1][0][0]), (labels, halves[0][1], halves[1][1]),
                       (weights, halves[0][2], halves[1][2])):
@@ -239,7 +241,7 @@ def test_each_process_feeds_its_rows_of_the_batches_one_process_would_make():
 
 
 def test_multi_process_settings_are_checked(tmp_path, monkeypatch):
-    from kerascnn.distribution import PROCESS_VARIABLES, process_cluster
+    from kerascnn.runtime.distribution import PROCESS_VARIABLES, process_cluster
 
     for name in PROCESS_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -277,8 +279,8 @@ def test_multi_process_settings_are_checked(tmp_path, monkeypatch):
 def test_a_process_writing_elsewhere_resumes_the_recordings_of_the_chief(tmp_path):
     """A worker (or a data-parallel process but 0) writes into a scratch folder but continues the step log and
     activation records of the run it resumes, the chief's: in progress, or beside the finished run."""
-    from kerascnn.runfiles import RunFiles
-    from kerascnn.train import RunFolder
+    from kerascnn.runs.files import RunFiles
+    from kerascnn.training.fit import RunFolder
 
     chief, scratch = RunFiles(tmp_path / "runs", "lenet"), RunFiles(tmp_path / "scratch", "lenet")
     finished = RunFolder(scratch, {"epoch": 2}, chief.checkpoint("last"), resumes=chief)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kerascnn.cli import cli
-from kerascnn.data import load_dataset
+from kerascnn.cli.commands import cli
+from kerascnn.data.datasets import load_dataset
 from kerascnn.errors import KerasCNNError
-from kerascnn.evaluation import evaluate, most_confused
+from kerascnn.analysis.evaluation import evaluate, most_confused
 from tests.conftest import make_images
 
 pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
@@ -138,7 +138,7 @@ def test_checkpoints_from_another_folder_and_other_data(trained_run, npz_dir, tm
 
 def _losses_recomputed(model_path):
     """Per-image cross-entropy of the digits test set, computed here without kerascnn's pipeline."""
-    from kerascnn.run import Run
+    from kerascnn.runs.saved import Run
 
     mean, std = Run.load(model_path).normalization()
     data = load_dataset("digits")
@@ -193,7 +193,7 @@ def test_evaluate_top_losses_through_the_cli(trained_run, tmp_path):
 
 
 def test_a_long_top_loss_list_draws_the_first_hundred(trained_run, tmp_path, monkeypatch):
-    import kerascnn.evaluation as evaluation
+    import kerascnn.analysis.evaluation as evaluation
 
     drawn = []
     plot = evaluation.plot_gallery

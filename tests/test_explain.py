@@ -1,4 +1,4 @@
-"""kerascnn.explanation and `kerascnn explain`: Grad-CAM, Grad-CAM++,
+"""kerascnn.analysis.explanation and `kerascnn explain`: Grad-CAM, Grad-CAM++,
 saliency and SmoothGrad maps, the layer a CAM weighs, the files written, the
 command's errors, and the same maps under TensorFlow, JAX and torch."""
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from kerascnn.cli import cli
-from kerascnn.config import OptionError
+from kerascnn.cli.commands import cli
+from kerascnn.config.spelling import OptionError
 from kerascnn.errors import KerasCNNError
-from kerascnn.explanation import (METHODS, cam_layer, default_cam_layer, explain, explanation_maps,
+from kerascnn.analysis.explanation import (METHODS, cam_layer, default_cam_layer, explain, explanation_maps,
                                   gradient_function, probed_model, upsample)
 from kerascnn.models import build_lenet, build_model
 
@@ -214,7 +214,7 @@ def test_the_command_answers_bad_input_with_one_line(trained_run, tmp_path, args
 
 COMPARE = """
 import sys
-from kerascnn.explanation import METHODS, explain
+from kerascnn.analysis.explanation import METHODS, explain
 
 for method in METHODS:
     explain(sys.argv[1], method, indices=[0, 1, 2, 3, 4, 5], output=sys.argv[2])

@@ -1,4 +1,4 @@
-"""kerascnn.inputs: the jax/torch input path (numpy host batches, the image
+"""kerascnn.data.host: the jax/torch input path (numpy host batches, the image
 work in the training step) and kerascnn without TensorFlow."""
 
 import importlib.util
@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerascnn import inputs, io
-from kerascnn.transforms import param_columns
+from kerascnn.data import host
+from kerascnn.training import trainer
+
+from kerascnn.runs import storage
+from kerascnn.data.device_transforms import param_columns
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,20 +58,20 @@ def python(code, backend, *args, timeout=300, cwd=REPO, block_tf=True, **extra):
 
 
 def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
-    a = inputs.epoch_order(100, 3, seed=1)
+    a = host.epoch_order(100, 3, seed=1)
     np.testing.assert_array_equal(np.sort(a), np.arange(100))
-    np.testing.assert_array_equal(a, inputs.epoch_order(100, 3, seed=1))
-    assert not np.array_equal(a, inputs.epoch_order(100, 4, seed=1))
-    assert not np.array_equal(a, inputs.epoch_order(100, 3, seed=2))
-    np.testing.assert_array_equal(inputs.epoch_order(10, 5, sampling="sequential"), np.arange(10))
-    boot = inputs.epoch_order(1000, 0, seed=1, sampling="bootstrap")
+    np.testing.assert_array_equal(a, host.epoch_order(100, 3, seed=1))
+    assert not np.array_equal(a, host.epoch_order(100, 4, seed=1))
+    assert not np.array_equal(a, host.epoch_order(100, 3, seed=2))
+    np.testing.assert_array_equal(host.epoch_order(10, 5, sampling="sequential"), np.arange(10))
+    boot = host.epoch_order(1000, 0, seed=1, sampling="bootstrap")
     assert len(boot) == 1000 and len(np.unique(boot)) < 1000 and boot.max() < 1000
 
 
 def test_training_batches_stream_as_they_iterate_and_cross_epochs():
     x = np.arange(50 * 4 * 4).reshape(50, 4, 4, 1).astype(np.uint8)
     y = np.arange(50) % 10
-    batches = inputs.TrainingBatches(x, y, batch_size=16, epochs=3, initial_epoch=1, seed=5, augment=("flip",))
+    batches = host.TrainingBatches(x, y, batch_size=16, epochs=3, initial_epoch=1, seed=5, augment=("flip",))
     assert batches.steps == 4
     listed = list(batches)
     assert len(listed) == 2 * 4 and [len(b[1]) for b in listed[:4]] == [16, 16, 16, 2]
@@ -78,7 +81,7 @@ def test_training_batches_stream_as_they_iterate_and_cross_epochs():
         np.testing.assert_array_equal(pa, pb)
         np.testing.assert_array_equal(ya, yb)
     (first_x, params), first_y = listed[0]
-    order = inputs.epoch_order(50, 1, seed=5)[:16]  # epoch 1 comes first when resuming after epoch 1
+    order = host.epoch_order(50, 1, seed=5)[:16]  # epoch 1 comes first when resuming after epoch 1
     np.testing.assert_array_equal(first_x, x[order])
     np.testing.assert_array_equal(first_y, y[order])
     assert params.shape == (16, len(param_columns(("flip",))))
@@ -89,10 +92,10 @@ def test_training_batches_stream_as_they_iterate_and_cross_epochs():
 
 def test_a_batch_split_over_devices():
     x = np.zeros((37, 4, 4, 1), np.uint8)
-    batches = inputs.TrainingBatches(x, np.zeros(37), batch_size=8, epochs=1, multiple=2)
+    batches = host.TrainingBatches(x, np.zeros(37), batch_size=8, epochs=1, multiple=2)
     assert batches.steps == 5 and len(batches.batch(0, 4)[1]) == 4  # 5 left over: 4 kept
-    assert inputs.TrainingBatches(x, np.zeros(37), batch_size=12, epochs=1, multiple=2).steps == 3  # 1 left: dropped
-    evaluation = inputs.Batches(x, np.arange(37), batch_size=8, multiple=2)
+    assert host.TrainingBatches(x, np.zeros(37), batch_size=12, epochs=1, multiple=2).steps == 3  # 1 left: dropped
+    evaluation = host.Batches(x, np.arange(37), batch_size=8, multiple=2)
     (images, params), labels, weights = evaluation[4]
     assert len(images) == len(labels) == len(weights) == 6 and weights.tolist() == [1] * 5 + [0]
     assert sum(len(b[1]) for b in evaluation) == 38 and sum(b[2].sum() for b in evaluation) == 37
@@ -105,7 +108,7 @@ def test_the_main_job_never_imports_tensorflow(backend, tmp_path):
     tests); TensorBoard logs written by the tensorboard package alone."""
     code = """
         import sys
-        from kerascnn.cli import main
+        from kerascnn.cli.commands import main
         for args in sys.argv[1:]:
             try:
                 main(args.split())
@@ -139,7 +142,7 @@ def test_the_main_job_never_imports_tensorflow(backend, tmp_path):
 @pytest.mark.skipif(not (installed("jax") or installed("torch")), reason="neither jax nor torch is installed")
 def test_a_download_without_tensorflow_is_one_line(tmp_path):
     code = """
-        from kerascnn.cli import main
+        from kerascnn.cli.commands import main
         main(["fit", "--dataset", "mnist", "--epochs", "1"])
     """
     proc = python(code, "jax" if installed("jax") else "torch", cwd=tmp_path)
@@ -155,7 +158,7 @@ def test_tensorboard_scalars_read_back(tmp_path):
     import keras
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from kerascnn.callbacks import ScalarBoard
+    from kerascnn.training.callbacks import ScalarBoard
 
     board = ScalarBoard(tmp_path)
     board.set_model(type("M", (), {"optimizer": keras.optimizers.SGD(0.25)})())
@@ -178,14 +181,14 @@ def test_the_jitted_jax_step_holds_the_augmentation():
     compiled step a few times, not run step by step."""
     code = """
         import json
-        from kerascnn import transforms
-        from kerascnn.train import fit
+        from kerascnn.data import device_transforms
+        from kerascnn.training.fit import fit
         calls = []
-        original = transforms.InputTransform.call
+        original = device_transforms.InputTransform.call
         def counting(self, *args, **kwargs):
             calls.append(1)
             return original(self, *args, **kwargs)
-        transforms.InputTransform.call = counting
+        device_transforms.InputTransform.call = counting
         r = fit("lenet", "digits", epochs=2, batch_size=32, train_size=640, val_size=0, augment="crop,flip,rotate",
                 activation="relu", pool="max", output=__import__("sys").argv[1], verbose=0)
         print(json.dumps({"calls": len(calls), "jit": r.config["jit_compile"], "steps": 2 * 20}))
@@ -203,7 +206,7 @@ def test_the_jitted_jax_step_holds_the_augmentation():
 KILL = """
     import json, os, signal, sys
     import keras
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -214,7 +217,7 @@ KILL = """
 
     fit(callbacks=[Kill()], **json.loads(sys.argv[1]))
 """
-# Every augmentation and every trick (kerascnn.tricks) at once: all their draws must follow (seed, epoch, batch).
+# Every augmentation and every trick (kerascnn.data.tricks) at once: all their draws must follow (seed, epoch, batch).
 RUN = dict(arch="lenet", dataset="digits", epochs=3, batch_size=100, activation="relu", pool="max",
            augment="crop,flip,rotate,translate", train_size=500, seed=3, verbose=0, mixup=0.2, cutmix=1.0,
            randaugment=True, label_smoothing=0.1)
@@ -226,15 +229,15 @@ def test_an_augmented_run_resumed_after_a_kill_matches_an_uninterrupted_one(back
     assert whole.returncode == 0, whole.stderr[-3000:]
     cut = tmp_path / "cut"
     killed = python(KILL, backend, json.dumps({**RUN, "output": str(cut)}), "[2, 3]")
-    assert killed.returncode == -signal.SIGKILL and io.read_state(cut / "lenet.partial" / "last.keras")["epoch"] == 1
+    assert killed.returncode == -signal.SIGKILL and storage.read_state(cut / "lenet.partial" / "last.keras")["epoch"] == 1
     resumed = python(KILL, backend, json.dumps({**RUN, "output": str(cut), "resume": True}), "[0, 0]")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    rows = [json.loads(io.sidecar(p, "history.json").read_text()) for p in (tmp_path / "whole" / "lenet.keras",
+    rows = [json.loads(storage.sidecar(p, "history.json").read_text()) for p in (tmp_path / "whole" / "lenet.keras",
                                                                            cut / "lenet.keras")]
     assert [[{k: v for k, v in r.items() if k != "seconds"} for r in h] for h in rows][0] == \
         [[{k: v for k, v in r.items() if k != "seconds"} for r in h] for h in rows][1]
-    for a, b in zip(io.load_model(tmp_path / "whole" / "lenet.keras").get_weights(),
-                    io.load_model(cut / "lenet.keras").get_weights()):
+    for a, b in zip(storage.load_model(tmp_path / "whole" / "lenet.keras").get_weights(),
+                    storage.load_model(cut / "lenet.keras").get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
@@ -243,8 +246,8 @@ ON_DEVICE = """
     import json, sys, zipfile
     import numpy as np
     import keras
-    from kerascnn import io
-    from kerascnn.train import fit
+    from kerascnn.runs import storage
+    from kerascnn.training.fit import fit
 
     class Buffers(keras.callbacks.Callback):
         '''The device buffer of the uint8 training set in the state of every jitted step (jax).'''
@@ -272,10 +275,10 @@ ON_DEVICE = """
             return z.getinfo("model.weights.h5").file_size
     print(json.dumps({
         "placement": {k: r.record["data_on_device"] for k, r in runs.items()},
-        "weights": {k: [w.tolist() for w in io.load_model(r.model_path).get_weights()] for k, r in runs.items()},
-        "dtypes": sorted({str(w.dtype) for w in io.load_model(runs["on"].model_path).weights}),
+        "weights": {k: [w.tolist() for w in storage.load_model(r.model_path).get_weights()] for k, r in runs.items()},
+        "dtypes": sorted({str(w.dtype) for w in storage.load_model(runs["on"].model_path).weights}),
         "entry": {k: weights_entry(r.model_path) for k, r in runs.items()},
-        "last": {k: weights_entry(io.sidecar(runs[k].model_path, "last.keras")) for k in ("off", "on")},
+        "last": {k: weights_entry(storage.sidecar(runs[k].model_path, "last.keras")) for k in ("off", "on")},
         "history": {k: [{m: v for m, v in row.items() if m != "seconds"} for row in r.history]
                     for k, r in runs.items()},
         "pointers": buffers.pointers}))
@@ -309,14 +312,14 @@ def test_the_training_model_holds_the_set_apart_from_what_trains():
     import keras
 
     from kerascnn.models import build_model
-    from kerascnn.transforms import InputTransform
+    from kerascnn.data.device_transforms import InputTransform
 
     images = np.random.default_rng(0).integers(0, 256, (20, 12, 12, 1)).astype(np.uint8)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         net = build_model("lenet", input_shape=[12, 12, 1], num_classes=3, activation="relu", pool="max")
-        model = inputs.TrainingModel(net, InputTransform((12, 12, 1), [0.5], [0.25]), images)
+        model = trainer.TrainingModel(net, InputTransform((12, 12, 1), [0.5], [0.25]), images)
     finally:
         keras.config.set_dtype_policy(previous)
     assert model.images.dtype == "uint8" and not model.images.trainable
@@ -332,9 +335,9 @@ def test_training_batches_give_indices_in_the_same_order():
     x = np.arange(30 * 2 * 2).reshape(30, 2, 2, 1).astype(np.uint8)
     y = np.arange(30) % 7
     kwargs = dict(batch_size=8, epochs=2, seed=4, augment=("crop", "flip"), image_size=2)
-    host_batches, device_batches = (inputs.TrainingBatches(x, y, indices=i, **kwargs) for i in (False, True))
-    for host, device in zip(host_batches, device_batches, strict=True):
-        ((images, params), labels), ((index, same_params), same_labels) = host, device
+    host_batches, device_batches = (host.TrainingBatches(x, y, indices=i, **kwargs) for i in (False, True))
+    for on_host, on_device in zip(host_batches, device_batches, strict=True):
+        ((images, params), labels), ((index, same_params), same_labels) = on_host, on_device
         assert index.dtype == np.int32 and index.ndim == 1
         np.testing.assert_array_equal(x[index], images)
         np.testing.assert_array_equal(params, same_params)
@@ -342,18 +345,18 @@ def test_training_batches_give_indices_in_the_same_order():
 
 
 def test_where_the_training_set_goes(monkeypatch):
-    from kerascnn import preparation
-    from kerascnn.config import OptionError
+    from kerascnn.training import plan
+    from kerascnn.config.spelling import OptionError
 
     lines = []
-    resolve = preparation.resolve_data_on_device
+    resolve = plan.resolve_data_on_device
     assert resolve("auto", 10**6, "jax", echo=lines.append) == "off" and "no GPU visible" in lines[-1]
     assert resolve("on", 10**6, "torch", echo=lines.append) == "on"
     assert lines[-1] == "training set (1.0 MiB of uint8): on the device, gathered by index in the step " \
                         "(data_on_device='on')"
     assert resolve("auto", 10**6, "tensorflow", accelerator=True) == "off"
     assert resolve("auto", 10**6, "jax", "data-parallel", accelerator=True) == "off"
-    monkeypatch.setattr(preparation, "free_device_memory", lambda: 4 * 10**6)
+    monkeypatch.setattr(plan, "free_device_memory", lambda: 4 * 10**6)
     assert resolve("auto", 10**6, "jax", accelerator=True) == "on"
     assert resolve("auto", 10**6 + 1, "torch", accelerator=True, echo=lines.append) == "off"
     assert "more than 1/4 of its 4 MiB free" in lines[-1]
@@ -365,8 +368,8 @@ def test_where_the_training_set_goes(monkeypatch):
 
 
 def test_the_placement_is_recorded_and_a_resume_may_change_it():
-    from kerascnn.config import FitConfig, with_added
-    from kerascnn.runfiles import mismatches, record
+    from kerascnn.config.options import FitConfig, with_added
+    from kerascnn.runs.files import mismatches, record
 
     def run(placement):
         return record(FitConfig(), FitConfig(batch_size=32, data_on_device=placement))

@@ -1,4 +1,4 @@
-"""kerascnn.io: an interrupted or failed save keeps the old file; a bad
+"""kerascnn.runs.storage: an interrupted or failed save keeps the old file; a bad
 model file gets one clear error, and loading runs no code from it."""
 
 import importlib.util
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from kerascnn import io
+from kerascnn.runs import storage
 from kerascnn.errors import KerasCNNError
 from tests.conftest import REPO
 
@@ -25,7 +25,7 @@ def test_interrupted_save_keeps_the_old_file(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError):
-        io.save_model(Failing(), target)
+        storage.save_model(Failing(), target)
     assert target.read_bytes() == b"old model"
     assert os.listdir(tmp_path) == ["m.keras"]
 
@@ -37,7 +37,7 @@ def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path):
 
     model = build_model("lenet", input_shape=(28, 28, 1), num_classes=10)
     path = tmp_path / "m.keras"
-    io.save_model(model, path, state={"epoch": 1})
+    storage.save_model(model, path, state={"epoch": 1})
     before = path.read_bytes()
 
     class Broken(keras.Model):
@@ -47,9 +47,9 @@ def test_atomic_save_keeps_the_old_file_when_saving_fails(tmp_path):
             raise OSError("disk full")
 
     with pytest.raises(OSError):
-        io.save_model(Broken(), path, state={"epoch": 2})
+        storage.save_model(Broken(), path, state={"epoch": 2})
     assert path.read_bytes() == before
-    assert io.read_state(path) == {"epoch": 1}
+    assert storage.read_state(path) == {"epoch": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["m.keras"]
 
 
@@ -98,7 +98,7 @@ def make_bad_models(folder):
     (folder / "empty.keras").write_bytes(b"")
     (folder / "truncated.keras").write_bytes(data[: len(data) // 2])
     damaged = bytearray(data)
-    damaged[data.find(io.HDF5_SIGNATURE) + 200] ^= 0xFF  # inside the stored weights
+    damaged[data.find(storage.HDF5_SIGNATURE) + 200] ^= 0xFF  # inside the stored weights
     (folder / "crc.keras").write_bytes(bytes(damaged))
     rezip(good, folder / "noweights.keras", drop=("model.weights.h5",))
     rezip(good, folder / "badjson.keras", lambda n, d: b'{"class_name": ' if n == "config.json" else d)
@@ -140,18 +140,18 @@ def bad_models(tmp_path_factory):
 def test_each_bad_model_file_gets_its_message(bad_models, kind):
     path = bad_models[kind]
     with pytest.raises(KerasCNNError) as caught:
-        io.load_model(path)
+        storage.load_model(path)
     assert str(caught.value).startswith(BAD_MODEL_MESSAGES[kind].format(path=path, unsafe="unsafe=True"))
 
 
 def test_unsafe_is_the_one_way_to_load_a_lambda(bad_models):
     import numpy as np
 
-    model = io.load_model(bad_models["lambda"], unsafe=True)
+    model = storage.load_model(bad_models["lambda"], unsafe=True)
     assert np.allclose(model.predict(np.ones((1, 4)), verbose=0), 2)
     with pytest.raises(KerasCNNError, match="needs the class 'Unregistered'"):
-        io.load_model(bad_models["unregistered"], unsafe=True)  # the same answer either way
-    assert io.load_model(bad_models["good"]).get_layer("dense").units == 2
+        storage.load_model(bad_models["unregistered"], unsafe=True)  # the same answer either way
+    assert storage.load_model(bad_models["good"]).get_layer("dense").units == 2
 
 
 def test_a_zip_bomb_is_refused_before_anything_unpacks(bad_models, tmp_path, monkeypatch):
@@ -160,10 +160,10 @@ def test_a_zip_bomb_is_refused_before_anything_unpacks(bad_models, tmp_path, mon
     with zipfile.ZipFile(bomb, "a", zipfile.ZIP_DEFLATED) as z:
         z.writestr("assets/zeros", b"\0" * 20_000_000)  # 20 MB in 20 kB
     assert bomb.stat().st_size < 300_000
-    monkeypatch.setattr(io, "MAX_MODEL_BYTES", 10_000_000)
+    monkeypatch.setattr(storage, "MAX_MODEL_BYTES", 10_000_000)
     with pytest.raises(KerasCNNError, match=r"it would unpack to 20.\d MB, more than the 10.0 MB any model here "
                                             r"needs \(a zip bomb\?\)"):
-        io.check_archive(bomb)
+        storage.check_archive(bomb)
 
 
 def test_a_config_asking_for_more_weights_than_the_file_holds_is_refused_before_keras_allocates(
@@ -175,7 +175,7 @@ def test_a_config_asking_for_more_weights_than_the_file_holds_is_refused_before_
     path = edit_config(bad_models["good"], tmp_path / "huge.keras", huge)
     with pytest.raises(KerasCNNError, match=r"huge.keras is not a usable Keras model: its config.json asks for "
                                             r"2.0 GB of weights, its model.weights.h5 holds \d+.\d kB"):
-        io.load_model(path)
+        storage.load_model(path)
     assert not global_state.get_global_attribute("uninitialized_variables")  # nothing left for Keras to create
 
 
@@ -206,30 +206,30 @@ def test_files_crafted_to_bypass_safe_mode_are_refused_and_run_nothing(bad_model
     download = lambda_gadget("keras.utils.get_file", {"origin": payload.as_uri(), "cache_dir": str(cache)})
     crafted = edit_config(bad_models["good"], tmp_path / "getfile.keras", download)
     with pytest.raises(KerasCNNError, match=r"holds Python code \(Lambda layer 'gadget'\)"):
-        io.load_model(crafted)
+        storage.load_model(crafted)
     with pytest.raises(KerasCNNError, match="asks to call keras.utils.get_file while loading, which no model needs"):
-        io.load_model(crafted, unsafe=True)  # even then: Keras 3.11 refuses the call
+        storage.load_model(crafted, unsafe=True)  # even then: Keras 3.11 refuses the call
     unsafe = edit_config(bad_models["good"], tmp_path / "unsafe.keras",
                          lambda_gadget("keras.config.enable_unsafe_deserialization", {}))
     with pytest.raises(KerasCNNError, match="asks to call keras.config.enable_unsafe_deserialization"):
-        io.load_model(unsafe, unsafe=True)
+        storage.load_model(unsafe, unsafe=True)
 
     def foreign(config):  # CVE-2025-1550: a class from any module
         config["config"]["layers"][1].update(module="subprocess", class_name="Popen")
     with pytest.raises(KerasCNNError, match=r"needs the class 'Popen' \(from subprocess\), which is neither"):
-        io.load_model(edit_config(bad_models["good"], tmp_path / "foreign.keras", foreign), unsafe=True)
+        storage.load_model(edit_config(bad_models["good"], tmp_path / "foreign.keras", foreign), unsafe=True)
     assert not list(cache.rglob("*"))
 
     # A Keras without the fix is refused before it reads the file...
     monkeypatch.setattr("keras.__version__", "3.10.0")
     with pytest.raises(KerasCNNError, match=r"Keras 3.10.0 is installed, but loading a model file safely needs "
                                             r"Keras 3.11 or later: .*CVE-2025-1550, CVE-2025-8747, CVE-2025-9906"):
-        io.load_model(crafted, unsafe=True)
+        storage.load_model(crafted, unsafe=True)
     assert not list(cache.rglob("*"))
     # ...for good reason: without the fix, this file downloads.
     monkeypatch.undo()
     monkeypatch.setattr(serialization_lib, "NON_MODELING_APIS", frozenset())
-    io.load_model(crafted, unsafe=True)
+    storage.load_model(crafted, unsafe=True)
     assert (cache / "datasets" / "payload.txt").read_text() == "downloaded"
 
 
@@ -274,7 +274,7 @@ def test_a_save_flushes_the_file_before_renaming_it(tmp_path, monkeypatch):
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(os, "fsync", lambda fd: calls.append("fsync") or real_fsync(fd))
     monkeypatch.setattr(os, "replace", lambda a, b: calls.append("replace") or real_replace(a, b))
-    io.write_json(tmp_path / "r.json", {"k": 1})
+    storage.write_json(tmp_path / "r.json", {"k": 1})
     assert calls == ["fsync", "replace"]
 
 
@@ -286,9 +286,9 @@ def test_the_next_save_removes_what_a_killed_save_left_but_not_a_save_under_way(
     busy.write_text('{"k": 2')
     with open(busy) as f:
         fcntl.flock(f, fcntl.LOCK_EX)
-        io.write_json(tmp_path / "r.json", {"k": 1})
+        storage.write_json(tmp_path / "r.json", {"k": 1})
     assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "r.json"]
-    assert io.read_json(tmp_path / "r.json") == {"k": 1}
+    assert storage.read_json(tmp_path / "r.json") == {"k": 1}
 
 
 def test_a_process_killed_while_saving_leaves_the_old_file_or_the_new_one(tmp_path):

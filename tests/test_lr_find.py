@@ -1,4 +1,4 @@
-"""kerascnn.lr_finder: the learning-rate range test: the rates, the smoothing and the stop, the suggestion
+"""kerascnn.training.lr_finder: the learning-rate range test: the rates, the smoothing and the stop, the suggestion
 rules, the model and optimizer put back exactly, the plot, and `kerascnn lr-find`."""
 
 import math
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from kerascnn import lr_find
-from kerascnn.lr_finder import steepest, suggest_lr, sweep, sweep_rates, valley
+from kerascnn.training.lr_finder import steepest, suggest_lr, sweep, sweep_rates, valley
 from tests.conftest import REPO
 
 TINY = dict(activation="relu", pool="max", batch_size=64, train_size=256)
@@ -85,7 +85,7 @@ def test_the_sweep_puts_weights_and_optimizer_state_back_exactly():
     import keras
 
     from kerascnn.models import build_model
-    from kerascnn.preparation import compile_model
+    from kerascnn.training.plan import compile_model
 
     keras.utils.set_random_seed(0)
     model = build_model("lenet", input_shape=(28, 28, 1), num_classes=10, activation="relu", batchnorm=True,
@@ -126,7 +126,7 @@ def test_lr_find_on_a_tiny_model_stops_at_the_divergence_and_suggests_below_it(t
 def test_cli_writes_the_plot_beside_the_run_and_prints_one_line(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
     monkeypatch.chdir(tmp_path)
     args = ["lr-find", "--dataset", "digits", "--train-size", "256", "-b", "64", "--activation", "relu", "--pool",

@@ -5,12 +5,12 @@ layer by name, and splits into encoder and head."""
 import numpy as np
 import pytest
 
-from kerascnn import io
+from kerascnn.runs import storage
 from kerascnn.errors import KerasCNNError
 from kerascnn.models import ARCHS, build_lenet, build_model, get_arch, split_encoder_head
-from kerascnn.summary import layer_table, parameter_counts
-from kerascnn.preparation import compile_model
-from kerascnn.visualization import layer_activations, spatial_layers
+from kerascnn.models.summary import layer_table, parameter_counts
+from kerascnn.training.plan import compile_model
+from kerascnn.analysis.visualization import layer_activations, spatial_layers
 
 # @pytest.mark.core tests also run under jax and torch (tests/test_backend.py)
 
@@ -197,8 +197,8 @@ def test_one_step_lowers_the_loss_and_save_load_is_exact(arch, tmp_path):
         model.train_on_batch(x, y)
     after = training_loss()
     assert after < before, (before, after)
-    path = io.save_model(model, tmp_path / f"{arch}.keras")
-    np.testing.assert_array_equal(model.predict(x, verbose=0), io.load_model(path).predict(x, verbose=0))
+    path = storage.save_model(model, tmp_path / f"{arch}.keras")
+    np.testing.assert_array_equal(model.predict(x, verbose=0), storage.load_model(path).predict(x, verbose=0))
 
 
 @pytest.mark.core
@@ -236,7 +236,7 @@ def test_head_starts_where_the_encoder_ends_also_after_loading(arch, tmp_path):
     assert [layer.name for layer in model.layers[:start]] == [layer.name for layer in encoder.layers]
     assert head_start(encoder) == len(encoder.layers)
     # the split is found by layer names, the only part of it a .keras file keeps
-    loaded = io.load_model(io.save_model(model, tmp_path / f"{arch}.keras"))
+    loaded = storage.load_model(storage.save_model(model, tmp_path / f"{arch}.keras"))
     assert head_start(loaded) == start
     assert [[layer.name for layer in part] for part in split_encoder_head(loaded)] == \
         [[layer.name for layer in part] for part in split_encoder_head(model)]
@@ -284,7 +284,7 @@ def test_l2_on_every_conv_and_dense_kernel_including_depthwise(arch, tmp_path):
         (loss,) = layer.losses
         w = keras.ops.convert_to_numpy(layer.kernel).astype("float64")
         assert float(keras.ops.convert_to_numpy(loss)) == pytest.approx(0.01 * np.sum(w ** 2), rel=1e-5), layer.name
-    loaded = io.load_model(io.save_model(model, tmp_path / "m.keras"))
+    loaded = storage.load_model(storage.save_model(model, tmp_path / "m.keras"))
     assert len(loaded.losses) == len(kernels)
     if depthwise:
         assert loaded.get_layer(depthwise[0].name).depthwise_regularizer.get_config() == {"l2": pytest.approx(0.01)}
@@ -296,7 +296,7 @@ def test_width_scales_channels():
 
 
 def test_fit_feeds_gray_data_to_any_size(tmp_path):
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     result = fit("resnet18", "digits", epochs=1, train_size=64, width=0.125, image_size=40, output=tmp_path,
                  verbose=0)

@@ -1,4 +1,4 @@
-"""kerascnn.optimizers: every optimizer by name, with the settings it was given."""
+"""kerascnn.optim.optimizers: every optimizer by name, with the settings it was given."""
 
 import pytest
 
@@ -19,7 +19,7 @@ EXPECTED = {
 
 @pytest.mark.parametrize("name", NAMES)
 def test_optimizers_by_name(name):
-    from kerascnn.optimizers import make_optimizer
+    from kerascnn.optim.optimizers import make_optimizer
 
     opt = make_optimizer(name, 0.01, momentum=0.8, beta1=0.85, beta2=0.99, weight_decay=1e-4)
     cls, settings = EXPECTED[name]
@@ -32,7 +32,7 @@ def test_optimizers_by_name(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_weight_decay_by_default_only_for_adamw(name):
-    from kerascnn.optimizers import make_optimizer
+    from kerascnn.optim.optimizers import make_optimizer
 
     decay = make_optimizer(name, 0.01).weight_decay
     if name == "adamw":
@@ -43,7 +43,7 @@ def test_weight_decay_by_default_only_for_adamw(name):
 
 def test_unknown_name_and_bad_rate():
     from kerascnn.errors import KerasCNNError
-    from kerascnn.optimizers import make_optimizer
+    from kerascnn.optim.optimizers import make_optimizer
 
     with pytest.raises(KerasCNNError, match="unknown optimizer 'adamx'; choose one of: sgd, momentum, nesterov"):
         make_optimizer("adamx")

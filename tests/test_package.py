@@ -1,4 +1,4 @@
-"""The package as a whole: short functions, no import cycles, the README's
+"""The package as a whole: short functions and modules, its layers (import-linter) and no import cycles, the README's
 Python example working as written, and the wheel holding the package."""
 
 import ast
@@ -14,6 +14,7 @@ import kerascnn
 from tests.conftest import REPO
 
 MAX_LINES = 60  # of code, the docstring aside
+MAX_MODULE_LINES = 500
 
 
 def function_lengths():
@@ -28,6 +29,40 @@ def function_lengths():
 def test_no_function_is_longer_than_about_60_lines():
     long = {name: n for name, n in function_lengths() if n > MAX_LINES}
     assert not long, long
+
+
+def test_no_module_is_longer_than_500_lines():
+    root = Path(kerascnn.__file__).parent
+    long = {str(p.relative_to(root.parent)): n for p in sorted(root.rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, long
+
+
+def test_the_layers_contract_holds_and_covers_every_subpackage():
+    """pyproject.toml's import-linter contract: each layer imports only the
+    layers below it; every subpackage (and top-level module but errors) is
+    in a layer, so none escapes it."""
+    result = subprocess.run([shutil.which("lint-imports") or "lint-imports", "--no-cache"], cwd=REPO,
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and "1 kept, 0 broken" in result.stdout, result.stdout[-3000:]
+    contract = layers_contract()
+    named = {part.strip() for layer in contract for part in layer.split("|")}
+    root = Path(kerascnn.__file__).parent
+    children = {f"kerascnn.{p.parent.name if p.name == '__init__.py' else p.stem}"
+                for p in root.glob("*.py") if p.name != "__init__.py"} | \
+               {f"kerascnn.{p.parent.name}" for p in root.glob("*/__init__.py")}
+    assert children - {"kerascnn.errors"} == named
+
+
+def layers_contract():
+    """The layers of pyproject.toml's import-linter contract, top first."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:
+        import tomli as tomllib
+    (contract,) = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    assert contract["type"] == "layers"
+    return contract["layers"]
 
 
 def module_imports():
@@ -54,8 +89,8 @@ def module_imports():
 
 def test_no_import_cycle_between_kerascnn_modules():
     graph = module_imports()
-    assert {"kerascnn.evaluation", "kerascnn.run", "kerascnn.plots"} <= set(graph["kerascnn.evaluation"]) | \
-        {"kerascnn.evaluation"}
+    assert {"kerascnn.analysis.evaluation", "kerascnn.runs.saved", "kerascnn.plots"} <= set(graph["kerascnn.analysis.evaluation"]) | \
+        {"kerascnn.analysis.evaluation"}
     visiting, done, cycles = [], set(), []
 
     def visit(module):
@@ -155,7 +190,7 @@ def test_the_wheel_built_from_the_sdist_holds_every_package_file(tmp_path):
     assert package <= names, sorted(package - names)
     assert {n.split("/")[0] for n in names} == {"kerascnn", f"kerascnn-{version}.dist-info"}
     assert f"Version: {version}\n" in wheel.read(f"kerascnn-{version}.dist-info/METADATA").decode()
-    assert "kerascnn = kerascnn.cli:main" in wheel.read(f"kerascnn-{version}.dist-info/entry_points.txt").decode()
+    assert "kerascnn = kerascnn.cli.commands:main" in wheel.read(f"kerascnn-{version}.dist-info/entry_points.txt").decode()
     assert f"kerascnn-{version}.dist-info/licenses/LICENSE" in names
     with tarfile.open(tmp_path / "dist" / f"kerascnn-{version}.tar.gz") as sdist:
         assert {f"kerascnn-{version}/CHANGELOG.md", f"kerascnn-{version}/LICENSE"} <= set(sdist.getnames())

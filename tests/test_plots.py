@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from kerascnn import io, plots
+from kerascnn import plots
+
+from kerascnn.runs import storage
 
 pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
 
@@ -16,7 +18,7 @@ def drawn(fig, path):
     import matplotlib.image
 
     assert isinstance(fig, Figure)
-    assert io.save_figure(fig, path).read_bytes()[:8] == PNG
+    assert storage.save_figure(fig, path).read_bytes()[:8] == PNG
     img = matplotlib.image.imread(path)
     assert img.shape[0] > 100 and img.shape[1] > 100 and img[..., :3].std() > 0.05
     return img

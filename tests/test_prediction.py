@@ -6,13 +6,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from kerascnn.cli import cli
-from kerascnn.config import OptionError
-from kerascnn.data import load_dataset
+from kerascnn.cli.commands import cli
+from kerascnn.config.spelling import OptionError
+from kerascnn.data.datasets import load_dataset
 from kerascnn.errors import KerasCNNError
-from kerascnn.evaluation import evaluate
-from kerascnn.prediction import format_table, predict
-from kerascnn.run import Run
+from kerascnn.analysis.evaluation import evaluate
+from kerascnn.analysis.prediction import format_table, predict
+from kerascnn.runs.saved import Run
 
 pytestmark = pytest.mark.core  # also run under jax and torch (tests/test_backend.py)
 
@@ -117,7 +117,7 @@ def test_unreadable_images_and_bad_options(trained_run, digits, tmp_path):
 
 def test_a_padded_run_is_fed_padded_images(digits, tmp_path):
     """A run trained with resize="pad" sees its own images padded, not stretched, from a file too."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     r = fit("lenet", "digits", epochs=2, train_size=300, batch_size=32, image_size=36, resize="pad",
             activation="relu", pool="max", output=tmp_path / "pad", verbose=0)

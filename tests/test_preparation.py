@@ -1,13 +1,15 @@
-"""kerascnn.preparation: the settings a run resolves before it trains (image size, jit, steps per call) and
+"""kerascnn.training.plan: the settings a run resolves before it trains (image size, jit, steps per call) and
 how a model is compiled."""
 
 import pytest
 
-from kerascnn.config import FitConfig, OptionError
-from kerascnn.distribution import accelerator_available
+from kerascnn.config.options import FitConfig
+
+from kerascnn.config.spelling import OptionError
+from kerascnn.runtime.distribution import accelerator_available
 from kerascnn.errors import KerasCNNError
 from kerascnn.models import get_arch
-from kerascnn.preparation import resolve_image_size
+from kerascnn.training.plan import resolve_image_size
 from tests.test_backend import needs, run_under
 
 # What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
@@ -17,7 +19,7 @@ cpu_only = pytest.mark.skipif(accelerator_available(), reason="checks the behavi
 
 TORCH_COMPILE = """
 import keras, torch._dynamo
-from kerascnn.preparation import compile_model
+from kerascnn.training.plan import compile_model
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
 before = torch._dynamo.config.automatic_dynamic_shapes
 compile_model(model, "adam", jit_compile=True)
@@ -36,13 +38,13 @@ def test_jit_under_torch_compiles_one_graph_per_batch_shape():
 
 @cpu_only
 def test_jit_auto_is_off_on_a_cpu():
-    from kerascnn.preparation import resolve_jit
+    from kerascnn.training.plan import resolve_jit
 
     assert resolve_jit("auto") is False  # TensorFlow on a CPU: see benchmarks/jit.py
 
 
 def test_steps_per_execution_rules():
-    from kerascnn.preparation import has_batch_hooks, resolve_steps_per_execution
+    from kerascnn.training.plan import has_batch_hooks, resolve_steps_per_execution
 
     for backend in ("tensorflow", "jax"):
         auto = [resolve_steps_per_execution(None, steps, backend) for steps in (240, 235, 211, 5, 1)]
@@ -77,7 +79,7 @@ def test_steps_per_execution_rules():
 
 
 def test_image_size_defaults(monkeypatch):
-    import kerascnn.preparation as preparation
+    import kerascnn.training.plan as preparation
 
     said = []
     monkeypatch.setattr(preparation, "accelerator_available", lambda: False)

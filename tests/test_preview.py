@@ -4,9 +4,9 @@ import pytest
 import kerascnn
 from click.testing import CliRunner
 
-from kerascnn.cli import cli
-from kerascnn.config import OptionError
-from kerascnn.preview import show_batch
+from kerascnn.cli.commands import cli
+from kerascnn.config.spelling import OptionError
+from kerascnn.analysis.preview import show_batch
 
 PNG = b"\x89PNG\r\n\x1a\n"
 OPTIONS = {"train_size": 96, "batch_size": 16, "seed": 3}
@@ -18,13 +18,13 @@ def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch)
     """fit's own pipeline, spied on during a tiny fit, yields first exactly the batch show_batch draws."""
     import keras
 
-    import kerascnn.data
-    import kerascnn.inputs
-    from kerascnn.train import fit
+    import kerascnn.data.datasets
+    import kerascnn.data.host
+    from kerascnn.training.fit import fit
 
     made = []
     tf_data = keras.backend.backend() == "tensorflow"
-    owner, name = (kerascnn.data, "make_training_pipeline") if tf_data else (kerascnn.inputs.TrainingBatches, "batch")
+    owner, name = (kerascnn.data.datasets, "make_training_pipeline") if tf_data else (kerascnn.data.host.TrainingBatches, "batch")
     original = getattr(owner, name)
 
     def spy(*args, **kwargs):
@@ -41,7 +41,7 @@ def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch)
         (trained, _), = made
         x, y = (np.asarray(t) for t in next(iter(trained)))
     else:  # jax, torch: the host batch fit trained on first, through the step's transform (checked in test_inputs)
-        from kerascnn.transforms import InputTransform
+        from kerascnn.data.device_transforms import InputTransform
 
         (images, params), y = made[0]
         run = kerascnn.Run.load(tmp_path / "runs" / "lenet.keras")

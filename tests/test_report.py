@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kerascnn import io, report
+from kerascnn.runs import storage
+
+from kerascnn.studies import report
 from kerascnn.errors import KerasCNNError
 
 CHROMEDRIVER = "/usr/bin/chromedriver"  # Debian's chromium-driver: selenium then downloads no driver
@@ -34,7 +36,7 @@ BASELINE = {"activation": "relu", "pool": "max", "optimizer": "adam", "lr": 3e-3
 
 def make_study(folder):
     """A study folder as `kerascnn study` writes it, with tiny real runs on the digits."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     runs = []
     for label, (options, *states) in VARIANTS.items():
@@ -46,9 +48,9 @@ def make_study(folder):
                 fit("lenet", "digits", epochs=2, train_size=128, seed=seed, output=folder / run["folder"],
                     name=slug, verbose=0, **{**BASELINE, **options})
             elif state == "failed":
-                io.write_json(io.ensure_dir(folder / run["folder"]) / "failed.json",
+                storage.write_json(storage.ensure_dir(folder / run["folder"]) / "failed.json",
                               {"label": label, "seed": seed, "error": f"{label} broke\n(on purpose)"})
-    io.write_json(folder / "study.json", {
+    storage.write_json(folder / "study.json", {
         "format": 1, "name": "tiny", "preset": None, "baseline": {"arch": "lenet", **BASELINE},
         "variants": [{"label": label, "options": options} for label, (options, *_) in VARIANTS.items()],
         "seeds": SEEDS, "runs": runs})
@@ -115,7 +117,7 @@ def test_failed_and_pending_runs_are_counted_with_their_errors(built_study):
 
 
 def test_parameter_counts_come_from_the_variants_models(built_study):
-    from kerascnn.run import Run
+    from kerascnn.runs.saved import Run
 
     rows = {row["label"]: row for row in report.study_rows(built_study)}
     model = Run.load(built_study / "runs/baseline-s0/baseline.keras").model()
@@ -207,10 +209,10 @@ def test_write_results_writes_the_table_figures_and_one_page(study):
 def logged_steps(run_folder, name, every=2):
     """A steps.csv beside a finished run, as fit --log-every writes it, with made-up losses, and its record's
     log_every set."""
-    from kerascnn.runfiles import STEP_COLUMNS, step_line
+    from kerascnn.runs.files import STEP_COLUMNS, step_line
 
     record = json.loads((run_folder / f"{name}.run.json").read_text())
-    io.write_json(run_folder / f"{name}.run.json", {**record, "log_every": every})
+    storage.write_json(run_folder / f"{name}.run.json", {**record, "log_every": every})
     steps = record["steps_per_epoch"]
     rows = [{"step": s, "epoch": (s - 1) // steps + 1, "batch": (s - 1) % steps + 1, "seen": 0, "loss": 3.0 / s,
              "accuracy": 0.5} for s in range(every, 2 * steps + 1, every)]
@@ -234,7 +236,7 @@ def test_study_curves_draw_the_per_step_curves_of_the_runs_that_logged_them(stud
 
 
 def test_the_report_says_when_test_data_cannot_be_loaded(study, monkeypatch):
-    from kerascnn.run import Run
+    from kerascnn.runs.saved import Run
 
     def missing(self, *args, **kwargs):
         raise KerasCNNError("no mnist/ folder in /nowhere")
@@ -337,7 +339,7 @@ def screenshot(page, png, width=1280, height=None):
 
 
 def cli(*args):
-    from kerascnn.cli import cli as group
+    from kerascnn.cli.commands import cli as group
 
     return CliRunner().invoke(group, [str(a) for a in args])
 
@@ -392,9 +394,9 @@ def test_the_confusion_matrix_of_a_padded_run_agrees_with_evaluate(tmp_path, mon
     import numpy as np
 
     from kerascnn import plots
-    from kerascnn.evaluation import evaluate
-    from kerascnn.run import Run
-    from kerascnn.train import fit
+    from kerascnn.analysis.evaluation import evaluate
+    from kerascnn.runs.saved import Run
+    from kerascnn.training.fit import fit
 
     result = fit("lenet", "digits", epochs=5, batch_size=32, activation="relu", pool="max", image_size=40,
                  resize="pad", output=tmp_path, verbose=0)

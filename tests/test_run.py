@@ -7,9 +7,9 @@ import shutil
 
 import pytest
 
-from kerascnn import io
+from kerascnn.runs import storage
 from kerascnn.errors import KerasCNNError
-from kerascnn.run import Run
+from kerascnn.runs.saved import Run
 
 CHECKPOINTS = ("lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.epoch-001.keras")
 
@@ -17,7 +17,7 @@ CHECKPOINTS = ("lenet.keras", "lenet.best.keras", "lenet.last.keras", "lenet.epo
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     """A run trained on IDX files under a relative --data-dir, with every kind of checkpoint."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
     from tests.conftest import make_images, write_idx
 
     root = tmp_path_factory.mktemp("project")
@@ -67,7 +67,7 @@ def test_a_moved_run_finds_its_data_from_anywhere(mnist_run, tmp_path, monkeypat
         data = run.load_data()  # found as typed, relative to the folder the run was made in
         assert data.source == f"local:{moved / 'data' / 'mnist'}" and len(data.x_test) == 50
         shutil.rmtree(moved / "data")
-        monkeypatch.setattr("kerascnn.sources.network_available", lambda *args, **kwargs: False)
+        monkeypatch.setattr("kerascnn.data.sources.network_available", lambda *args, **kwargs: False)
         with pytest.raises(KerasCNNError, match="cannot download mnist"):
             run.load_data()
         monkeypatch.setenv("KERASCNN_DATA_DIR", str(tmp_path / "hidden"))
@@ -84,19 +84,19 @@ def test_an_unfinished_runs_checkpoint_carries_its_record(mnist_run, tmp_path):
     assert run.dataset == "mnist" and run.name == "lenet" and len(run.history) == 2
     # a checkpoint beside its run's run.json is described by it...
     shutil.copy(mnist_run / "runs" / "lenet.run.json", tmp_path / "lenet.run.json")
-    state = io.read_state(partial / "last.keras")
-    io.update_state(partial / "last.keras", config={**state["config"], "epochs": 99})
+    state = storage.read_state(partial / "last.keras")
+    storage.update_state(partial / "last.keras", config={**state["config"], "epochs": 99})
     shutil.copy(partial / "last.keras", tmp_path / "lenet.best.keras")
     assert Run.load(tmp_path / "lenet.best.keras").record["epochs"] == 2
     # ...but a stale one, left by an earlier run of the same name, by its own state
-    io.update_state(tmp_path / "lenet.best.keras", run_id="an earlier run")
+    storage.update_state(tmp_path / "lenet.best.keras", run_id="an earlier run")
     assert Run.load(tmp_path / "lenet.best.keras").record["epochs"] == 99
 
 
 def test_bare_models_and_bad_paths(tmp_path):
     from kerascnn.models import build_lenet
 
-    path = io.save_model(build_lenet(), tmp_path / "bare.keras")
+    path = storage.save_model(build_lenet(), tmp_path / "bare.keras")
     run = Run.load(path)
     assert run.record is None and run.dataset is None and run.history == [] and run.settings is None
     with pytest.raises(KerasCNNError, match="say which data with dataset$"):
@@ -105,7 +105,7 @@ def test_bare_models_and_bad_paths(tmp_path):
     with pytest.raises(KerasCNNError, match="no model file at"):
         Run.load(tmp_path / "none.keras")
     with pytest.raises(KerasCNNError, match="not a .keras model file"):
-        Run.load(io.write_text(tmp_path / "x.h5", "x"))
+        Run.load(storage.write_text(tmp_path / "x.h5", "x"))
     with pytest.raises(KerasCNNError, match="no .keras model in"):
         Run.newest(tmp_path / "empty")
 
@@ -123,17 +123,17 @@ def test_a_folder_a_damaged_state_and_unsafe_loading(tmp_path):
 
     with pytest.raises(KerasCNNError, match=f"^{tmp_path} is a folder, not a model file; it holds no .keras model$"):
         Run.load(tmp_path)
-    io.save_model(build_lenet(), tmp_path / "b.keras")
-    path = io.save_model(build_lenet(), tmp_path / "a.keras", state={"epoch": 1})
+    storage.save_model(build_lenet(), tmp_path / "b.keras")
+    path = storage.save_model(build_lenet(), tmp_path / "a.keras", state={"epoch": 1})
     with pytest.raises(KerasCNNError, match="is a folder, not a model file; pass one of its models: a.keras, b.keras$"):
         Run.load(tmp_path)
-    io.update_state(path, config="lenet")
+    storage.update_state(path, config="lenet")
     with pytest.raises(KerasCNNError, match="the training state in .*a.keras is damaged: its config is not an object"):
         Run.load(path)
-    io.update_state(path, config={"format": "2"})
+    storage.update_state(path, config={"format": "2"})
     with pytest.raises(KerasCNNError, match="the run record inside .*a.keras is damaged"):
         Run.load(path)
-    io.update_state(path, config={"format": 2, "given": {"epochs": "many"}})
+    storage.update_state(path, config={"format": 2, "given": {"epochs": "many"}})
     with pytest.raises(KerasCNNError, match="the run record of .*a.keras is damaged: epochs expects a whole number"):
         _ = Run.load(path).given  # a damaged record, not a usage error (exit 2)
 
@@ -151,7 +151,7 @@ def test_a_model_and_a_record_of_different_runs_are_refused(mnist_run, tmp_path)
     model beside an earlier run's record: found, not trusted."""
     runs = tmp_path / "runs"
     shutil.copytree(mnist_run / "runs", runs)
-    assert Run.load(runs / "lenet.keras").record["run_id"] == io.read_state(runs / "lenet.keras")["run_id"]
+    assert Run.load(runs / "lenet.keras").record["run_id"] == storage.read_state(runs / "lenet.keras")["run_id"]
     record = json.loads((runs / "lenet.run.json").read_text())
     (runs / "lenet.run.json").write_text(json.dumps({**record, "run_id": "an earlier run"}))
     with pytest.raises(KerasCNNError, match=r"lenet\.keras and lenet\.run\.json come from different runs"):

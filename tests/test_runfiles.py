@@ -1,4 +1,4 @@
-"""kerascnn.runfiles: a run's file names, whether its final save completed, and what a resumed run must
+"""kerascnn.runs.files: a run's file names, whether its final save completed, and what a resumed run must
 share with the run it continues."""
 
 import json
@@ -6,12 +6,13 @@ import re
 
 import numpy as np
 
-from kerascnn import io
-from kerascnn.config import FORMAT, cli_spelling
+from kerascnn.runs import storage
+from kerascnn.config.options import FORMAT
+from kerascnn.config.spelling import cli_spelling
 import pytest
 
 from kerascnn.errors import KerasCNNError
-from kerascnn.runfiles import RunFiles, mismatches, read_steps, step_line
+from kerascnn.runs.files import RunFiles, mismatches, read_steps, step_line
 
 
 def fake_model(path, run_id):
@@ -19,7 +20,7 @@ def fake_model(path, run_id):
     import zipfile
 
     with zipfile.ZipFile(path, "w") as z:
-        z.writestr(io.STATE_ENTRY, json.dumps({"run_id": run_id}))
+        z.writestr(storage.STATE_ENTRY, json.dumps({"run_id": run_id}))
 
 
 def test_run_files_names_every_file_of_a_run(tmp_path):

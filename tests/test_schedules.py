@@ -1,4 +1,4 @@
-"""kerascnn.schedules: the per-epoch schedules, one-cycle and the warm-up wrapper against hand-worked numbers and
+"""kerascnn.optim.schedules: the per-epoch schedules, one-cycle and the warm-up wrapper against hand-worked numbers and
 PyTorch's OneCycleLR, in fit (the lr column, warm-up, plateau, resume, and checkpoints from before the per-epoch
 schedules were the optimizer's) and saved models that load in safe mode under every backend."""
 
@@ -10,12 +10,12 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn import io
-from kerascnn.choices import EPOCH_SCHEDULES
+from kerascnn.runs import storage
+from kerascnn.config.choices import EPOCH_SCHEDULES
 from kerascnn.errors import KerasCNNError
-from kerascnn.runfiles import RunFiles
-from kerascnn.schedules import EpochRates, LinearWarmup, OneCycle, schedule_function
-from kerascnn.train import fit
+from kerascnn.runs.files import RunFiles
+from kerascnn.optim.schedules import EpochRates, LinearWarmup, OneCycle, schedule_function
+from kerascnn.training.fit import fit
 from tests.test_backend import needs, run_under
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)
@@ -138,9 +138,9 @@ SAVE = textwrap.dedent("""
     import sys
     import keras
     import numpy as np
-    from kerascnn import io
-    from kerascnn.schedules import LinearWarmup, OneCycle
-    from kerascnn.preparation import compile_model
+    from kerascnn.runs import storage
+    from kerascnn.optim.schedules import LinearWarmup, OneCycle
+    from kerascnn.training.plan import compile_model
 
     keras.utils.set_random_seed(0)
     inputs = keras.Input((4,))
@@ -149,13 +149,13 @@ SAVE = textwrap.dedent("""
     x, y = np.ones((8, 4), "float32"), np.arange(8) % 3
     for _ in range(5):
         model.train_on_batch(x, y)
-    io.save_model(model, sys.argv[1])
+    storage.save_model(model, sys.argv[1])
 """)
 
 LOAD = textwrap.dedent("""
     import json, sys
     import keras
-    import kerascnn.schedules  # registers the schedules
+    import kerascnn.optim.schedules  # registers the schedules
     model = keras.saving.load_model(sys.argv[1], safe_mode=True)
     optimizer = model.optimizer
     print(json.dumps({"config": keras.saving.serialize_keras_object(optimizer._learning_rate),
@@ -266,9 +266,9 @@ def test_a_checkpoint_from_before_per_step_schedules_resumes_into_its_schedule(t
     with pytest.raises(KerasCNNError, match="interrupted after epoch 1"):
         fit("lenet", output=tmp_path / "old", schedule="constant", callbacks=[Interrupt(2, 2)], **run)
     last = RunFiles(tmp_path / "old", "lenet").in_progress("last")
-    assert isinstance(io.load_model(last).optimizer.learning_rate, keras.Variable)  # a plain rate, as before
-    record = io.read_state(last)["config"]
-    io.update_state(last, config={**record, "schedule": "step", "given": {**record["given"], "schedule": "step"}})
+    assert isinstance(storage.load_model(last).optimizer.learning_rate, keras.Variable)  # a plain rate, as before
+    record = storage.read_state(last)["config"]
+    storage.update_state(last, config={**record, "schedule": "step", "given": {**record["given"], "schedule": "step"}})
     resumed = fit("lenet", output=tmp_path / "old", schedule="step", resume=True, **run)
     assert [row["lr"] for row in resumed.history] == pytest.approx([0.1, 0.1, 0.07], rel=1e-6)
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):

@@ -204,7 +204,7 @@ def test_cli_scratch_check_passes_and_says_so():
 def test_cli_scratch_check_exits_1_when_a_gradient_is_wrong(monkeypatch):
     from click.testing import CliRunner
 
-    from kerascnn.cli import cli
+    from kerascnn.cli.commands import cli
 
     right = L.affine_backward
     monkeypatch.setattr(L, "affine_backward", lambda dout, x, w: (lambda dx, dw, db: (2 * dx, dw, db))(

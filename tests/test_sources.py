@@ -1,4 +1,4 @@
-"""kerascnn.sources: where a dataset comes from (a data folder of IDX files or an .npz, the environment's
+"""kerascnn.data.sources: where a dataset comes from (a data folder of IDX files or an .npz, the environment's
 folder, tensorflow-datasets) and how each source fails: fast and in one line."""
 
 import socket
@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from kerascnn import sources
-from kerascnn.data import load_dataset
+from kerascnn.data import sources
+from kerascnn.data.datasets import load_dataset
 from kerascnn.errors import KerasCNNError
-from kerascnn.sources import read_idx
+from kerascnn.data.sources import read_idx
 from tests.test_data import _npz
 
 

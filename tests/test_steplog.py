@@ -1,12 +1,12 @@
-"""kerascnn.steplog: the training loss and accuracy every N steps (fit --log-every), recovered from Keras'
+"""kerascnn.training.steplog: the training loss and accuracy every N steps (fit --log-every), recovered from Keras'
 running means, checked against each batch's own loss, and continued exactly by a resumed run."""
 
 import numpy as np
 import pytest
 
 from kerascnn.errors import KerasCNNError
-from kerascnn.runfiles import read_steps
-from kerascnn.steplog import StepLog
+from kerascnn.runs.files import read_steps
+from kerascnn.training.steplog import StepLog
 
 
 def feed(log, epochs, *, batch_size, samples, calls=1, first_epoch=0):
@@ -108,9 +108,9 @@ def test_a_resume_without_the_rows_it_needs_is_an_error(tmp_path):
 def batch_losses(options, epochs):
     """(images, loss, accuracy) of every training batch, in order, from train_on_batch on the model, optimizer
     and batches fit starts from: the losses computed without Keras' running means."""
-    from kerascnn.data import tf_backend
-    from kerascnn.distribution import run_scope
-    from kerascnn.preparation import prepare, resolve_jit
+    from kerascnn.data.datasets import tf_backend
+    from kerascnn.runtime.distribution import run_scope
+    from kerascnn.training.plan import prepare, resolve_jit
 
     prep = prepare("lenet", options={**options, "steps_per_execution": 1, "log_every": 0})
     with run_scope(prep.settings):
@@ -129,7 +129,7 @@ def test_fit_logs_each_batchs_own_loss(tmp_path, every):
     """350 digits in batches of 64: 6 steps an epoch, the last of 30 images. Each row of a real run equals
     the image-weighted mean of the losses and accuracies train_on_batch finds for its batches, replayed from
     the same start; with every=4 tensorflow runs 2 steps a call."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     options = dict(dataset="digits", batch_size=64, train_size=350, activation="relu", pool="max", epochs=2,
                    seed=1)
@@ -151,7 +151,7 @@ def test_fit_logs_each_batchs_own_loss(tmp_path, every):
 def test_extending_a_finished_run_continues_its_log(tmp_path):
     """--resume with more --epochs continues <name>.steps.csv from the finished run's rows: the same rows as
     a run that trained all its epochs at once."""
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     options = dict(dataset="digits", batch_size=64, train_size=350, activation="relu", pool="max", log_every=4,
                    verbose=0)
@@ -167,7 +167,7 @@ def test_calls_are_read_in_the_order_they_began_however_their_threads_finish(tmp
     """Keras' callback threads may hand a BatchLogReader its calls' logs out of order: each waits for the
     calls begun before it. Calls of 2 steps (ends 1, 3, 5, 7) finishing as 3, 1, 7, 5 are read as 1, 3, 5, 7;
     a reader driven without on_train_batch_begin reads each at once."""
-    from kerascnn.steplog import BatchLogReader
+    from kerascnn.training.steplog import BatchLogReader
 
     class Reader(BatchLogReader):
         def __init__(self):
@@ -200,7 +200,7 @@ def test_the_loop_waits_once_it_is_ahead_of_the_reading():
     steps."""
     import threading
 
-    from kerascnn.steplog import BatchLogReader
+    from kerascnn.training.steplog import BatchLogReader
 
     class Reader(BatchLogReader):
         AHEAD = 2
@@ -228,8 +228,8 @@ def test_fit_waits_for_the_device_at_the_epochs_end_only(tmp_path):
     progress bar: on jax and torch every kerascnn batch callback is async-safe, so only the epoch's end and
     its validation convert (2 in 60 steps; 1 a step before); tensorflow's Keras converts every batch's logs
     itself (its backend is not thread-safe), kerascnn adds none."""
-    from kerascnn.callbacks import count_log_syncs
-    from kerascnn.train import fit
+    from kerascnn.training.callbacks import count_log_syncs
+    from kerascnn.training.fit import fit
 
     with count_log_syncs() as syncs:
         r = fit("lenet", epochs=1, dataset="digits", batch_size=8, train_size=480, activation="relu", pool="max",

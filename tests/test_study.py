@@ -1,4 +1,4 @@
-"""kerascnn.study and kerascnn.presets: variants from --vary (grid and
+"""kerascnn.studies.study and kerascnn.studies.presets: variants from --vary (grid and
 one-at-a-time), study files and presets; the runner's seeds, failures,
 resuming and shards."""
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from kerascnn.cli import cli
-from kerascnn.config import OptionError
+from kerascnn.cli.commands import cli
+from kerascnn.config.spelling import OptionError
 from kerascnn.errors import KerasCNNError
-from kerascnn.runfiles import StudyFolder
-from kerascnn.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
+from kerascnn.runs.files import StudyFolder
+from kerascnn.studies.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
 from tests.conftest import REPO
 
 TINY = dict(dataset="digits", epochs=1, train_size=128, batch_size=64)
@@ -172,7 +172,7 @@ def test_a_failing_variant_is_recorded_and_the_others_run(tmp_path):
 def test_rerunning_keeps_finished_runs_and_continues_an_interrupted_one(tmp_path):
     import keras
 
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     s = Study("s", dict(TINY, epochs=2, activation="relu"), (Variant("a", {}), Variant("b", {"pool": "avg"})), (0,))
     first, second = s.runs()
@@ -207,7 +207,8 @@ SAVE_POINTS = {"model": "save_model", "history.csv": "write_csv", "history.json"
 
 @pytest.mark.parametrize("point", list(SAVE_POINTS))
 def test_a_run_cut_short_in_its_final_save_is_finished_by_the_next_study(tmp_path, monkeypatch, point):
-    from kerascnn import io, report
+    from kerascnn.runs import storage
+    from kerascnn.studies import report
 
     s = Study("s", dict(TINY), (Variant("a", {}),), (0,))
     (run,) = s.runs()
@@ -216,7 +217,7 @@ def test_a_run_cut_short_in_its_final_save_is_finished_by_the_next_study(tmp_pat
     target = {"model": files.model, "history.csv": files.history_csv, "history.json": files.history_json,
               "run.json": files.record}.get(point)
     name = SAVE_POINTS[point]
-    real = os.replace if name == "replace" else getattr(io, name)
+    real = os.replace if name == "replace" else getattr(storage, name)
 
     def cut(*args, **kwargs):
         path = Path(args[1] if name == "save_model" else args[0])  # save_model(model, path), the others (path, ...)
@@ -225,7 +226,7 @@ def test_a_run_cut_short_in_its_final_save_is_finished_by_the_next_study(tmp_pat
             raise Killed(point)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(os if name == "replace" else io, name, cut)
+    monkeypatch.setattr(os if name == "replace" else storage, name, cut)
     with pytest.raises(Killed):
         run_study(s, tmp_path, echo=None)
     monkeypatch.undo()
@@ -317,13 +318,13 @@ def test_importing_the_study_modules_loads_no_keras():
     import subprocess
     import sys
 
-    code = "import sys, kerascnn.study, kerascnn.presets; print(any(m in sys.modules for m in ('keras', 'tensorflow')))"
+    code = "import sys, kerascnn.studies.study, kerascnn.studies.presets; print(any(m in sys.modules for m in ('keras', 'tensorflow')))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_on_a_cpu_a_study_says_which_families_train_small():
-    from kerascnn.study import cpu_sizes
-    from kerascnn.distribution import accelerator_available
+    from kerascnn.studies.study import cpu_sizes
+    from kerascnn.runtime.distribution import accelerator_available
 
     if accelerator_available():
         pytest.skip("an accelerator is visible: the families train at their textbook sizes")

@@ -3,7 +3,7 @@
 import pytest
 
 from kerascnn.models import build_lenet
-from kerascnn.summary import format_parameter_table, parameter_counts
+from kerascnn.models.summary import format_parameter_table, parameter_counts
 
 
 @pytest.mark.core

@@ -1,4 +1,4 @@
-"""kerascnn.torch_graph: kerascnn's networks run with torch.nn.functional
+"""kerascnn.training.torch_graph: kerascnn's networks run with torch.nn.functional
 on the Keras variables compute what Keras' own layers compute, on every
 family, every activation and under mixed precision. Runs under torch
 (tests/test_backend.py runs the core tests there)."""
@@ -8,11 +8,13 @@ import pytest
 
 import keras
 
-from kerascnn import inputs, torch_native
+from kerascnn.training import trainer
+
+from kerascnn.training import torch_native
 from kerascnn.models import build_model
-from kerascnn.preparation import compile_model
-from kerascnn.transforms import InputTransform
-from kerascnn.tricks import Tricks
+from kerascnn.training.plan import compile_model
+from kerascnn.data.device_transforms import InputTransform
+from kerascnn.config.tricks import Tricks
 
 pytestmark = [pytest.mark.core,
               pytest.mark.skipif(keras.backend.backend() != "torch", reason="the torch backend's layers")]
@@ -26,12 +28,12 @@ FAMILIES = {"lenet": (28, 1, {"activation": "relu", "pool": "max"}), "alexnet": 
 
 
 def training_model(arch, size, channels, options, optimizer="adamw", tricks=Tricks(), seed=0, **compile_options):
-    from kerascnn.optimizers import make_optimizer
+    from kerascnn.optim.optimizers import make_optimizer
 
     keras.utils.set_random_seed(seed)
     net = build_model(arch, input_shape=(size, size, channels), num_classes=10, **options)
     transform = InputTransform((size, size, channels), [0.5] * channels, [0.25] * channels, tricks=tricks)
-    model = inputs.TrainingModel(net, transform)
+    model = trainer.TrainingModel(net, transform)
     compile_model(net, make_optimizer(optimizer, **compile_options), jit_compile=False, tricks=tricks)
     compile_model(model, net.optimizer, jit_compile=False, tricks=tricks)
     return model

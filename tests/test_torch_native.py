@@ -1,4 +1,4 @@
-"""kerascnn.torch_native: the torch training step without Keras' per-layer
+"""kerascnn.training.torch_native: the torch training step without Keras' per-layer
 Python trains as Keras' own torch step does (every optimizer, soft labels),
 copies nothing from the host inside the step, falls back saying so, and
 saves what it trained. Runs under torch (tests/test_backend.py runs the
@@ -11,11 +11,14 @@ import pytest
 
 import keras
 
-from kerascnn import inputs, torch_native
+from kerascnn.data import host
+from kerascnn.training import trainer
+
+from kerascnn.training import torch_native
 from kerascnn.models import build_model
-from kerascnn.preparation import compile_model
-from kerascnn.transforms import InputTransform
-from kerascnn.tricks import Tricks
+from kerascnn.training.plan import compile_model
+from kerascnn.data.device_transforms import InputTransform
+from kerascnn.config.tricks import Tricks
 from tests.test_torch_graph import assert_close, batch, training_model
 
 pytestmark = [pytest.mark.core,
@@ -23,7 +26,7 @@ pytestmark = [pytest.mark.core,
 
 def train_three_steps(native, optimizer, monkeypatch, schedule=False, tricks=Tricks(), **options):
     """LeNet's weights and logs after four training steps and a test step, natively or through Keras."""
-    from kerascnn.schedules import OneCycle
+    from kerascnn.optim.schedules import OneCycle
 
     monkeypatch.setenv(torch_native.ENV, "1" if native else "0")
     rate = OneCycle(0.01, 8) if schedule else None
@@ -103,16 +106,16 @@ def test_no_host_to_device_copy_or_wait_inside_the_native_step(native, monkeypat
     back; Keras' own step does both (the count can fail)."""
     import torch
 
-    from kerascnn.schedules import OneCycle
-    from kerascnn.transforms import draw_params, param_columns
-    from kerascnn.tricks import mix_rows
+    from kerascnn.optim.schedules import OneCycle
+    from kerascnn.data.device_transforms import draw_params, param_columns
+    from kerascnn.data.tricks import mix_rows
 
     monkeypatch.setenv(torch_native.ENV, "1" if native else "0")
     tricks, augment = Tricks(mixup=0.2, label_smoothing=0.1), ("crop", "flip")
     keras.utils.set_random_seed(0)
     net = build_model("lenet", input_shape=(28, 28, 1), num_classes=10, activation="relu", batchnorm=True)
-    model = inputs.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25], augment=augment, tricks=tricks))
-    from kerascnn.optimizers import make_optimizer
+    model = trainer.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25], augment=augment, tricks=tricks))
+    from kerascnn.optim.optimizers import make_optimizer
 
     compile_model(model, make_optimizer("adamw", OneCycle(0.01, 20)), jit_compile=False, tricks=tricks)
     rng = np.random.default_rng(0)
@@ -144,7 +147,7 @@ def test_a_layer_outside_the_set_trains_through_keras_saying_so_once(capfd):
     y = keras.layers.LayerNormalization(name="norm")(y)
     y = keras.layers.Dense(10, name="logits")(keras.layers.Flatten()(y))
     net = keras.Model(x, y, name="custom")
-    model = inputs.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25]))
+    model = trainer.TrainingModel(net, InputTransform((28, 28, 1), [0.5], [0.25]))
     compile_model(model, keras.optimizers.Adam(), jit_compile=False)
     torch_native._said.clear()
     losses = [model.train_on_batch(*batch(28, 1, n=8, seed=s)) for s in range(3)]
@@ -162,18 +165,20 @@ def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
     import subprocess
     import sys
 
-    from kerascnn import io, train
+    from kerascnn.runs import storage
 
-    result = train.fit(arch="lenet", dataset="digits", epochs=2, batch_size=32, activation="relu", batchnorm=True,
+    from kerascnn.training import fit
+
+    result = fit.fit(arch="lenet", dataset="digits", epochs=2, batch_size=32, activation="relu", batchnorm=True,
                        output=str(tmp_path), verbose=0)
     assert result.test_accuracy > 0.5
     assert "Keras' own torch step" not in capfd.readouterr().err  # nothing fell back
     x = np.random.default_rng(0).normal(size=(4, *result.model.input_shape[1:])).astype("float32")
     np.save(tmp_path / "x.npy", x)
-    expected = keras.ops.convert_to_numpy(inputs.network(result.model)(x))
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(io.load_model(result.model_path)(x)), expected, atol=1e-6)
+    expected = keras.ops.convert_to_numpy(trainer.network(result.model)(x))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(storage.load_model(result.model_path)(x)), expected, atol=1e-6)
     code = ("import json, sys, numpy as np, keras\nfrom kerascnn import io\n"
-            "m = io.load_model(sys.argv[1])\n"
+            "m = storage.load_model(sys.argv[1])\n"
             "print(json.dumps(keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))).tolist()))")
     for backend in ("tensorflow", "jax"):
         env = dict(os.environ, KERAS_BACKEND=backend, CUDA_VISIBLE_DEVICES="", JAX_PLATFORMS="cpu",
@@ -191,7 +196,7 @@ def test_the_feed_hands_over_the_batches_in_order_replaying_what_a_first_look_to
     """torch_native.feed: the training stream as torch tensors, every batch once and in order, also when Keras
     takes a first batch to build the model and then starts again (its generator adapter replays it too)."""
     x, y = batch(8, 1, n=40)
-    batches = inputs.TrainingBatches(x[0].numpy(), y.numpy(), batch_size=8, epochs=2, seed=3)
+    batches = host.TrainingBatches(x[0].numpy(), y.numpy(), batch_size=8, epochs=2, seed=3)
     expected = [b for b in batches]
     loader = torch_native.feed(batches, device="cpu")
     first = next(iter(loader))  # Keras' symbolic build

@@ -1,4 +1,4 @@
-"""kerascnn.train: fit end to end: the saved run, bad settings, training options, kill -9 and --resume, seeds."""
+"""kerascnn.training.fit: fit end to end: the saved run, bad settings, training options, kill -9 and --resume, seeds."""
 
 import json
 import os
@@ -10,13 +10,13 @@ import textwrap
 import numpy as np
 import pytest
 
-from kerascnn import io
-from kerascnn.data import load_dataset, make_pipeline
-from kerascnn.config import OptionError
+from kerascnn.runs import storage
+from kerascnn.data.datasets import load_dataset, make_pipeline
+from kerascnn.config.spelling import OptionError
 from kerascnn.errors import KerasCNNError
-from kerascnn.runfiles import read_steps
-from kerascnn.train import fit
-from kerascnn.distribution import accelerator_available
+from kerascnn.runs.files import read_steps
+from kerascnn.training.fit import fit
+from kerascnn.runtime.distribution import accelerator_available
 from tests.test_schedules import Interrupt
 
 # What kerascnn does without a GPU or TPU; with one visible it does otherwise, on purpose.
@@ -39,9 +39,9 @@ def test_fit_lowers_the_loss_and_writes_the_run(trained_run):
     assert rows[0]["lr"] == pytest.approx(1e-3)
     for path in trained_run.paths:
         assert path.exists() and not path.name.startswith(".")
-    csv_lines = io.sidecar(trained_run.model_path, "history.csv").read_text().splitlines()
+    csv_lines = storage.sidecar(trained_run.model_path, "history.csv").read_text().splitlines()
     assert csv_lines[0].startswith("epoch,") and len(csv_lines) == 4
-    config = json.loads(io.sidecar(trained_run.model_path, "run.json").read_text())
+    config = json.loads(storage.sidecar(trained_run.model_path, "run.json").read_text())
     assert config["arch"] == "lenet" and config["dataset"] == "digits"
     assert config["model_options"] == {"activation": "relu", "pool": "max"}
     assert config["test_accuracy"] == pytest.approx(trained_run.test_accuracy)
@@ -54,7 +54,7 @@ def test_saved_model_predicts_exactly_as_before(trained_run):
     x, _ = next(iter(make_pipeline(data.x_test, data.y_test, input_shape=cfg["input_shape"],
                                    mean=cfg["mean"], std=cfg["std"], batch_size=64)))
     before = trained_run.model.predict(x, verbose=0)
-    after = io.load_model(trained_run.model_path).predict(x, verbose=0)
+    after = storage.load_model(trained_run.model_path).predict(x, verbose=0)
     np.testing.assert_array_equal(before, after)
 
 
@@ -129,8 +129,8 @@ def test_tensorboard_logs(tmp_path):
 
 
 def test_jit_and_distribute_choices(tmp_path):
-    from kerascnn.distribution import distribution_scope
-    from kerascnn.preparation import resolve_jit
+    from kerascnn.runtime.distribution import distribution_scope
+    from kerascnn.training.plan import resolve_jit
 
     assert resolve_jit("off") is False and resolve_jit("on") is True
     with pytest.raises(KerasCNNError, match="needs the jax backend"):
@@ -152,10 +152,10 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     float16 compute with float32 weights and a loss-scaled optimizer, a family's textbook size."""
     import keras
 
-    from kerascnn import preparation
-    from kerascnn.preparation import resolve_jit
+    from kerascnn.training import plan
+    from kerascnn.training.plan import resolve_jit
 
-    monkeypatch.setattr(preparation, "accelerator_available", lambda: True)
+    monkeypatch.setattr(plan, "accelerator_available", lambda: True)
     assert resolve_jit("auto") is (keras.backend.backend() != "torch")
     r = fit("lenet", epochs=1, mixed_precision=True, output=tmp_path, **SMALL)
     assert r.config["mixed_precision"] is True and r.config["jit_compile"] is resolve_jit("auto")
@@ -163,14 +163,14 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     assert conv1.compute_dtype == "float16" and conv1.kernel.dtype == "float32"
     assert isinstance(r.model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(r.history[0]["loss"]) and keras.config.dtype_policy().name == "float32"  # restored
-    settings = preparation.resolve_settings(preparation.make_config("resnet18", "digits")[0], load_dataset("digits"))
-    from kerascnn.choices import FAMILIES
+    settings = plan.resolve_settings(plan.make_config("resnet18", "digits")[0], load_dataset("digits"))
+    from kerascnn.config.choices import FAMILIES
 
     assert settings.image_size == FAMILIES["resnet18"].default_size > FAMILIES["resnet18"].min_size
 
 
 def test_near_chance_hint_only_near_chance():
-    from kerascnn.train import near_chance_hint
+    from kerascnn.training.fit import near_chance_hint
 
     assert near_chance_hint(0.12, 10, 5, 2, 32, "vgg11", {}) is not None
     assert "sigmoid" not in near_chance_hint(0.12, 10, 5, 2, 32, "lenet", {"activation": "relu"})
@@ -181,7 +181,7 @@ def test_near_chance_hint_only_near_chance():
 SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import keras
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     kwargs = json.loads(sys.argv[1])
     kill_at = json.loads(sys.argv[2])  # [epoch, batch] (from 1) or null
@@ -204,11 +204,11 @@ def run_fit(kwargs, kill_at=None):
 
 
 def weights(path):
-    return [np.asarray(w) for w in io.load_model(path).get_weights()]  # io registers kerascnn's schedules
+    return [np.asarray(w) for w in storage.load_model(path).get_weights()]  # io registers kerascnn's schedules
 
 
 def history(path):
-    rows = json.loads(io.sidecar(path, "history.json").read_text())
+    rows = json.loads(storage.sidecar(path, "history.json").read_text())
     return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
 
 
@@ -234,7 +234,7 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at)
     cut = tmp_path / "cut"
     assert not (cut / "lenet.keras").exists()  # no final model from a killed run
     partial = cut / "lenet.partial"
-    assert io.read_state(partial / "last.keras")["epoch"] == kill_at[0] - 1
+    assert storage.read_state(partial / "last.keras")["epoch"] == kill_at[0] - 1
     if run.get("log_every"):
         assert [row["step"] for row in read_steps(partial / "steps.csv")] == [4, 8]
     assert not [p for p in partial.iterdir() if p.name.startswith(".")]  # no temporary files left
@@ -247,7 +247,7 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at)
     assert resumed.returncode == 0, resumed.stderr
     assert history(cut / "lenet.keras") == history(tmp_path / "whole" / "lenet.keras")
     assert not partial.exists()  # the finished run's checkpoints moved beside the model
-    assert io.read_state(cut / "lenet.last.keras")["epoch"] == 4
+    assert storage.read_state(cut / "lenet.last.keras")["epoch"] == 4
     for a, b in zip(weights(cut / "lenet.keras"), weights(tmp_path / "whole" / "lenet.keras")):
         np.testing.assert_array_equal(a, b)
     if run.get("log_every"):  # no step repeated or missing, each row's loss as the uninterrupted run's
@@ -259,7 +259,7 @@ def test_kill_and_resume_match_an_uninterrupted_run(tmp_path, schedule, kill_at)
 @pytest.mark.skipif(accelerator_available(), reason="bit-equal repeats need deterministic kernels; GPU "
                                                     "convolutions' gradients are not by default")
 def test_same_seed_same_history_and_different_seed_differs(tmp_path):
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     kwargs = {**RUN, "epochs": 2}
     a = fit(**kwargs, output=tmp_path / "a")
@@ -274,7 +274,7 @@ def test_same_seed_same_history_and_different_seed_differs(tmp_path):
 
 def test_resume_refuses_other_options_and_missing_checkpoint(tmp_path):
     from kerascnn.errors import KerasCNNError
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     with pytest.raises(KerasCNNError, match="no checkpoint"):
         fit(**{**RUN, "epochs": 1}, output=tmp_path, resume=True)
@@ -291,11 +291,13 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     digits with black (normalized to -mean/std) in training and evaluation, and evaluate and visualize pad too."""
     from click.testing import CliRunner
 
-    from kerascnn import data as data_module, pipelines as pipelines_module
-    from kerascnn.cli import cli
-    from kerascnn.config import FitConfig
-    from kerascnn.pipelines import eval_pipeline
-    from kerascnn.run import Run
+    from kerascnn.data import datasets as data_module
+
+    from kerascnn.data import loader as pipelines_module
+    from kerascnn.cli.commands import cli
+    from kerascnn.config.options import FitConfig
+    from kerascnn.data.loader import eval_pipeline
+    from kerascnn.runs.saved import Run
 
     calls = []
 
@@ -378,7 +380,7 @@ def test_steps_per_execution_gives_the_same_run(tmp_path):
     torch refuses more than one; the saved model loads with 1."""
     import keras
 
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     kwargs = {**RUN, "epochs": 3, "batch_size": 64, "schedule": "onecycle", "log_every": 10, "save_every": 1,
               "patience": 2}
@@ -405,11 +407,11 @@ def test_steps_per_execution_gives_the_same_run(tmp_path):
             np.testing.assert_array_equal(a, b)
     assert sorted(p.name for p in runs[None].model_path.parent.glob("lenet.epoch-*.keras")) == \
         [f"lenet.epoch-00{e}.keras" for e in (1, 2, 3)]
-    assert io.load_model(runs[2].model_path).steps_per_execution == 1
+    assert storage.load_model(runs[2].model_path).steps_per_execution == 1
 
 
 def test_steps_per_execution_refused_with_a_per_batch_warmup(tmp_path):
-    from kerascnn.train import fit
+    from kerascnn.training.fit import fit
 
     """Plateau's warm-up sets the rate every batch; the other schedules warm up inside the optimizer's schedule."""
     with pytest.raises(OptionError, match="steps_per_execution must be 1 with warmup"):
@@ -420,12 +422,12 @@ def test_steps_per_execution_refused_with_a_per_batch_warmup(tmp_path):
 def test_a_run_killed_while_its_checkpoints_moved_is_done_and_fit_finishes_the_move(tmp_path):
     """A kill after run.json is written but before the checkpoints leave <name>.partial/: the run is done
     (RunFiles.done), so the next fit moves them out instead of calling the run unfinished."""
-    from kerascnn.runfiles import RunFiles
+    from kerascnn.runs.files import RunFiles
 
     r = fit("lenet", epochs=1, output=tmp_path, **SMALL)
     files = RunFiles.of(r.model_path)
     files.partial.mkdir()
     os.replace(files.checkpoint("last"), files.in_progress("last"))
-    assert files.done() and io.read_state(files.in_progress("last"))["status"] == "running"
+    assert files.done() and storage.read_state(files.in_progress("last"))["status"] == "running"
     fit("lenet", epochs=1, output=tmp_path, **SMALL)
     assert not files.partial.exists() and files.checkpoint("last").exists() and files.done()

@@ -1,4 +1,4 @@
-"""kerascnn.transforms: the keras.ops transforms of the jax/torch input path
+"""kerascnn.data.device_transforms: the keras.ops transforms of the jax/torch input path
 against the tf.data path's (Keras' layers run in TensorFlow), given the same
 parameters. Core: run under tensorflow, jax and torch (tests/test_backend.py);
 the comparisons skip where TensorFlow is not installed."""
@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn import transforms
+from kerascnn.data import device_transforms
 
 pytestmark = pytest.mark.core
 
@@ -25,7 +25,7 @@ def numpy(x):
 
 
 def tf_layer(layer):
-    """A Keras preprocessing layer computing in TensorFlow, as kerascnn.augment runs it in tf.data."""
+    """A Keras preprocessing layer computing in TensorFlow, as kerascnn.data.tf_augment runs it in tf.data."""
     pytest.importorskip("tensorflow")
     layer.backend.set_backend("tensorflow")
     return layer
@@ -37,23 +37,23 @@ def scaled(x):
 
 def test_draw_params_are_a_pure_function_of_seed_epoch_and_batch():
     names = ("crop", "flip", "rotate", "translate")
-    a = transforms.draw_params(names, 64, 28, seed=3, epoch=1, batch=5)
-    assert a.shape == (64, len(transforms.param_columns(names))) == (64, 6) and a.dtype == np.float32
-    np.testing.assert_array_equal(a, transforms.draw_params(names, 64, 28, seed=3, epoch=1, batch=5))
+    a = device_transforms.draw_params(names, 64, 28, seed=3, epoch=1, batch=5)
+    assert a.shape == (64, len(device_transforms.param_columns(names))) == (64, 6) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, device_transforms.draw_params(names, 64, 28, seed=3, epoch=1, batch=5))
     for other in ({"seed": 4, "epoch": 1, "batch": 5}, {"seed": 3, "epoch": 2, "batch": 5},
                   {"seed": 3, "epoch": 1, "batch": 6}):
-        assert not np.array_equal(a, transforms.draw_params(names, 64, 28, **other))
-    pad = transforms.crop_pad(28)
+        assert not np.array_equal(a, device_transforms.draw_params(names, 64, 28, **other))
+    pad = device_transforms.crop_pad(28)
     assert pad == 3 and set(np.unique(a[:, :2])) <= set(range(2 * pad + 1)) and set(np.unique(a[:, 2])) == {0, 1}
-    assert np.abs(a[:, 3]).max() <= transforms.MAX_DEGREES and np.abs(a[:, 4:]).max() <= 0.1 * 28
-    assert transforms.draw_params((), 5, 28, 0, 0, 0).shape == (5, 1)  # a batch always carries a row
+    assert np.abs(a[:, 3]).max() <= device_transforms.MAX_DEGREES and np.abs(a[:, 4:]).max() <= 0.1 * 28
+    assert device_transforms.draw_params((), 5, 28, 0, 0, 0).shape == (5, 1)  # a batch always carries a row
 
 
 def test_crop_matches_keras_random_crop_image_by_image():
     x = scaled(images())
-    params = transforms.draw_params(("crop",), len(x), 28, seed=1, epoch=0, batch=0)
-    pad = transforms.crop_pad(28)
-    ours = numpy(transforms.crop(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(params), pad))
+    params = device_transforms.draw_params(("crop",), len(x), 28, seed=1, epoch=0, batch=0)
+    pad = device_transforms.crop_pad(28)
+    ours = numpy(device_transforms.crop(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(params), pad))
     layer = tf_layer(keras.layers.RandomCrop(28, 28))
     padded = np.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]])
     for i, (dy, dx) in enumerate(params.astype(int)):  # Keras' RandomCrop: one offset per batch
@@ -65,7 +65,7 @@ def test_crop_matches_keras_random_crop_image_by_image():
 def test_flip_matches_keras_random_flip():
     x = scaled(images())
     flags = np.array([[1], [0], [1], [1], [0], [0]], np.float32)
-    ours = numpy(transforms.flip(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(flags)))
+    ours = numpy(device_transforms.flip(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(flags)))
     layer = tf_layer(keras.layers.RandomFlip("horizontal"))
     import tensorflow as tf
 
@@ -77,7 +77,7 @@ def test_flip_matches_keras_random_flip():
 def test_rotate_matches_keras_random_rotation():
     x = scaled(images())
     degrees = np.linspace(-10, 10, len(x), dtype=np.float32)[:, None]
-    ours = numpy(transforms.rotate(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(degrees)))
+    ours = numpy(device_transforms.rotate(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(degrees)))
     layer = tf_layer(keras.layers.RandomRotation(10 / 360, fill_mode="constant"))
     import tensorflow as tf
 
@@ -95,7 +95,7 @@ def test_rotate_matches_keras_random_rotation():
 def test_translate_matches_keras_random_translation():
     x = scaled(images())
     shifts = np.random.default_rng(2).uniform(-2.8, 2.8, (len(x), 2)).astype(np.float32)
-    ours = numpy(transforms.translate(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(shifts)))
+    ours = numpy(device_transforms.translate(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(shifts)))
     layer = tf_layer(keras.layers.RandomTranslation(0.1, 0.1, fill_mode="constant"))
     import tensorflow as tf
 
@@ -110,13 +110,13 @@ def test_translate_matches_keras_random_translation():
 def test_preprocess_matches_the_tf_data_path(size, resize, channels, monkeypatch):
     """Scaling, resizing (antialiased when shrinking) or padding, normalization, gray <-> RGB."""
     tf = pytest.importorskip("tensorflow")
-    from kerascnn import data
+    from kerascnn.data import datasets
 
     x = images(channels=3 if (size, channels) == (20, 3) else 1)
     mean, std = ([0.3, 0.4, 0.5], [0.2, 0.3, 0.25]) if x.shape[-1] == 3 else ([0.3], [0.25])
-    ours = numpy(transforms.preprocess(x, (size, size, channels), mean, std, resize))
-    monkeypatch.setattr(data, "tf_backend", lambda: True)  # data.preprocess's TensorFlow path on any backend
-    theirs = np.asarray(data.preprocess(tf.constant(x), input_shape=(size, size, channels), mean=mean, std=std,
+    ours = numpy(device_transforms.preprocess(x, (size, size, channels), mean, std, resize))
+    monkeypatch.setattr(datasets, "tf_backend", lambda: True)  # datasets.preprocess's TensorFlow path on any backend
+    theirs = np.asarray(datasets.preprocess(tf.constant(x), input_shape=(size, size, channels), mean=mean, std=std,
                                         resize=resize))
     assert ours.shape == theirs.shape == (len(x), size, size, channels)
     tolerance = SAMPLED if size == 28 or resize == "pad" else RESIZED / min(std)
@@ -126,22 +126,22 @@ def test_preprocess_matches_the_tf_data_path(size, resize, channels, monkeypatch
 @pytest.mark.parametrize("channels", [1, 3])
 def test_crop_flip_is_crop_then_flip_on_any_dtype(channels):
     x = images(channels=channels, size=32)
-    params = transforms.draw_params(("crop", "flip"), len(x), 32, seed=3, epoch=1, batch=2)
-    pad = transforms.crop_pad(32)
+    params = device_transforms.draw_params(("crop", "flip"), len(x), 32, seed=3, epoch=1, batch=2)
+    pad = device_transforms.crop_pad(32)
     assert 0 < params[:, 2].sum() < len(x)  # some images mirrored, some not
     for batch in (x, scaled(x)):
         tensor, p = keras.ops.convert_to_tensor(batch), keras.ops.convert_to_tensor(params)
-        both = numpy(transforms.crop_flip(tensor, p[:, :2], p[:, 2:], pad))
-        np.testing.assert_array_equal(both, numpy(transforms.flip(transforms.crop(tensor, p[:, :2], pad), p[:, 2:])))
+        both = numpy(device_transforms.crop_flip(tensor, p[:, :2], p[:, 2:], pad))
+        np.testing.assert_array_equal(both, numpy(device_transforms.flip(device_transforms.crop(tensor, p[:, :2], pad), p[:, 2:])))
         assert both.dtype == batch.dtype
 
 
 def test_input_transform_crops_and_flips_the_bytes_as_it_would_the_scaled_image():
     x = images()
     names = ("crop", "flip")
-    params = transforms.draw_params(names, len(x), 28, seed=0, epoch=0, batch=0)
-    layer = transforms.InputTransform((28, 28, 1), [0.3], [0.25], augment=names)
-    after = transforms.augment(keras.ops.convert_to_tensor(scaled(x)), keras.ops.convert_to_tensor(params), names,
+    params = device_transforms.draw_params(names, len(x), 28, seed=0, epoch=0, batch=0)
+    layer = device_transforms.InputTransform((28, 28, 1), [0.3], [0.25], augment=names)
+    after = device_transforms.augment(keras.ops.convert_to_tensor(scaled(x)), keras.ops.convert_to_tensor(params), names,
                                layer.pad)
     np.testing.assert_allclose(numpy(layer(x, params, training=True)), (numpy(after) - 0.3) / 0.25, atol=1e-6)
 
@@ -149,8 +149,8 @@ def test_input_transform_crops_and_flips_the_bytes_as_it_would_the_scaled_image(
 def test_input_transform_augments_only_when_training():
     x = images()
     names = ("crop", "flip", "rotate", "translate")
-    params = transforms.draw_params(names, len(x), 28, seed=0, epoch=0, batch=0)
-    layer = transforms.InputTransform((28, 28, 1), [0.3], [0.25], augment=names)
+    params = device_transforms.draw_params(names, len(x), 28, seed=0, epoch=0, batch=0)
+    layer = device_transforms.InputTransform((28, 28, 1), [0.3], [0.25], augment=names)
     plain = numpy(layer(x, params, training=False))
     np.testing.assert_allclose(plain, (scaled(x) - 0.3) / 0.25, atol=1e-6)
     augmented = numpy(layer(x, params, training=True))

@@ -1,4 +1,4 @@
-"""kerascnn.tricks: label smoothing, mixup, cutmix and RandAugment. Core:
+"""kerascnn.data.tricks: label smoothing, mixup, cutmix and RandAugment. Core:
 the batch-level checks run under tensorflow, jax and torch
 (tests/test_backend.py); the runs' checks under tensorflow here, resume
 under jax and torch in tests/test_inputs.py, and a model compiled with the
@@ -9,9 +9,11 @@ import keras
 import numpy as np
 import pytest
 
-from kerascnn import io
-from kerascnn.config import FitConfig, OptionError
-from kerascnn.tricks import MIX_COLUMNS, Tricks, apply, mix_rows, mixed_accuracy
+from kerascnn.runs import storage
+from kerascnn.config.options import FitConfig
+from kerascnn.config.spelling import OptionError
+from kerascnn.config.tricks import MIX_COLUMNS, Tricks
+from kerascnn.data.tricks import apply, mix_rows, mixed_accuracy
 
 N, SIZE, K = 16, 12, 10
 
@@ -116,7 +118,7 @@ def _drawn_one_by_one(layer, x, transformation):
 
 @pytest.mark.core
 def test_randaugment_computes_only_the_drawn_operations_each_on_fresh_tensors():
-    from kerascnn.tricks import drawn_operations, keras_layers
+    from kerascnn.data.tricks import drawn_operations, keras_layers
 
     layer = keras_layers()[2]
     x = np.random.default_rng(1).random((4, 12, 12, 1)).astype(np.float32)
@@ -143,8 +145,8 @@ def test_randaugment_computes_only_the_drawn_operations_each_on_fresh_tensors():
 
 @pytest.mark.core
 def test_randaugment_strength_is_keras_factor_and_runs_saved_before_it_had_keras_default():
-    from kerascnn.config import upgrade
-    from kerascnn.tricks import keras_layers
+    from kerascnn.config.options import upgrade
+    from kerascnn.data.tricks import keras_layers
 
     weak = Tricks.of(FitConfig(randaugment=True, randaugment_strength=0.1))
     assert weak.randaugment_strength == 0.1 and weak.describe() == "randaugment 0.1"
@@ -182,8 +184,8 @@ def test_bad_trick_values_are_one_clear_error(options, name):
 def test_the_tf_data_path_mixes_as_the_jax_and_torch_paths_do():
     """The same seed gives the same partners, shares, boxes, RandAugment operations and labels on every backend
     (in the same order of images: the paths draw their shuffles differently)."""
-    from kerascnn.data import make_training_pipeline
-    from kerascnn.inputs import TrainingBatches
+    from kerascnn.data.datasets import make_training_pipeline
+    from kerascnn.data.host import TrainingBatches
 
     x = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)
     y = np.arange(40) % K
@@ -200,15 +202,15 @@ def test_the_tf_data_path_mixes_as_the_jax_and_torch_paths_do():
 
 
 def test_a_run_with_every_trick_trains_resumes_its_loss_and_shows_its_batch(tmp_path):
-    from kerascnn.preview import show_batch
-    from kerascnn.train import fit
+    from kerascnn.analysis.preview import show_batch
+    from kerascnn.training.fit import fit
 
     options = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0,
                    mixup=0.2, cutmix=1.0, randaugment=True, label_smoothing=0.1, output=str(tmp_path))
     result = fit("lenet", epochs=1, **options)
     assert result.config["label_smoothing"] == 0.1 and result.config["randaugment"] is True
     assert 0 < result.history[0]["accuracy"] < 1 and np.isfinite(result.history[0]["loss"])
-    model = io.load_model(tmp_path / "lenet.last.keras")
+    model = storage.load_model(tmp_path / "lenet.last.keras")
     assert model.loss.get_config()["label_smoothing"] == 0.1  # resumed with the same loss
     resumed = fit("lenet", epochs=2, resume=True, **options)
     assert len(resumed.history) == 2
@@ -219,7 +221,7 @@ def test_a_run_with_every_trick_trains_resumes_its_loss_and_shows_its_batch(tmp_
 
 
 def test_caption_names_a_mixed_labels_classes_by_weight():
-    from kerascnn.preview import caption
+    from kerascnn.analysis.preview import caption
 
     names = [str(i) for i in range(4)]
     assert caption(np.array(2), names) == "2"

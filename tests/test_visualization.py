@@ -3,7 +3,7 @@ import pytest
 
 from kerascnn.errors import KerasCNNError
 from kerascnn.models import build_lenet
-from kerascnn.visualization import first_conv_layer, kernel_images, spatial_layers, visualize
+from kerascnn.analysis.visualization import first_conv_layer, kernel_images, spatial_layers, visualize
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -31,10 +31,10 @@ def test_conv1_kernels_maps_and_curves(trained_run, tmp_path):
 def test_curves_draw_the_per_step_log_when_the_run_has_one(trained_run, tmp_path):
     import shutil
 
-    from kerascnn import io
-    from kerascnn.run import Run
-    from kerascnn.runfiles import STEP_COLUMNS, step_line
-    from kerascnn.visualization import curves
+    from kerascnn.runs import storage
+    from kerascnn.runs.saved import Run
+    from kerascnn.runs.files import STEP_COLUMNS, step_line
+    from kerascnn.analysis.visualization import curves
 
     folder = shutil.copytree(trained_run.model_path.parent, tmp_path / "run")
     run = Run.load(folder / "lenet.keras")
@@ -44,7 +44,7 @@ def test_curves_draw_the_per_step_log_when_the_run_has_one(trained_run, tmp_path
              "accuracy": 0.5} for s in range(1, 3 * steps + 1)]
     (folder / "lenet.steps.csv").write_text(",".join(STEP_COLUMNS) + "\n" + "".join(map(step_line, rows)))
     assert Run.load(folder / "lenet.keras").steps == []  # its run logged none: another run's file
-    io.write_json(folder / "lenet.run.json", {**trained_run.config, "log_every": 1})
+    storage.write_json(folder / "lenet.run.json", {**trained_run.config, "log_every": 1})
     fig = curves(Run.load(folder / "lenet.keras"), "t")
     assert [len(ax.lines) for ax in fig.axes] == [3, 3]
     assert fig.axes[0].lines[0].get_xdata()[-1] == 3.0  # the last step is the end of epoch 3
@@ -104,7 +104,9 @@ def test_depthwise_kernels_are_one_per_input_channel(multiplier, tmp_path):
     kernel m makes output channel c * multiplier + m); never drawn as RGB, even with a multiplier of 3."""
     import keras
 
-    from kerascnn import io, plots
+    from kerascnn import plots
+
+    from kerascnn.runs import storage
 
     conv = keras.layers.DepthwiseConv2D((3, 5), depth_multiplier=multiplier)
     w = conv_with_kernel(conv, 5)
@@ -127,7 +129,7 @@ def test_depthwise_kernels_are_one_per_input_channel(multiplier, tmp_path):
         assert fig.texts[0].get_text() == "dw: 15 depthwise kernels 3x5 (rows: input channel, columns: multiplier)"
         assert [ax.get_ylabel() for ax in tiles[::multiplier]] == [f"in {c}" for c in range(5)]
         assert [ax.get_title() for ax in tiles[:multiplier]] == [f"mult {m}" for m in range(multiplier)]
-    assert io.save_figure(fig, tmp_path / "dw.png").read_bytes()[:8] == PNG
+    assert storage.save_figure(fig, tmp_path / "dw.png").read_bytes()[:8] == PNG
 
 
 def test_the_default_layer_is_the_first_convolution(trained_run, tmp_path):
@@ -153,11 +155,12 @@ def test_checkpoints_from_another_folder(trained_run, tmp_path, monkeypatch):
 
 
 def test_visualize_draws_a_depthwise_layer_per_input_channel(tmp_path, monkeypatch):
-    from kerascnn import io, plots
+    from kerascnn import plots
+    from kerascnn.runs import storage
     from kerascnn.models import build_model
 
     model = build_model("mobilenet", input_shape=(32, 32, 1), num_classes=10, width=0.25, depth_multiplier=2)
-    path = io.save_model(model, tmp_path / "mobilenet.keras")
+    path = storage.save_model(model, tmp_path / "mobilenet.keras")
     drawn, real = [], plots.plot_kernels
     monkeypatch.setattr(plots, "plot_kernels", lambda k, name, **kw: drawn.append((k.shape, name, kw))
                         or real(k, name, **kw))
@@ -173,11 +176,11 @@ def saved_run(folder, name, source, rows, **record):
     import json
     import shutil
 
-    from kerascnn import io
+    from kerascnn.runs import storage
 
     folder.mkdir(parents=True, exist_ok=True)
     model = shutil.copy(source.model_path, folder / f"{name}.keras")
-    io.write_json(folder / f"{name}.run.json", {**source.config, "name": name, **record})
+    storage.write_json(folder / f"{name}.run.json", {**source.config, "name": name, **record})
     text = rows if isinstance(rows, str) else json.dumps(rows)
     (folder / f"{name}.history.json").write_text(text)
     return model
@@ -189,7 +192,7 @@ ROWS = [{"epoch": e, "loss": loss, "accuracy": acc, "val_loss": loss + 0.1, "val
 
 
 def test_compare_runs_table_from_the_histories_and_png(trained_run, tmp_path):
-    from kerascnn.visualization import compare_runs
+    from kerascnn.analysis.visualization import compare_runs
 
     other = saved_run(tmp_path / "runs", "sgd_run", trained_run, ROWS, optimizer="sgd", lr=0.05,
                       test_accuracy=0.61, train_seconds=12.5)
@@ -208,8 +211,8 @@ def test_compare_runs_table_from_the_histories_and_png(trained_run, tmp_path):
 
 def test_compare_runs_draws_the_steps_of_a_run_that_logged_them(trained_run, tmp_path, monkeypatch):
     from kerascnn import plots
-    from kerascnn.runfiles import STEP_COLUMNS, step_line
-    from kerascnn.visualization import compare_runs
+    from kerascnn.runs.files import STEP_COLUMNS, step_line
+    from kerascnn.analysis.visualization import compare_runs
 
     logged = saved_run(tmp_path, "logged", trained_run, ROWS, log_every=2, steps_per_epoch=4)
     rows = [{"step": s, "epoch": (s - 1) // 4 + 1, "batch": (s - 1) % 4 + 1, "seen": 0, "loss": 3.0 / s,
@@ -230,7 +233,7 @@ def test_compare_runs_draws_the_steps_of_a_run_that_logged_them(trained_run, tmp
 
 
 def test_compare_runs_of_one_name_are_told_apart_by_folder(trained_run, tmp_path):
-    from kerascnn.visualization import compare_runs
+    from kerascnn.analysis.visualization import compare_runs
 
     a = saved_run(tmp_path / "a", "lenet", trained_run, ROWS)
     b = saved_run(tmp_path / "b", "lenet", trained_run, ROWS[:2])
@@ -247,7 +250,7 @@ def test_compare_runs_of_one_name_are_told_apart_by_folder(trained_run, tmp_path
     ("[3]", "row 1 is not an object"),
 ], ids=["empty", "not-json", "not-a-list", "loss-not-a-number", "no-epoch", "row-not-an-object"])
 def test_compare_runs_names_a_bad_history_and_writes_nothing(trained_run, tmp_path, history, reason):
-    from kerascnn.visualization import compare_runs
+    from kerascnn.analysis.visualization import compare_runs
 
     bad = saved_run(tmp_path, "bad", trained_run, history)
     with pytest.raises(KerasCNNError) as e:

@@ -3,7 +3,7 @@
 import dataclasses
 import inspect
 
-from kerascnn.choices import FAMILIES, Family
+from kerascnn.config.choices import FAMILIES, Family
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import head_start, split_encoder_head
 from kerascnn.models.alexnet import build_alexnet
@@ -29,7 +29,7 @@ BUILDERS = {
 
 @dataclasses.dataclass(frozen=True)
 class Arch(Family):
-    """A registered architecture: its family's data (kerascnn.choices:
+    """A registered architecture: its family's data (kerascnn.config.choices:
     sizes, options and training defaults) and its builder."""
 
     builder: callable = None

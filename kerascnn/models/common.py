@@ -4,7 +4,7 @@ block, pooling, the heads and the encoder/head split."""
 import keras
 from keras import layers
 
-from kerascnn.choices import INITS, POOLS
+from kerascnn.config.choices import INITS, POOLS
 from kerascnn.errors import KerasCNNError
 
 # Moving statistics follow the batches faster than Keras' default 0.99

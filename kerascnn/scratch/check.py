@@ -98,7 +98,7 @@ def keras_lenet5(seed=0):
     """kerascnn's Keras LeNet-5 (ReLU, max pooling, valid conv1, 32x32x1)."""
     import keras
 
-    from kerascnn.backend import keep_tensorflow_unloaded
+    from kerascnn.runtime.backend import keep_tensorflow_unloaded
     from kerascnn.models.lenet import build_lenet
 
     keep_tensorflow_unloaded()  # Keras' seeding would import it on jax and torch
@@ -142,7 +142,7 @@ def keras_loss_and_grads(model, x, y):
     weight (in the NumPy model's names and layout), for x (N, H, W, C)."""
     import keras
 
-    from kerascnn.explanation import value_and_grad
+    from kerascnn.analysis.explanation import value_and_grad
 
     variables = model.trainable_variables
 

@@ -55,7 +55,7 @@ def to_lenet_input(images, mean, std, size=SIZE):
 
 def load_scratch_data(dataset, data_dir=None, *, val_size=1000, train_size=None, seed=0):
     """The Dataset and its three splits as LeNet-5 inputs (float64 NCHW)."""
-    from kerascnn.data import load_dataset
+    from kerascnn.data.datasets import load_dataset
 
     data = load_dataset(dataset, data_dir, val_size=val_size, train_size=train_size, seed=seed)
     mean, std = data.stats()
@@ -73,13 +73,13 @@ def train_scratch(dataset="mnist", *, epochs=40, batch_size=None, lr=1e-3, optim
     validation set, batches in order, weights from N(0, 0.001^2); on
     digits, DATASET_DEFAULTS) and write its files to `output`. `fast` uses
     the im2col convolution instead of the report's loops."""
-    from kerascnn import io
+    from kerascnn.runs import storage
     from kerascnn.scratch.lenet5 import LeNet5
     from kerascnn.scratch.solver import Solver
 
     chosen = scratch_defaults(dataset, batch_size=batch_size, weight_scale=weight_scale, val_size=val_size)
     batch_size, weight_scale, val_size = chosen["batch_size"], chosen["weight_scale"], chosen["val_size"]
-    folder = io.check_writable(io.ensure_dir(output))
+    folder = storage.check_writable(storage.ensure_dir(output))
     data, arrays = load_scratch_data(dataset, data_dir, val_size=val_size, train_size=train_size, seed=seed)
     model = LeNet5(arrays["x_train"].shape[1:], data.num_classes, weight_scale=weight_scale, seed=seed, fast=fast)
     solver = Solver(model, arrays, update_rule=optimizer, learning_rate=lr, lr_decay=decay_rate,
@@ -106,10 +106,10 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
     """The run's files, the model last (nothing half-written is left)."""
     from sklearn.metrics import confusion_matrix
 
-    from kerascnn import io
-    from kerascnn.evaluation import confused_pairs_json, most_confused
+    from kerascnn.runs import storage
+    from kerascnn.analysis.evaluation import confused_pairs_json, most_confused
     from kerascnn.plots import plot_confusion_matrix, plot_history
-    from kerascnn.runfiles import RunFiles, steps_text
+    from kerascnn.runs.files import RunFiles, steps_text
 
     files = RunFiles(folder, name)
     test_loss, test_accuracy = test
@@ -117,13 +117,13 @@ def write_files(folder, name, model, solver, data, arrays, settings, *, test, se
     cm = confusion_matrix(arrays["y_test"], y_pred, labels=range(data.num_classes))
     pairs = most_confused(cm, data.class_names)
     title = f"LeNet-5 from scratch on {data.name}"
-    paths = [io.write_csv(files.history_csv, solver.history), io.write_json(files.history_json, solver.history),
-             io.write_text(files.steps_csv, steps_text(solver.step_rows)),
-             io.save_figure(plot_history(solver.history, title=f"{title}: training curves", steps=solver.step_rows,
+    paths = [storage.write_csv(files.history_csv, solver.history), storage.write_json(files.history_json, solver.history),
+             storage.write_text(files.steps_csv, steps_text(solver.step_rows)),
+             storage.save_figure(plot_history(solver.history, title=f"{title}: training curves", steps=solver.step_rows,
                                          steps_per_epoch=solver.iterations_per_epoch), files.sidecar("curves.png")),
-             io.save_figure(plot_confusion_matrix(cm, data.class_names, title=f"{title} test ({test_accuracy:.2%})"),
+             storage.save_figure(plot_confusion_matrix(cm, data.class_names, title=f"{title} test ({test_accuracy:.2%})"),
                             files.sidecar("confusion.png")),
-             io.write_json(files.sidecar("metrics.json"), {
+             storage.write_json(files.sidecar("metrics.json"), {
                  "model": str(files.sidecar("npz")), "settings": settings, "test_images": len(y_pred),
                  "loss": test_loss, "accuracy": test_accuracy, "seconds_per_epoch": seconds_per_epoch,
                  "confusion_matrix": cm, "class_names": data.class_names,

@@ -85,10 +85,10 @@ class LeNet5:
     def save(self, path):
         """Write the parameters and the configuration to an .npz of named
         arrays, atomically (an existing file stays until the new one is whole)."""
-        from kerascnn import io
+        from kerascnn.runs import storage
 
         meta = json.dumps({"format": FORMAT, "model": "LeNet5", **self.config})
-        return io.write_npz(path, {**self.params, "config": np.array(meta)})
+        return storage.write_npz(path, {**self.params, "config": np.array(meta)})
 
     @classmethod
     def load(cls, path, fast=False):

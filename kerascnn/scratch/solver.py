@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 
-from kerascnn.choices import SAMPLINGS
+from kerascnn.config.choices import SAMPLINGS
 from kerascnn.errors import KerasCNNError
 from kerascnn.scratch.layers import softmax_loss
 
