@@ -33,7 +33,7 @@ CASES = {"lenet": (28, 256), "resnet18": (32, 64)}
 WORKER = """
 import json, statistics, sys, time
 import keras, numpy as np
-from kerascnn.data.datasets import make_training_pipeline
+from kerascnn.data.tf_pipeline import make_training_pipeline
 from kerascnn.models import build_model
 from kerascnn.optim.optimizers import make_optimizer
 from kerascnn.training.plan import compile_model, resolve_jit

@@ -8,7 +8,7 @@ For each backend (jax, torch) and network (LeNet at 28 px, batch 256, on
 Fashion-MNIST's 54,000 training images; ResNet-18 at 32 px, batch 64, on
 2,048 of them), `model.fit` with crop+flip augmentation fed two ways, each in
 its own process, one after the other in one run:
-  tf.data   kerascnn.data.datasets.make_training_pipeline (tf.data: gather, scale,
+  tf.data   kerascnn.data.tf_pipeline.make_training_pipeline (tf.data: gather, scale,
             augment with Keras' layers in TensorFlow, normalize) into the
             network, as every backend trained before
   inputs    kerascnn.data.host.TrainingBatches (numpy) into a TrainingModel:
@@ -33,7 +33,8 @@ CASES = {"lenet": (28, 256, None), "resnet18": (32, 64, 2048)}
 CHILD = r"""
 import json, sys, time
 import keras, numpy as np
-from kerascnn.data.datasets import load_dataset, make_training_pipeline
+from kerascnn.data.datasets import load_dataset
+from kerascnn.data.tf_pipeline import make_training_pipeline
 from kerascnn.data.host import TrainingBatches
 from kerascnn.training.trainer import TrainingModel
 from kerascnn.models import build_model

@@ -14,7 +14,8 @@ def pipeline(size, batch, steps, augment):
     """make_training_pipeline over Fashion-MNIST's 60,000 training images,
     iterated without a model: images/s after 5 warm-up batches."""
     from kerascnn.data.tf_augment import Augmenter
-    from kerascnn.data.datasets import load_dataset, make_training_pipeline
+    from kerascnn.data.datasets import load_dataset
+    from kerascnn.data.tf_pipeline import make_training_pipeline
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
@@ -48,7 +49,11 @@ def pipeline_variant(size, batch, steps, variant):
     import numpy as np
     import tensorflow as tf
 
-    from kerascnn.data.datasets import epoch_indices, load_dataset, make_training_pipeline, normalize, scale_and_resize
+    from kerascnn.data.datasets import load_dataset
+
+    from kerascnn.data.sampling import epoch_order
+
+    from kerascnn.data.tf_pipeline import make_training_pipeline, normalize, scale_and_resize
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
@@ -65,7 +70,7 @@ def pipeline_variant(size, batch, steps, variant):
                                      for i in range(0, len(images), 2048)])
             facts = {"cache_s": round(time.perf_counter() - start, 2), "cache_mb": round(images.nbytes / 2**20)}
         images, labels = tf.constant(images), tf.constant(labels)
-        idx = epoch_indices(len(data.x_train), 0)
+        idx = epoch_order(len(data.x_train), 0)
         parallel = None if variant == "map serial" else tf.data.AUTOTUNE
 
         def prep(i):

@@ -28,7 +28,7 @@ def evaluate_run(model, output):
     """kerascnn.evaluate on the saved run (predictions, report, figures),
     then the model's predict alone on the same test pipeline, warm."""
     from kerascnn import evaluate
-    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.data.loader import make_pipeline
     from kerascnn.runs.saved import Run
 
     start = time.perf_counter()

@@ -17,7 +17,7 @@ _EXPORTS = {
     "build_model": "kerascnn.models",
     "ARCHS": "kerascnn.models",
     "load_dataset": "kerascnn.data.datasets",
-    "make_pipeline": "kerascnn.data.datasets",
+    "make_pipeline": "kerascnn.data.loader",
     "fit": "kerascnn.training.fit",
     "lr_find": "kerascnn.training.lr_finder",
     "Run": "kerascnn.runs.saved",

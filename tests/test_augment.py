@@ -3,7 +3,11 @@
 import numpy as np
 import pytest
 
-from kerascnn.data.datasets import load_dataset, make_pipeline, make_training_pipeline
+from kerascnn.data.datasets import load_dataset
+
+from kerascnn.data.loader import make_pipeline
+
+from kerascnn.data.tf_pipeline import make_training_pipeline
 from kerascnn.training.fit import fit
 
 SMALL = dict(dataset="digits", batch_size=64, train_size=256, activation="relu", pool="max", verbose=0)

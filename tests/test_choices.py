@@ -44,7 +44,8 @@ def test_defaults_for_help_texts():
 
 
 def test_every_choice_is_known_where_it_is_used():
-    from kerascnn.data.datasets import epoch_indices, load_dataset
+    from kerascnn.data.datasets import load_dataset
+    from kerascnn.data.sampling import epoch_order
     from kerascnn.optim.schedules import schedule_function, step_schedule
 
     assert set(choices.SCHEDULES) == set(choices.EPOCH_SCHEDULES) | set(choices.STEP_SCHEDULES)
@@ -53,7 +54,7 @@ def test_every_choice_is_known_where_it_is_used():
     for name in choices.STEP_SCHEDULES:
         assert float(step_schedule(name, 0.1, 30)(29)) < float(step_schedule(name, 0.1, 30)(0)) < 0.1
     for sampling in choices.SAMPLINGS:
-        assert len(epoch_indices(5, 0, sampling=sampling)) == 5
+        assert len(epoch_order(5, 0, sampling=sampling)) == 5
     assert load_dataset("digits").image_shape == (28, 28, 1)
 
 

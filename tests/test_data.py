@@ -1,10 +1,15 @@
-import math
 import re
 
 import numpy as np
 import pytest
 
-from kerascnn.data.datasets import epoch_indices, load_dataset, make_pipeline, make_training_pipeline
+from kerascnn.data.datasets import load_dataset
+
+from kerascnn.data.loader import make_pipeline
+
+from kerascnn.data.sampling import GRAY_WEIGHTS
+
+from kerascnn.data.tf_pipeline import make_training_pipeline
 from kerascnn.errors import KerasCNNError
 from kerascnn.training.fit import fit
 from tests.conftest import make_images, write_idx
@@ -264,7 +269,7 @@ def test_pipeline_shuffles_samples_before_batching(idx_dir):
     np.testing.assert_array_equal(first, again)
 
 
-LUMINANCE = np.array([0.2989, 0.5870, 0.1140])  # ITU-R BT.601, as PIL and tf.image.rgb_to_grayscale
+LUMINANCE = np.array(GRAY_WEIGHTS)  # ITU-R 601-2, as Pillow's convert("L") (tests/test_sampling.py)
 
 
 @pytest.mark.parametrize("target", [(32, 32, 3), (28, 28, 1), (64, 64, 1)])
@@ -313,21 +318,6 @@ def test_real_datasets(real_data_dir, name, train, test, shape):
         assert abs(mean[0] - 0.1307) < 0.002 and abs(std[0] - 0.3081) < 0.002
     if name == "fashion_mnist":
         assert ds.class_names[6] == "Shirt"
-
-
-def test_sampling_orders():
-    seq = np.asarray(epoch_indices(100, 3, sampling="sequential"))
-    np.testing.assert_array_equal(seq, np.arange(100))
-    shuffled = [np.asarray(epoch_indices(100, e, seed=1)) for e in (0, 1)]
-    for order in shuffled:
-        np.testing.assert_array_equal(np.sort(order), np.arange(100))  # a permutation
-    assert not np.array_equal(shuffled[0], shuffled[1])  # a fresh order every epoch
-    np.testing.assert_array_equal(np.asarray(epoch_indices(100, 1, seed=1)), shuffled[1])  # a function of the epoch
-    boot = np.asarray(epoch_indices(1000, 0, seed=1, sampling="bootstrap"))
-    assert len(boot) == 1000 and boot.min() >= 0 and boot.max() < 1000
-    unique = len(np.unique(boot))
-    assert unique < 1000  # drawn with replacement: repeats
-    assert abs(unique / 1000 - (1 - 1 / math.e)) < 0.05  # about 63.2% distinct, as bootstrap gives
 
 
 def test_sequential_and_bootstrap_pipelines_feed_fit(tmp_path):

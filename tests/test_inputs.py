@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerascnn.data import host
+from kerascnn.data import host, sampling
 from kerascnn.training import trainer
 
 from kerascnn.runs import storage
@@ -57,17 +57,6 @@ def python(code, backend, *args, timeout=300, cwd=REPO, block_tf=True, **extra):
                           env=env(backend, KERASCNN_DATA_DIR="", **extra), cwd=cwd, timeout=timeout)
 
 
-def test_epoch_order_is_a_pure_function_of_seed_and_epoch():
-    a = host.epoch_order(100, 3, seed=1)
-    np.testing.assert_array_equal(np.sort(a), np.arange(100))
-    np.testing.assert_array_equal(a, host.epoch_order(100, 3, seed=1))
-    assert not np.array_equal(a, host.epoch_order(100, 4, seed=1))
-    assert not np.array_equal(a, host.epoch_order(100, 3, seed=2))
-    np.testing.assert_array_equal(host.epoch_order(10, 5, sampling="sequential"), np.arange(10))
-    boot = host.epoch_order(1000, 0, seed=1, sampling="bootstrap")
-    assert len(boot) == 1000 and len(np.unique(boot)) < 1000 and boot.max() < 1000
-
-
 def test_training_batches_stream_as_they_iterate_and_cross_epochs():
     x = np.arange(50 * 4 * 4).reshape(50, 4, 4, 1).astype(np.uint8)
     y = np.arange(50) % 10
@@ -81,7 +70,7 @@ def test_training_batches_stream_as_they_iterate_and_cross_epochs():
         np.testing.assert_array_equal(pa, pb)
         np.testing.assert_array_equal(ya, yb)
     (first_x, params), first_y = listed[0]
-    order = host.epoch_order(50, 1, seed=5)[:16]  # epoch 1 comes first when resuming after epoch 1
+    order = sampling.epoch_order(50, 1, seed=5)[:16]  # epoch 1 comes first when resuming after epoch 1
     np.testing.assert_array_equal(first_x, x[order])
     np.testing.assert_array_equal(first_y, y[order])
     assert params.shape == (16, len(param_columns(("flip",))))

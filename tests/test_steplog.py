@@ -108,7 +108,7 @@ def test_a_resume_without_the_rows_it_needs_is_an_error(tmp_path):
 def batch_losses(options, epochs):
     """(images, loss, accuracy) of every training batch, in order, from train_on_batch on the model, optimizer
     and batches fit starts from: the losses computed without Keras' running means."""
-    from kerascnn.data.datasets import tf_backend
+    from kerascnn.data.loader import tf_backend
     from kerascnn.runtime.distribution import run_scope
     from kerascnn.training.plan import prepare, resolve_jit
 

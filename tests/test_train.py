@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from kerascnn.runs import storage
-from kerascnn.data.datasets import load_dataset, make_pipeline
+from kerascnn.data.datasets import load_dataset
+from kerascnn.data.loader import make_pipeline
 from kerascnn.config.spelling import OptionError
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.files import read_steps
@@ -296,7 +297,7 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     from kerascnn.data import loader as pipelines_module
     from kerascnn.cli.commands import cli
     from kerascnn.config.options import FitConfig
-    from kerascnn.data.loader import eval_pipeline
+    from kerascnn.data.loader import eval_batches
     from kerascnn.runs.saved import Run
 
     calls = []
@@ -329,7 +330,7 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     assert run.model().get_layer("conv1").output.shape[1:] == (28, 28, 6)
 
     data = load_dataset("digits", train_size=128)  # as fit split it: the record's mean and std
-    x = next(iter(eval_pipeline(run.settings, data, data.x_test[:8], data.y_test[:8])))[0].numpy()
+    x = next(iter(eval_batches(run.settings, data, data.x_test[:8], data.y_test[:8])))[0].numpy()
     black = (0 - record["mean"][0]) / record["std"][0]
     assert x.shape == (8, 32, 32, 1)
     ring = np.concatenate([x[:, :2].ravel(), x[:, -2:].ravel(), x[:, :, :2].ravel(), x[:, :, -2:].ravel()])

@@ -107,17 +107,16 @@ def test_translate_matches_keras_random_translation():
 
 @pytest.mark.parametrize("size, resize, channels", [(28, "resize", 1), (56, "resize", 1), (20, "resize", 3),
                                                     (32, "pad", 1), (32, "resize", 3)])
-def test_preprocess_matches_the_tf_data_path(size, resize, channels, monkeypatch):
+def test_preprocess_matches_the_tf_data_path(size, resize, channels):
     """Scaling, resizing (antialiased when shrinking) or padding, normalization, gray <-> RGB."""
     tf = pytest.importorskip("tensorflow")
-    from kerascnn.data import datasets
+    from kerascnn.data import tf_pipeline
 
     x = images(channels=3 if (size, channels) == (20, 3) else 1)
     mean, std = ([0.3, 0.4, 0.5], [0.2, 0.3, 0.25]) if x.shape[-1] == 3 else ([0.3], [0.25])
     ours = numpy(device_transforms.preprocess(x, (size, size, channels), mean, std, resize))
-    monkeypatch.setattr(datasets, "tf_backend", lambda: True)  # datasets.preprocess's TensorFlow path on any backend
-    theirs = np.asarray(datasets.preprocess(tf.constant(x), input_shape=(size, size, channels), mean=mean, std=std,
-                                        resize=resize))
+    theirs = np.asarray(tf_pipeline.preprocess(tf.constant(x), input_shape=(size, size, channels), mean=mean,
+                                               std=std, resize=resize))
     assert ours.shape == theirs.shape == (len(x), size, size, channels)
     tolerance = SAMPLED if size == 28 or resize == "pad" else RESIZED / min(std)
     np.testing.assert_allclose(ours, theirs, atol=tolerance)

@@ -184,7 +184,7 @@ def test_bad_trick_values_are_one_clear_error(options, name):
 def test_the_tf_data_path_mixes_as_the_jax_and_torch_paths_do():
     """The same seed gives the same partners, shares, boxes, RandAugment operations and labels on every backend
     (in the same order of images: the paths draw their shuffles differently)."""
-    from kerascnn.data.datasets import make_training_pipeline
+    from kerascnn.data.tf_pipeline import make_training_pipeline
     from kerascnn.data.host import TrainingBatches
 
     x = np.random.default_rng(0).integers(0, 256, (40, SIZE, SIZE, 1)).astype(np.uint8)

@@ -66,7 +66,7 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     another dataset than the run's the files are `<stem>.<dataset>.*`, so
     the model's own stay as they were, and a warning says so on stderr; a
     dataset of another class count is an error."""
-    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.data.loader import make_pipeline
 
     if top_losses < 0:
         raise KerasCNNError(f"{spell('top_losses')} must be 0 (none) or more, got {top_losses}")
@@ -117,7 +117,7 @@ def top_loss_figure(worst, data, input_shape, stats, resize, title):
     """The images of `worst` (highest_losses) as the model took them, the
     normalization undone, captioned with prediction, truth, probability,
     loss and test index."""
-    from kerascnn.data.datasets import denormalize, preprocess
+    from kerascnn.data.loader import denormalize, preprocess
 
     index = [w["index"] for w in worst]
     mean, std = stats

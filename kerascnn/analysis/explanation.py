@@ -328,7 +328,7 @@ def resolve_class(value, class_names):
 
 def misclassified_images(run, model, data, count, batch_size=256):
     """Indices of the first `count` misclassified test images (fewer when there are fewer)."""
-    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.data.loader import make_pipeline
 
     mean, std = run.stats_for(data)
     test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
@@ -417,7 +417,7 @@ def explain(run=None, method="gradcam", *, layer=None, indices=None, misclassifi
     `output` if it is a .png."""
     import keras
 
-    from kerascnn.data.datasets import preprocess
+    from kerascnn.data.loader import preprocess
     from kerascnn.analysis.evaluation import check_fits
     from kerascnn.analysis.visualization import as_run
 

@@ -3,7 +3,7 @@
 PNG or JPEG files (or arrays) are converted as the run's pipeline converts
 its data: to the dataset's channels (gray or RGB), fitted to the model's
 input size the way the run did (`resize` or `pad`), scaled to [0, 1] and
-normalized with the run's own mean and std (kerascnn.data.datasets.preprocess).
+normalized with the run's own mean and std (kerascnn.data.loader.preprocess).
 """
 
 import os
@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.data.sampling import GRAY_WEIGHTS
 from kerascnn.config.spelling import OptionError, spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.saved import Run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-GRAY = np.array([0.299, 0.587, 0.114])  # ITU-R 601 luma, as Pillow's "L" mode
 
 
 def predict(run, images, *, top_k=3, invert=False):
@@ -57,7 +57,7 @@ def top_classes(probabilities, names, k):
 
 def prepare(image, input_shape, stats, resize):
     """One uint8 image (H, W, C) as the model takes it: a batch of one."""
-    from kerascnn.data.datasets import preprocess
+    from kerascnn.data.loader import preprocess
 
     mean, std = stats
     import keras
@@ -140,7 +140,7 @@ def to_channels(image, channels):
         return image
     if channels == 3:
         return np.repeat(image, 3, axis=-1)
-    return np.round(image.astype(np.float64) @ GRAY)[..., None].astype(np.uint8)
+    return np.round(image.astype(np.float64) @ np.asarray(GRAY_WEIGHTS))[..., None].astype(np.uint8)
 
 
 def format_table(predictions):

@@ -33,7 +33,7 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     import keras
 
     from kerascnn.config.spelling import OptionError, spell
-    from kerascnn.data.datasets import denormalize, tf_backend
+    from kerascnn.data.loader import denormalize, tf_backend
     from kerascnn.training.plan import make_config, prepare
     from kerascnn.analysis.visualization import check_figure_path
 

@@ -116,7 +116,7 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     by default the newest in `models_dir`): its kernels (for a conv layer;
     the first conv layer by default), its feature maps for test image
     `index`, and the run's training curves (`curves`)."""
-    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.data.loader import make_pipeline
 
     run = as_run(run, models_dir)
     model = run.model()

@@ -24,10 +24,10 @@ import numpy as np
 import keras
 from keras import ops
 
+from kerascnn.data.sampling import GRAY_WEIGHTS
 from kerascnn.config.choices import RESIZE_MODES, TRANSFORMS
 from kerascnn.errors import KerasCNNError
 
-GRAY_WEIGHTS = (0.2989, 0.5870, 0.1140)
 MAX_DEGREES = 10.0  # RandomRotation(10 / 360)
 MAX_SHIFT = 0.1  # RandomTranslation(0.1, 0.1)
 PARAM_COLUMNS = {"crop": ("crop_y", "crop_x"), "flip": ("flip",), "rotate": ("degrees",),

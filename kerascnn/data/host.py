@@ -24,24 +24,10 @@ import numpy as np
 import keras
 
 from kerascnn.data import device_transforms
-from kerascnn.config.choices import SAMPLINGS
+from kerascnn.data.sampling import epoch_order, steps_per_epoch
 from kerascnn.errors import KerasCNNError
 
 PREFETCH = 4  # batches prepared ahead of the step
-
-
-def epoch_order(n, epoch, *, seed=0, sampling="shuffle"):
-    """The order in which epoch `epoch` (from 0) visits `n` training
-    samples: a permutation ("shuffle"), 0..n-1 ("sequential"), or n draws
-    with replacement ("bootstrap"); int64, a pure function of (seed, epoch)."""
-    if sampling not in SAMPLINGS:
-        raise KerasCNNError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
-    if sampling == "sequential":
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, int(epoch), 0x5EED])
-    if sampling == "bootstrap":
-        return rng.integers(0, n, size=n, dtype=np.int64)
-    return rng.permutation(n).astype(np.int64)
 
 
 def local_rows(n, part):
@@ -74,8 +60,7 @@ class TrainingBatches:
         # split over `multiple` devices: an epoch's short last batch keeps a multiple of them (or goes)
         self.multiple = multiple
         self.part = part  # (index, count): this process feeds its share of every batch (local_rows)
-        rest = len(x) % batch_size
-        self.steps = len(x) // batch_size + (rest - rest % multiple > 0)
+        self.steps = steps_per_epoch(len(x), batch_size, multiple)
         self._order = (None, None)
 
     def order(self, epoch):

@@ -1,11 +1,104 @@
-"""The batches a run trains and evaluates on, for the backend in use: on
-tensorflow tf.data pipelines (kerascnn.data.datasets) that hand the model its input
-ready; on jax and torch host batches of uint8 images (kerascnn.data.host) that
-the run's `input_transform` turns into the model's input on the device."""
+"""The one input factory: what fit, lr-find, show-batch and the reading
+commands consume, on every backend, and the only place that asks which
+backend runs (`tf_backend`).
 
-from kerascnn.data.datasets import make_pipeline, tf_backend
-from kerascnn.runtime.distribution import data_parallel_devices, process_part, sharded
+On tensorflow, tf.data pipelines (kerascnn.data.tf_pipeline) hand the model
+its input ready. On jax and torch, host batches of uint8 images
+(kerascnn.data.host) go to the device, where the run's `input_transform`
+(kerascnn.data.device_transforms) turns them into the model's input inside
+the step. `create_loader` gives a run's training, validation or test
+batches; `make_pipeline` and `preprocess` give any images as a saved
+network takes them; `denormalize` undoes that for display.
+"""
+
+import dataclasses
+
+import numpy as np
+
 from kerascnn.config.tricks import Tricks
+from kerascnn.data.sampling import GRAY_WEIGHTS
+from kerascnn.runtime.distribution import data_parallel_devices, process_part, sharded
+
+
+def tf_backend():
+    """Whether Keras runs on TensorFlow: the input path is then tf.data;
+    on jax and torch it is numpy and keras.ops (kerascnn.data.host), without
+    TensorFlow."""
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
+def preprocess(images, *, input_shape, mean, std, resize="resize"):
+    """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
+    pad when the target is larger), normalize with the dataset's per-channel
+    mean and std, and convert gray <-> RGB. Works on a batch tensor: in
+    TensorFlow on tensorflow, in keras.ops on jax and torch."""
+    input_shape = tuple(int(v) for v in input_shape)
+    if not tf_backend():
+        from kerascnn.data import device_transforms
+
+        return device_transforms.preprocess(images, input_shape, mean, std, resize)
+    from kerascnn.data import tf_pipeline
+
+    return tf_pipeline.preprocess(images, input_shape=input_shape, mean=mean, std=std, resize=resize)
+
+
+def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None, resize="resize"):
+    """Batches of `x, y` as a saved network takes them, for evaluation and
+    visualization: in order (or shuffled per sample before batching when
+    `shuffle`, with tf.data), preprocessed. On jax and torch (no shuffle) a
+    `kerascnn.data.host.Batches` that preprocesses each batch on the device."""
+    input_shape = tuple(int(v) for v in input_shape)
+    if not tf_backend() and not shuffle:
+        from kerascnn.data.host import Batches
+
+        return Batches(x, y, batch_size, transform=lambda images: preprocess(
+            images, input_shape=input_shape, mean=mean, std=std, resize=resize))
+    from kerascnn.data.tf_pipeline import make_eval_pipeline
+
+    return make_eval_pipeline(x, y, input_shape=input_shape, mean=mean, std=std, batch_size=batch_size, shuffle=shuffle,
+                         seed=seed, resize=resize)
+
+
+def denormalize(x, *, mean, std):
+    """`normalize`'s output back to [0, 1] for display (a numpy array). Its
+    RGB -> gray sum is not invertible: gray pixels come back exactly, colours
+    as the gray of the same weights."""
+    if not isinstance(x, np.ndarray):
+        import keras
+
+        x = keras.ops.convert_to_numpy(x)  # a tensor, on a GPU perhaps
+    x = np.asarray(x, dtype=np.float32)
+    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
+    if x.shape[-1] == 1 and mean.size == 3:
+        weights = np.array(GRAY_WEIGHTS, np.float32) / std
+        return np.clip((x + (weights * mean).sum()) / weights.sum(), 0, 1)
+    return np.clip(x * std + mean, 0, 1)
+
+
+@dataclasses.dataclass(frozen=True)
+class Loader:
+    """What `create_loader` returns: the batches a model reads, how many
+    make an epoch, and on jax and torch the device side of the input path
+    (the `input_transform` the training model runs first; None on tensorflow)."""
+
+    batches: object
+    steps: int
+    transform: object = None
+
+
+def create_loader(settings, data, split="train", *, initial_epoch=0):
+    """The batches of a run (resolved `settings`) on `data`'s `split`, for the
+    model that trains: "train", the training stream from `initial_epoch` on
+    (`training_batches`); "val" or "test", that split in order
+    (`eval_batches`). The one factory fit, lr-find and show-batch read."""
+    transform = None if tf_backend() else input_transform(settings, data)
+    if split == "train":
+        batches, steps = training_batches(settings, data, initial_epoch)
+        return Loader(batches, steps, transform)
+    x, y = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}[split]
+    return Loader(eval_batches(settings, data, x, y), -(-len(x) // settings.batch_size), transform)
 
 
 def input_shape(settings, data):
@@ -22,18 +115,16 @@ def input_transform(settings, data):
                           tricks=Tricks.of(settings), name="input_transform")
 
 
-def prepared(settings, data, x):
-    """uint8 images `x` as the run's model takes them, as a numpy array."""
+def model_inputs(settings, data, x):
+    """uint8 images `x` as the run's network takes them, as a numpy array."""
     import keras
-
-    from kerascnn.data.datasets import preprocess
 
     mean, std = data.stats()
     return keras.ops.convert_to_numpy(preprocess(x, input_shape=input_shape(settings, data), mean=mean, std=std,
                                                  resize=settings.resize))
 
 
-def eval_pipeline(settings, data, x, y):
+def eval_batches(settings, data, x, y):
     """Batches of `x, y` for the model being trained, in order: preprocessed
     (tf.data) on tensorflow; uint8 with a parameter row for its
     TrainingModel on jax and torch."""
@@ -47,9 +138,8 @@ def eval_pipeline(settings, data, x, y):
                        multiple=data_parallel_devices(settings), part=process_part(settings.distribute),
                        one_hot=one_hot)
     mean, std = data.stats()
-    batches = make_pipeline(
-        x, y, input_shape=(settings.image_size, settings.image_size, data.image_shape[2]), mean=mean, std=std,
-        batch_size=settings.batch_size, resize=settings.resize)
+    batches = make_pipeline(x, y, input_shape=input_shape(settings, data), mean=mean, std=std,
+                            batch_size=settings.batch_size, resize=settings.resize)
     if one_hot:
         import tensorflow as tf
 
@@ -57,7 +147,7 @@ def eval_pipeline(settings, data, x, y):
     return sharded(settings, batches)
 
 
-def training_pipeline(settings, data, initial_epoch=0):
+def training_batches(settings, data, initial_epoch=0):
     """The training batches of `data` under resolved `settings`, from
     `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
     stream of the images as the model receives them; on jax and torch an
@@ -66,7 +156,7 @@ def training_pipeline(settings, data, initial_epoch=0):
     turns into the model's input on the device. fit trains on these;
     show_batch draws them."""
     from kerascnn.data.tf_augment import Augmenter
-    from kerascnn.data.datasets import make_training_pipeline
+    from kerascnn.data.tf_pipeline import make_training_pipeline
 
     if not tf_backend():
         from kerascnn.data.host import TrainingBatches

@@ -367,7 +367,7 @@ def confusion_html(run):
     saying why instead when its data cannot be loaded."""
     from sklearn.metrics import confusion_matrix
 
-    from kerascnn.data.datasets import make_pipeline
+    from kerascnn.data.loader import make_pipeline
 
     try:
         data = run.load_data()

@@ -17,12 +17,12 @@ from kerascnn.runs import storage
 from kerascnn.config.choices import SCHEDULE_DEFAULTS
 from kerascnn.config.options import FitConfig
 from kerascnn.config.spelling import spell, spell_set
-from kerascnn.data.datasets import tf_backend
+from kerascnn.data.loader import tf_backend
 from kerascnn.runtime.distribution import (check_distribute, is_chief, join_processes, multi_worker_strategy,
                                    reduce_scalars_across_workers, run_scope, symbolic_build_locally)
 from kerascnn.errors import KerasCNNError
 from kerascnn.optim.optimizers import make_optimizer
-from kerascnn.data.loader import eval_pipeline, prepared, training_pipeline
+from kerascnn.data.loader import eval_batches, model_inputs, training_batches
 from kerascnn.training.plan import make_config, prepare, resolve_jit
 from kerascnn.runs.files import RunFiles, checkpoint_state, finished_record, mismatches, record
 
@@ -358,7 +358,7 @@ def activation_recorder(t):
 
     settings, folder, data = t.settings, t.folder, t.data
     index = np.arange(min(settings.probe_size, len(data.x_test)))
-    probe = prepared(settings, data, data.x_test[index])
+    probe = model_inputs(settings, data, data.x_test[index])
     recorder = cb.ActivationRecorder(folder.files.in_progress("activations"), settings.record_layers, probe,
                                      data.y_test[index], index)
     if folder.state is not None:
@@ -375,7 +375,7 @@ def train(t, model):
     from kerascnn.training.callbacks import EpochLog
 
     settings, folder, data, callbacks, verbose = t.settings, t.folder, t.data, t.callbacks, t.verbose
-    batches, steps = training_pipeline(settings, data, folder.initial_epoch)
+    batches, steps = training_batches(settings, data, folder.initial_epoch)
     if settings.distribute == "multi-worker":
         reduce_scalars_across_workers()
         symbolic_build_locally(model, batches)
@@ -388,7 +388,7 @@ def train(t, model):
         if callbacks.steps is not None:  # and the lecture's `loss: ... [seen/total]` every --log-every steps
             callbacks.steps.echo = t.echo
     if folder.initial_epoch < settings.epochs:
-        validation = eval_pipeline(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
+        validation = eval_batches(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
         if keras.backend.backend() == "torch":
             from kerascnn.training import torch_native
 
@@ -418,7 +418,7 @@ def first_batch_loss(model, settings, data, epoch):
     """The model's loss on the first batch it will train on: the divergence
     guard's reference when a call runs several steps (the first call's mean
     loss already includes the steps after the first)."""
-    first, _ = training_pipeline(settings.replace(steps_per_execution=1, epochs=epoch + 1), data, epoch)
+    first, _ = training_batches(settings.replace(steps_per_execution=1, epochs=epoch + 1), data, epoch)
     x, y = next(iter(first))
     return float(model.test_on_batch(x, y, return_dict=True)["loss"])
 
@@ -431,7 +431,7 @@ def finish(t, model, steps):
     if echo and early is not None and early.stopped_epoch:
         echo(f"early stopping after epoch {early.stopped_epoch}: {early.monitor} has not improved for "
              f"{settings.patience} epochs")
-    test = model.evaluate(eval_pipeline(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
+    test = model.evaluate(eval_batches(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
     history = callbacks.history.rows
     record_dict = finished_record(t.record, history, test, steps_per_epoch=steps, resumed_from=folder.initial_epoch)
     from kerascnn.training.trainer import network

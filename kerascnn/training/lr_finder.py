@@ -21,7 +21,8 @@ import numpy as np
 from kerascnn.runs import storage
 from kerascnn.config.choices import LR_FIND_RULES
 from kerascnn.config.spelling import OptionError, spell
-from kerascnn.data.datasets import steps_per_epoch, tf_backend
+from kerascnn.data.loader import tf_backend
+from kerascnn.data.sampling import steps_per_epoch
 from kerascnn.errors import KerasCNNError
 from kerascnn.runtime.distribution import run_scope
 from kerascnn.training.plan import prepare, resolve_jit

@@ -2,7 +2,7 @@
 configuration as given (`make_config`), its data (`load_data`), the
 settings resolved from both (`resolve_settings`: image size, jit, steps per
 call), and on request the compiled model (`build_or_resume`) and the
-training batches (`pipelines.training_pipeline`). `prepare` runs the first
+training batches (`pipelines.training_batches`). `prepare` runs the first
 three and returns them as a `Prepared`.
 """
 
@@ -17,11 +17,13 @@ from kerascnn.config.options import FitConfig
 from kerascnn.config.spelling import OptionError, spell, spell_set
 from kerascnn.config.defaults import resolve
 from kerascnn.config.defaults import image_size as default_image_size
-from kerascnn.data.datasets import load_dataset, steps_per_epoch, tf_backend
+from kerascnn.data.datasets import load_dataset
+from kerascnn.data.loader import tf_backend
+from kerascnn.data.sampling import steps_per_epoch
 from kerascnn.runtime.distribution import accelerator_available, check_distribute, data_parallel_devices
 from kerascnn.errors import KerasCNNError
 from kerascnn.optim.optimizers import make_optimizer
-from kerascnn.data.loader import input_shape, input_transform, training_pipeline
+from kerascnn.data.loader import input_shape, input_transform, training_batches
 
 
 def prepare(config=None, dataset=None, options=None, *, echo=None, callbacks=()):
@@ -59,8 +61,8 @@ class Prepared:
                                folder=folder, images=images)
 
     def batches(self, initial_epoch=0):
-        """(training batches, steps per epoch): training_pipeline."""
-        return training_pipeline(self.settings, self.data, initial_epoch)
+        """(training batches, steps per epoch): training_batches."""
+        return training_batches(self.settings, self.data, initial_epoch)
 
 
 def make_config(config=None, dataset=None, options=None):
