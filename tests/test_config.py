@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from kerascnn.runs import storage
 from kerascnn.runtime.distribution import accelerator_available
-from kerascnn.config.options import FIELDS, FORMAT, FitConfig, upgrade
+from kerascnn.config.options import FIELDS, RUN_FORMAT, FitConfig, upgrade
 from kerascnn.config.spelling import OptionError, cli_spelling
 from kerascnn.config.defaults import resolve
 from kerascnn.runs.files import mismatches
@@ -108,7 +108,7 @@ def test_every_option_is_a_fit_flag_and_a_record_key(trained_run):
     params = {p.name for p in cli.commands["fit"].params}
     assert params == set(FIELDS) | {"config_file", "backend"}
     record = json.loads(storage.sidecar(trained_run.model_path, "run.json").read_text())
-    assert record["format"] == FORMAT
+    assert record["format"] == RUN_FORMAT
     assert set(FIELDS) <= set(record) and set(record["given"]) == set(FIELDS)
     assert record["given"]["batch_size"] == 64 and record["given"]["optimizer"] is None
     assert record["optimizer"] == "adamw" and record["weight_decay"] == 0.004 and record["lr"] == 1e-3
@@ -238,14 +238,14 @@ def test_runs_saved_before_fitconfig_evaluate_replay_and_resume(trained_run, tmp
                   resume=True, verbose=0)
     assert [row["epoch"] for row in resumed.history] == [1, 2, 3, 4] and resumed.config["resumed_from"] == 3
 
-    storage.write_json(folder / "lenet.run.json", {**record, "format": FORMAT + 1})
+    storage.write_json(folder / "lenet.run.json", {**record, "format": RUN_FORMAT + 1})
     with pytest.raises(KerasCNNError, match="saved by a newer kerascnn"):
         FitConfig.from_file(folder / "lenet.run.json")
 
 
 def test_runs_saved_before_padding_and_resize_resume_as_same_and_resize():
     """A format-2 record from before --padding and --resize: its run had LeNet's same padding and resized."""
-    saved = {"arch": "lenet", "format": FORMAT, "given": {}, "input_shape": [28, 28, 1]}
+    saved = {"arch": "lenet", "format": RUN_FORMAT, "given": {}, "input_shape": [28, 28, 1]}
     current = {**saved, "padding": "same", "resize": "resize"}
     assert (upgrade(saved)["padding"], upgrade(saved)["resize"]) == ("same", "resize")
     assert "padding" not in upgrade({**saved, "arch": "vgg11"})  # vgg11 has no such option
@@ -256,7 +256,7 @@ def test_runs_saved_before_padding_and_resize_resume_as_same_and_resize():
 
 def test_runs_saved_before_log_every_logged_nothing_and_resume_so():
     """A record from before --log-every: its run logged no steps, and a resume must not start to."""
-    saved = {"arch": "lenet", "format": FORMAT, "given": {}, "input_shape": [28, 28, 1]}
+    saved = {"arch": "lenet", "format": RUN_FORMAT, "given": {}, "input_shape": [28, 28, 1]}
     assert upgrade(saved)["log_every"] == 0 and FitConfig().log_every == 0
     assert mismatches(saved, {**saved, "log_every": 0}) == []
     with cli_spelling():

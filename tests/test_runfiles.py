@@ -7,7 +7,7 @@ import re
 import numpy as np
 
 from kerascnn.runs import storage
-from kerascnn.config.options import FORMAT
+from kerascnn.config.options import RUN_FORMAT
 from kerascnn.config.spelling import cli_spelling
 import pytest
 
@@ -59,7 +59,7 @@ def test_a_run_is_done_only_when_its_final_save_completed(tmp_path):
 
 def test_resume_names_what_differs():
     saved = {"arch": "lenet", "batch_size": 64, "lr": 1e-3, "activation": "relu", "input_shape": [28, 28, 1],
-             "format": FORMAT, "given": {}}
+             "format": RUN_FORMAT, "given": {}}
     current = {**saved, "batch_size": 32, "lr": float(np.float32(1e-3)), "activation": "tanh"}
     assert mismatches(saved, current) == ["activation", "batch_size"]
     with cli_spelling():

@@ -24,7 +24,7 @@ from kerascnn.config.tricks import Tricks
 from kerascnn.config.readers import EXPECTS, READERS, range_text
 from kerascnn.config.spelling import FIELD_FLAGS, OptionError, spell, spell_set
 
-FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
+RUN_FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 # Model options that came with format 2, as every format-1 run had them (whatever today's family default).
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
@@ -368,16 +368,16 @@ def upgrade(saved):
     and the weight decay as given: its options become both the given and
     the resolved ones. Options added since (ADDED) get the value its run had."""
     version = saved.get("format", 1)
-    if version > FORMAT:
+    if version > RUN_FORMAT:
         raise KerasCNNError(f"this run was saved by a newer kerascnn (run format {version}; this one reads up to "
-                            f"{FORMAT}): upgrade kerascnn to use it")
-    if version == FORMAT:
+                            f"{RUN_FORMAT}): upgrade kerascnn to use it")
+    if version == RUN_FORMAT:
         return with_added(saved)
     options = {k: saved[k] for k in FIELDS if k in saved and FIELDS[k].metadata["replay"]}
     options.update(saved.get("model_options") or {})
     if "input_shape" in saved:
         options["image_size"] = saved["input_shape"][0]
-    upgraded = {**saved, "format": FORMAT, "given": options, "image_size": options.get("image_size")}
+    upgraded = {**saved, "format": RUN_FORMAT, "given": options, "image_size": options.get("image_size")}
     family = choices.FAMILIES.get(saved.get("arch"))
     for k in MODEL_OPTIONS:
         default = FORMAT_1_MODEL.get(k, ADDED.get(k, family.options.get(k))) if family and family.takes(k) else None

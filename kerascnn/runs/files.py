@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from kerascnn.runs import storage
-from kerascnn.config.options import FIELDS, FORMAT, upgrade, with_added
+from kerascnn.config.options import FIELDS, RUN_FORMAT, upgrade, with_added
 from kerascnn.config.spelling import spell
 from kerascnn.errors import KerasCNNError
 
@@ -348,7 +348,7 @@ def record_bases(path):
 
 def record(given, resolved, **facts):
     """A run's record, as `<name>.run.json` and the checkpoints' state keep it."""
-    return {"format": FORMAT, **resolved.to_dict(), "model_options": given.model_options(), **facts,
+    return {"format": RUN_FORMAT, **resolved.to_dict(), "model_options": given.model_options(), **facts,
             "given": given.to_dict()}
 
 

@@ -25,7 +25,6 @@ from kerascnn.config.spelling import OptionError, spell, spell_set
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.files import STUDY_FORMAT, StudyFolder
 
-FORMAT = STUDY_FORMAT
 BASELINE = "baseline"
 # Options a study sets for each run itself.
 PER_RUN = ("seed", "output", "name", "resume", "overwrite")
@@ -87,7 +86,7 @@ class Study:
                 for v in self.variants for seed in self.seeds]
 
     def record(self):
-        return {"format": FORMAT, "name": self.name, "preset": self.preset,
+        return {"format": STUDY_FORMAT, "name": self.name, "preset": self.preset,
                 "baseline": {k: _jsonable(v) for k, v in self.baseline.items()},
                 "variants": [{"label": v.label, "options": {k: _jsonable(x) for k, x in v.options.items()}}
                              for v in self.variants],
