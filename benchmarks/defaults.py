@@ -67,7 +67,7 @@ def run_machine():
 
 
 def run(args):
-    from kerascnn.config.choices import ARCH_NAMES
+    from kerascnn.config.families import ARCH_NAMES
 
     data = str(data_dir())
     options = dict(parse_option(o) for o in args.option)
@@ -107,7 +107,7 @@ def accuracy_cell(runs, epoch):
 def render(rows):
     """The defaults table (runs with no options, newest settings per family)
     and the candidates table (everything else measured)."""
-    from kerascnn.config.choices import ARCH_NAMES
+    from kerascnn.config.families import ARCH_NAMES
 
     groups = {}
     for row in rows:

@@ -8,13 +8,13 @@ share of the machine's sgemm rate each reaches.
 from backends import cases, framework_params, kerascnn_params
 from report import failures, number, rate, ratio, table
 
-ARCHS = ("lenet", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18", "mobilenet")  # choices.ARCH_NAMES
+ARCHS = ("lenet", "alexnet", "vgg11", "vgg16", "nin", "googlenet", "resnet18", "mobilenet")  # families.ARCH_NAMES
 FASHION_TRAIN = 54_000  # Fashion-MNIST's training images after fit's default 10% validation split
 
 
 def archs(runner, only_archs=None):
     """Every architecture through fit's stages at its CPU size and batch size."""
-    from kerascnn.config.choices import FAMILIES
+    from kerascnn.config.families import FAMILIES
 
     b = runner.budget
     rows = []

@@ -181,7 +181,7 @@ def test_one_step_lowers_the_loss_and_save_load_is_exact(arch, tmp_path):
     keras.utils.set_random_seed(0)
     # no dropout here, so that the loss before and after the step is measured
     # on the same network (dropout draws differ between backends' RNGs)
-    no_dropout = {"dropout": 0.0} if "dropout" in get_arch(arch).knobs() else {}
+    no_dropout = {"dropout": 0.0} if get_arch(arch).takes("dropout") else {}
     wider = {"width": 0.5} if arch == "nin" else {}  # narrower, NiN's ReLU logits can all start at 0
     model = tiny(arch, classes=3, **no_dropout, **wider)
     compile_model(model, keras.optimizers.Adam(1e-3))

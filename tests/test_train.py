@@ -165,7 +165,7 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     assert isinstance(r.model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(r.history[0]["loss"]) and keras.config.dtype_policy().name == "float32"  # restored
     settings = plan.resolve_settings(plan.make_config("resnet18", "digits")[0], load_dataset("digits"))
-    from kerascnn.config.choices import FAMILIES
+    from kerascnn.config.families import FAMILIES
 
     assert settings.image_size == FAMILIES["resnet18"].default_size > FAMILIES["resnet18"].min_size
 

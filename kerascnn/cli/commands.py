@@ -16,7 +16,8 @@ from click.core import ParameterSource
 
 from kerascnn import __version__
 from kerascnn.runtime.backend import DEBUG_ENV, start_quietly, use_compilation_cache
-from kerascnn.config.choices import ARCH_NAMES, EXPLAIN_METHODS, LR_FIND_RULES
+from kerascnn.config.choices import EXPLAIN_METHODS, LR_FIND_RULES
+from kerascnn.config.families import ARCH_NAMES
 from kerascnn.cli.options import Group, backend_option, config_option, config_options, debug_callback, unsafe_option
 from kerascnn.config.options import FIELDS, MODEL_OPTIONS, FitConfig
 from kerascnn.studies.presets import PRESETS

@@ -18,7 +18,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kerascnn.config import choices
+from kerascnn.config import choices, families
 from kerascnn.errors import KerasCNNError
 from kerascnn.config.tricks import Tricks
 from kerascnn.config.readers import EXPECTS, READERS, range_text
@@ -56,31 +56,31 @@ class FitConfig:
 
     # the model
     arch: str = _option("lenet", "Architecture.", kind="choice", group="model", match=True,
-                        choices=choices.ARCH_NAMES, noun="architecture")
+                        choices=families.ARCH_NAMES, noun="architecture")
     activation: str = _option(None, "Hidden activation: sigmoid, tanh, relu, gelu, ... "
-                              f"[{choices.family_defaults('activation')}]", kind="str", group="model")
-    pool: str = _option(None, f"Pooling [{choices.family_defaults('pool')}].", kind="choice", group="model",
+                              f"[{families.family_defaults('activation')}]", kind="str", group="model")
+    pool: str = _option(None, f"Pooling [{families.family_defaults('pool')}].", kind="choice", group="model",
                         choices=choices.POOLS, noun="pooling")
-    kernel: int = _option(None, f"Conv kernel size, odd [{choices.family_defaults('kernel')}].", kind="int",
+    kernel: int = _option(None, f"Conv kernel size, odd [{families.family_defaults('kernel')}].", kind="int",
                           group="model", low=1)
     padding: str = _option(None, "The first convolution's padding: same keeps the size, valid shrinks it by "
                            "kernel - 1 (LeNet-5 on 32x32: 28x28x6 after conv1) "
-                           f"[{choices.family_defaults('padding')}].", kind="choice", group="model",
+                           f"[{families.family_defaults('padding')}].", kind="choice", group="model",
                            choices=choices.PADDINGS, noun="padding")
-    channels: tuple = _option(None, f"The two conv widths, e.g. 16,32 [{choices.family_defaults('channels')}].",
+    channels: tuple = _option(None, f"The two conv widths, e.g. 16,32 [{families.family_defaults('channels')}].",
                               kind="ints", group="model", low=1, count=2)
-    batchnorm: bool = _option(None, f"Batch normalization [{choices.family_defaults('batchnorm')}].",
+    batchnorm: bool = _option(None, f"Batch normalization [{families.family_defaults('batchnorm')}].",
                               kind="bool", group="model", flags=("--batchnorm/--no-batchnorm",))
     init: str = _option(None, "Conv kernel initializer: glorot (Keras' default) or he (He normal, fan-out, as "
-                        f"torchvision) [{choices.family_defaults('init')}].", kind="choice", group="model",
+                        f"torchvision) [{families.family_defaults('init')}].", kind="choice", group="model",
                         choices=choices.INITS, noun="initializer")
-    width: float = _option(None, f"Channel width multiplier [{choices.family_defaults('width')}].",
+    width: float = _option(None, f"Channel width multiplier [{families.family_defaults('width')}].",
                            kind="float", group="model", low=0, open_low=True)
-    dense_units: tuple = _option(None, f"Dense layer widths [{choices.family_defaults('dense_units')}].",
+    dense_units: tuple = _option(None, f"Dense layer widths [{families.family_defaults('dense_units')}].",
                                  kind="ints", group="model", low=1)
-    dropout: float = _option(None, f"Dropout rate [{choices.family_defaults('dropout')}].", kind="float",
+    dropout: float = _option(None, f"Dropout rate [{families.family_defaults('dropout')}].", kind="float",
                              group="model", low=0, high=1, open_high=True)
-    depth_multiplier: int = _option(None, f"Depthwise multiplier [{choices.family_defaults('depth_multiplier')}].",
+    depth_multiplier: int = _option(None, f"Depthwise multiplier [{families.family_defaults('depth_multiplier')}].",
                                     kind="int", group="model", low=1)
     # the data
     dataset: str = _option("fashion_mnist", "Dataset.", kind="choice", group="data", match=True,
@@ -121,12 +121,12 @@ class FitConfig:
                         group="data", match=True)
     # the optimization
     epochs: int = _option(10, "Epochs to train.", kind="int", group="training", low=1)
-    batch_size: int = _option(None, f"Batch size [{choices.family_defaults(None, 'batch_size')}].", kind="int",
+    batch_size: int = _option(None, f"Batch size [{families.family_defaults(None, 'batch_size')}].", kind="int",
                               group="training", low=1, match=True, flags=("-b", "--batch-size"))
-    optimizer: str = _option(None, f"Optimizer [{choices.family_defaults(None, 'optimizer')}].", kind="choice",
+    optimizer: str = _option(None, f"Optimizer [{families.family_defaults(None, 'optimizer')}].", kind="choice",
                              group="training",
                              match=True, choices=choices.OPTIMIZERS, flags=("--optimizer", "--opt"))
-    lr: float = _option(None, f"Learning rate [{choices.family_defaults(None, 'lr')}; with another "
+    lr: float = _option(None, f"Learning rate [{families.family_defaults(None, 'lr')}; with another "
                         f"--optimizer: {_OPTIMIZER_LR}].",
                         kind="float", group="training", low=0, open_low=True, match=True)
     momentum: float = _option(0.9, "Momentum, for momentum and nesterov.", kind="float", group="training", low=0,
@@ -138,7 +138,7 @@ class FitConfig:
     weight_decay: float = _option(None, "Decoupled weight decay [adamw: 0.004, others: none].", kind="float",
                                   group="training", low=0, match=True)
     warmup: float = _option(None, "Linear learning-rate warm-up over the first N epochs (fractions allowed) "
-                            f"[{choices.family_defaults(None, 'warmup')}].", kind="float", group="training", low=0,
+                            f"[{families.family_defaults(None, 'warmup')}].", kind="float", group="training", low=0,
                             match=True)
     l2: float = _option(None, "L2 penalty on conv and dense kernels, e.g. 5e-4.", kind="float", group="training",
                         low=0, match=True)
@@ -202,7 +202,7 @@ class FitConfig:
 
     @property
     def family(self):
-        return choices.FAMILIES[self.arch]
+        return families.FAMILIES[self.arch]
 
     def replace(self, **changes):
         """A copy with `changes`, checked like any FitConfig."""
@@ -334,8 +334,8 @@ def _check_together(config):
     if taken:
         _fail(taken[0], f"{config.arch} does not take {', '.join(spell(k) for k in taken)}; its options are: "
                         f"{', '.join(spell(k) for k in MODEL_OPTIONS if family.takes(k))}")
-    if config.kernel is not None and choices.kernel_problem(config.kernel):
-        _fail("kernel", f"{{option}} {choices.kernel_problem(config.kernel)}, got {config.kernel}")
+    if config.kernel is not None and families.kernel_problem(config.kernel):
+        _fail("kernel", f"{{option}} {families.kernel_problem(config.kernel)}, got {config.kernel}")
     if config.dense_units is not None:
         count = len(family.options["dense_units"]) if isinstance(family.options["dense_units"], tuple) else 1
         if len(config.dense_units) != count:
@@ -378,7 +378,7 @@ def upgrade(saved):
     if "input_shape" in saved:
         options["image_size"] = saved["input_shape"][0]
     upgraded = {**saved, "format": RUN_FORMAT, "given": options, "image_size": options.get("image_size")}
-    family = choices.FAMILIES.get(saved.get("arch"))
+    family = families.FAMILIES.get(saved.get("arch"))
     for k in MODEL_OPTIONS:
         default = FORMAT_1_MODEL.get(k, ADDED.get(k, family.options.get(k))) if family and family.takes(k) else None
         upgraded[k] = _jsonable((saved.get("model_options") or {}).get(k, default))
@@ -390,7 +390,7 @@ def upgrade(saved):
 def with_added(saved):
     """A record with the options added since it was written (ADDED), at the
     value its run had; a model option only where its family takes it."""
-    family = choices.FAMILIES.get(saved.get("arch"))
+    family = families.FAMILIES.get(saved.get("arch"))
     missing = {k: v for k, v in ADDED.items()
                if k not in saved and (k not in MODEL_OPTIONS or family is not None and family.takes(k))}
     return {**saved, **missing} if missing else saved

@@ -12,10 +12,10 @@ import dataclasses
 
 import numpy as np
 
-from kerascnn.config.choices import CLASS_NAMES, DATASETS
+from kerascnn.config.choices import DATASETS
 from kerascnn.config.spelling import spell
 from kerascnn.errors import KerasCNNError
-from kerascnn.data.sources import load_arrays
+from kerascnn.data.sources import CLASS_NAMES, load_arrays
 
 
 @dataclasses.dataclass

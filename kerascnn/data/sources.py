@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascnn.config.choices import CLASS_NAMES
 from kerascnn.config.spelling import spell, spell_set
 from kerascnn.errors import KerasCNNError
 
@@ -32,6 +31,16 @@ IDX_FILES = {
     "y_train": "train-labels-idx1-ubyte",
     "x_test": "t10k-images-idx3-ubyte",
     "y_test": "t10k-labels-idx1-ubyte",
+}
+
+# Each dataset's class names, for its files that do not name them.
+CLASS_NAMES = {
+    "mnist": [str(i) for i in range(10)],
+    "digits": [str(i) for i in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer",
+                "dog", "frog", "horse", "ship", "truck"],
 }
 
 

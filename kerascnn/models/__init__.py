@@ -1,9 +1,9 @@
-"""The model zoo: one module per family and a registry of `--arch` names."""
+"""The model zoo: one module per family, and its builder by `--arch` name
+(each family's data, its Family, is kerascnn.config.families')."""
 
-import dataclasses
 import inspect
 
-from kerascnn.config.choices import FAMILIES, Family
+from kerascnn.config.families import FAMILIES
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import head_start, split_encoder_head
 from kerascnn.models.alexnet import build_alexnet
@@ -27,25 +27,15 @@ BUILDERS = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class Arch(Family):
-    """A registered architecture: its family's data (kerascnn.config.choices:
-    sizes, options and training defaults) and its builder."""
-
-    builder: callable = None
-
-    def knobs(self):
-        """Keyword arguments the builder accepts beyond the input settings."""
-        params = inspect.signature(self.builder).parameters
-        return [p for p in params if p not in ("input_shape", "num_classes", "name")]
-
-
-ARCHS = {name: Arch(**{f.name: getattr(family, f.name) for f in dataclasses.fields(family)},
-                    builder=BUILDERS[name])
-         for name, family in FAMILIES.items()}
+# The architectures by `--arch` name, each its Family (kerascnn.config.families); kerascnn.ARCHS.
+ARCHS = FAMILIES
+# What a builder may take beyond its family's options and the input: include_top (False: the encoder alone)
+# and classifier_activation (not NiN, whose logits are its last block's pooled output).
+HEAD_OPTIONS = ("include_top", "classifier_activation")
 
 
 def get_arch(name):
+    """The Family of the architecture `name`."""
     try:
         return ARCHS[name]
     except KeyError:
@@ -58,16 +48,15 @@ def build_model(arch, *, input_shape, num_classes, **options):
     Options left as None take the builder's default; an option the family
     does not have is an error rather than silently ignored.
     """
-    spec = get_arch(arch)
+    family, builder = get_arch(arch), BUILDERS[arch]
+    taken = [*family.options, *(k for k in HEAD_OPTIONS if k in inspect.signature(builder).parameters)]
     options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - set(spec.knobs()))
+    unknown = sorted(set(options) - set(taken))
     if unknown:
-        raise KerasCNNError(
-            f"{arch} does not take {', '.join(unknown)}; its options are: {', '.join(spec.knobs())}"
-        )
-    return spec.builder(input_shape=tuple(input_shape), num_classes=num_classes, name=arch, **options)
+        raise KerasCNNError(f"{arch} does not take {', '.join(unknown)}; its options are: {', '.join(taken)}")
+    return builder(input_shape=tuple(input_shape), num_classes=num_classes, name=arch, **options)
 
 
-__all__ = ["ARCHS", "Arch", "build_alexnet", "build_googlenet", "build_lenet", "build_mobilenet", "build_model",
-           "build_nin", "build_resnet18", "build_vgg", "build_vgg11", "build_vgg16", "get_arch", "head_start",
-           "split_encoder_head"]
+__all__ = ["ARCHS", "BUILDERS", "HEAD_OPTIONS", "build_alexnet", "build_googlenet", "build_lenet", "build_mobilenet",
+           "build_model", "build_nin", "build_resnet18", "build_vgg", "build_vgg11", "build_vgg16", "get_arch",
+           "head_start", "split_encoder_head"]

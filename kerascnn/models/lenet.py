@@ -10,7 +10,8 @@ batch normalization after each hidden activation, and conv1's padding
 
 import keras
 
-from kerascnn.config.choices import PADDINGS, kernel_problem
+from kerascnn.config.choices import PADDINGS
+from kerascnn.config.families import kernel_problem
 from kerascnn.errors import KerasCNNError
 from kerascnn.models.common import check_input_shape, conv_bn_act, dense_head, pooling_layer
 
