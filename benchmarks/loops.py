@@ -156,16 +156,13 @@ def kerascnn_fit(arch, options, train_images, epochs, batch_times=True, torch_st
     elif torch_step:
         torch_graph.NativeGraph.memory_format = torch_step
     with tempfile.TemporaryDirectory() as out:
-        given, _ = plan.make_config(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
-                                                                   "train_size": train_images, "output": out})
-        data = plan.load_data(given)
-        settings = plan.resolve_settings(given, data)
-        prepared = plan.Prepared(given, settings, data)
-        t = fit.Training(prepared, fit.open_run_folder(settings), verbose=0)
-        jit = plan.resolve_jit(settings.jit)
-        t.record = fit.run_record(prepared, t.folder, jit)
+        run = plan.make_plan(arch, "fashion_mnist", {**options, "epochs": epochs, "val_size": 0,
+                                                     "train_size": train_images, "output": out})
+        settings, data = run.settings, run.data
+        t = fit.Training(run, fit.open_run_folder(settings), verbose=0)
+        t.record = fit.run_record(run, t.folder)
         with fit.run_scope(settings):
-            model = prepared.model(jit, t.folder)  # on jax and torch a TrainingModel around the network, as in fit
+            model = run.model(t.folder)  # on jax and torch a TrainingModel around the network, as in fit
             t.callbacks = fit.make_callbacks(t, [timer] if batch_times else [])
             if not batch_times:  # first: each epoch's end timed at Keras' wait for its logs, before checkpoints
                 t.callbacks.all.insert(0, timer)

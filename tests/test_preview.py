@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
 
-import kerascnn
 from click.testing import CliRunner
 
 from kerascnn.cli.commands import cli
@@ -18,13 +17,13 @@ def test_the_batch_shown_is_the_first_batch_fit_trains_on(tmp_path, monkeypatch)
     """fit's own pipeline, spied on during a tiny fit, yields first exactly the batch show_batch draws."""
     import keras
 
-    import kerascnn.data.datasets
     import kerascnn.data.host
+    import kerascnn.data.tf_pipeline
     from kerascnn.training.fit import fit
 
     made = []
     tf_data = keras.backend.backend() == "tensorflow"
-    owner, name = (kerascnn.data.datasets, "make_training_pipeline") if tf_data else (kerascnn.data.host.TrainingBatches, "batch")
+    owner, name = (kerascnn.data.tf_pipeline, "make_training_pipeline") if tf_data else (kerascnn.data.host.TrainingBatches, "batch")
     original = getattr(owner, name)
 
     def spy(*args, **kwargs):

@@ -11,7 +11,7 @@ import pytest
 
 import keras
 
-from kerascnn.data import host
+from kerascnn.data import host, torch_feed
 from kerascnn.training import trainer
 
 from kerascnn.training import torch_native
@@ -193,12 +193,12 @@ def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
 
 
 def test_the_feed_hands_over_the_batches_in_order_replaying_what_a_first_look_took():
-    """torch_native.feed: the training stream as torch tensors, every batch once and in order, also when Keras
+    """torch_feed.feed: the training stream as torch tensors, every batch once and in order, also when Keras
     takes a first batch to build the model and then starts again (its generator adapter replays it too)."""
     x, y = batch(8, 1, n=40)
     batches = host.TrainingBatches(x[0].numpy(), y.numpy(), batch_size=8, epochs=2, seed=3)
     expected = [b for b in batches]
-    loader = torch_native.feed(batches, device="cpu")
+    loader = torch_feed.feed(batches, device="cpu")
     first = next(iter(loader))  # Keras' symbolic build
     got = list(itertools.islice(iter(loader), len(expected)))
     assert len(got) == len(expected) == 10

@@ -130,12 +130,12 @@ def test_tensorboard_logs(tmp_path):
 
 
 def test_jit_and_distribute_choices(tmp_path):
-    from kerascnn.runtime.distribution import distribution_scope
-    from kerascnn.training.plan import resolve_jit
+    from kerascnn.config.options import FitConfig
+    from kerascnn.training.plan import resolve_jit, start_distribution
 
     assert resolve_jit("off") is False and resolve_jit("on") is True
     with pytest.raises(KerasCNNError, match="needs the jax backend"):
-        distribution_scope("data-parallel")
+        start_distribution(FitConfig(distribute="data-parallel"))  # the plan's one check
     r = fit("lenet", epochs=1, jit="on", output=tmp_path, **SMALL)
     assert r.config["jit_compile"] is True
 
@@ -164,7 +164,7 @@ def test_gpu_choices_run_on_a_cpu_posing_as_a_gpu(tmp_path, monkeypatch):
     assert conv1.compute_dtype == "float16" and conv1.kernel.dtype == "float32"
     assert isinstance(r.model.optimizer, keras.optimizers.LossScaleOptimizer)
     assert np.isfinite(r.history[0]["loss"]) and keras.config.dtype_policy().name == "float32"  # restored
-    settings = plan.resolve_settings(plan.make_config("resnet18", "digits")[0], load_dataset("digits"))
+    settings = plan.resolve_settings(plan.make_config("resnet18", "digits").config, load_dataset("digits"))
     from kerascnn.config.families import FAMILIES
 
     assert settings.image_size == FAMILIES["resnet18"].default_size > FAMILIES["resnet18"].min_size
@@ -292,12 +292,9 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     digits with black (normalized to -mean/std) in training and evaluation, and evaluate and visualize pad too."""
     from click.testing import CliRunner
 
-    from kerascnn.data import datasets as data_module
-
-    from kerascnn.data import loader as pipelines_module
     from kerascnn.cli.commands import cli
     from kerascnn.config.options import FitConfig
-    from kerascnn.data.loader import eval_batches
+    from kerascnn.data import loader, tf_pipeline
     from kerascnn.runs.saved import Run
 
     calls = []
@@ -308,8 +305,7 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
             return real(*args, **kwargs)
         return pipeline
 
-    for module, name in ((data_module, "make_pipeline"), (data_module, "make_training_pipeline"),
-                         (pipelines_module, "make_pipeline")):
+    for module, name in ((loader, "make_pipeline"), (tf_pipeline, "make_training_pipeline")):
         monkeypatch.setattr(module, name, spy(name, getattr(module, name)))
     out = tmp_path / "runs"
     runner = CliRunner()
@@ -330,7 +326,8 @@ def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_pa
     assert run.model().get_layer("conv1").output.shape[1:] == (28, 28, 6)
 
     data = load_dataset("digits", train_size=128)  # as fit split it: the record's mean and std
-    x = next(iter(eval_batches(run.settings, data, data.x_test[:8], data.y_test[:8])))[0].numpy()
+    x = np.asarray(next(iter(make_pipeline(data.x_test[:8], data.y_test[:8], input_shape=(32, 32, 1), mean=record["mean"],
+                                           std=record["std"], resize=run.resize)))[0])
     black = (0 - record["mean"][0]) / record["std"][0]
     assert x.shape == (8, 32, 32, 1)
     ring = np.concatenate([x[:, :2].ravel(), x[:, -2:].ravel(), x[:, :, :2].ravel(), x[:, :, -2:].ravel()])

@@ -1,7 +1,7 @@
 """`show_batch`: a training batch exactly as the model receives it.
 
-The batch comes from `kerascnn.training.plan.prepare`, fit's own first stages, and
-its training batches (on jax and torch through the same device transform as
+The batch comes from fit's own plan (`kerascnn.training.plan.make_plan`) and
+its loader (on jax and torch through the same device transform as
 the step), with the same configuration, data split and seed: resized to the
 architecture's size, augmented and normalized. Only the drawing undoes the
 normalization, so what is shown is what is trained on.
@@ -30,25 +30,18 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     seed) to the PNG `output` (by default `<arch>.<dataset>.batch.png` here),
     its first `count` images captioned with their class. Returns a
     ShownBatch: the path, and the batch's images and labels."""
-    import keras
-
-    from kerascnn.config.spelling import OptionError, spell
-    from kerascnn.data.loader import denormalize, tf_backend
-    from kerascnn.training.plan import make_config, prepare
     from kerascnn.analysis.visualization import check_figure_path
+    from kerascnn.config.spelling import OptionError, spell
+    from kerascnn.data.loader import denormalize
+    from kerascnn.training.plan import make_config, make_plan
 
-    given, _ = make_config(config_or_arch, dataset, options)
+    given = make_config(config_or_arch, dataset, options)
     if count < 1:
         raise OptionError(f"{spell('count')} must be at least 1, got {count}")
-    output = check_figure_path(output or f"{given.arch}.{given.dataset}.batch.png", "output")
-    prepared = prepare(given.replace(data_on_device="off"))  # the images themselves, on the host
-    settings, data = prepared.settings, prepared.data
-    batches, _ = prepared.batches()
-    if tf_backend():
-        images, labels = (np.asarray(t) for t in next(iter(batches)))
-    else:  # uint8 and drawn parameters, transformed as in the training step
-        (x, params), labels = batches.batch(0, 0)
-        images = keras.ops.convert_to_numpy(prepared.transform()(x, params, training=True))
+    output = check_figure_path(output or f"{given.config.arch}.{given.config.dataset}.batch.png", "output")
+    plan = make_plan(given, options={"data_on_device": "off"})  # the images themselves, on the host
+    settings, data = plan.settings, plan.data
+    images, labels = plan.loader("train").first_batch()
     mean, std = data.stats()
     shown = min(count, len(images))
     figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),

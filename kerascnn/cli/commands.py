@@ -56,17 +56,18 @@ def fit(ctx, config_file, **options):
     """Train a model and save it with its history and run configuration."""
     from kerascnn.training.fit import fit as fit_run
 
-    config = _given_config(ctx, config_file, options)
+    given = _given_config(ctx, config_file, options)
     start_quietly()
-    result = fit_run(config[0], **config[1])
+    result = fit_run(given)
     for path in result.paths:
         click.echo(f"wrote {path}")
 
 
 def _given_config(ctx, config_file, options):
-    """(configuration, overrides) for fit's library functions: the --config
-    file and the options typed, else a FitConfig of the options; checked
-    here, so that a mistake is said before TensorFlow starts."""
+    """The run's configuration as given (training.plan.Given), made once for
+    fit's library functions: the --config file with the options typed over
+    it, else a FitConfig of the options; checked here, so that a mistake is
+    said before TensorFlow starts."""
     from kerascnn.training.plan import make_config
 
     if config_file:
@@ -74,8 +75,7 @@ def _given_config(ctx, config_file, options):
         config = (Path(config_file), typed)
     else:
         config = (FitConfig(**options), {})
-    make_config(config[0], None, config[1])
-    return config
+    return make_config(config[0], None, config[1])
 
 
 LR_FIND_OPTIONS = [n for n in FIELDS if n not in ("output", "resume", "overwrite")]
@@ -107,10 +107,9 @@ def lr_find(ctx, config_file, start_lr, end_lr, steps, suggest, output, **option
     from kerascnn.training.lr_finder import check_sweep, lr_find as find_lr
 
     check_sweep(start_lr, end_lr, steps, suggest, output)
-    config = _given_config(ctx, config_file, options)
+    given = _given_config(ctx, config_file, options)
     start_quietly()
-    click.echo(find_lr(config[0], start_lr=start_lr, end_lr=end_lr, steps=steps, suggest=suggest, output=output,
-                       **config[1]))
+    click.echo(find_lr(given, start_lr=start_lr, end_lr=end_lr, steps=steps, suggest=suggest, output=output))
 
 
 @cli.command()
@@ -166,19 +165,13 @@ def show_batch(ctx, config_file, count, output, **options):
     pipeline (resized, channels adapted, augmented, normalized), with the
     normalization undone for display."""
     from kerascnn.analysis.preview import show_batch as draw_batch
-    from kerascnn.training.plan import make_config
     from kerascnn.analysis.visualization import check_figure_path
 
-    if config_file:
-        typed = {k: v for k, v in options.items() if ctx.get_parameter_source(k) == ParameterSource.COMMANDLINE}
-        config = (Path(config_file), typed)
-    else:
-        config = (FitConfig(**options), {})
-    make_config(config[0], None, config[1])  # a mistake is said before TensorFlow starts
+    given = _given_config(ctx, config_file, options)
     if output:
         check_figure_path(output)
     start_quietly()
-    click.echo(f"wrote {draw_batch(config[0], output=output, count=count, **config[1]).path}")
+    click.echo(f"wrote {draw_batch(given, output=output, count=count).path}")
 
 
 @cli.command()

@@ -15,9 +15,8 @@ import dataclasses
 
 import numpy as np
 
-from kerascnn.config.tricks import Tricks
 from kerascnn.data.sampling import GRAY_WEIGHTS
-from kerascnn.runtime.distribution import data_parallel_devices, process_part, sharded
+from kerascnn.runtime.distribution import process_part, sharded
 
 
 def tf_backend():
@@ -87,59 +86,87 @@ class Loader:
     steps: int
     transform: object = None
 
+    def for_fit(self):
+        """What `model.fit` reads: the tf.data stream on tensorflow; on jax
+        the host batches made on a thread ahead of the step; on torch those
+        as tensors placed on the device (kerascnn.data.torch_feed)."""
+        import keras
 
-def create_loader(settings, data, split="train", *, initial_epoch=0):
-    """The batches of a run (resolved `settings`) on `data`'s `split`, for the
-    model that trains: "train", the training stream from `initial_epoch` on
+        if tf_backend():
+            return self.batches
+        if keras.backend.backend() == "torch":
+            from kerascnn.data.torch_feed import feed
+
+            return feed(self.batches)
+        return self.batches.stream()
+
+    def __iter__(self):
+        """The batches as numpy arrays, for a Python loop."""
+        return self.batches.as_numpy_iterator() if tf_backend() else iter(self.batches)
+
+    def first_batch(self):
+        """The first training batch as the model receives it: (images, labels),
+        numpy, the images through the device transform on jax and torch."""
+        if self.transform is None:
+            return next(iter(self))
+        import keras
+
+        (x, params), labels = self.batches.batch(self.batches.initial_epoch, 0)
+        return keras.ops.convert_to_numpy(self.transform(x, params, training=True)), labels
+
+
+def create_loader(plan, split="train", *, initial_epoch=0, epochs=None):
+    """The batches of a run's `split`, for the model that trains: "train",
+    the training stream of epochs `initial_epoch` to `epochs` (the plan's)
     (`training_batches`); "val" or "test", that split in order
-    (`eval_batches`). The one factory fit, lr-find and show-batch read."""
-    transform = None if tf_backend() else input_transform(settings, data)
+    (`eval_batches`). `plan` is a kerascnn.training.plan.Plan (settings,
+    data, tricks, devices, input shape, steps per epoch). The one factory
+    fit, lr-find and show-batch read."""
+    transform = input_transform(plan)
+    data = plan.data
     if split == "train":
-        batches, steps = training_batches(settings, data, initial_epoch)
-        return Loader(batches, steps, transform)
+        batches = training_batches(plan, initial_epoch, plan.settings.epochs if epochs is None else epochs)
+        return Loader(batches, plan.steps_per_epoch, transform)
     x, y = {"val": (data.x_val, data.y_val), "test": (data.x_test, data.y_test)}[split]
-    return Loader(eval_batches(settings, data, x, y), -(-len(x) // settings.batch_size), transform)
+    return Loader(eval_batches(plan, x, y), -(-len(x) // plan.settings.batch_size), transform)
 
 
-def input_shape(settings, data):
-    return (settings.image_size, settings.image_size, data.image_shape[2])
-
-
-def input_transform(settings, data):
-    """The device side of the jax/torch input path for this run: uint8
-    images and drawn parameters to the model's input."""
+def input_transform(plan):
+    """The device side of the jax/torch input path of a run: uint8 images
+    and drawn parameters to the model's input; None on tensorflow."""
+    if tf_backend():
+        return None
     from kerascnn.data.device_transforms import InputTransform
 
-    mean, std = data.stats()
-    return InputTransform(input_shape(settings, data), mean, std, settings.resize, settings.augment,
-                          tricks=Tricks.of(settings), name="input_transform")
+    mean, std = plan.data.stats()
+    return InputTransform(plan.input_shape, mean, std, plan.settings.resize, plan.settings.augment,
+                          tricks=plan.tricks, name="input_transform")
 
 
-def model_inputs(settings, data, x):
+def model_inputs(plan, x):
     """uint8 images `x` as the run's network takes them, as a numpy array."""
     import keras
 
-    mean, std = data.stats()
-    return keras.ops.convert_to_numpy(preprocess(x, input_shape=input_shape(settings, data), mean=mean, std=std,
-                                                 resize=settings.resize))
+    mean, std = plan.data.stats()
+    return keras.ops.convert_to_numpy(preprocess(x, input_shape=plan.input_shape, mean=mean, std=std,
+                                                 resize=plan.settings.resize))
 
 
-def eval_batches(settings, data, x, y):
+def eval_batches(plan, x, y):
     """Batches of `x, y` for the model being trained, in order: preprocessed
     (tf.data) on tensorflow; uint8 with a parameter row for its
     TrainingModel on jax and torch."""
-    tricks = Tricks.of(settings)
+    settings, data, tricks = plan.settings, plan.data, plan.tricks
     one_hot = data.num_classes if tricks.soft_labels else 0  # the run's loss takes one-hot labels
     if not tf_backend():
-        from kerascnn.data.host import Batches
         from kerascnn.data.device_transforms import param_columns
+        from kerascnn.data.host import Batches
 
         return Batches(x, y, settings.batch_size, columns=len(param_columns(settings.augment)) + len(tricks.columns()),
-                       multiple=data_parallel_devices(settings), part=process_part(settings.distribute),
-                       one_hot=one_hot)
+                       multiple=plan.devices, part=process_part(settings.distribute), one_hot=one_hot)
     mean, std = data.stats()
-    batches = make_pipeline(x, y, input_shape=input_shape(settings, data), mean=mean, std=std,
-                            batch_size=settings.batch_size, resize=settings.resize)
+    batches = make_pipeline(x, y, input_shape=plan.input_shape, mean=mean, std=std, batch_size=settings.batch_size,
+                            resize=settings.resize)
     if one_hot:
         import tensorflow as tf
 
@@ -147,34 +174,29 @@ def eval_batches(settings, data, x, y):
     return sharded(settings, batches)
 
 
-def training_batches(settings, data, initial_epoch=0):
-    """The training batches of `data` under resolved `settings`, from
-    `initial_epoch` on: (batches, steps_per_epoch). On tensorflow a tf.data
-    stream of the images as the model receives them; on jax and torch an
-    `inputs.TrainingBatches` of uint8 images (their indices with
-    `data_on_device` on) and drawn parameters, which `input_transform`
-    turns into the model's input on the device. fit trains on these;
-    show_batch draws them."""
-    from kerascnn.data.tf_augment import Augmenter
-    from kerascnn.data.tf_pipeline import make_training_pipeline
-
+def training_batches(plan, initial_epoch, epochs):
+    """The training batches of epochs `initial_epoch` to `epochs`, one
+    stream. On tensorflow a tf.data stream of the images as the model
+    receives them; on jax and torch a `host.TrainingBatches` of uint8 images
+    (their indices with `data_on_device` on) and drawn parameters, which
+    `input_transform` turns into the model's input on the device."""
+    settings, data = plan.settings, plan.data
     if not tf_backend():
         from kerascnn.data.host import TrainingBatches
 
-        batches = TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=settings.epochs,
-                                  initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
-                                  augment=settings.augment, image_size=settings.image_size,
-                                  multiple=data_parallel_devices(settings),
-                                  part=process_part(settings.distribute), tricks=Tricks.of(settings),
-                                  num_classes=data.num_classes, indices=settings.data_on_device == "on")
-        return batches, batches.steps
+        return TrainingBatches(data.x_train, data.y_train, batch_size=settings.batch_size, epochs=epochs,
+                               initial_epoch=initial_epoch, seed=settings.seed, sampling=settings.sampling,
+                               augment=settings.augment, image_size=settings.image_size, multiple=plan.devices,
+                               part=process_part(settings.distribute), tricks=plan.tricks,
+                               num_classes=data.num_classes, indices=settings.data_on_device == "on")
+    from kerascnn.data.tf_augment import Augmenter
+    from kerascnn.data.tf_pipeline import make_training_pipeline
 
     mean, std = data.stats()
-    size = settings.image_size
-    batches, steps = make_training_pipeline(
-        data.x_train, data.y_train, input_shape=(size, size, data.image_shape[2]), mean=mean, std=std,
-        batch_size=settings.batch_size, epochs=settings.epochs, initial_epoch=initial_epoch,
-        seed=settings.seed, sampling=settings.sampling, resize=settings.resize,
-        augment=Augmenter(settings.augment, size) if settings.augment else None, tricks=Tricks.of(settings),
+    batches, _ = make_training_pipeline(
+        data.x_train, data.y_train, input_shape=plan.input_shape, mean=mean, std=std,
+        batch_size=settings.batch_size, epochs=epochs, initial_epoch=initial_epoch, seed=settings.seed,
+        sampling=settings.sampling, resize=settings.resize,
+        augment=Augmenter(settings.augment, settings.image_size) if settings.augment else None, tricks=plan.tricks,
         num_classes=data.num_classes)
-    return sharded(settings, batches), steps
+    return sharded(settings, batches)

@@ -176,14 +176,14 @@ def distribution_scope(distribute, echo=None):
     every logical CPU device when there is no GPU); "multi-worker" is
     tf.distribute.MultiWorkerMirroredStrategy over the cluster of TF_CONFIG;
     "data-parallel" is keras.distribution.DataParallel over every device
-    JAX sees. Returns (context manager, number of replicas)."""
+    JAX sees (checked against the backend by the run's plan). Returns
+    (context manager, number of replicas)."""
     import contextlib
 
     import keras
 
     if not distribute:
         return contextlib.nullcontext(), 1
-    check_distribute(distribute, keras.backend.backend())
     if distribute == "multi-worker":
         strategy = multi_worker_strategy()
         if echo:

@@ -1,9 +1,9 @@
 """`fit`: train a registered architecture on a dataset and save the run.
 
-`fit` reads as its stages: the configuration, its data and the resolved
-settings (`kerascnn.training.plan.prepare`), the run folder (or the run it
-resumes), the model, the callbacks, training (`train`), and the files of the
-finished run (`finish`).
+`fit` reads as its stages: the run's plan (`kerascnn.training.plan.make_plan`:
+the configuration, its data and everything resolved from them), the run
+folder (or the run it resumes), the model, the callbacks, training
+(`train`), and the files of the finished run (`finish`).
 """
 
 import dataclasses
@@ -13,17 +13,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascnn.runs import storage
 from kerascnn.config.choices import SCHEDULE_DEFAULTS
 from kerascnn.config.options import FitConfig
 from kerascnn.config.spelling import spell, spell_set
-from kerascnn.data.loader import tf_backend
-from kerascnn.runtime.distribution import (check_distribute, is_chief, join_processes, multi_worker_strategy,
-                                   reduce_scalars_across_workers, run_scope, symbolic_build_locally)
+from kerascnn.data.loader import model_inputs
 from kerascnn.errors import KerasCNNError
 from kerascnn.optim.optimizers import make_optimizer
-from kerascnn.data.loader import eval_batches, model_inputs, training_batches
-from kerascnn.training.plan import make_config, prepare, resolve_jit
+from kerascnn.runs import storage
+from kerascnn.runtime.distribution import (is_chief, reduce_scalars_across_workers, run_scope,
+                                           symbolic_build_locally)
+from kerascnn.training.plan import make_plan
 from kerascnn.runs.files import RunFiles, checkpoint_state, finished_record, mismatches, record
 
 
@@ -80,37 +79,29 @@ def fit(config=None, dataset=None, *, callbacks=(), verbose="auto", **options):
     `resume=True` continues from them (also after a kill -9). Returns a
     FitResult.
     """
-    given, replay = make_config(config, dataset, options)
-    if given.distribute == "multi-worker":  # its strategy comes before TensorFlow runs anything
-        import keras
-
-        check_distribute(given.distribute, keras.backend.backend())
-        multi_worker_strategy()
-    join_processes(given.distribute)  # a multi-process data-parallel run: jax.distributed before any JAX array
     echo = print if verbose else None
-    prep = dataclasses.replace(prepare(given, echo=echo, callbacks=callbacks), replay=replay)
-    if not is_chief(prep.settings.distribute):
-        return _fit_elsewhere(prep, callbacks, verbose, echo)
-    return _fit(Training(prep, open_run_folder(prep.settings, prep.replay), echo=echo, verbose=verbose), callbacks)
+    plan = make_plan(config, dataset, options, echo=echo, callbacks=callbacks)
+    if not is_chief(plan.settings.distribute):
+        return _fit_elsewhere(plan, callbacks, verbose, echo)
+    return _fit(Training(plan, open_run_folder(plan.settings, plan.replay), echo=echo, verbose=verbose), callbacks)
 
 
 def _fit(t, callbacks):
     """The run's model, callbacks, training and final save, in the run's
     distribution scope."""
-    jit_compile = resolve_jit(t.settings.jit)
-    t.record = run_record(t.prep, t.folder, jit_compile)
+    t.record = run_record(t.plan, t.folder)
     check_resume(t.folder, t.record, t.echo)
     with run_scope(t.settings, t.echo) as replicas:
         import keras
 
         t.record.update(replicas=replicas, dtype_policy=keras.config.dtype_policy().name)
-        model = t.prep.model(jit_compile, t.folder)
+        model = t.plan.model(t.folder)
         t.callbacks = make_callbacks(t, callbacks)
         steps = train(t, model)
         return finish(t, model, steps)
 
 
-def _fit_elsewhere(prep, callbacks, verbose, echo):
+def _fit_elsewhere(plan, callbacks, verbose, echo):
     """A multi-worker run's other workers, and a multi-process data-parallel
     run's processes but 0: the same steps as the chief (the collectives need
     every process in each), writing into a temporary folder that is removed
@@ -119,12 +110,12 @@ def _fit_elsewhere(prep, callbacks, verbose, echo):
     import shutil
     import tempfile
 
-    settings = prep.settings
+    settings = plan.settings
     scratch = tempfile.mkdtemp(prefix="kerascnn-worker-")
     try:
-        folder = open_run_folder(settings, prep.replay, elsewhere=scratch)
-        local = settings.replace(tensorboard=str(Path(scratch) / "tensorboard") if settings.tensorboard else None)
-        result = _fit(Training(dataclasses.replace(prep, settings=local), folder, verbose=verbose), callbacks)
+        folder = open_run_folder(settings, plan.replay, elsewhere=scratch)
+        local = plan.with_settings(tensorboard=str(Path(scratch) / "tensorboard") if settings.tensorboard else None)
+        result = _fit(Training(local, folder, verbose=verbose), callbacks)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     chief_path = RunFiles(Path(settings.output), settings.name).model
@@ -172,12 +163,11 @@ class RunFolder:
 
 @dataclasses.dataclass
 class Training:
-    """A run being trained, as its stages share it: the prepared
-    configuration, data and settings (`prep`), its folder (`folder`), its
-    record as far as known (`record`), its callbacks once made, and how it
-    reports (`echo` for lines, `verbose` for Keras)."""
+    """A run being trained, as its stages share it: its plan (`plan`), its
+    folder (`folder`), its record as far as known (`record`), its callbacks
+    once made, and how it reports (`echo` for lines, `verbose` for Keras)."""
 
-    prep: object  # a kerascnn.training.plan.Prepared
+    plan: object  # a kerascnn.training.plan.Plan
     folder: RunFolder
     record: dict = None
     callbacks: object = None  # RunCallbacks
@@ -186,11 +176,11 @@ class Training:
 
     @property
     def settings(self):
-        return self.prep.settings
+        return self.plan.settings
 
     @property
     def data(self):
-        return self.prep.data
+        return self.plan.data
 
 
 def open_run_folder(config, replay=False, elsewhere=None):
@@ -232,23 +222,25 @@ def open_run_folder(config, replay=False, elsewhere=None):
     return RunFolder(files)
 
 
-def run_record(prep, folder, jit_compile):
+def run_record(plan, folder):
     """The record of the run (run.json) as far as it is known before training."""
     import keras
 
-    given, settings, data = prep.given, prep.settings, prep.data
+    from kerascnn.data.sampling import EPOCH_ORDER
+
+    given, settings, data = plan.given, plan.settings, plan.data
     mean, std = data.stats()
     optimizer = make_optimizer(settings.optimizer, settings.lr, momentum=settings.momentum, beta1=settings.beta1,
                                beta2=settings.beta2, weight_decay=settings.weight_decay)
     return record(
         given, settings,
-        input_shape=[settings.image_size, settings.image_size, data.image_shape[2]], num_classes=data.num_classes,
+        input_shape=list(plan.input_shape), num_classes=data.num_classes,
         data_source=data.source, class_names=data.class_names, mean=mean, std=std,
         train_images=len(data.x_train), val_images=len(data.x_val),
         optimizer_config={k: v for k, v in optimizer.get_config().items()
                           if isinstance(v, (int, float, str, bool, type(None)))},
-        jit_compile=jit_compile, backend=keras.backend.backend(), keras_version=keras.__version__,
-        run_id=folder.run_id)
+        jit_compile=plan.jit_compile, backend=plan.backend, keras_version=keras.__version__,
+        epoch_order=EPOCH_ORDER, run_id=folder.run_id)
 
 
 def check_resume(folder, current, echo=None):
@@ -261,11 +253,24 @@ def check_resume(folder, current, echo=None):
     if differ:
         raise KerasCNNError(f"{spell('resume')}: this command differs from the run in {folder.resume_from} in: "
                             f"{', '.join(differ)}; repeat the original options")
+    check_epoch_order(folder, current)
     if folder.initial_epoch > current["epochs"]:
         raise KerasCNNError(f"{spell('resume')}: {folder.resume_from} has already trained {folder.initial_epoch} "
                             f"epochs, more than {spell('epochs')} {current['epochs']}")
     if echo:
         echo(f"resuming {folder.resume_from} after epoch {folder.initial_epoch} of {current['epochs']}")
+
+
+def check_epoch_order(folder, current):
+    """Refuse to resume, where it could not continue exactly, a run that
+    tensorflow trained before every backend took one epoch order
+    (data.sampling.EPOCH_ORDER)."""
+    saved = folder.state["config"]
+    if (saved.get("epoch_order", 1) < current["epoch_order"] and saved.get("backend") == "tensorflow"
+            and saved.get("sampling", "shuffle") != "sequential"):
+        raise KerasCNNError(f"{spell('resume')}: {folder.resume_from} was trained on tensorflow by an earlier kerascnn, "
+                            f"whose epoch order this one no longer draws, so it cannot continue exactly; start it "
+                            f"again with {spell_set('overwrite')}, or resume it with the kerascnn that saved it")
 
 
 @dataclasses.dataclass
@@ -295,7 +300,7 @@ def make_callbacks(t, extra=()):
     monitor = "val_loss" if has_val else "loss"
     history = cb.HistoryRecorder()
     stateful = {"history": history}
-    stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, epoch_images(settings, data))
+    stateful["guard"] = guard = cb.DivergenceGuard(settings.batch_size, t.plan.epoch_images)
     callbacks = [history, guard]
     if settings.log_every:
         callbacks.append(step_log(t))
@@ -320,22 +325,13 @@ def make_callbacks(t, extra=()):
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if tf_backend()
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(settings.tensorboard)) if t.plan.backend == "tensorflow"
                          else cb.ScalarBoard(settings.tensorboard))
     for key, c in stateful.items():
         if folder.state is not None and key in folder.state["callbacks"]:
             c.set_state(folder.state["callbacks"][key])
     return RunCallbacks(callbacks + list(extra), stateful, history, guard, stateful.get("early_stop"),
                         stateful.get("steps"))
-
-
-def epoch_images(settings, data):
-    """The images an epoch trains on: all, less those a data-parallel run
-    leaves out of its short last batch (inputs.TrainingBatches)."""
-    from kerascnn.runtime.distribution import data_parallel_devices
-
-    n = len(data.x_train)
-    return n - n % settings.batch_size % data_parallel_devices(settings)
 
 
 def step_log(t):
@@ -345,7 +341,7 @@ def step_log(t):
 
     settings, folder = t.settings, t.folder
     log = StepLog(folder.files.in_progress("steps"), settings.log_every, settings.batch_size,
-                  epoch_images(settings, t.data))
+                  t.plan.epoch_images)
     if folder.state is not None:
         log.resume_from(folder.initial_epoch, folder.recording("steps"))
     return log
@@ -358,7 +354,7 @@ def activation_recorder(t):
 
     settings, folder, data = t.settings, t.folder, t.data
     index = np.arange(min(settings.probe_size, len(data.x_test)))
-    probe = model_inputs(settings, data, data.x_test[index])
+    probe = model_inputs(t.plan, data.x_test[index])
     recorder = cb.ActivationRecorder(folder.files.in_progress("activations"), settings.record_layers, probe,
                                      data.y_test[index], index)
     if folder.state is not None:
@@ -370,17 +366,15 @@ def train(t, model):
     """model.fit from the run's first epoch to its last. A Ctrl-C says how to
     resume; a diverging loss marks the checkpoint as diverged and is an error.
     Returns the steps of an epoch."""
-    import keras
-
     from kerascnn.training.callbacks import EpochLog
 
     settings, folder, data, callbacks, verbose = t.settings, t.folder, t.data, t.callbacks, t.verbose
-    batches, steps = training_batches(settings, data, folder.initial_epoch)
+    loader = t.plan.loader("train", initial_epoch=folder.initial_epoch)
     if settings.distribute == "multi-worker":
         reduce_scalars_across_workers()
-        symbolic_build_locally(model, batches)
-    if callbacks.guard.first_loss is None and (settings.steps_per_execution or 1) > 1:
-        callbacks.guard.first_loss = first_batch_loss(model, settings, data, folder.initial_epoch)
+        symbolic_build_locally(model, loader.batches)
+    if callbacks.guard.first_loss is None and t.plan.steps_per_execution > 1:
+        callbacks.guard.first_loss = first_batch_loss(model, t.plan, folder.initial_epoch)
     extra = []
     # No progress bar into a log file, CI or a pipe: one line an epoch (a notebook keeps Keras' bar).
     if verbose == "auto" and not sys.stdout.isatty() and "ipykernel" not in sys.modules:
@@ -388,15 +382,9 @@ def train(t, model):
         if callbacks.steps is not None:  # and the lecture's `loss: ... [seen/total]` every --log-every steps
             callbacks.steps.echo = t.echo
     if folder.initial_epoch < settings.epochs:
-        validation = eval_batches(settings, data, data.x_val, data.y_val) if len(data.x_val) else None
-        if keras.backend.backend() == "torch":
-            from kerascnn.training import torch_native
-
-            batches = torch_native.feed(batches)
-        elif not tf_backend():
-            batches = batches.stream()
+        validation = t.plan.loader("val").batches if len(data.x_val) else None
         try:
-            model.fit(batches, steps_per_epoch=steps, validation_data=validation, epochs=settings.epochs,
+            model.fit(loader.for_fit(), steps_per_epoch=loader.steps, validation_data=validation, epochs=settings.epochs,
                       initial_epoch=folder.initial_epoch, callbacks=callbacks.all + extra, verbose=verbose,
                       shuffle=False)
         except KeyboardInterrupt:
@@ -411,15 +399,14 @@ def train(t, model):
             storage.update_state(last, status="diverged")
         raise KerasCNNError(f"training diverged in epoch {guard.diverged_epoch}: {guard.reason}; lower the learning "
                             f"rate ({spell('lr')} {settings.lr:g} now). The final model was not saved")
-    return steps
+    return loader.steps
 
 
-def first_batch_loss(model, settings, data, epoch):
+def first_batch_loss(model, plan, epoch):
     """The model's loss on the first batch it will train on: the divergence
     guard's reference when a call runs several steps (the first call's mean
     loss already includes the steps after the first)."""
-    first, _ = training_batches(settings.replace(steps_per_execution=1, epochs=epoch + 1), data, epoch)
-    x, y = next(iter(first))
+    x, y = next(iter(plan.loader("train", initial_epoch=epoch, epochs=epoch + 1).batches))
     return float(model.test_on_batch(x, y, return_dict=True)["loss"])
 
 
@@ -431,7 +418,7 @@ def finish(t, model, steps):
     if echo and early is not None and early.stopped_epoch:
         echo(f"early stopping after epoch {early.stopped_epoch}: {early.monitor} has not improved for "
              f"{settings.patience} epochs")
-    test = model.evaluate(eval_batches(settings, data, data.x_test, data.y_test), verbose=0, return_dict=True)
+    test = model.evaluate(t.plan.loader("test").batches, verbose=0, return_dict=True)
     history = callbacks.history.rows
     record_dict = finished_record(t.record, history, test, steps_per_epoch=steps, resumed_from=folder.initial_epoch)
     from kerascnn.training.trainer import network

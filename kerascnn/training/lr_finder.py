@@ -21,11 +21,9 @@ import numpy as np
 from kerascnn.runs import storage
 from kerascnn.config.choices import LR_FIND_RULES
 from kerascnn.config.spelling import OptionError, spell
-from kerascnn.data.loader import tf_backend
-from kerascnn.data.sampling import steps_per_epoch
 from kerascnn.errors import KerasCNNError
 from kerascnn.runtime.distribution import run_scope
-from kerascnn.training.plan import prepare, resolve_jit
+from kerascnn.training.plan import make_plan
 
 SMOOTHING = 0.98  # fastai's beta for the loss's moving average
 STOP_FACTOR = 4.0  # stop once the smoothed loss passes this many times its minimum
@@ -153,19 +151,14 @@ def default_path(settings):
     return Path(settings.output) / f"{settings.name}.lr_find.png"
 
 
-def sweep_model(prepared, lrs):
+def sweep_model(plan, lrs):
     """The sweep on the model, optimizer and training batches fit would
-    start from (`prepared`, a kerascnn.training.plan.Prepared), with the rate left
+    start from (`plan`, a kerascnn.training.plan.Plan), with the rate left
     to the sweep (a constant schedule, no warm-up). Returns (losses, smoothed)."""
-    settings, data = prepared.settings, prepared.data
-    epoch = steps_per_epoch(len(data.x_train), settings.batch_size)
-    swept = dataclasses.replace(prepared, settings=settings.replace(
-        schedule="constant", warmup=0, decay_rate=None, decay_after=None, epochs=-(-len(lrs) // epoch),
-        steps_per_execution=1))
+    swept = plan.with_settings(schedule="constant", warmup=0, decay_rate=None, decay_after=None,
+                               epochs=-(-len(lrs) // plan.steps_per_epoch), steps_per_execution=1)
     with run_scope(swept.settings):
-        model = swept.model(resolve_jit(swept.settings.jit))
-        batches, _ = swept.batches()
-        return sweep(model, batches.as_numpy_iterator() if tf_backend() else iter(batches), lrs)
+        return sweep(swept.model(), iter(swept.loader("train")), lrs)
 
 
 def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, suggest="valley", output=None,
@@ -183,12 +176,12 @@ def lr_find(config=None, dataset=None, *, start_lr=1e-7, end_lr=10, steps=200, s
     line the command prints.
     """
     path = check_sweep(start_lr, end_lr, steps, suggest, output)
-    prepared = prepare(config, dataset, options, echo=print if verbose else None)
-    settings = prepared.settings
+    plan = make_plan(config, dataset, options, echo=print if verbose else None)
+    settings = plan.settings
     path = path or default_path(settings)
     storage.check_writable(path.parent)
     lrs = sweep_rates(start_lr, end_lr, steps)
-    losses, smoothed = sweep_model(prepared, lrs)
+    losses, smoothed = sweep_model(plan, lrs)
     suggestion = suggest_lr(lrs, smoothed, steps, suggest)
     result = LRFindResult(lrs[:len(losses)], losses, smoothed, suggestion, suggest, path)
     write_plot(result, settings)

@@ -1,77 +1,103 @@
-"""A run's first stages, shared by `fit`, `lr_find` and `show_batch`: the
-configuration as given (`make_config`), its data (`load_data`), the
-settings resolved from both (`resolve_settings`: image size, jit, steps per
-call), and on request the compiled model (`build_or_resume`) and the
-training batches (`pipelines.training_batches`). `prepare` runs the first
-three and returns them as a `Prepared`.
+"""A run's plan, made once and then only read: the configuration as the
+command gave it (`make_config`), its data, and everything resolved from
+both (`make_plan` -> `Plan`: settings, jit, steps per epoch and per call,
+images an epoch, devices, input shape, tricks), from which fit, lr-find and
+show-batch take their model (`Plan.model`) and batches (`Plan.loader`).
 """
 
 import dataclasses
 import math
 import os
+import typing
 from pathlib import Path
 
-from kerascnn.runs import storage
 from kerascnn.config.choices import STEP_SCHEDULES
+from kerascnn.config.defaults import image_size as default_image_size
+from kerascnn.config.defaults import resolve
 from kerascnn.config.options import FitConfig
 from kerascnn.config.spelling import OptionError, spell, spell_set
-from kerascnn.config.defaults import resolve
-from kerascnn.config.defaults import image_size as default_image_size
+from kerascnn.config.tricks import Tricks
 from kerascnn.data.datasets import load_dataset
-from kerascnn.data.loader import tf_backend
+from kerascnn.data.loader import create_loader, input_transform
 from kerascnn.data.sampling import steps_per_epoch
-from kerascnn.runtime.distribution import accelerator_available, check_distribute, data_parallel_devices
 from kerascnn.errors import KerasCNNError
 from kerascnn.optim.optimizers import make_optimizer
-from kerascnn.data.loader import input_shape, input_transform, training_batches
+from kerascnn.runs import storage
+from kerascnn.runtime.distribution import (accelerator_available, check_distribute, data_parallel_devices,
+                                           join_processes, multi_worker_strategy)
 
 
-def prepare(config=None, dataset=None, options=None, *, echo=None, callbacks=()):
-    """The configuration (make_config), its data (load_data) and the
-    resolved settings (resolve_settings), as a Prepared."""
-    given, replay = make_config(config, dataset, options)
-    data = load_data(given)
-    return Prepared(given, resolve_settings(given, data, echo, callbacks), data, replay)
+class Given(typing.NamedTuple):
+    """A run's configuration as the command gave it, and whether it replays
+    a file (fit then protects an existing run from it)."""
+
+    config: FitConfig
+    replay: bool = False
 
 
-@dataclasses.dataclass
-class Prepared:
-    """A run's first stages, shared by fit, lr_find and show_batch: the
-    configuration as given, its data, the settings resolved from both; the
-    model and the training batches made from them on request."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Everything a run needs, resolved once by `make_plan`: fit, lr-find,
+    show-batch and a study's runs only read it."""
 
-    given: FitConfig
-    settings: FitConfig
+    given: FitConfig  # as the command gave it
+    settings: FitConfig  # every default filled in (resolve_settings)
     data: object  # a kerascnn.data.datasets.Dataset
-    replay: bool = False  # the configuration came from a file (fit then protects an existing run)
+    backend: str
+    jit_compile: bool  # XLA / torch.compile for model.compile (resolve_jit)
+    steps_per_epoch: int  # sampling.steps_per_epoch: the one rule
+    epoch_images: int  # the images an epoch trains on
+    devices: int  # the devices each batch is split over (--distribute data-parallel), else 1
+    input_shape: tuple
+    tricks: Tricks
+    replay: bool = False
 
     @property
-    def input_shape(self):
-        return input_shape(self.settings, self.data)
+    def steps_per_execution(self):
+        return self.settings.steps_per_execution or 1
 
-    def transform(self):
-        """The device side of the input path (jax, torch), None on tensorflow."""
-        return None if tf_backend() else input_transform(self.settings, self.data)
+    def loader(self, split="train", *, initial_epoch=0, epochs=None):
+        """The run's batches of `split` (kerascnn.data.loader.create_loader)."""
+        return create_loader(self, split, initial_epoch=initial_epoch, epochs=epochs)
 
-    def model(self, jit_compile, folder=None):
-        """The model that trains, with its optimizer (build_or_resume; under run_scope)."""
-        images = self.data.x_train if self.settings.data_on_device == "on" else None  # held on the device
-        return build_or_resume(self.settings, self.data.num_classes, list(self.input_shape), jit_compile,
-                               steps_per_epoch(len(self.data.x_train), self.settings.batch_size), self.transform(),
-                               folder=folder, images=images)
+    def model(self, folder=None):
+        """The model that trains, with its optimizer (build_or_resume; call
+        it under runtime.distribution.run_scope)."""
+        return build_or_resume(self, folder)
 
-    def batches(self, initial_epoch=0):
-        """(training batches, steps per epoch): training_batches."""
-        return training_batches(self.settings, self.data, initial_epoch)
+    def with_settings(self, **changes):
+        """This plan with `changes` to its settings that leave the rest as
+        resolved (the epochs, the schedule, the output)."""
+        return dataclasses.replace(self, settings=self.settings.replace(**changes))
+
+
+def make_plan(config=None, dataset=None, options=None, *, echo=None, callbacks=()):
+    """The run's plan: its configuration (`make_config`), the distribution
+    started where it must come first (`start_distribution`), its data, and
+    the settings and facts resolved from them, said in lines to `echo`.
+    `callbacks`: the caller's, for resolve_steps_per_execution."""
+    import keras
+
+    given = make_config(config, dataset, options)
+    start_distribution(given.config)
+    data = load_data(given.config)
+    settings = resolve_settings(given.config, data, echo, callbacks)
+    devices = data_parallel_devices(settings)
+    n = len(data.x_train)
+    return Plan(given.config, settings, data, keras.backend.backend(), resolve_jit(settings.jit),
+                steps_per_epoch(n, settings.batch_size, devices), n - n % settings.batch_size % devices, devices,
+                (settings.image_size, settings.image_size, data.image_shape[2]), Tricks.of(settings), given.replay)
 
 
 def make_config(config=None, dataset=None, options=None):
-    """The run's configuration as given, from an arch name, a FitConfig or a
-    configuration file, with `dataset` and `options` overriding it.
-    Returns (config, whether it replays a file)."""
+    """The run's configuration as given (a `Given`), from an arch name, a
+    FitConfig, a configuration file or a Given, with `dataset` and `options`
+    overriding it."""
     options = dict(options or {})
     if dataset is not None:
         options["dataset"] = dataset
+    if isinstance(config, Given):
+        return Given(config.config.replace(**options), config.replay) if options else config
     replay = isinstance(config, Path) or isinstance(config, str) and config.endswith(CONFIG_SUFFIXES)
     if replay:
         base = FitConfig.from_file(config)
@@ -81,10 +107,24 @@ def make_config(config=None, dataset=None, options=None):
         if config is not None and "arch" in options:
             raise OptionError(f"the architecture is given twice: {config!r} and arch={options['arch']!r}")
         base = FitConfig(arch=options.pop("arch", config or "lenet"))
-    return base.replace(**options), replay
+    return Given(base.replace(**options), replay)
 
 
 CONFIG_SUFFIXES = (".json", ".toml", ".yaml", ".yml")
+
+
+def start_distribution(given):
+    """Check `--distribute` against the backend, once, and start what must
+    come before TensorFlow or JAX runs anything: a multi-worker run's
+    strategy, a multi-process data-parallel run's jax.distributed."""
+    import keras
+
+    if given.distribute:
+        check_distribute(given.distribute, keras.backend.backend())
+    if given.distribute == "multi-worker":
+        multi_worker_strategy()
+    join_processes(given.distribute)
+
 
 def load_data(given):
     """The data of a run: its dataset, split and subset as `given`."""
@@ -100,12 +140,10 @@ def resolve_settings(given, data, echo=None, callbacks=()):
 
     if echo:
         echo(f"backend: {keras.backend.backend()} (Keras {keras.__version__})")
-    if given.distribute:
-        check_distribute(given.distribute, keras.backend.backend())
-        devices = data_parallel_devices(given)
-        if given.batch_size is not None and given.batch_size % devices:
-            raise OptionError(f"{spell('batch_size')} {given.batch_size} does not split over the {devices} devices of "
-                              f"{spell('distribute')} data-parallel; choose a multiple of {devices}")
+    devices = data_parallel_devices(given) if given.distribute else 1
+    if given.batch_size is not None and given.batch_size % devices:
+        raise OptionError(f"{spell('batch_size')} {given.batch_size} does not split over the {devices} devices of "
+                          f"{spell('distribute')} data-parallel; choose a multiple of {devices}")
     size = resolve_image_size(given.family, given.image_size, data.image_shape[0], echo=echo)
     if given.resize == "pad" and size < max(data.image_shape[:2]):
         raise OptionError(f"{spell_set('resize', 'pad')} needs {spell('image_size')} at least the data's "
@@ -119,7 +157,7 @@ def resolve_settings(given, data, echo=None, callbacks=()):
                        data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
     settings = settings.replace(data_on_device=resolve_data_on_device(
         settings.data_on_device, data.x_train.nbytes, keras.backend.backend(), settings.distribute, accelerator, echo))
-    steps = steps_per_epoch(len(data.x_train), settings.batch_size)
+    steps = steps_per_epoch(len(data.x_train), settings.batch_size, devices)
     warmup_per_batch = bool(settings.warmup) and settings.schedule == "plateau"  # callbacks.Warmup
     if warmup_per_batch and (settings.steps_per_execution or 1) > 1:
         raise OptionError(f"{spell('steps_per_execution')} must be 1 with {spell('warmup')} and "
@@ -264,47 +302,48 @@ def has_batch_hooks(callbacks):
                for hook in ("on_train_batch_begin", "on_train_batch_end"))
 
 
-def build_or_resume(settings, num_classes, input_shape, jit_compile, steps_per_epoch=None, transform=None,
-                    folder=None, images=None):
+def build_or_resume(plan, folder=None):
     """The model to train: loaded from the checkpoint a resumed run continues
     (with its optimizer state and random generators; a per-epoch schedule
     made again over the epochs as now given, which also resumes a
     checkpoint saved when callbacks set those rates), else built and
-    compiled afresh with `run_optimizer`. With `transform` (jax, torch:
-    `input_transform`) a `trainer.TrainingModel` around it, sharing its
-    optimizer, is what trains (holding `images`, the training set, on the
-    device when given); `trainer.network` gives the network back.
+    compiled afresh with `run_optimizer`. On jax and torch a
+    `trainer.TrainingModel` around it, sharing its optimizer, is what trains
+    (the loader's `transform` in front; holding the training set on the
+    device with `data_on_device`); `trainer.network` gives the network back.
     Call it inside the distribution scope: the optimizer's variables must be
     created there."""
-    from kerascnn.training import callbacks as cb
     from kerascnn.models import build_model
     from kerascnn.models.common import apply_l2
     from kerascnn.optim.schedules import learning_rate
-    from kerascnn.config.tricks import Tricks
+    from kerascnn.training import callbacks as cb
 
+    settings = plan.settings
     if folder is not None and folder.state is not None:
         model = storage.load_model(folder.resume_from)
         if model.optimizer is None:
             raise KerasCNNError(f"{folder.resume_from} has no optimizer state to resume")
         cb.set_seed_generator_states(model, folder.state["seed_generators"])
-        model.steps_per_execution = settings.steps_per_execution or 1
+        model.steps_per_execution = plan.steps_per_execution
         if settings.schedule not in ("plateau", *STEP_SCHEDULES):  # over the epochs as now given (more extend it)
-            rate = learning_rate(settings, steps_per_epoch)
+            rate = learning_rate(settings, plan.steps_per_epoch)
             if not isinstance(rate, float):  # a plain rate is in the checkpoint already
                 model.optimizer.learning_rate = rate
     else:
-        model = build_model(settings.arch, input_shape=input_shape, num_classes=num_classes,
+        model = build_model(settings.arch, input_shape=list(plan.input_shape), num_classes=plan.data.num_classes,
                             **settings.builder_options())
         apply_l2(model, settings.l2)
-        compile_model(model, run_optimizer(settings, steps_per_epoch), jit_compile, settings.steps_per_execution or 1,
-                      Tricks.of(settings))
+        compile_model(model, run_optimizer(settings, plan.steps_per_epoch), plan.jit_compile,
+                      plan.steps_per_execution, plan.tricks)
+    transform = input_transform(plan)
     if transform is None:
         return model
     from kerascnn.training.trainer import TrainingModel
 
+    images = plan.data.x_train if settings.data_on_device == "on" else None  # held on the device
     trainer = TrainingModel(model, transform, images)
     # one optimizer: saving `model` saves its state
-    compile_model(trainer, model.optimizer, jit_compile, settings.steps_per_execution or 1, Tricks.of(settings))
+    compile_model(trainer, model.optimizer, plan.jit_compile, plan.steps_per_execution, plan.tricks)
     return trainer
 
 

@@ -21,8 +21,6 @@ update rules here (clipping, EMA, accumulation, loss scaling), or
 `KERASCNN_TORCH_NATIVE=0` trains through Keras' path, saying so once.
 """
 
-import functools
-import itertools
 import os
 import sys
 
@@ -30,6 +28,7 @@ import numpy as np
 
 import keras
 
+from kerascnn.data.torch_feed import placed
 from kerascnn.training.torch_graph import NativeGraph, unsupported
 
 ENV = "KERASCNN_TORCH_NATIVE"
@@ -73,86 +72,12 @@ def say_once(line):
         print(f"kerascnn: {line}", file=sys.stderr, flush=True)
 
 
-def feed(batches, device=None):
-    """`batches` (an inputs.TrainingBatches) as Keras' torch fit reads them
-    with the least work on the training thread: a torch DataLoader handing
-    over each batch as the batch thread made it, torch tensors (with a GPU
-    sent there from pinned memory without waiting), instead of a generator
-    of arrays that Keras converts, batch by batch, on the training thread
-    (on a GPU a copy that waits for the device)."""
-    import torch
-    import torch.utils.data
-
-    from keras.src.backend.torch.core import get_device
-
-    device = torch.device(device or get_device())
-
-    def place(batch):
-        (images, params), labels = batch
-        return tuple(_placed(a, device) for a in (images, params)), _placed(labels, device)
-
-    stream = _stream_class()(batches.stream(place=place))
-    return torch.utils.data.DataLoader(stream, batch_size=None, collate_fn=_as_is)
-
-
-def _as_is(batch):
-    return batch
-
-
-@functools.cache
-def _stream_class():
-    import torch.utils.data
-
-    class Stream(torch.utils.data.IterableDataset):
-        """One stream of batches over every epoch. Keras' fit may take a
-        batch from a first iterator to build the model symbolically, then
-        start another to train: the second begins with what the first
-        handed out (up to PEEK batches), as Keras' generator adapter
-        replays the batches it peeked at."""
-
-        PEEK = 2
-
-        def __init__(self, stream):
-            self.stream, self.kept, self.handed, self.iterators = stream, [], 0, 0
-
-        def __iter__(self):
-            self.iterators += 1
-            if self.iterators == 1:
-                return self._first()
-            if self.kept is None or self.handed > self.PEEK:
-                raise RuntimeError("kerascnn's training stream was restarted after its first batches")
-            replay, self.kept = self.kept, None
-            return itertools.chain(replay, self.stream)
-
-        def _first(self):
-            for batch in self.stream:
-                self.handed += 1
-                if self.kept is not None and self.handed <= self.PEEK:
-                    self.kept.append(batch)
-                yield batch
-
-    return Stream
-
-
-def _placed(value, device):
-    """`value` (an array or a tensor) as a tensor on `device`; from the host
-    to a GPU through pinned memory, without waiting."""
-    import torch
-
-    tensor = value if isinstance(value, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(value))
-    if tensor.device == device or device.type == "cpu" and tensor.device.type == "cpu":
-        return tensor
-    if device.type == "cuda" and tensor.device.type == "cpu":
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
-
-
 def _batch(model, device, data):
     """A training or test batch on `device`: (images, parameters, labels),
     the images gathered from the set TrainingModel `model` holds when the
     batch brings their indices."""
     (images, params), labels = data[0], data[1]
-    images, params, labels = (_placed(t, device) for t in (images, params, labels))
+    images, params, labels = (placed(t, device) for t in (images, params, labels))
     if images.ndim == 1:
         images = model.images.value[images.long()]
     return images, params, labels
