@@ -35,25 +35,25 @@ def test_run_files_names_every_file_of_a_run(tmp_path):
     assert files.in_progress("activations") == tmp_path / "lenet.partial" / "activations.npz"
     assert files.finished_name(files.in_progress("best")) == files.checkpoint("best")
     assert files.finished_name(files.in_progress("steps")) == files.steps_csv == tmp_path / "lenet.steps.csv"
-    assert files.existing() == [] and files.state() == "none"
+    assert files.existing() == [] and files.status() == "none"
 
 
 def test_a_run_is_done_only_when_its_final_save_completed(tmp_path):
     files = RunFiles(tmp_path, "lenet")
     files.partial.mkdir()
     fake_model(files.in_progress("last"), "new")
-    assert files.state() == "interrupted"
+    assert files.status() == "interrupted"
     fake_model(files.model, "new")  # the model saved, then a kill
-    assert files.state() == "interrupted"
+    assert files.status() == "interrupted"
     files.history_json.write_text("[]")
     files.record.write_text(json.dumps({"run_id": "old", "test_accuracy": 0.5}))  # an earlier run's record
-    assert files.state() == "interrupted"
+    assert files.status() == "interrupted"
     files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": None}))
     assert not files.done()
     files.record.write_text(json.dumps({"run_id": "new", "test_accuracy": 0.5}))
-    assert files.state() == "done"  # also before its checkpoints are moved out of <name>.partial/
+    assert files.status() == "done"  # also before its checkpoints are moved out of <name>.partial/
     files.record.write_text("{damaged")
-    assert not files.done() and files.state() == "interrupted"
+    assert not files.done() and files.status() == "interrupted"
     assert [p.name for p in files.existing()] == ["lenet.keras", "lenet.history.json", "lenet.run.json"]
 
 

@@ -17,7 +17,7 @@ from kerascnn.cli.commands import cli
 from kerascnn.config.spelling import OptionError
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.files import StudyFolder
-from kerascnn.studies.study import Study, Variant, make_study, parse_shard, parse_vary, run_state, run_study
+from kerascnn.studies.study import Study, Variant, make_study, parse_shard, parse_vary, run_study
 from tests.conftest import REPO
 
 TINY = dict(dataset="digits", epochs=1, train_size=128, batch_size=64)
@@ -25,6 +25,10 @@ TINY = dict(dataset="digits", epochs=1, train_size=128, batch_size=64)
 
 def labels(study):
     return [v.label for v in study.variants]
+
+
+def run_status(folder, run):
+    return StudyFolder(folder).run_status(run.folder, run.name)
 
 
 def test_parse_vary_reads_values_as_fit_does():
@@ -183,7 +187,7 @@ def test_rerunning_keeps_finished_runs_and_continues_an_interrupted_one(tmp_path
 
     with pytest.raises(KerasCNNError, match="interrupted after epoch 1"):
         fit(s.config(s.variants[1], 0, tmp_path / second.folder), callbacks=[Interrupt()], verbose=0)
-    assert run_state(tmp_path, first) == "pending" and run_state(tmp_path, second) == "interrupted"
+    assert run_status(tmp_path, first) == "pending" and run_status(tmp_path, second) == "interrupted"
     lines = []
     run_study(s, tmp_path, echo=lines.append)
     assert lines[0].endswith("0 done, 2 to run")
@@ -232,13 +236,13 @@ def test_a_run_cut_short_in_its_final_save_is_finished_by_the_next_study(tmp_pat
     monkeypatch.undo()
     finished = point == "promote"  # run.json, written last, is there: the run is done, its checkpoints still aside
     entry = {"label": run.label, "seed": run.seed, "folder": run.folder, "name": run.name}
-    assert folder.state(run.folder, run.name) == ("done" if finished else "interrupted")
-    assert report.run_status(tmp_path, entry)[0] == ("done" if finished else "pending")
+    assert folder.run_status(run.folder, run.name) == ("done" if finished else "interrupted")
+    assert report.run_outcome(tmp_path, entry)[0] == ("done" if finished else "pending")
 
     lines = []
     run_study(s, tmp_path, echo=lines.append)
     assert lines[0].endswith("1 done, 0 to run" if finished else "0 done, 1 to run")
-    assert folder.state(run.folder, run.name) == "done" and report.run_status(tmp_path, entry)[0] == "done"
+    assert folder.run_status(run.folder, run.name) == "done" and report.run_outcome(tmp_path, entry)[0] == "done"
     record = json.loads(files.record.read_text())
     assert record["epochs_run"] == 1 and record["resumed_from"] == (None if finished else 1)  # finished, not redone
 
@@ -249,12 +253,24 @@ def test_a_folder_holding_another_study_is_refused(tmp_path):
         run_study(Study("two", dict(TINY), (Variant("a", {"activation": "tanh"}),)), tmp_path, echo=None)
 
 
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "cannot read .*study.json"),
+    ('{"format": 1, "variants": [{"label": 3}], "runs": []}', "study.json is damaged"),
+])
+def test_a_damaged_study_file_is_refused_as_the_report_refuses_it(tmp_path, text, message):
+    from kerascnn.studies.study import open_study
+
+    (tmp_path / "study.json").write_text(text)
+    with pytest.raises(KerasCNNError, match=f"{message}.*; remove it to start the study over"):
+        open_study(Study("one", dict(TINY), (Variant("a", {"activation": "relu"}),)), tmp_path)
+
+
 def test_shards_split_the_runs(tmp_path):
     s = Study("s", dict(TINY, activation="relu"), (Variant("a", {}), Variant("b", {"pool": "avg"})), (0, 1))
     run_study(s, tmp_path, shard=(1, 2), echo=None)
-    assert [run_state(tmp_path, r) for r in s.runs()] == ["pending", "done", "pending", "done"]
+    assert [run_status(tmp_path, r) for r in s.runs()] == ["pending", "done", "pending", "done"]
     run_study(s, tmp_path, shard=(0, 2), echo=None)
-    assert {run_state(tmp_path, r) for r in s.runs()} == {"done"}
+    assert {run_status(tmp_path, r) for r in s.runs()} == {"done"}
 
 
 def test_two_shards_in_two_processes_make_one_study(tmp_path):

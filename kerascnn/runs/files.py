@@ -2,7 +2,7 @@
 files and decides whether it is done; `record` builds its record
 (`<name>.run.json`) and `checkpoint_state` the training state inside its
 checkpoints; `StudyFolder` owns a study's folder (study.json, failed.json)
-and one rule for a run's state. The readers check each file's outline, so
+and one rule for a run's status. The readers check each file's outline, so
 a damaged file is one clear error.
 
 A run is the files `fit` writes under one name: `<name>.keras`, its
@@ -131,7 +131,7 @@ class RunFiles:
         """Whether a run in progress can be resumed (its last checkpoint exists)."""
         return self.in_progress("last").is_file()
 
-    def state(self):
+    def status(self):
         """"done", "interrupted" (resumable) or "none"."""
         if self.done():
             return "done"
@@ -141,7 +141,7 @@ class RunFiles:
 class StudyFolder:
     """A study's folder and its files: `study.json` (the study, its variants
     and runs), each run's files (`RunFiles` in `<folder>/<run folder>/`) and
-    its `failed.json` (the error of its last attempt, one line). `state`
+    its `failed.json` (the error of its last attempt, one line). `run_status`
     is the one rule the runner and the report follow."""
 
     STUDY_FILE = "study.json"
@@ -188,12 +188,12 @@ class StudyFolder:
     def failed_path(self, folder):
         return self.path / folder / self.FAILED_FILE
 
-    def state(self, folder, name):
+    def run_status(self, folder, name):
         """"done" (its final save completed), "interrupted" (resumable),
         "failed" (its last attempt wrote failed.json) or "pending"."""
-        state = self.run_files(folder, name).state()
-        if state != "none":
-            return state
+        status = self.run_files(folder, name).status()
+        if status != "none":
+            return status
         return "failed" if self.failed_path(folder).is_file() else "pending"
 
     def failure(self, folder):

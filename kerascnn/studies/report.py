@@ -56,17 +56,17 @@ def read_study(study_dir):
     return StudyFolder(study_dir).read()
 
 
-def run_status(study_dir, entry):
+def run_outcome(study_dir, entry):
     """("done", Run), ("failed", error) or ("pending", None): one run of
-    study.json, by StudyFolder.state (an interrupted run is pending)."""
+    study.json, by StudyFolder.run_status (an interrupted run is pending)."""
     files = StudyFolder(study_dir)
-    state = files.state(entry["folder"], entry["name"])
-    if state == "done":
+    status = files.run_status(entry["folder"], entry["name"])
+    if status == "done":
         try:
             return "done", Run.load(files.run_files(entry["folder"], entry["name"]).model)
         except KerasCNNError:
             pass  # damaged after it was saved: the runner cannot tell either, so it shows as pending
-    if state == "failed":
+    if status == "failed":
         return "failed", files.failure(entry["folder"])
     return "pending", None
 
@@ -79,7 +79,7 @@ def study_variants(study_dir):
         if entry["label"] not in variants:
             raise KerasCNNError(f"{StudyFolder(study_dir).record_path} is damaged: run {entry['folder']} is of no "
                                 f"variant ({entry['label']!r})")
-        status, found = run_status(study_dir, entry)
+        status, found = run_outcome(study_dir, entry)
         variant, seed = variants[entry["label"]], entry["seed"]
         if status == "done":
             variant.done.append((seed, found))

@@ -14,7 +14,6 @@ ones, so nothing is trained twice.
 
 import dataclasses
 import itertools
-import json
 import re
 import time
 from pathlib import Path
@@ -225,9 +224,9 @@ def open_study(study, folder):
     files = StudyFolder(folder)
     if files.is_study():
         try:
-            old = json.loads(files.record_path.read_text(encoding="utf-8"))
-        except ValueError as e:
-            raise KerasCNNError(f"{files.record_path} is damaged ({e}); remove it to start the study over") from None
+            old = files.read()
+        except KerasCNNError as e:
+            raise KerasCNNError(f"{e}; remove it to start the study over") from None
         same = {k: old.get(k) for k in ("baseline", "variants")} == {k: record[k] for k in ("baseline", "variants")}
         if not same:
             raise KerasCNNError(f"{folder}/ holds another study ({old.get('name')!r}, other baseline or variants); "
@@ -238,11 +237,6 @@ def open_study(study, folder):
             record = study.record()
     files.write(record)
     return study
-
-
-def run_state(folder, run):
-    """"done", "failed", "interrupted" or "pending" (StudyFolder.state)."""
-    return StudyFolder(folder).state(run.folder, run.name)
 
 
 def run_one(study, folder, run, *, verbose=0):
@@ -256,7 +250,7 @@ def run_one(study, folder, run, *, verbose=0):
     files = StudyFolder(folder)
     variant = next(v for v in study.variants if v.label == run.label)
     files.clear_failed(run.folder)
-    resume = files.state(run.folder, run.name) == "interrupted"
+    resume = files.run_status(run.folder, run.name) == "interrupted"
     config = study.config(variant, run.seed, folder / run.folder).replace(resume=resume)
     keras.backend.clear_session()  # each run starts from a fresh Keras state in this process
     quiet_tensorflow()  # run after run retraces tf.functions: TensorFlow warns, needlessly
@@ -307,7 +301,7 @@ def run_study(study, output=None, *, shard=None, echo=print, verbose=0):
     if shard is not None:
         index, count = parse_shard(shard) if isinstance(shard, str) else shard
         runs = runs[index::count]
-    todo = [r for r in runs if run_state(folder, r) != "done"]
+    todo = [r for r in runs if StudyFolder(folder).run_status(r.folder, r.name) != "done"]
     if echo:
         echo(f"study {study.name}: {_count(len(study.variants), 'variant')} x {_count(len(study.seeds), 'seed')} = "
              f"{_count(len(study.runs()), 'run')} in {folder}/; {len(runs) - len(todo)} done, {len(todo)} to run")
