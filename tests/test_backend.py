@@ -227,6 +227,54 @@ def test_models_move_between_backends(tmp_path):
     assert np.isfinite(worst)
 
 
+BATCHES = textwrap.dedent("""
+    import sys
+    import keras
+    import numpy as np
+    from kerascnn.training.plan import make_plan
+
+    plan = make_plan("lenet", "digits", {"train_size": 100, "val_size": 0.2, "batch_size": 16, "epochs": 2,
+                                         "seed": 5, "output": sys.argv[1]})
+    loader = plan.loader("train")
+    images, labels = [], []
+    for batch in loader:  # both epochs, as fit reads them
+        if loader.transform is None:  # tensorflow: the images as the model takes them
+            x, y = batch
+        else:  # jax, torch: uint8 and parameters, through the step's transform
+            (x, params), y = batch
+            x = keras.ops.convert_to_numpy(loader.transform(x, params, training=True))
+        images.append(np.asarray(x))
+        labels.append(np.asarray(y))
+    np.savez(f"{sys.argv[1]}/batches.npz", steps=loader.steps, sizes=[len(y) for y in labels],
+             images=np.concatenate(images), labels=np.concatenate(labels))
+""")
+
+
+def test_every_backend_trains_on_the_same_batches_for_a_seed(tmp_path):
+    """One epoch order (data.sampling.epoch_order) on every backend: with
+    augmentation off, the same seed gives tensorflow, jax and torch the same
+    batches, image for image, epoch after epoch."""
+    available = [b for b in BACKENDS if installed(b)]
+    if len(available) < 2:
+        pytest.skip("only one Keras backend is installed (pip install -e .[jax,torch])")
+    seen = {}
+    for backend in available:
+        (tmp_path / backend).mkdir()
+        proc = run_under(backend, ["-c", BATCHES, str(tmp_path / backend)])
+        assert proc.returncode == 0, f"under {backend}: {proc.stderr[-3000:]}"
+        seen[backend] = np.load(tmp_path / backend / "batches.npz")
+    first = seen[available[0]]
+    n = len(first["labels"]) // 2  # the training images, seen once an epoch
+    assert int(first["steps"]) == -(-n // 16) and first["sizes"][-1] == (n % 16 or 16)  # the last batch short
+    assert not np.array_equal(first["labels"][:n], first["labels"][n:])  # each epoch in its own order
+    for backend in available[1:]:
+        batches = seen[backend]
+        assert int(batches["steps"]) == int(first["steps"]), backend
+        np.testing.assert_array_equal(batches["sizes"], first["sizes"], err_msg=backend)
+        np.testing.assert_array_equal(batches["labels"], first["labels"], err_msg=backend)
+        np.testing.assert_allclose(batches["images"], first["images"], atol=1e-5, err_msg=backend)
+
+
 def test_stderr_aside_keeps_what_c_code_writes_and_restores_the_stream(capfd):
     with kerascnn_backend.stderr_aside() as kept:
         os.write(2, b"absl start-up line\n")

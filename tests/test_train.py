@@ -287,6 +287,36 @@ def test_resume_refuses_other_options_and_missing_checkpoint(tmp_path):
     assert [row["epoch"] for row in r.history] == [1, 2] and r.config["resumed_from"] == 1
 
 
+def test_a_tensorflow_run_saved_before_the_one_epoch_order_is_refused_on_resume(tmp_path):
+    """Such a run cannot continue exactly (tensorflow drew its own order
+    then): --resume says so in one line, exits non-zero and writes nothing.
+    A jax or torch run of then (the same numpy order) and a sequential one
+    resume."""
+    from click.testing import CliRunner
+
+    from kerascnn.cli.commands import cli
+    from kerascnn.runs import storage
+
+    options = ["--dataset", "digits", "--train-size", "128", "-b", "64", "--activation", "relu", "--output",
+               str(tmp_path)]
+    runner = CliRunner()
+    assert runner.invoke(cli, ["fit", "--epochs", "1", *options]).exit_code == 0
+    last = tmp_path / "lenet.last.keras"
+    state = storage.read_state(last)
+    assert state["config"]["epoch_order"] == 2
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    old = {k: v for k, v in state["config"].items() if k != "epoch_order"}  # as a record of before the one order
+    storage.update_state(last, config={**old, "backend": "tensorflow"})
+    result = runner.invoke(cli, ["fit", "--epochs", "2", "--resume", *options])
+    assert result.exit_code != 0 and "trained on tensorflow by an earlier kerascnn" in result.output, result.output
+    assert result.output.count("\n") <= 3 and "Traceback" not in result.output
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.iterdir() if p != last} == \
+        {p: t for p, t in before.items() if p != last}  # nothing written
+    storage.update_state(last, config={**old, "backend": "jax"})
+    result = runner.invoke(cli, ["fit", "--epochs", "2", "--resume", *options])
+    assert result.exit_code == 0, result.output  # the jax run of before: the same order, resumed
+
+
 def test_lenet5_on_digits_padded_to_32_from_fit_to_evaluate_and_visualize(tmp_path, monkeypatch):
     """Must show (issue 16, lenet5-mnist): `fit --image-size 32 --resize pad --padding valid` pads the 28x28
     digits with black (normalized to -mean/std) in training and evaluation, and evaluate and visualize pad too."""

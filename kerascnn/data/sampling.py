@@ -9,7 +9,7 @@ import numpy as np
 from kerascnn.config.choices import SAMPLINGS
 from kerascnn.errors import KerasCNNError
 
-# The version of the epoch order a run's record keeps ("epoch_order"). 1: before 0.2, when tensorflow drew its
+# The version of the epoch order a run's record keeps ("epoch_order"). 1: a record without it, when tensorflow drew its
 # own order (TensorFlow's stateless RNG) and jax and torch this one; 2: this one on every backend.
 EPOCH_ORDER = 2
 
