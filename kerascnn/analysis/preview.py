@@ -14,7 +14,6 @@ import numpy as np
 
 from kerascnn.runs import storage
 from kerascnn.plots import plot_gallery
-from kerascnn.config.tricks import Tricks
 
 
 class ShownBatch(typing.NamedTuple):
@@ -40,13 +39,13 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
         raise OptionError(f"{spell('count')} must be at least 1, got {count}")
     output = check_figure_path(output or f"{given.config.arch}.{given.config.dataset}.batch.png", "output")
     plan = make_plan(given, options={"data_on_device": "off"})  # the images themselves, on the host
-    settings, data = plan.settings, plan.data
+    data = plan.data
     images, labels = plan.loader("train").first_batch()
     mean, std = data.stats()
     shown = min(count, len(images))
     figure = plot_gallery(denormalize(images[:shown], mean=mean, std=std),
                           [caption(label, data.class_names) for label in labels[:shown]],
-                          title=batch_title(settings, data, shown, len(images)))
+                          title=batch_title(plan, shown, len(images)))
     return ShownBatch(storage.save_figure(figure, output), images, labels)
 
 
@@ -62,11 +61,12 @@ def caption(label, class_names):
     return " + ".join(f"{class_names[i]} {label[i]:.0%}" for i in order[:2])
 
 
-def batch_title(settings, data, shown, total):
+def batch_title(plan, shown, total):
     """What the batch is: model, data, size, channels, augmentation, seed."""
+    settings, data = plan.settings, plan.data
     size = f"{settings.image_size}x{settings.image_size}" + (" padded" if settings.resize == "pad" else "")
     channels = "RGB" if data.image_shape[2] == 3 else "gray"
-    tricks = Tricks.of(settings).describe()
+    tricks = plan.tricks.describe()
     augment = ", ".join([*settings.augment, *([tricks] if tricks else [])]) or "none"
     images = f"{shown} of {total}" if shown < total else f"{total}"
     return (f"{settings.arch} on {data.name}: first training batch ({images} images), {size} {channels}, "
