@@ -111,7 +111,7 @@ def test_unreadable_images_and_bad_options(trained_run, digits, tmp_path):
     bare = tmp_path / "bare"
     bare.mkdir()
     shutil.copy(model, bare / "model.keras")
-    with pytest.raises(KerasCNNError, match="has no run.json beside it .*: predict needs the normalization"):
+    with pytest.raises(KerasCNNError, match="has no run.json beside it .*: images for it need the normalization"):
         predict(bare / "model.keras", good)
 
 

@@ -1,10 +1,11 @@
 """Run: a saved run read back from any of its model files, from anywhere,
-with its record, history, normalization and data."""
+with its record, history, normalization and data, and its inputs (RunInputs)."""
 
 import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from kerascnn.runs import storage
@@ -156,3 +157,50 @@ def test_a_model_and_a_record_of_different_runs_are_refused(mnist_run, tmp_path)
     (runs / "lenet.run.json").write_text(json.dumps({**record, "run_id": "an earlier run"}))
     with pytest.raises(KerasCNNError, match=r"lenet\.keras and lenet\.run\.json come from different runs"):
         Run.load(runs / "lenet.keras")
+
+
+def test_a_padded_runs_inputs_are_its_test_images_padded_not_stretched(tmp_path):
+    """Run.inputs: the model, its data and the conversion its training used; a `resize="pad"` run's test batches
+    are its 28x28 digits centred on a border of black, as it trained on them."""
+    from kerascnn.data.loader import preprocess
+    from kerascnn.training.fit import fit
+
+    r = fit("lenet", "digits", epochs=1, train_size=200, batch_size=32, image_size=36, resize="pad",
+            activation="relu", pool="max", output=tmp_path, verbose=0)
+    run = Run.load(r.model_path)
+    inputs = run.inputs()
+    data, (mean,), (std,) = inputs.data, inputs.mean, inputs.std
+    assert data.name == "digits" and inputs.model is run.model() and inputs.input_shape == (36, 36, 1)
+    assert (inputs.mean, inputs.std) == run.normalization() and inputs.resize == "pad"
+    batches = inputs.test_batches(batch_size=100)
+    x = np.concatenate([np.asarray(images) for images, _ in batches])
+    labels = np.concatenate([np.asarray(labels) for _, labels in batches])
+    assert x.shape == (len(data.x_test), 36, 36, 1) and np.array_equal(labels, data.y_test)
+    inside = (data.x_test / 255.0 - mean) / std
+    np.testing.assert_allclose(x[:, 4:32, 4:32], inside, atol=1e-5)  # the images themselves, not stretched
+    border = np.ones((36, 36), bool)
+    border[4:32, 4:32] = False
+    np.testing.assert_allclose(x[:, border], -mean / std, atol=1e-6)  # black, normalized
+    stretched = preprocess(data.x_test[:5], input_shape=(36, 36, 1), mean=[mean], std=[std], resize="resize")
+    assert not np.allclose(x[:5], np.asarray(stretched), atol=1e-2)
+    np.testing.assert_array_equal(inputs.test_images([3, 7]), x[[3, 7]])
+    padded = np.pad(data.x_test[:5] / 255.0, ((0, 0), (4, 4), (4, 4), (0, 0)))
+    np.testing.assert_allclose(inputs.for_display(x[:5]), padded, atol=1e-5)  # the normalization undone
+    # images of its kind without its data: the same conversion from the record alone
+    own = run.image_inputs()
+    assert own.data is None and own.channels == 1
+    np.testing.assert_array_equal(own.network_input(data.x_test[[3, 7]]), x[[3, 7]])
+    with pytest.raises(KerasCNNError, match="hold no data"):
+        own.test_batches()
+
+
+def test_data_that_does_not_fit_the_model_is_one_error(tmp_path):
+    """A model opens only data of its class count; a bare model has no conversion without data."""
+    from kerascnn.models import build_lenet
+
+    run = Run.load(storage.save_model(build_lenet(num_classes=3), tmp_path / "three.keras"))
+    with pytest.raises(KerasCNNError, match=r"^the model .*three.keras has 3 classes but dataset digits has 10; "
+                                            r"evaluate it on a dataset with 3 classes$"):
+        run.inputs("digits")
+    with pytest.raises(KerasCNNError, match="has no run.json beside it .*: images for it need the normalization"):
+        run.image_inputs()

@@ -2,7 +2,6 @@
 the class pairs a model mixes up most."""
 
 import dataclasses
-import sys
 
 import numpy as np
 
@@ -66,18 +65,12 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     another dataset than the run's the files are `<stem>.<dataset>.*`, so
     the model's own stay as they were, and a warning says so on stderr; a
     dataset of another class count is an error."""
-    from kerascnn.data.loader import make_pipeline
-
     if top_losses < 0:
         raise KerasCNNError(f"{spell('top_losses')} must be 0 (none) or more, got {top_losses}")
     run = run if isinstance(run, Run) else Run.load(run)
-    model = run.model()
-    data = run.load_data(dataset, data_dir)
-    check_fits(run, data, model.output_shape[-1])
-    mean, std = run.stats_for(data)
-    test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
-                         batch_size=batch_size, resize=run.resize)
-    logits = model.predict(test, verbose=0)
+    inputs = run.inputs(dataset, data_dir)
+    model, data = inputs.model, inputs.data
+    logits = model.predict(inputs.test_batches(batch_size), verbose=0)
     y_true, y_pred = data.y_test, logits.argmax(axis=1)
     losses = _cross_entropy(logits, y_true, from_logits=_outputs_logits(model))
     loss = float(np.mean(losses))
@@ -91,7 +84,7 @@ def evaluate(run, dataset=None, *, data_dir=None, batch_size=256, output=None, t
     pngs = [storage.save_figure(figure, storage.sidecar(base, "confusion.png"))]
     if worst:
         drawn = f"{MAX_GALLERY} of the {len(worst)}" if len(worst) > MAX_GALLERY else f"{len(worst)}"
-        gallery = top_loss_figure(worst[:MAX_GALLERY], data, model.input_shape[1:], (mean, std), run.resize,
+        gallery = top_loss_figure(worst[:MAX_GALLERY], inputs,
                                   title=f"{run.model_path.name}: the {drawn} {data.name} test images of highest loss")
         pngs.append(storage.save_figure(gallery, storage.sidecar(base, "top_losses.png")))
     metrics = storage.write_json(storage.sidecar(base, "metrics.json"), {
@@ -113,19 +106,14 @@ def highest_losses(losses, probabilities, y_true, class_names, k):
             for i in np.argsort(-losses, kind="stable")[:k]]
 
 
-def top_loss_figure(worst, data, input_shape, stats, resize, title):
-    """The images of `worst` (highest_losses) as the model took them, the
-    normalization undone, captioned with prediction, truth, probability,
-    loss and test index."""
-    from kerascnn.data.loader import denormalize, preprocess
-
-    index = [w["index"] for w in worst]
-    mean, std = stats
-    x = preprocess(data.x_test[index], input_shape=tuple(int(v) for v in input_shape), mean=mean, std=std,
-                   resize=resize)
+def top_loss_figure(worst, inputs, title):
+    """The test images of `worst` (highest_losses) as the model took them
+    (`inputs`, a run's RunInputs), the normalization undone, captioned with
+    prediction, truth, probability, loss and test index."""
+    x = inputs.test_images([w["index"] for w in worst])
     captions = [f"pred {w['predicted']} ({w['probability']:.0%})\ntrue {w['true']}\n"
                 f"loss {w['loss']:.2f}  #{w['index']}" for w in worst]
-    return plot_gallery(denormalize(x, mean=mean, std=std), captions, title=title)
+    return plot_gallery(inputs.for_display(x), captions, title=title)
 
 
 def class_probabilities(model, outputs):
@@ -136,19 +124,6 @@ def class_probabilities(model, outputs):
         return outputs
     e = np.exp(outputs - outputs.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-def check_fits(run, data, classes):
-    """A model scores only a dataset of its class count (an error otherwise);
-    one other than its own gets a warning on stderr. Image size and channels
-    the pipeline adapts."""
-    if classes != data.num_classes:
-        trained = (f"it was trained on {run.dataset}: evaluate it there (leave out {spell('dataset')}) or"
-                   if run.dataset else "evaluate it")
-        raise KerasCNNError(f"the model {run.model_path} has {classes} classes but dataset {data.name} has "
-                            f"{data.num_classes}; {trained} on a dataset with {classes} classes")
-    if run.dataset and data.name != run.dataset:
-        print(f"warning: this model was trained on {run.dataset}; evaluating it on {data.name}", file=sys.stderr)
 
 
 def _reports(y_true, y_pred, names):

@@ -326,30 +326,29 @@ def resolve_class(value, class_names):
                         f"{', '.join(names)}")
 
 
-def misclassified_images(run, model, data, count, batch_size=256):
-    """Indices of the first `count` misclassified test images (fewer when there are fewer)."""
-    from kerascnn.data.loader import make_pipeline
-
-    mean, std = run.stats_for(data)
-    test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
-                         batch_size=batch_size, resize=run.resize)
-    wrong = np.flatnonzero(model.predict(test, verbose=0).argmax(axis=1) != data.y_test)
+def misclassified_images(run, inputs, count, batch_size=256):
+    """Indices of the first `count` misclassified test images of `inputs`
+    (the run's RunInputs; fewer when there are fewer)."""
+    data = inputs.data
+    wrong = np.flatnonzero(inputs.model.predict(inputs.test_batches(batch_size), verbose=0).argmax(axis=1)
+                           != data.y_test)
     if not len(wrong):
         raise KerasCNNError(f"{run.model_path.name} classifies all {len(data.y_test)} test images of {data.name} "
                             f"correctly: nothing for {spell('misclassified')}; name images with {spell('indices')}")
     return [int(i) for i in wrong[:count]]
 
 
-def pick_images(run, model, data, indices=None, misclassified=None):
-    """The test images to explain: `indices`, the first `misclassified`
-    misclassified ones, or the first DEFAULT_IMAGES."""
+def pick_images(run, inputs, indices=None, misclassified=None):
+    """The test images of `inputs` (the run's RunInputs) to explain:
+    `indices`, the first `misclassified` misclassified ones, or the first
+    DEFAULT_IMAGES."""
     if indices is not None and misclassified is not None:
         raise OptionError(f"give {spell('indices')} or {spell('misclassified')}, not both")
     if misclassified is not None:
         if misclassified < 1:
             raise OptionError(f"{spell('misclassified')} must be at least 1, got {misclassified}")
-        return misclassified_images(run, model, data, misclassified)
-    n = len(data.x_test)
+        return misclassified_images(run, inputs, misclassified)
+    n = len(inputs.data.x_test)
     indices = list(range(min(DEFAULT_IMAGES, n))) if indices is None else [int(i) for i in indices]
     if not indices:
         raise OptionError(f"{spell('indices')}: name at least one test image")
@@ -357,17 +356,6 @@ def pick_images(run, model, data, indices=None, misclassified=None):
         if not 0 <= i < n:
             raise KerasCNNError(f"{spell('indices')} must be between 0 and {n - 1}, got {i}")
     return indices
-
-
-def display_images(x, mean, std):
-    """The model's inputs with its normalization undone, in [0, 1]; min-max
-    scaled when the pipeline also turned RGB into gray (not undone)."""
-    mean, std = np.asarray(mean, np.float32), np.asarray(std, np.float32)
-    if mean.size in (1, x.shape[-1]):
-        return np.clip(x * std + mean, 0.0, 1.0)
-    low = x.min(axis=(1, 2, 3), keepdims=True)
-    span = x.max(axis=(1, 2, 3), keepdims=True) - low
-    return (x - low) / np.where(span > 0, span, 1.0)
 
 
 def output_paths(run, output, dataset, method):
@@ -415,24 +403,17 @@ def explain(run=None, method="gradcam", *, layer=None, indices=None, misclassifi
     Writes `<model stem>.<method>.png` (the maps over the images) and
     `.npz` (the arrays) beside the model, in folder `output`, or to
     `output` if it is a .png."""
-    import keras
-
-    from kerascnn.data.loader import preprocess
-    from kerascnn.analysis.evaluation import check_fits
     from kerascnn.analysis.visualization import as_run
 
     check_method(method)
     run = as_run(run, models_dir)
-    model = run.model()
-    data = run.load_data(dataset, data_dir)
-    check_fits(run, data, model.output_shape[-1])
+    inputs = run.inputs(dataset, data_dir)
+    model, data = inputs.model, inputs.data
     class_index = resolve_class(class_index, data.class_names)
     layer = method_layer(model, method, layer)
-    chosen = pick_images(run, model, data, indices, misclassified)
+    chosen = pick_images(run, inputs, indices, misclassified)
     figure_path, arrays_path = output_paths(run, output, data.name, method)
-    mean, std = run.stats_for(data)
-    x = keras.ops.convert_to_numpy(preprocess(data.x_test[chosen], input_shape=model.input_shape[1:], mean=mean,
-                                              std=std, resize=run.resize))
+    x = inputs.test_images(chosen)
     probabilities = predict_probabilities(model, x, batch_size)
     predicted, true = probabilities.argmax(axis=1), np.asarray(data.y_test[chosen], dtype=int)
     explained = predicted if class_index is None else np.full(len(x), class_index)
@@ -440,7 +421,7 @@ def explain(run=None, method="gradcam", *, layer=None, indices=None, misclassifi
                                    seed=seed, batch_size=batch_size)
     normalized = normalize_maps(maps)
     names = list(data.class_names)
-    figure = plots.plot_explanations(display_images(x, mean, std), normalized,
+    figure = plots.plot_explanations(inputs.for_display(x), normalized,
                                      _titles(chosen, predicted, true, explained, probabilities, names, maps),
                                      title=_suptitle(run, model, method, layer, class_index, names, samples, noise))
     storage.save_figure(figure, figure_path)  # first: drawing is what may fail

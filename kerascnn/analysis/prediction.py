@@ -34,17 +34,12 @@ def predict(run, images, *, top_k=3, invert=False):
     if top_k < 1:
         raise OptionError(f"{spell('top_k')} must be at least 1, got {top_k}")
     run = run if isinstance(run, Run) else Run.load(run)
-    stats = run.normalization()
-    if stats is None:
-        raise KerasCNNError(f"{run.model_path} has no run.json beside it (nor a training state inside): predict "
-                            f"needs the normalization the model was trained with")
-    named = gather(images, channels=len(stats[0]))
-    model = run.model()
-    x = np.concatenate([prepare(255 - image if invert else image, model.input_shape[1:], stats, run.resize)
-                        for _, image in named])
+    inputs = run.image_inputs()  # the run's conversion, from its record: no data is loaded
+    named = gather(images, channels=inputs.channels)
+    x = np.concatenate([inputs.network_input((255 - image if invert else image)[None]) for _, image in named])
     from kerascnn.analysis.evaluation import class_probabilities
 
-    probabilities = class_probabilities(model, model.predict(x, verbose=0))
+    probabilities = class_probabilities(inputs.model, inputs.model.predict(x, verbose=0))
     names = run.class_names or [str(i) for i in range(probabilities.shape[1])]
     return [{"file": name, "top": top_classes(p, names, top_k)} for (name, _), p in zip(named, probabilities)]
 
@@ -53,17 +48,6 @@ def top_classes(probabilities, names, k):
     """The `k` most probable classes: [{class, index, probability}]."""
     return [{"class": names[i], "index": int(i), "probability": float(probabilities[i])}
             for i in np.argsort(-probabilities, kind="stable")[:k]]
-
-
-def prepare(image, input_shape, stats, resize):
-    """One uint8 image (H, W, C) as the model takes it: a batch of one."""
-    from kerascnn.data.loader import preprocess
-
-    mean, std = stats
-    import keras
-
-    return keras.ops.convert_to_numpy(preprocess(image[None], input_shape=tuple(int(v) for v in input_shape), mean=mean, std=std,
-                                 resize=resize))
 
 
 def gather(images, channels):

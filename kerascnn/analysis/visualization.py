@@ -116,24 +116,20 @@ def visualize(run=None, layer=None, *, index=0, dataset=None, data_dir=None, out
     by default the newest in `models_dir`): its kernels (for a conv layer;
     the first conv layer by default), its feature maps for test image
     `index`, and the run's training curves (`curves`)."""
-    from kerascnn.data.loader import make_pipeline
-
     run = as_run(run, models_dir)
     model = run.model()
     layer = layer or first_conv_layer(model)
-    target = get_spatial_layer(model, layer)
-    data = run.load_data(dataset, data_dir)
+    target = get_spatial_layer(model, layer)  # checked before any data is loaded
+    inputs = run.inputs(dataset, data_dir)
+    data = inputs.data
     if not 0 <= index < len(data.x_test):
         raise KerasCNNError(f"{spell('index')} must be between 0 and {len(data.x_test) - 1}, got {index}")
-    mean, std = run.stats_for(data)
     base = run.output_base(output, data.name)
     figures = {}
     kernels = kernel_images(target)
     if kernels is not None:
         figures[f"{layer}.kernels.png"] = plots.plot_kernels(kernels, layer, depthwise=is_depthwise(target))
-    batch = make_pipeline(data.x_test[index:index + 1], data.y_test[index:index + 1],
-                          input_shape=model.input_shape[1:], mean=mean, std=std, batch_size=1, resize=run.resize)
-    (maps,) = layer_activations(model, [layer], next(iter(batch))[0])
+    (maps,) = layer_activations(model, [layer], inputs.test_images([index]))
     figures[f"{layer}.maps.{index}.png"] = plots.plot_feature_maps(
         maps[0], data.x_test[index], title=f"{run.model_path.name}: {layer} feature maps {tuple(maps.shape[1:])}",
         image_title=f"{data.name} test #{index}: {data.class_names[data.y_test[index]]}")

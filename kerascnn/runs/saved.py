@@ -6,10 +6,13 @@ its recordings. Whichever of its model files you point at, the Run
 finds the rest; a checkpoint of an unfinished run carries the record in its
 own state. Like keras-hub's task with its preprocessor, whoever loads a Run
 also has what the model was trained with: its configuration, class names,
-normalization and data.
+normalization and data, and (`Run.inputs`, a `RunInputs`) its model with
+that data converted as training converted it.
 """
 
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 from kerascnn.runs import storage
@@ -202,6 +205,29 @@ class Run:
             data_dir = next((d for d in self.data_dirs() if (Path(d) / dataset).is_dir()), None)
         return load_dataset(dataset, data_dir, **split)
 
+    def inputs(self, dataset=None, data_dir=None):
+        """The model with its data (`dataset` and `data_dir` as in
+        load_data), checked to fit it (check_fits), and the conversion its
+        training used: a RunInputs. What every command that reads a saved
+        run's data opens it with."""
+        model = self.model()
+        data = self.load_data(dataset, data_dir)
+        check_fits(self, data, model.output_shape[-1])
+        mean, std = self.stats_for(data)
+        return RunInputs(model, data, mean, std, self.resize, _input_shape(model))
+
+    def image_inputs(self):
+        """The model and the conversion its training used, from the record
+        alone: a RunInputs without data (none is loaded or downloaded), for
+        images of the run's own kind. A run without a record (no
+        normalization known) is an error."""
+        stats = self.normalization()
+        if stats is None:
+            raise KerasCNNError(f"{self.model_path} has no run.json beside it (nor a training state inside): "
+                                f"images for it need the normalization the model was trained with")
+        model = self.model()
+        return RunInputs(model, None, *stats, self.resize, _input_shape(model))
+
     # --- its files
 
     @property
@@ -221,6 +247,78 @@ class Run:
     def paths(self):
         """The run's files that exist: models, records, history, recordings."""
         return self.files.existing()
+
+
+@dataclasses.dataclass(frozen=True)
+class RunInputs:
+    """A saved run's model and what it reads (Run.inputs, Run.image_inputs):
+    `data`, the dataset checked to fit the model (None when none was
+    loaded), the `mean` and `std` it is normalized with, `resize` ("resize"
+    or "pad") and the model's `input_shape` (H, W, C). Images go to the
+    network as training fed them (kerascnn.data.loader) and back for display."""
+
+    model: object
+    data: object
+    mean: object
+    std: object
+    resize: str
+    input_shape: tuple
+
+    def test_batches(self, batch_size=256):
+        """The test set's (images, labels) batches, in order, as training
+        saw them (make_pipeline with the run's resize)."""
+        from kerascnn.data.loader import make_pipeline
+
+        data = self._data()
+        return make_pipeline(data.x_test, data.y_test, input_shape=self.input_shape, mean=self.mean, std=self.std,
+                             batch_size=batch_size, resize=self.resize)
+
+    def test_images(self, indices):
+        """The test images at `indices` as the network takes them (numpy)."""
+        return self.network_input(self._data().x_test[indices])
+
+    def network_input(self, images):
+        """uint8 images (N, H, W, C) of the data's channels as the network
+        takes them: resized or padded, normalized (preprocess), as numpy."""
+        import keras
+
+        from kerascnn.data.loader import preprocess
+
+        return keras.ops.convert_to_numpy(preprocess(images, input_shape=self.input_shape, mean=self.mean,
+                                                     std=self.std, resize=self.resize))
+
+    def for_display(self, x):
+        """Network inputs back to images in [0, 1] (denormalize)."""
+        from kerascnn.data.loader import denormalize
+
+        return denormalize(x, mean=self.mean, std=self.std)
+
+    @property
+    def channels(self):
+        """The channels of the images it converts: its data's (1 gray, 3 RGB)."""
+        return len(self.mean)
+
+    def _data(self):
+        if self.data is None:
+            raise KerasCNNError("these inputs hold no data (Run.image_inputs); open them with Run.inputs")
+        return self.data
+
+
+def check_fits(run, data, classes):
+    """A model scores only a dataset of its class count (an error otherwise);
+    one other than its own gets a warning on stderr. Image size and channels
+    the pipeline adapts."""
+    if classes != data.num_classes:
+        trained = (f"it was trained on {run.dataset}: evaluate it there (leave out {spell('dataset')}) or"
+                   if run.dataset else "evaluate it")
+        raise KerasCNNError(f"the model {run.model_path} has {classes} classes but dataset {data.name} has "
+                            f"{data.num_classes}; {trained} on a dataset with {classes} classes")
+    if run.dataset and data.name != run.dataset:
+        print(f"warning: this model was trained on {run.dataset}; evaluating it on {data.name}", file=sys.stderr)
+
+
+def _input_shape(model):
+    return tuple(int(v) for v in model.input_shape[1:])
 
 
 def _origin(folder, output):

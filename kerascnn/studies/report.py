@@ -367,18 +367,15 @@ def confusion_html(run):
     saying why instead when its data cannot be loaded."""
     from sklearn.metrics import confusion_matrix
 
-    from kerascnn.data.loader import make_pipeline
-
+    run.model()  # a model that does not load stops the report, as it did; missing data does not
     try:
-        data = run.load_data()
+        inputs = run.inputs()
     except Exception as e:  # noqa: BLE001 - whatever stops the data loading, the rest of the report stands
         return f"<p class='note'>No confusion matrix: the test data of {_esc(run.model_path)} cannot be " \
                f"loaded ({_esc(' '.join(str(e).split()) or type(e).__name__)}).</p>"
-    model = run.model()
-    mean, std = run.stats_for(data)
-    test = make_pipeline(data.x_test, data.y_test, input_shape=model.input_shape[1:], mean=mean, std=std,
-                         batch_size=256, resize=run.resize)  # as the run trained: resized or padded
-    predicted = model.predict(test, verbose=0).argmax(axis=1)
+    data = inputs.data
+    # its test images as the run trained on them: resized or padded
+    predicted = inputs.model.predict(inputs.test_batches(), verbose=0).argmax(axis=1)
     cm = confusion_matrix(data.y_test, predicted, labels=list(range(len(data.class_names))))
     accuracy = float((predicted == data.y_test).mean())
     figure = plots.plot_confusion_matrix(cm, data.class_names,
