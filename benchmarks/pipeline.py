@@ -19,8 +19,9 @@ def pipeline(size, batch, steps, augment):
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
+    augmenter = Augmenter(augment.split(","), size) if augment else None
     ds, _ = make_training_pipeline(data.x_train, data.y_train, input_shape=(size, size, 1), mean=mean, std=std,
-                                   batch_size=batch, epochs=2, augment=Augmenter(augment, size) if augment else None)
+                                   batch_size=batch, epochs=2, augment=augmenter)
     return pipeline_rate(ds, batch, steps)
 
 

@@ -26,13 +26,13 @@ def test_augmentation_changes_training_batches_only():
     from kerascnn.data.tf_augment import Augmenter
 
     for name in ("crop", "flip", "rotate", "translate"):
-        augmented, _ = make_training_pipeline(data.x_train, data.y_train, augment=Augmenter(name, 28), **common)
+        augmented, _ = make_training_pipeline(data.x_train, data.y_train, augment=Augmenter((name,), 28), **common)
         xa, ya = _first_batch(augmented)
         xp, yp = _first_batch(plain)
         np.testing.assert_array_equal(ya, yp)  # same samples, same order
         assert not np.allclose(xa, xp), name
         assert xa.shape == xp.shape
-        again, _ = make_training_pipeline(data.x_train, data.y_train, augment=Augmenter(name, 28), **common)
+        again, _ = make_training_pipeline(data.x_train, data.y_train, augment=Augmenter((name,), 28), **common)
         np.testing.assert_array_equal(_first_batch(again)[0], xa)  # seeded: reproducible
     # evaluation batches are never augmented: fit's test pipeline is the plain one
     test = _first_batch(make_pipeline(data.x_test, data.y_test, input_shape=(28, 28, 1), mean=mean, std=std,

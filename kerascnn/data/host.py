@@ -44,13 +44,12 @@ class TrainingBatches:
     batch of an epoch possibly short; with `indices` the images' int32
     indices into `x` in their place (for a TrainingModel holding `x`).
     `stream()` is the generator `model.fit` reads (prepared `prefetch`
-    batches ahead on a thread); `batch(epoch, step)` any one batch."""
+    batches ahead on a thread); `batch(epoch, step)` any one batch. Its
+    batch size, sampling and transforms are a run's, as FitConfig checked them."""
 
     def __init__(self, x, y, *, batch_size, epochs, initial_epoch=0, seed=0, sampling="shuffle", augment=(),
                  image_size=None, prefetch=PREFETCH, multiple=1, part=(0, 1),
                  tricks=None, num_classes=None, indices=False):
-        if batch_size < 1:
-            raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.epochs, self.initial_epoch = batch_size, epochs, initial_epoch
         self.seed, self.sampling, self.augment = seed, sampling, tuple(augment)
@@ -136,7 +135,7 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1, part=(0, 1), one_hot=0):
         super().__init__()
-        if batch_size < 1:
+        if batch_size < 1:  # make_pipeline's batch_size, as a notebook gives it (a run's: FitConfig checked it)
             raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.transform, self.columns = batch_size, transform, columns

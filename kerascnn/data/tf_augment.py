@@ -10,35 +10,16 @@ the transforms an uninterrupted one would.
 import keras
 
 from kerascnn.config.choices import TRANSFORMS
-from kerascnn.errors import KerasCNNError
 from kerascnn.data.tricks import batch_seed
-
-def parse_augment(names):
-    """A tuple of transform names from "crop,flip" strings or lists; "" or
-    None gives no augmentation. Unknown names are an error."""
-    if not names:
-        return ()
-    if isinstance(names, str):
-        names = [names]
-    out = []
-    for item in names:
-        for name in str(item).split(","):
-            name = name.strip()
-            if not name or name == "none":
-                continue
-            if name not in TRANSFORMS:
-                raise KerasCNNError(f"unknown augmentation {name!r}; choose from: {', '.join(TRANSFORMS)}")
-            if name not in out:
-                out.append(name)
-    return tuple(out)
 
 
 class Augmenter:
-    """Applies the named transforms to a batch of images scaled to [0, 1]
-    (N, H, W, C), in the order crop, flip, rotate, translate."""
+    """Applies the named transforms (of TRANSFORMS, as FitConfig's augment
+    checks them) to a batch of images scaled to [0, 1] (N, H, W, C), in the
+    order crop, flip, rotate, translate."""
 
     def __init__(self, names, image_size):
-        self.names = parse_augment(names)
+        self.names = tuple(names)
         self.pad = max(1, image_size // 8)
         layers = {
             "crop": lambda: keras.layers.RandomCrop(image_size, image_size),

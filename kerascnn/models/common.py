@@ -186,15 +186,13 @@ def split_encoder_head(model):
 
 def apply_l2(model, l2):
     """Add an L2 penalty `l2 * sum(w**2)` on the kernels of every conv and
-    dense layer of a built model (the seed report's "L2" run). The
-    regularizer goes into each layer's config too, so it is saved and
-    survives loading."""
+    dense layer of a built model (the seed report's "L2" run), `l2` as
+    FitConfig checked it (at least 0). The regularizer goes into each
+    layer's config too, so it is saved and survives loading."""
     import keras
 
     if not l2:
         return model
-    if l2 < 0:
-        raise KerasCNNError(f"--l2 must be at least 0, got {l2}")
     reg = keras.regularizers.L2(float(l2))
     for layer in model.layers:
         # DepthwiseConv2D keeps its kernel in `kernel` but regularizes it by `depthwise_regularizer`
