@@ -7,10 +7,10 @@ KerasCNNError, within a time and memory bound, never anything else.
 It makes the real files first: a checkpoint of a tiny LeNet trained one
 epoch on digits (`keras`: loaded with kerascnn.runs.saved.Run.load and .model()),
 an IDX pair of images and labels, raw and gzipped (`idx`: kerascnn.data.sources.read_idx),
-and an .npz dataset (`npz`: kerascnn.data.datasets.load_dataset over its folder, which
-reads it with read_folder). Each input is a mutation of one of them: bytes
-flipped, set, inserted, zeroed, duplicated or cut off; and, so that the
-parsers behind a checksum are reached, the same inside a zip entry
+and an .npz dataset (`npz`: kerascnn.data.datasets.load_dataset over its folder).
+Each input is a mutation of one of them: bytes flipped, set, inserted,
+zeroed, duplicated or cut off; and, so that the parsers behind a checksum
+are reached, the same inside a zip entry
 (config.json, model.weights.h5, the training state, an .npy) or inside the
 gzip stream, rewritten with a valid CRC, or an edit of a JSON value.
 

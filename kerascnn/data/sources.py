@@ -106,11 +106,6 @@ def load_arrays(name, data_dir, allow_download):
     return load_tfds_arrays(name), "tensorflow_datasets", f"tensorflow-datasets' {name}", parts
 
 
-def read_folder(folder):
-    """Read a dataset folder: the four IDX files, or one .npz."""
-    return _read_local(folder)[0]
-
-
 def _read_local(folder):
     """(arrays, where, parts) of a dataset folder: `where` is the .npz or the
     folder, `parts` names each array as the user knows it (key or file)."""
