@@ -54,7 +54,8 @@ def pipeline_variant(size, batch, steps, variant):
 
     from kerascnn.data.sampling import epoch_order
 
-    from kerascnn.data.tf_pipeline import make_training_pipeline, normalize, scale_and_resize
+    from kerascnn.data.device_transforms import normalize, scale_and_resize
+    from kerascnn.data.tf_pipeline import make_training_pipeline
 
     data = load_dataset("fashion_mnist", val_size=0)
     mean, std = data.stats()
@@ -66,7 +67,7 @@ def pipeline_variant(size, batch, steps, variant):
         images, labels = data.x_train, data.y_train.astype("int32")
         if variant == "cache resized":
             start = time.perf_counter()
-            images = np.concatenate([np.round(np.clip(scale_and_resize(images[i:i + 2048], size=(size, size))
+            images = np.concatenate([np.round(np.clip(scale_and_resize(images[i:i + 2048], (size, size))
                                                       .numpy() * 255, 0, 255)).astype(np.uint8)
                                      for i in range(0, len(images), 2048)])
             facts = {"cache_s": round(time.perf_counter() - start, 2), "cache_mb": round(images.nbytes / 2**20)}
@@ -76,16 +77,16 @@ def pipeline_variant(size, batch, steps, variant):
 
         def prep(i):
             x = tf.cast(tf.gather(images, i), tf.float32) / 255.0 if variant == "cache resized" else \
-                scale_and_resize(tf.gather(images, i), size=(size, size))
-            return normalize(x, channels=1, mean=mean, std=std), tf.gather(labels, i)
+                scale_and_resize(tf.gather(images, i), (size, size))
+            return normalize(x, 1, mean, std), tf.gather(labels, i)
 
         if variant == "resize each image":
             def one(i):
-                x = scale_and_resize(tf.gather(images, i)[None], size=(size, size))[0]
+                x = scale_and_resize(tf.gather(images, i)[None], (size, size))[0]
                 return x, tf.gather(labels, i)
 
             ds = tf.data.Dataset.from_tensor_slices(idx).map(one, num_parallel_calls=parallel).batch(batch)
-            ds = ds.map(lambda x, y: (normalize(x, channels=1, mean=mean, std=std), y), num_parallel_calls=parallel)
+            ds = ds.map(lambda x, y: (normalize(x, 1, mean, std), y), num_parallel_calls=parallel)
         else:
             ds = tf.data.Dataset.from_tensor_slices(idx).batch(batch).map(prep, num_parallel_calls=parallel)
         ds = ds.repeat()

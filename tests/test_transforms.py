@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from kerascnn.data import device_transforms
+from kerascnn.data.sampling import GRAY_WEIGHTS
 
 pytestmark = pytest.mark.core
 
@@ -107,16 +108,24 @@ def test_translate_matches_keras_random_translation():
 
 @pytest.mark.parametrize("size, resize, channels", [(28, "resize", 1), (56, "resize", 1), (20, "resize", 3),
                                                     (32, "pad", 1), (32, "resize", 3)])
-def test_preprocess_matches_the_tf_data_path(size, resize, channels):
-    """Scaling, resizing (antialiased when shrinking) or padding, normalization, gray <-> RGB."""
+def test_preprocess_matches_tensorflows_image_ops(size, resize, channels):
+    """Scaling, resizing (antialiased when shrinking) or padding, normalization, gray <-> RGB in keras.ops,
+    against tf.image's resize and pad (what the tf.data path ran before it took these same functions)."""
     tf = pytest.importorskip("tensorflow")
-    from kerascnn.data import tf_pipeline
 
     x = images(channels=3 if (size, channels) == (20, 3) else 1)
     mean, std = ([0.3, 0.4, 0.5], [0.2, 0.3, 0.25]) if x.shape[-1] == 3 else ([0.3], [0.25])
     ours = numpy(device_transforms.preprocess(x, (size, size, channels), mean, std, resize))
-    theirs = np.asarray(tf_pipeline.preprocess(tf.constant(x), input_shape=(size, size, channels), mean=mean,
-                                               std=std, resize=resize))
+    scaled = tf.cast(tf.constant(x), tf.float32) / 255.0
+    if resize == "pad":
+        scaled = tf.image.resize_with_crop_or_pad(scaled, size, size)
+    elif size != x.shape[1]:
+        scaled = tf.image.resize(scaled, (size, size), antialias=size < x.shape[1])
+    theirs = ((scaled - tf.constant(mean)) / tf.constant(std)).numpy()
+    if theirs.shape[-1] == 1 and channels == 3:
+        theirs = np.repeat(theirs, 3, axis=-1)
+    elif theirs.shape[-1] == 3 and channels == 1:
+        theirs = theirs @ np.asarray(GRAY_WEIGHTS, np.float32)[:, None]
     assert ours.shape == theirs.shape == (len(x), size, size, channels)
     tolerance = SAMPLED if size == 28 or resize == "pad" else RESIZED / min(std)
     np.testing.assert_allclose(ours, theirs, atol=tolerance)

@@ -31,33 +31,32 @@ def tf_backend():
 def preprocess(images, *, input_shape, mean, std, resize="resize"):
     """Scale uint8 images to [0, 1], fit them to `input_shape` (resize, or
     pad when the target is larger), normalize with the dataset's per-channel
-    mean and std, and convert gray <-> RGB. Works on a batch tensor: in
-    TensorFlow on tensorflow, in keras.ops on jax and torch."""
-    input_shape = tuple(int(v) for v in input_shape)
-    if not tf_backend():
-        from kerascnn.data import device_transforms
+    mean and std, and convert gray <-> RGB, on a batch tensor of the backend
+    in use (kerascnn.data.device_transforms' keras.ops, on every backend)."""
+    from kerascnn.data import device_transforms
 
-        return device_transforms.preprocess(images, input_shape, mean, std, resize)
-    from kerascnn.data import tf_pipeline
-
-    return tf_pipeline.preprocess(images, input_shape=input_shape, mean=mean, std=std, resize=resize)
+    return device_transforms.preprocess(images, tuple(int(v) for v in input_shape), mean, std, resize)
 
 
 def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None, resize="resize"):
     """Batches of `x, y` as a saved network takes them, for evaluation and
-    visualization: in order (or shuffled per sample before batching when
-    `shuffle`, with tf.data), preprocessed. On jax and torch (no shuffle) a
-    `kerascnn.data.host.Batches` that preprocesses each batch on the device."""
+    visualization: in order, or shuffled per sample before batching when
+    `shuffle` (tf.data reshuffles every pass; on jax and torch one order from
+    `seed`), preprocessed. On jax and torch a `kerascnn.data.host.Batches`
+    that preprocesses each batch on the device."""
     input_shape = tuple(int(v) for v in input_shape)
-    if not tf_backend() and not shuffle:
+    if not tf_backend():
         from kerascnn.data.host import Batches
 
+        if shuffle:
+            order = np.random.default_rng(seed).permutation(len(x))
+            x, y = x[order], np.asarray(y)[order]
         return Batches(x, y, batch_size, transform=lambda images: preprocess(
             images, input_shape=input_shape, mean=mean, std=std, resize=resize))
     from kerascnn.data.tf_pipeline import make_eval_pipeline
 
     return make_eval_pipeline(x, y, input_shape=input_shape, mean=mean, std=std, batch_size=batch_size, shuffle=shuffle,
-                         seed=seed, resize=resize)
+                              seed=seed, resize=resize)
 
 
 def denormalize(x, *, mean, std):

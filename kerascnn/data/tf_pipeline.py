@@ -1,60 +1,17 @@
 """The input path of the tensorflow backend: tf.data pipelines that hand the
-model its input ready, scaled, fitted to its size, augmented (Keras
-preprocessing layers, kerascnn.data.tf_augment), given the training tricks
-and normalized. kerascnn.data.loader chooses between this and the jax/torch
+model its input ready: scaled, fitted to its size and normalized by
+kerascnn.data.device_transforms' keras.ops (TensorFlow ops on this backend,
+the same functions jax and torch run in their step), augmented by Keras
+preprocessing layers (kerascnn.data.tf_augment) and given the training
+tricks. kerascnn.data.loader chooses between this and the jax/torch
 path (kerascnn.data.host, kerascnn.data.device_transforms); both visit an
 epoch in `sampling.epoch_order`'s order.
 """
 
 import numpy as np
 
-from kerascnn.config.choices import RESIZE_MODES
-from kerascnn.data.sampling import GRAY_WEIGHTS, epoch_order, steps_per_epoch
-from kerascnn.errors import KerasCNNError
-
-
-def scale_and_resize(images, *, size, resize="resize"):
-    """uint8 images to float32 in [0, 1], fitted to size (height, width):
-    resized (antialiased when shrinking), or, when `resize="pad"` and the
-    target is larger, centred on a border of zeros. The padding comes before
-    normalization, so the border is pixel value 0 (MNIST's background, as
-    LeNet-5 padded its 28x28 digits to 32x32) and is normalized like any
-    black pixel, to -mean/std."""
-    import tensorflow as tf
-
-    height, width = size
-    x = tf.cast(images, tf.float32) / 255.0
-    src_h, src_w = x.shape[1], x.shape[2]
-    if (src_h, src_w) != (height, width):
-        if resize == "pad" and src_h <= height and src_w <= width:
-            x = tf.image.resize_with_crop_or_pad(x, height, width)
-        elif resize in RESIZE_MODES:
-            x = tf.image.resize(x, (height, width), antialias=src_h > height or src_w > width)
-        else:
-            raise KerasCNNError(f"resize must be one of {', '.join(RESIZE_MODES)}, got {resize!r}")
-    return x
-
-
-def normalize(x, *, channels, mean, std):
-    """Normalize with the dataset's per-channel mean and std, then convert
-    gray <-> RGB to the model's `channels`."""
-    import tensorflow as tf
-
-    x = (x - tf.constant(mean, tf.float32)) / tf.constant(std, tf.float32)
-    if x.shape[-1] == 1 and channels == 3:
-        x = tf.tile(x, [1, 1, 1, 3])
-    elif x.shape[-1] == 3 and channels == 1:
-        x = tf.reduce_sum(x * tf.constant(GRAY_WEIGHTS), axis=-1, keepdims=True)
-    return x
-
-
-def preprocess(images, *, input_shape, mean, std, resize="resize"):
-    """uint8 images as the model takes them, in TensorFlow: scaled to [0, 1],
-    fitted to `input_shape` (resize, or pad when the target is larger),
-    normalized with the dataset's per-channel mean and std, gray <-> RGB."""
-    height, width, channels = input_shape
-    x = scale_and_resize(images, size=(height, width), resize=resize)
-    return normalize(x, channels=channels, mean=mean, std=std)
+from kerascnn.data import device_transforms
+from kerascnn.data.sampling import epoch_order, steps_per_epoch
 
 
 def make_eval_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None, resize="resize"):
@@ -68,10 +25,10 @@ def make_eval_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=
     ds = ds.batch(batch_size)
     input_shape = tuple(int(v) for v in input_shape)
 
-    def prep(images, labels):
-        return preprocess(images, input_shape=input_shape, mean=mean, std=std, resize=resize), labels
+    def model_input(images, labels):
+        return device_transforms.preprocess(images, input_shape, mean, std, resize), labels
 
-    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(model_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -120,17 +77,17 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
         batches = tf.data.Dataset.from_tensor_slices(idx).batch(batch_size).enumerate()
         return batches.map(lambda step, i: (epoch, step, i))
 
-    def prep(epoch, step, idx):
-        xb = scale_and_resize(tf.gather(images, idx), size=input_shape[:2], resize=resize)
+    def make_batch(epoch, step, idx):
+        xb = device_transforms.scale_and_resize(tf.gather(images, idx), input_shape[:2], resize)
         if augment:
             batch_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
             xb = augment(xb, batch_seed)
         yb = tf.gather(labels, idx)
         if tricks:
             xb, yb = with_tricks(tricks, xb, yb, num_classes, seed, epoch, step)
-        xb = normalize(xb, channels=input_shape[2], mean=mean, std=std)
+        xb = device_transforms.normalize(xb, input_shape[2], mean, std)
         return xb, yb
 
     ds = tf.data.Dataset.range(initial_epoch, epochs).flat_map(epoch_batches)
-    ds = ds.map(prep, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.map(make_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE), steps
