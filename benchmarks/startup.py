@@ -55,7 +55,7 @@ HOOK = r"""
 import json, sys, time
 marks_path, marks = sys.argv[1], {"spawned": float(sys.argv[2]), "python_started": time.time()}
 import kerascnn.cli.commands as cli
-import kerascnn.training.plan as preparation
+import kerascnn.training.plan as plan
 import kerascnn.training.fit as train
 marks["cli_imported"] = time.time()
 
@@ -81,7 +81,7 @@ def fit_with_marks(*args, callbacks=(), fit=train.fit, **kwargs):
     return fit(*args, callbacks=[*callbacks, FirstStep()], **kwargs)
 
 train.fit = stamped("fit", fit_with_marks)
-for module, stage in ((preparation, "load_data"), (preparation, "resolve_settings"), (preparation, "build_or_resume"),
+for module, stage in ((plan, "load_data"), (plan, "resolve_settings"), (plan, "build_or_resume"),
                       (train, "train"), (train, "finish")):
     setattr(module, stage, stamped(stage, getattr(module, stage)))
 sys.argv = ["kerascnn", *sys.argv[3:]]

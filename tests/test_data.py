@@ -243,6 +243,13 @@ def _batches(ds):
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def test_make_pipeline_checks_its_batch_size():
+    """make_pipeline, as a notebook calls it, says what is wrong with its batch size (fit's is FitConfig's)."""
+    x, y = np.zeros((4, 28, 28, 1), np.uint8), np.zeros(4, np.int64)
+    with pytest.raises(KerasCNNError, match="batch size must be at least 1, got 0"):
+        make_pipeline(x, y, input_shape=(28, 28, 1), mean=[0.0], std=[1.0], batch_size=0)
+
+
 def test_pipeline_scales_normalizes_and_batches(idx_dir):
     ds = load_dataset("mnist", idx_dir)
     mean, std = ds.stats()

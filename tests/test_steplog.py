@@ -108,16 +108,15 @@ def test_a_resume_without_the_rows_it_needs_is_an_error(tmp_path):
 def batch_losses(options, epochs):
     """(images, loss, accuracy) of every training batch, in order, from train_on_batch on the model, optimizer
     and batches fit starts from: the losses computed without Keras' running means."""
-    from kerascnn.data.loader import tf_backend
     from kerascnn.runtime.distribution import run_scope
-    from kerascnn.training.plan import prepare, resolve_jit
+    from kerascnn.training.plan import make_plan
 
-    prep = prepare("lenet", options={**options, "steps_per_execution": 1, "log_every": 0})
-    with run_scope(prep.settings):
-        model = prep.model(resolve_jit(prep.settings.jit))
-        batches, steps = prep.batches()
+    plan = make_plan("lenet", options={**options, "steps_per_execution": 1, "log_every": 0})
+    with run_scope(plan.settings):
+        model = plan.model()
+        steps = plan.steps_per_epoch
         found = []
-        for _, (x, y) in zip(range(steps * epochs), batches.as_numpy_iterator() if tf_backend() else iter(batches)):
+        for _, (x, y) in zip(range(steps * epochs), plan.loader("train")):
             logs = model.train_on_batch(x, y, return_dict=True)
             found.append((len(y), float(logs["loss"]), float(logs["accuracy"])))
     return found, steps

@@ -177,7 +177,7 @@ def test_a_natively_trained_fit_saves_what_it_trained(tmp_path, capfd):
     np.save(tmp_path / "x.npy", x)
     expected = keras.ops.convert_to_numpy(trainer.network(result.model)(x))
     np.testing.assert_allclose(keras.ops.convert_to_numpy(storage.load_model(result.model_path)(x)), expected, atol=1e-6)
-    code = ("import json, sys, numpy as np, keras\nfrom kerascnn import io\n"
+    code = ("import json, sys, numpy as np, keras\nfrom kerascnn.runs import storage\n"
             "m = storage.load_model(sys.argv[1])\n"
             "print(json.dumps(keras.ops.convert_to_numpy(m(np.load(sys.argv[2]))).tolist()))")
     for backend in ("tensorflow", "jax"):

@@ -25,7 +25,6 @@ import keras
 
 from kerascnn.data import device_transforms
 from kerascnn.data.sampling import epoch_order, steps_per_epoch
-from kerascnn.errors import KerasCNNError
 
 PREFETCH = 4  # batches prepared ahead of the step
 
@@ -135,8 +134,6 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(self, x, y, batch_size=256, transform=None, columns=1, multiple=1, part=(0, 1), one_hot=0):
         super().__init__()
-        if batch_size < 1:  # make_pipeline's batch_size, as a notebook gives it (a run's: FitConfig checked it)
-            raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
         self.x, self.y = x, np.asarray(y, np.int32)
         self.batch_size, self.transform, self.columns = batch_size, transform, columns
         self.multiple = multiple  # > 1: split over devices; a short batch padded, its padding weighted 0

@@ -16,6 +16,7 @@ import dataclasses
 import numpy as np
 
 from kerascnn.data.sampling import GRAY_WEIGHTS
+from kerascnn.errors import KerasCNNError
 from kerascnn.runtime.distribution import process_part, sharded
 
 
@@ -44,6 +45,8 @@ def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False
     `shuffle` (tf.data reshuffles every pass; on jax and torch one order from
     `seed`), preprocessed. On jax and torch a `kerascnn.data.host.Batches`
     that preprocesses each batch on the device."""
+    if batch_size < 1:  # as a notebook gives it (a run's: FitConfig checked it)
+        raise KerasCNNError(f"batch size must be at least 1, got {batch_size}")
     input_shape = tuple(int(v) for v in input_shape)
     if not tf_backend():
         from kerascnn.data.host import Batches

@@ -15,7 +15,7 @@ import numpy as np
 from kerascnn.errors import KerasCNNError
 from kerascnn.scratch.layers import Affine, Conv, MaxPool, ReLU, softmax_loss
 
-FORMAT = 1  # of the saved .npz
+NPZ_FORMAT = 1  # of the saved .npz
 
 
 class LeNet5:
@@ -87,7 +87,7 @@ class LeNet5:
         arrays, atomically (an existing file stays until the new one is whole)."""
         from kerascnn.runs import storage
 
-        meta = json.dumps({"format": FORMAT, "model": "LeNet5", **self.config})
+        meta = json.dumps({"format": NPZ_FORMAT, "model": "LeNet5", **self.config})
         return storage.write_npz(path, {**self.params, "config": np.array(meta)})
 
     @classmethod
@@ -99,8 +99,8 @@ class LeNet5:
                 arrays = {k: f[k] for k in f.files if k != "config"}
         except (OSError, ValueError, KeyError) as e:
             raise KerasCNNError(f"{path} is not a LeNet-5 saved by kerascnn.scratch: {e}") from None
-        if config.pop("format", None) != FORMAT or config.pop("model", None) != "LeNet5":
-            raise KerasCNNError(f"{path} is not a LeNet-5 saved by kerascnn.scratch (format {FORMAT})")
+        if config.pop("format", None) != NPZ_FORMAT or config.pop("model", None) != "LeNet5":
+            raise KerasCNNError(f"{path} is not a LeNet-5 saved by kerascnn.scratch (format {NPZ_FORMAT})")
         model = cls(**config, fast=fast)
         expected = {k: tuple(v.shape) for k, v in model.params.items()}
         if {k: tuple(v.shape) for k, v in arrays.items()} != expected:

@@ -317,11 +317,12 @@ def make_callbacks(t, extra=()):
         stateful["early_stop"] = cb.EarlyStop(monitor, settings.patience)
         callbacks.append(stateful["early_stop"])
 
-    def run_state(epoch):
+    def checkpoint_state_at(epoch):
         return checkpoint_state(folder.run_id, epoch, t.record, {k: c.get_state() for k, c in stateful.items()},
                                 cb.seed_generator_states(network(history.model)))
 
-    stateful["checkpoint"] = cb.Checkpointer(folder.files, run_state, monitor="val_accuracy" if has_val else "accuracy",
+    stateful["checkpoint"] = cb.Checkpointer(folder.files, checkpoint_state_at,
+                                             monitor="val_accuracy" if has_val else "accuracy",
                                              save_every=settings.save_every, guard=guard)
     callbacks.append(stateful["checkpoint"])
     if settings.tensorboard:

@@ -113,13 +113,13 @@ class BatchLogReader(keras.callbacks.Callback):
 class StepLog(BatchLogReader):
     """Every `every` training steps, counted over the run (step = epoch x
     steps an epoch + batch + 1), appends a row to the CSV at `path`
-    (runfiles.STEP_COLUMNS): the step, its epoch and batch (from 1), the
+    (runs.files.STEP_COLUMNS): the step, its epoch and batch (from 1), the
     images of that epoch seen so far, and the mean loss and accuracy over
     the images of the steps since the previous row (with every=1, that
     step's batch: its batch loss), recovered from Keras' running means
     (EpochSums); a row's steps may span an epoch's end. Keras reports once
     a call, so the steps of a call must divide `every`
-    (preparation.resolve_steps_per_execution). `echo`, if set, gets the
+    (plan.resolve_steps_per_execution). `echo`, if set, gets the
     lecture's line for each row: `loss: 0.301234  [ 6400/54000]`.
 
     The sums since the last row at an epoch's end are its state; a resumed
