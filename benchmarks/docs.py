@@ -389,7 +389,7 @@ def reliability_kills(s):
             f"{left['total']} (at most {left['most_at_once']} at once) | {r['temp_files_after_the_next_save']} |"
             f"\n\nWhere the kills landed: {phases}; by file: {steps}. What the files held afterwards: {found}. "
             f"A loader picked up a temporary file {r['loader_picked_a_temp_file']} times (they start with a dot, "
-            "which loaders skip). `tests/test_io.py` runs the same campaign with 10 kills.")
+            "which loaders skip). `tests/test_storage.py` runs the same campaign with 10 kills.")
 
 
 @entry("reliability-fuzz", "reliability.md")
@@ -406,7 +406,7 @@ def reliability_fuzz(s):
             "own readers are reached. Each input is loaded in a worker process with a "
             f"{r['timeout_seconds']} s time limit and a {r['memory_gb']} GB memory limit; an exception other than "
             "the project's error, a crash (a signal) or a timeout counts as a failure.\n\n" + "\n".join(rows)
-            + "\n\n`tests/test_io.py` runs a small version of the campaign.")
+            + "\n\n`tests/test_storage.py` runs a small version of the campaign.")
 
 
 def without_title(path):

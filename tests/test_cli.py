@@ -312,7 +312,7 @@ MODEL_COMMANDS = {"evaluate": ("evaluate", "{path}"), "visualize": ("visualize",
 
 @pytest.fixture(scope="module")
 def bad_models(tmp_path_factory):
-    from tests.test_io import make_bad_models
+    from tests.test_storage import make_bad_models
 
     return make_bad_models(tmp_path_factory.mktemp("models"))
 
@@ -335,7 +335,7 @@ BAD_MODEL_KINDS = ["missing", "folder", "not a zip", "empty", "truncated", "bad 
 @pytest.mark.parametrize("command, kind", [(c, k) for c in MODEL_COMMANDS for k in BAD_MODEL_KINDS
                                            if not (c in ("compare", "predict") and k in ("lambda", "unregistered"))])
 def test_every_command_answers_a_bad_model_file_with_one_line(bad_models, an_image, command, kind, tmp_path):
-    from tests.test_io import BAD_MODEL_MESSAGES
+    from tests.test_storage import BAD_MODEL_MESSAGES
 
     path = bad_models[kind]
     args = [a.format(path=path, out=tmp_path / "cmp.png", image=an_image) for a in MODEL_COMMANDS[command]]

@@ -45,5 +45,5 @@ def test_every_optimizer_has_a_default_rate():
     from kerascnn.config.choices import OPTIMIZERS
     from kerascnn.optim.optimizers import make_optimizer
 
-    assert list(OPTIMIZERS) == NAMES  # FitConfig checks the name and the rate (tests/test_config.py)
+    assert list(OPTIMIZERS) == NAMES  # FitConfig checks the name and the rate (tests/test_options.py)
     assert float(make_optimizer("sgd").learning_rate) == pytest.approx(0.1)

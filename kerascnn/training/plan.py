@@ -260,7 +260,7 @@ def resolve_steps_per_execution(requested, steps, backend, distribute=None, batc
     None (auto) is the largest such divisor up to MAX_STEPS_PER_EXECUTION
     on tensorflow (a call's steps in one tf.while_loop) and on jax (Keras
     calls the jitted step that many times, then the callbacks once), both
-    giving the same weights as one step a call (tests/test_train.py); 1 on
+    giving the same weights as one step a call (tests/test_fit.py); 1 on
     torch (Keras refuses more), under --distribute, and with `batch_hooks`
     (a callback acting on every batch: plateau's warm-up, a user's
     callback). Values other than 1 are refused where auto gives 1 for the

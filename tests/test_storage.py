@@ -126,7 +126,7 @@ BAD_MODEL_MESSAGES = {
                         "save or copy it again",
     "lambda": "{path} holds Python code (Lambda layer 'double'), which safe loading never runs; "
               "if you trust the file, load it with {unsafe}",
-    "unregistered": "{path} needs the class 'Unregistered' (from tests.test_io), which is neither part of Keras "
+    "unregistered": "{path} needs the class 'Unregistered' (from tests.test_storage), which is neither part of Keras "
                     "nor registered: it was saved with custom code, which must be imported",
 }
 

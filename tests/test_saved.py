@@ -120,7 +120,7 @@ def test_output_base_keeps_the_models_own_files(mnist_run, tmp_path):
 
 def test_a_folder_a_damaged_state_and_unsafe_loading(tmp_path):
     from kerascnn.models import build_lenet
-    from tests.test_io import make_bad_models
+    from tests.test_storage import make_bad_models
 
     with pytest.raises(KerasCNNError, match=f"^{tmp_path} is a folder, not a model file; it holds no .keras model$"):
         Run.load(tmp_path)
