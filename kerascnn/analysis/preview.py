@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.config.choices import dataset_label
 from kerascnn.runs import storage
 from kerascnn.plots import plot_gallery
 
@@ -37,7 +38,8 @@ def show_batch(config_or_arch=None, dataset=None, *, output=None, count=64, **op
     given = make_config(config_or_arch, dataset, options)
     if count < 1:
         raise OptionError(f"{spell('count')} must be at least 1, got {count}")
-    output = check_figure_path(output or f"{given.config.arch}.{given.config.dataset}.batch.png", "output")
+    default = f"{given.config.arch}.{dataset_label(given.config.dataset)}.batch.png"
+    output = check_figure_path(output or default, "output")
     plan = make_plan(given, options={"data_on_device": "off"})  # the images themselves, on the host
     data = plan.data
     images, labels = plan.loader("train").first_batch()

@@ -145,9 +145,9 @@ def evaluate(model, dataset, data_dir, batch_size, output, top_losses, unsafe):
         click.echo(f"wrote {path}")
 
 
-SHOW_BATCH_OPTIONS = ("arch", "dataset", "data_dir", "val_size", "train_size", "image_size", "resize", "augment",
-                      "randaugment", "randaugment_strength", "mixup", "cutmix", "label_smoothing", "sampling",
-                      "batch_size", "seed")
+SHOW_BATCH_OPTIONS = ("arch", "dataset", "data_dir", "val_size", "test_size", "train_size", "image_size", "resize",
+                      "augment", "randaugment", "randaugment_strength", "mixup", "cutmix", "label_smoothing",
+                      "sampling", "batch_size", "seed")
 
 
 @cli.command("show-batch")

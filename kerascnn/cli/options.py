@@ -57,7 +57,8 @@ def config_option(name, **overrides):
             flags = (f"{flag(name)}/--no-{flag(name)[2:]}",)
     else:
         choices = meta.get("choices")
-        metavar = f"[{'|'.join(choices)}]" if choices and meta["kind"] == "choice" else None
+        folders = ("DIR",) if meta.get("folders") else ()
+        metavar = f"[{'|'.join((*choices, *folders))}]" if choices and meta["kind"] == "choice" else None
         settings.update(metavar=metavar or meta.get("metavar") or METAVARS.get(meta["kind"]),
                         multiple=meta["kind"] == "names")
         if field.default not in (None, ()):

@@ -7,7 +7,28 @@ Nothing here imports Keras or TensorFlow, so options are checked, listed in
 `--help` and resolved before either starts.
 """
 
+import os
+from pathlib import Path
+
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
+# A folder of images (kerascnn.data.folders) without train/ and test/: the share of each class held out for testing.
+TEST_SIZE = 0.2
+
+
+def is_folder(dataset):
+    """Whether `dataset` names a folder of images rather than one of
+    DATASETS: it is not one of them, and is an existing folder or holds a
+    path separator (a folder called mnist is `./mnist`)."""
+    if not isinstance(dataset, (str, os.PathLike)):
+        return False
+    dataset = os.fspath(dataset)
+    separators = [s for s in (os.sep, os.altsep) if s]
+    return dataset not in DATASETS and (os.path.isdir(dataset) or any(s in dataset for s in separators))
+
+
+def dataset_label(dataset):
+    """A dataset as a file name may hold it: a folder's own name, else the name."""
+    return (Path(dataset).name or "folder") if is_folder(dataset) else dataset
 
 # Plain SGD and AdaGrad need larger steps than the adaptive methods.
 DEFAULT_LR = {

@@ -16,6 +16,7 @@ at the top level, the options as resolved, beside the facts of the run
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 from kerascnn.config import choices, families
@@ -29,7 +30,8 @@ RUN_FORMAT = 2  # run.json layout; 1 = before FitConfig (flat, no "given")
 FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
 ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
-         "randaugment": False, "randaugment_strength": Tricks.randaugment_strength, "data_on_device": "off"}
+         "randaugment": False, "randaugment_strength": Tricks.randaugment_strength, "data_on_device": "off",
+         "test_size": choices.TEST_SIZE}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -83,12 +85,16 @@ class FitConfig:
     depth_multiplier: int = _option(None, f"Depthwise multiplier [{families.family_defaults('depth_multiplier')}].",
                                     kind="int", group="model", low=1)
     # the data
-    dataset: str = _option("fashion_mnist", "Dataset.", kind="choice", group="data", match=True,
-                           choices=choices.DATASETS)
+    dataset: str = _option("fashion_mnist", "Dataset: a name, or a folder of images, one subfolder per class "
+                           "(docs/your-data.md).", kind="choice", group="data", match=True, choices=choices.DATASETS,
+                           folders=True)
     data_dir: str = _option(None, "Folder with <dataset>/ files [env KERASCNN_DATA_DIR].", kind="path",
                             group="data")
     val_size: float = _option(0.1, "Validation images held out of training: a fraction or a count.",
                               kind="size", group="data", match=True)
+    test_size: float = _option(choices.TEST_SIZE, "Test images held out of a folder --dataset without train/ and "
+                               "test/: a fraction or a count, stratified by class, the same whatever --seed.",
+                               kind="size", group="data", match=True)
     train_size: float = _option(None, "Train on a random subset: a fraction or a count.", kind="size",
                                 group="data", match=True)
     image_size: int = _option(None, "Train at this size [lenet: the data's; others: textbook size with a GPU, "
@@ -295,6 +301,8 @@ def coerce_option(name, value):
 def _coerce(field, value):
     """The value in the field's type, or an OptionError naming the option."""
     meta, name, kind = field.metadata, field.name, field.metadata["kind"]
+    if meta.get("folders") and isinstance(value, os.PathLike):
+        value = os.fspath(value)
     if value is None or meta.get("auto") and isinstance(value, str) and value.strip().lower() == "auto":
         return () if kind == "names" else None
     try:
@@ -302,8 +310,9 @@ def _coerce(field, value):
     except (TypeError, ValueError):
         _fail(name, f"{{option}} expects {EXPECTS[kind]}{' or auto' * bool(meta.get('auto'))}, got {value!r}")
     noun = meta.get("noun", name)
-    if kind == "choice" and value not in meta["choices"]:
-        _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}")
+    if kind == "choice" and value not in meta["choices"] and not (meta.get("folders") and choices.is_folder(value)):
+        also = ", or a folder of images (a path)" if meta.get("folders") else ""
+        _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}{also}")
     if kind == "names" and meta.get("choices"):
         value = tuple(v for v in dict.fromkeys(value) if v != "none")
         unknown = [v for v in value if v not in meta["choices"]]

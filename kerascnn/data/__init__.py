@@ -1,5 +1,5 @@
 """Datasets and the batches made from them: where the arrays come from
-(`sources`), the checked and split `datasets.Dataset`, what every backend
+(`sources`; a folder of your own images: `folders`), the checked and split `datasets.Dataset`, what every backend
 shares (`sampling`: the epoch order, the steps per epoch, the gray
 weights), and the one input factory (`loader`) with what it uses on each
 backend: tf.data pipelines and Keras preprocessing-layer augmentation on

@@ -1,8 +1,9 @@
 """Datasets and the tf.data input pipeline.
 
 `load_dataset` reads a dataset from where kerascnn.data.sources finds it (local
-IDX or .npz files, scikit-learn's digits, tensorflow-datasets), checks its
-arrays and splits off the validation set.
+IDX or .npz files, scikit-learn's digits, tensorflow-datasets), or a folder of
+images (kerascnn.data.folders), checks its arrays and splits off the
+validation set.
 
 Arrays stay uint8 NHWC until `make_pipeline`, which shuffles, batches,
 scales to [0, 1], adapts channels, resizes and normalizes for one model.
@@ -12,9 +13,10 @@ import dataclasses
 
 import numpy as np
 
-from kerascnn.config.choices import DATASETS
+from kerascnn.config.choices import DATASETS, TEST_SIZE, is_folder
 from kerascnn.config.spelling import spell
 from kerascnn.errors import KerasCNNError
+from kerascnn.data.folders import load_folder
 from kerascnn.data.sources import CLASS_NAMES, load_arrays
 
 
@@ -31,6 +33,7 @@ class Dataset:
     y_test: np.ndarray
     class_names: list
     source: str
+    fingerprint: str = None  # a folder's (folders.fingerprint_of), which its runs record
     _stats: tuple = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
@@ -69,11 +72,15 @@ def channel_stats(x, chunk=4096):
     return (mean / 255.0).tolist(), (np.sqrt(var) / 255.0).tolist()
 
 
-def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, allow_download=True):
+def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, allow_download=True,
+                 test_size=TEST_SIZE, image_size=None, resize="resize", fingerprint=None):
     """Load a dataset with a validation split carved from its training set.
 
     Args:
-        name: "mnist", "fashion_mnist", "cifar10" or "digits".
+        name: "mnist", "fashion_mnist", "cifar10" or "digits"; or a folder
+            of images (config.choices.is_folder: an existing folder, or a
+            path), read by kerascnn.data.folders.load_folder with the last
+            four arguments; the Dataset's name is then its absolute path.
         data_dir: folder holding `<name>/`; defaults to $KERASCNN_DATA_DIR.
         val_size: a fraction (< 1) or a count of training images held out
             for validation, chosen at random by `seed`.
@@ -81,11 +88,25 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
             validation split), also chosen by `seed`; None keeps all.
         seed: the seed of the split and the subset.
         allow_download: fall back to tensorflow-datasets when no local copy.
+        test_size: a folder's test images when it has no train/ and test/:
+            a fraction (default 0.2) or a count, of each class, the same for
+            every seed.
+        image_size, resize: the side a folder's images are stored at (None:
+            its most common) and how they are fitted to it ("resize", "pad").
+        fingerprint: the folder's as a run recorded it; an error if changed.
     """
-    if name not in DATASETS:
-        raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
-    arrays, source, where, parts = load_arrays(name, data_dir, allow_download)
-    x_train, y_train, x_test, y_test, class_names = _checked(name, arrays, where, parts)
+    if is_folder(name):
+        folder = load_folder(name, image_size=image_size, resize=resize, test_size=test_size,
+                             fingerprint=fingerprint)
+        x_train, y_train, x_test, y_test, class_names, name, fingerprint = folder
+        source = f"folder:{name}"
+    elif name not in DATASETS:
+        raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a folder of "
+                            f"images (a path)")
+    else:
+        arrays, source, where, parts = load_arrays(name, data_dir, allow_download)
+        x_train, y_train, x_test, y_test, class_names = _checked(name, arrays, where, parts)
+        fingerprint = None
 
     n_val = _count(val_size, len(x_train), "val_size")
     if n_val >= len(x_train):
@@ -103,7 +124,7 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
         x_train=x_train[train_idx], y_train=y_train[train_idx],
         x_val=x_train[val_idx], y_val=y_train[val_idx],
         x_test=x_test, y_test=y_test,
-        class_names=class_names, source=source,
+        class_names=class_names, source=source, fingerprint=fingerprint,
     )
 
 

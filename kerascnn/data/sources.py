@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kerascnn.config.choices import is_folder
 from kerascnn.config.spelling import spell, spell_set
 from kerascnn.errors import KerasCNNError
 
@@ -62,8 +63,8 @@ def check_available(name, data_dir=None, *, allow_download=True):
     """Raise the error loading `name` would raise for a missing folder or an
     offline machine, without reading the data (a study checks once, before
     its first run)."""
-    if local_folder(name, data_dir) is not None or name == "digits":
-        return
+    if is_folder(name) or local_folder(name, data_dir) is not None or name == "digits":
+        return  # a folder of images is checked as it loads
     tfds = _tfds(name)
 
     if not (allow_download and (_tfds_prepared(tfds.builder(name)) or network_available(TFDS_HOSTS[name]))):

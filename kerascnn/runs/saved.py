@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from kerascnn.runs import storage
+from kerascnn.config.choices import TEST_SIZE, dataset_label, is_folder
 from kerascnn.config.options import FIELDS, FitConfig, upgrade
 from kerascnn.config.spelling import OptionError, spell
 from kerascnn.errors import KerasCNNError
@@ -192,16 +193,25 @@ class Run:
     def load_data(self, dataset=None, data_dir=None):
         """The run's dataset (or `dataset`), split as in training, from
         `data_dir` if given, else the first of `data_dirs()` that holds it,
-        else $KERASCNN_DATA_DIR and the usual sources (see load_dataset)."""
+        else $KERASCNN_DATA_DIR and the usual sources (see load_dataset).
+        A folder of images is the one the record names (an absolute path),
+        stored as in training, and must be unchanged (its fingerprint)."""
         from kerascnn.data.datasets import load_dataset
+        from kerascnn.data.folders import folder_path
 
         dataset = dataset or self.dataset
         if dataset is None:
             raise KerasCNNError(f"{self.model_path} has no run.json beside it (nor a training state inside); "
                                 f"say which data with {spell('dataset')}")
+        folder = is_folder(dataset)
+        dataset = folder_path(dataset) if folder else dataset
         same = dataset == self.dataset
         split = {"val_size": self.record.get("val_size", 0.1), "seed": self.record.get("seed", 0)} if same else {}
-        if data_dir is None:
+        if same and folder:
+            split.update(test_size=self.record.get("test_size", TEST_SIZE), resize=self.resize,
+                         image_size=(self.record.get("given") or {}).get("image_size"),
+                         fingerprint=self.record.get("data_fingerprint"))
+        if data_dir is None and not folder:
             data_dir = next((d for d in self.data_dirs() if (Path(d) / dataset).is_dir()), None)
         return load_dataset(dataset, data_dir, **split)
 
@@ -240,7 +250,7 @@ class Run:
         folder by default), with `.<dataset>` added when it is another dataset
         than the run's, so the model's own files stay as they were."""
         folder = storage.ensure_dir(output or self.model_path.parent)
-        suffix = f".{dataset}" if dataset and dataset != self.dataset else ""
+        suffix = f".{dataset_label(dataset)}" if dataset and dataset != self.dataset else ""
         return folder / f"{self.stem}{suffix}{storage.MODEL_SUFFIX}"
 
     @property

@@ -240,7 +240,8 @@ def run_record(plan, folder):
         optimizer_config={k: v for k, v in optimizer.get_config().items()
                           if isinstance(v, (int, float, str, bool, type(None)))},
         jit_compile=plan.jit_compile, backend=plan.backend, keras_version=keras.__version__,
-        epoch_order=EPOCH_ORDER, run_id=folder.run_id)
+        epoch_order=EPOCH_ORDER, run_id=folder.run_id,
+        **({"data_fingerprint": data.fingerprint} if data.fingerprint else {}))
 
 
 def check_resume(folder, current, echo=None):
@@ -253,6 +254,10 @@ def check_resume(folder, current, echo=None):
     if differ:
         raise KerasCNNError(f"{spell('resume')}: this command differs from the run in {folder.resume_from} in: "
                             f"{', '.join(differ)}; repeat the original options")
+    started_on = folder.state["config"].get("data_fingerprint")
+    if started_on and started_on != current.get("data_fingerprint"):
+        raise KerasCNNError(f"{spell('resume')}: {current['dataset']} changed since the run in {folder.resume_from} "
+                            f"started on it (images added, removed or modified); restore it, or start over")
     check_epoch_order(folder, current)
     if folder.initial_epoch > current["epochs"]:
         raise KerasCNNError(f"{spell('resume')}: {folder.resume_from} has already trained {folder.initial_epoch} "

@@ -127,9 +127,10 @@ def start_distribution(given):
 
 
 def load_data(given):
-    """The data of a run: its dataset, split and subset as `given`."""
+    """The data of a run: its dataset, split and subset as `given` (a
+    folder's images stored at the given image size and resize mode)."""
     return load_dataset(given.dataset, given.data_dir, val_size=given.val_size, train_size=given.train_size,
-                        seed=given.seed)
+                        seed=given.seed, test_size=given.test_size, image_size=given.image_size, resize=given.resize)
 
 
 def resolve_settings(given, data, echo=None, callbacks=()):
@@ -155,7 +156,7 @@ def resolve_settings(given, data, echo=None, callbacks=()):
     local = data.source.startswith("local:")
     settings = resolve(given, image_size=size, accelerator=accelerator,
                        data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
-    settings = settings.replace(data_on_device=resolve_data_on_device(
+    settings = settings.replace(dataset=data.name, data_on_device=resolve_data_on_device(
         settings.data_on_device, data.x_train.nbytes, keras.backend.backend(), settings.distribute, accelerator, echo))
     steps = steps_per_epoch(len(data.x_train), settings.batch_size, devices)
     warmup_per_batch = bool(settings.warmup) and settings.schedule == "plateau"  # callbacks.Warmup
