@@ -216,29 +216,32 @@ def test_the_dataset_option_takes_a_folder_and_still_refuses_unknown_names(tmp_p
     assert FitConfig(dataset="mnist").dataset == "mnist"  # a name wins over a folder
 
 
-def test_a_run_on_a_folder_is_evaluated_on_the_same_images(tmp_path):
+def test_a_run_on_a_folder_is_evaluated_on_the_same_images(tmp_path, monkeypatch):
     from kerascnn.analysis.evaluation import evaluate
     from kerascnn.runs.saved import Run
     from kerascnn.training.fit import fit
 
     folder = make_folder(tmp_path / "pics", per_class=8, fmts=("png", "jpg"), sizes=(16, 16, 12), modes=("L", "RGB"))
-    result = fit("lenet", str(folder), epochs=1, batch_size=8, activation="relu", pool="max",
-                 output=tmp_path / "runs", verbose=0)
+    monkeypatch.chdir(tmp_path)
+    result = fit("lenet", "pics", epochs=1, batch_size=8, activation="relu", pool="max", output="runs", verbose=0)
     record = result.record
     assert record["dataset"] == str(folder) and record["data_source"] == f"folder:{folder}"
+    assert record["given"]["dataset"] == "pics"  # as typed; the folder found again by its absolute path
     assert record["class_names"] == ["digit0", "digit1", "digit2"] and record["data_fingerprint"]
     assert record["input_shape"][2] == 3 and record["test_size"] == 0.2
-    run = Run.load(result.model_path)
+    monkeypatch.chdir(tmp_path / "runs")
+    run = Run.load("lenet.keras")
+    assert run.given.dataset == str(folder) and FitConfig.from_file("lenet.run.json").dataset == str(folder)
     assert evaluate(run).accuracy == pytest.approx(result.test_accuracy)
-    assert cli("evaluate", result.model_path).exit_code == 0
+    assert cli("evaluate", "lenet.keras").exit_code == 0
     (folder / "digit0" / "000.png").unlink()
     with pytest.raises(KerasCNNError, match="changed since the run was trained on it"):
-        Run.load(result.model_path).load_data()
-    changed = cli("evaluate", result.model_path)
+        Run.load("lenet.keras").load_data()
+    changed = cli("evaluate", "lenet.keras")
     assert changed.exit_code == 1 and "changed since the run was trained on it" in changed.output
     with pytest.raises(KerasCNNError, match="resume: .* changed since the run in"):
-        fit("lenet", str(folder), epochs=2, batch_size=8, activation="relu", pool="max", output=tmp_path / "runs",
-            verbose=0, resume=True)
+        fit("lenet", str(folder), epochs=2, batch_size=8, activation="relu", pool="max", output=".", verbose=0,
+            resume=True)
 
 
 def test_the_command_line_says_one_line_and_writes_no_run(tmp_path):

@@ -428,11 +428,21 @@ def read_options(path):
         raise OptionError(f"cannot read the configuration {path}: {str(e).splitlines()[0]}") from None
     except Exception as e:  # noqa: BLE001 - yaml.YAMLError
         raise OptionError(f"cannot read the configuration {path}: {str(e).splitlines()[0]}") from None
+    if isinstance(options, dict) and ("test_accuracy" in options or "given" in options):  # a run's record
+        options = replayed(options)
     if not isinstance(options, dict):
         raise OptionError(f"{path} holds no mapping of options")
-    if "test_accuracy" in options or "given" in options:  # a run's record
-        options = upgrade(options)["given"]
     return options
+
+
+def replayed(saved):
+    """The options a run's record replays: those it was given, its folder of
+    images by the absolute path it trained on (found from anywhere)."""
+    saved = upgrade(saved)
+    given = saved.get("given")
+    if str(saved.get("data_source")).startswith("folder:") and isinstance(given, dict):
+        given = {**given, "dataset": saved["dataset"]}
+    return given
 
 
 def _toml():

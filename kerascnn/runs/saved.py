@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kerascnn.runs import storage
 from kerascnn.config.choices import TEST_SIZE, dataset_label, is_folder
-from kerascnn.config.options import FIELDS, FitConfig, upgrade
+from kerascnn.config.options import FIELDS, FitConfig, replayed, upgrade
 from kerascnn.config.spelling import OptionError, spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.files import (CHECKPOINT, RunFiles, checked_history, read_checkpoint_state, read_history,
@@ -133,7 +133,7 @@ class Run:
     @property
     def given(self):
         """The configuration as given (a FitConfig): what `fit --config` replays."""
-        return self._config(self.record.get("given")) if self.record else None
+        return self._config(replayed(self.record)) if self.record else None
 
     def _config(self, options):
         """A FitConfig of the record's options; a bad value is the record's
