@@ -79,6 +79,22 @@ def test_train_and_test_folders_are_used_as_given(tmp_path):
     assert data.y_test.tolist() == [0, 0, 1, 1, 2, 2]
 
 
+def test_a_val_folder_is_the_validation_set_as_given(tmp_path):
+    root = tmp_path / "split"
+    make_folder(root / "train", per_class=6)
+    make_folder(root / "val", per_class=2)
+    make_folder(root / "test", per_class=3)
+    data = load_dataset(str(root), val_size=0.5, seed=3)  # val_size does not apply: val/ is the validation set
+    assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (18, 6, 9)
+    assert np.bincount(data.y_val).tolist() == [2, 2, 2]
+    assert len(load_dataset(str(root), train_size=5).x_train) == 5
+    for name in ("val/digit9", "other"):
+        (root / name).mkdir(parents=True)
+        with pytest.raises(KerasCNNError, match="different classes|but also other/"):
+            load_dataset(str(root))
+        (root / name).rmdir()
+
+
 def test_formats_colour_hidden_files_and_other_extensions(tmp_path):
     root = make_folder(tmp_path / "mixed", per_class=4, fmts=("png", "bmp", "webp", "tif"))
     (_, image), = digits(1, (1,))

@@ -98,8 +98,11 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
     if is_folder(name):
         folder = load_folder(name, image_size=image_size, resize=resize, test_size=test_size,
                              fingerprint=fingerprint)
-        x_train, y_train, x_test, y_test, class_names, name, fingerprint = folder
+        x_train, y_train, x_test, y_test, class_names, name, fingerprint = folder[:7]
         source = f"folder:{name}"
+        if folder.x_val is not None:  # a val/ folder: validation as given
+            return _subset(name, (x_train, y_train), (folder.x_val, folder.y_val), (x_test, y_test), class_names,
+                           source, fingerprint, train_size, seed)
     elif name not in DATASETS:
         raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a folder of "
                             f"images (a path)")
@@ -114,18 +117,21 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
                             f"{len(x_train)})")
     order = np.random.default_rng(seed).permutation(len(x_train))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
+    return _subset(name, (x_train[train_idx], y_train[train_idx]), (x_train[val_idx], y_train[val_idx]),
+                   (x_test, y_test), class_names, source, fingerprint, train_size, seed)
+
+
+def _subset(name, train, val, test, class_names, source, fingerprint, train_size, seed):
+    """The Dataset of these parts, its training images a random `train_size` of them when given."""
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = train, val, test
+    train_idx = np.arange(len(x_train))
     if train_size is not None:
         n_train = _count(train_size, len(train_idx), "train_size")
         if n_train < 1:
             raise KerasCNNError(f"{spell('train_size')} must keep at least one image, got {train_size}")
         train_idx = np.sort(np.random.default_rng(seed + 1).permutation(train_idx)[:n_train])
-    return Dataset(
-        name=name,
-        x_train=x_train[train_idx], y_train=y_train[train_idx],
-        x_val=x_train[val_idx], y_val=y_train[val_idx],
-        x_test=x_test, y_test=y_test,
-        class_names=class_names, source=source, fingerprint=fingerprint,
-    )
+    return Dataset(name=name, x_train=x_train[train_idx], y_train=y_train[train_idx], x_val=x_val, y_val=y_val,
+                   x_test=x_test, y_test=y_test, class_names=class_names, source=source, fingerprint=fingerprint)
 
 
 def _count(size, total, what):

@@ -4,7 +4,8 @@ and torchvision's `ImageFolder` read it, as a dataset's uint8 arrays
 
 - Layout: `DIR/<class>/<image>`, the class names the subfolder names in
   sorted order, images at any depth below them; or `DIR/train/<class>/...`
-  and `DIR/test/<class>/...` with the same classes, used as given. Files of
+  and `DIR/test/<class>/...` (and `DIR/val/<class>/...`) with the same
+  classes, used as given. Files of
   other extensions than EXTENSIONS, and hidden ones (".name"), are skipped.
 - Formats: PNG, JPEG, BMP, GIF (its first frame), WebP and TIFF, by Pillow,
   each turned as its EXIF orientation says.
@@ -56,6 +57,7 @@ TEST_SEED = 0
 DECODE_VERSION = 1  # in every cache's name: a change to how images are decoded makes new caches
 WORKERS = min(8, os.cpu_count() or 1)  # Pillow decodes and resizes without the GIL
 LAYOUT = "DIR/<class>/<image>, one folder per class (or DIR/train/<class>/ and DIR/test/<class>/)"
+TRAIN, TEST, VAL = 0, 1, 2  # a Listing's parts: DIR/train/ (or DIR itself), DIR/test/, DIR/val/
 
 
 class FolderData(typing.NamedTuple):
@@ -68,15 +70,18 @@ class FolderData(typing.NamedTuple):
     class_names: list
     path: str  # absolute
     fingerprint: str
+    x_val: np.ndarray = None  # a val/ folder's, else None (validation then comes from the training images)
+    y_val: np.ndarray = None
 
 
 class Listing(typing.NamedTuple):
-    """A folder's images in order: paths, labels, and which are test images."""
+    """A folder's images in order: paths, labels, and the part of each (TRAIN,
+    TEST or VAL: the folder it lies in)."""
 
     root: Path
     files: list
     labels: np.ndarray
-    test: np.ndarray
+    part: np.ndarray
     class_names: list
 
 
@@ -97,8 +102,10 @@ def load_folder(path, *, image_size=None, resize="resize", test_size=TEST_SIZE, 
                             f"modified), so its test images are not the run's; restore the folder or train again")
     train, test = _split(listing, test_size)
     x = _cached(listing, found, image_size, resize)
-    labels = listing.labels
-    return FolderData(x[train], labels[train], x[test], labels[test], listing.class_names, str(listing.root), found)
+    labels, val = listing.labels, np.flatnonzero(listing.part == VAL)
+    given = (x[val], labels[val]) if len(val) else (None, None)
+    return FolderData(x[train], labels[train], x[test], labels[test], listing.class_names, str(listing.root), found,
+                      *given)
 
 
 def _root(path):
@@ -115,25 +122,16 @@ def list_images(root):
     """The images of folder `root` (a Listing), its layout checked."""
     top = _subfolders(root)
     if "train" in top and "test" in top:
-        others = [f"{name}/" for name in top if name not in ("train", "test")]
-        if others:
-            raise KerasCNNError(f"{root} holds train/ and test/ but also {', '.join(others)}; with train/ and "
-                                f"test/, every class folder goes inside both")
-        classes, test_classes = _subfolders(root / "train"), _subfolders(root / "test")
-        if classes != test_classes:
-            only = [f"{split}/ only: {', '.join(sorted(set(a) - set(b)))}"
-                    for split, a, b in (("train", classes, test_classes), ("test", test_classes, classes))
-                    if set(a) - set(b)]
-            raise KerasCNNError(f"{root}: train/ and test/ hold different classes ({'; '.join(only)}); give both "
-                                f"the same class folders")
-        parts, where = ((root / "train", False), (root / "test", True)), root / "train"
+        classes, parts = _given_parts(root, top), ((root / "train", TRAIN), (root / "test", TEST))
+        parts += ((root / "val", VAL),) if "val" in top else ()
+        where = root / "train"
     else:
-        classes, parts, where = top, ((root, False),), root
+        classes, parts, where = top, ((root, TRAIN),), root
     if len(classes) < 2:
         held = f"one class folder ({classes[0]}/)" if classes else "no class folders"
         raise KerasCNNError(f"{where} holds {held}; a classifier needs at least two: {LAYOUT}")
-    files, labels, test = [], [], []
-    for base, is_test in parts:
+    files, labels, part = [], [], []
+    for base, kind in parts:
         for label, name in enumerate(classes):
             found = _images(base / name)
             if not found:
@@ -141,8 +139,27 @@ def list_images(root):
                                     f"the folder")
             files += found
             labels += [label] * len(found)
-            test += [is_test] * len(found)
-    return Listing(root, files, np.array(labels, np.int64), np.array(test, bool), classes)
+            part += [kind] * len(found)
+    return Listing(root, files, np.array(labels, np.int64), np.array(part, np.int8), classes)
+
+
+def _given_parts(root, top):
+    """The class names of a folder holding train/ and test/ (and val/),
+    which must hold the same class folders, and nothing else beside them."""
+    given = [name for name in ("train", "test", "val") if name in top]
+    others = [f"{name}/" for name in top if name not in given]
+    if others:
+        raise KerasCNNError(f"{root} holds train/ and test/ but also {', '.join(others)}; with train/ and "
+                            f"test/ (and val/), every class folder goes inside each")
+    classes = _subfolders(root / "train")
+    for split in given[1:]:
+        theirs = _subfolders(root / split)
+        if theirs != classes:
+            only = [f"{name}/ only: {', '.join(sorted(set(a) - set(b)))}"
+                    for name, a, b in (("train", classes, theirs), (split, theirs, classes)) if set(a) - set(b)]
+            raise KerasCNNError(f"{root}: train/ and {split}/ hold different classes ({'; '.join(only)}); give "
+                                f"them the same class folders")
+    return classes
 
 
 def _subfolders(folder):
@@ -184,8 +201,8 @@ def fingerprint_of(listing):
 def _split(listing, test_size):
     """(train, test) indices: the test folders' images, else `test_size` of
     each class held out (stratified, seeded by TEST_SEED)."""
-    if listing.test.any():
-        return np.flatnonzero(~listing.test), np.flatnonzero(listing.test)
+    if (listing.part == TEST).any():
+        return np.flatnonzero(listing.part == TRAIN), np.flatnonzero(listing.part == TEST)
     labels, classes = listing.labels, len(listing.class_names)
     counts = np.bincount(labels, minlength=classes)
     if counts.min() < 2:
