@@ -12,6 +12,7 @@ from kerascnn.config.options import FitConfig
 from kerascnn.config.spelling import OptionError
 from kerascnn.data import folders
 from kerascnn.data.datasets import load_dataset
+from kerascnn.data.rows import is_lazy
 from kerascnn.errors import KerasCNNError
 
 pytestmark = pytest.mark.core
@@ -139,6 +140,8 @@ def test_decoded_once_then_read_from_the_cache(tmp_path, cache, monkeypatch):
     first = load_dataset(str(folder), val_size=0)
     (path,) = cache.iterdir()
     assert path.suffix == ".npy" and isinstance(np.load(path, mmap_mode="r"), np.memmap)
+    for part in (first.x_train, first.x_test):  # read from the file as indexed, never copied whole
+        assert is_lazy(part) and isinstance(part.base, np.memmap) and str(part.base.filename) == str(path)
 
     def refuse(*args, **kwargs):
         raise AssertionError("decoded again")
@@ -278,3 +281,14 @@ def cli(*args):
     from kerascnn.cli.commands import cli as group
 
     return CliRunner().invoke(group, [str(a) for a in args])
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_warning(tmp_path, monkeypatch, capsys):
+    folder = make_folder(tmp_path / "pics", per_class=4)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("KERASCNN_CACHE_DIR", str(blocker / "cache"))
+    data = load_dataset(str(folder), val_size=0)
+    assert "warning: cannot cache the decoded images" in capsys.readouterr().err
+    assert len(data.x_train) + len(data.x_test) == 12 and not isinstance(data.x_train.base, np.memmap)
+    assert not list(tmp_path.rglob("*.npy")) and not list(tmp_path.rglob("*.tmp"))

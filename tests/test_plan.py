@@ -92,3 +92,22 @@ def test_image_size_defaults(monkeypatch):
     assert resolve_image_size(get_arch("alexnet"), 100, 28) == 100
     with pytest.raises(KerasCNNError, match="at least 67x67"):  # checked once, where the options are read
         FitConfig(arch="nin", image_size=64)
+
+
+@pytest.mark.core
+@pytest.mark.parametrize("mode, channels", [("auto", 1), ("rgb", 3), ("grayscale", 1)])
+def test_color_mode_sets_the_channels_the_network_takes(mode, channels):
+    import numpy as np
+
+    from kerascnn.training.plan import make_plan
+
+    plan = make_plan("lenet", "digits", {"train_size": 64, "val_size": 0, "batch_size": 16, "epochs": 1,
+                                         "color_mode": mode})
+    assert plan.data.image_shape[2] == 1 and plan.input_shape[2] == channels
+    images, _ = plan.loader("train").first_batch()
+    assert images.shape[-1] == channels
+    if channels == 3:  # gray brought to RGB: three equal channels
+        np.testing.assert_allclose(images[..., 0] * plan.data.stats()[1][0], images[..., 2] * plan.data.stats()[1][0],
+                                   atol=1e-5)
+    with pytest.raises(OptionError, match="unknown color mode .cmyk.; choose one of: auto, grayscale, rgb"):
+        make_plan("lenet", "digits", {"color_mode": "cmyk"})

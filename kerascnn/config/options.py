@@ -31,7 +31,7 @@ FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
 ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
          "randaugment": False, "randaugment_strength": Tricks.randaugment_strength, "data_on_device": "off",
-         "test_size": choices.TEST_SIZE}
+         "test_size": choices.TEST_SIZE, "color_mode": "auto"}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -103,6 +103,9 @@ class FitConfig:
                           "border of black, pixel 0, before normalization; needs --image-size at least the data's).",
                           kind="choice", group="data", match=True, choices=choices.RESIZE_MODES,
                           noun="resize mode")
+    color_mode: str = _option("auto", "The channels the model takes: the data's (auto: a folder is RGB when any "
+                              "image is colour), or grayscale or rgb, converted on the way in.", kind="choice",
+                              group="data", match=True, choices=choices.COLOR_MODES, noun="color mode")
     augment: tuple = _option((), "Training-batch augmentation (repeat or comma-separate).", kind="names",
                              group="data", match=True, choices=tuple(choices.TRANSFORMS), noun="augmentation",
                              metavar=",".join(choices.TRANSFORMS))

@@ -17,12 +17,15 @@ from kerascnn.config.choices import DATASETS, TEST_SIZE, is_folder
 from kerascnn.config.spelling import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.data.folders import load_folder
+from kerascnn.data.rows import take
 from kerascnn.data.sources import CLASS_NAMES, load_arrays
 
 
 @dataclasses.dataclass
 class Dataset:
-    """Images as uint8 arrays (N, H, W, C) with integer labels (N,)."""
+    """Images as uint8 arrays (N, H, W, C) with integer labels (N,); a
+    folder's images as kerascnn.data.rows.Rows of its memory-mapped cache,
+    read as they are indexed."""
 
     name: str
     x_train: np.ndarray
@@ -117,7 +120,7 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
                             f"{len(x_train)})")
     order = np.random.default_rng(seed).permutation(len(x_train))
     val_idx, train_idx = np.sort(order[:n_val]), np.sort(order[n_val:])
-    return _subset(name, (x_train[train_idx], y_train[train_idx]), (x_train[val_idx], y_train[val_idx]),
+    return _subset(name, (take(x_train, train_idx), y_train[train_idx]), (take(x_train, val_idx), y_train[val_idx]),
                    (x_test, y_test), class_names, source, fingerprint, train_size, seed)
 
 
@@ -130,7 +133,7 @@ def _subset(name, train, val, test, class_names, source, fingerprint, train_size
         if n_train < 1:
             raise KerasCNNError(f"{spell('train_size')} must keep at least one image, got {train_size}")
         train_idx = np.sort(np.random.default_rng(seed + 1).permutation(train_idx)[:n_train])
-    return Dataset(name=name, x_train=x_train[train_idx], y_train=y_train[train_idx], x_val=x_val, y_val=y_val,
+    return Dataset(name=name, x_train=take(x_train, train_idx), y_train=y_train[train_idx], x_val=x_val, y_val=y_val,
                    x_test=x_test, y_test=y_test, class_names=class_names, source=source, fingerprint=fingerprint)
 
 

@@ -48,6 +48,7 @@ import numpy as np
 
 from kerascnn.config.choices import DATASETS, TEST_SIZE
 from kerascnn.config.spelling import spell
+from kerascnn.data.rows import Rows
 from kerascnn.errors import KerasCNNError
 from kerascnn.runtime.backend import cache_dir
 
@@ -103,9 +104,9 @@ def load_folder(path, *, image_size=None, resize="resize", test_size=TEST_SIZE, 
     train, test = _split(listing, test_size)
     x = _cached(listing, found, image_size, resize)
     labels, val = listing.labels, np.flatnonzero(listing.part == VAL)
-    given = (x[val], labels[val]) if len(val) else (None, None)
-    return FolderData(x[train], labels[train], x[test], labels[test], listing.class_names, str(listing.root), found,
-                      *given)
+    given = (Rows(x, val), labels[val]) if len(val) else (None, None)
+    return FolderData(Rows(x, train), labels[train], Rows(x, test), labels[test], listing.class_names,
+                      str(listing.root), found, *given)
 
 
 def _root(path):
@@ -236,12 +237,12 @@ def cache_path(listing, fingerprint, image_size, resize):
 
 
 def _cached(listing, fingerprint, image_size, resize):
-    """The folder's images, read from the cache, else decoded and cached."""
+    """The folder's images memory-mapped from the cache, else decoded into
+    it (into memory when the cache cannot be written)."""
     path = cache_path(listing, fingerprint, image_size, resize)
     x = _read_cache(path, len(listing.files))
     if x is None:
-        x = decode(listing, image_size, resize)
-        _write_cache(path, x)
+        x = _write_cache(path, lambda allocate: decode(listing, image_size, resize, allocate))
     return x
 
 
@@ -258,44 +259,73 @@ def _read_cache(path, count):
     return x
 
 
-def _write_cache(path, x):
-    """Save `x` to `path` through a temporary file renamed into place, and
-    remove the folder's caches of earlier contents; a warning when the cache
-    folder is not writable (the images are used all the same)."""
-    tmp = None
+def _write_cache(path, fill):
+    """`fill(allocate)` (decode) writing straight into a memory-mapped
+    temporary file (never the whole folder in memory), renamed to `path`
+    when complete and returned memory-mapped; the folder's caches of
+    earlier contents removed. When the cache folder is not writable, a
+    warning and the images in memory."""
+    tmp, made = None, not path.parent.exists()
+
+    def allocate(shape):  # once the headers are read: a folder that fails before then leaves no trace
+        nonlocal tmp
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            os.close(fd)
+            return _file_array(tmp, shape)
+        except OSError as e:
+            print(f"warning: cannot cache the decoded images in {path.parent} ({e.strerror}); they are decoded "
+                  f"into memory and will be decoded again next time", file=sys.stderr)
+            return np.empty(shape, np.uint8)
+
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, x)
-            f.flush()
+        x = fill(allocate)
+        if not isinstance(x, np.memmap):
+            return x
+        x.flush()
+        del x
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as e:
-        print(f"warning: cannot cache the decoded images in {path.parent} ({e.strerror}); they will be decoded "
-              f"again next time", file=sys.stderr)
-        return
     finally:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+            if made:  # the cache folder this failed run made, empty again
+                with contextlib.suppress(OSError):
+                    path.parent.rmdir()
+                    path.parent.parent.rmdir()
     stem = path.name.rsplit("-", 2)[0]  # the folder, size and resize mode
     for old in path.parent.glob(f"{glob.escape(stem)}-v*-*.npy"):
         if old != path:
             with contextlib.suppress(OSError):
                 old.unlink()
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
-def decode(listing, image_size=None, resize="resize"):
-    """Every image of the listing as one uint8 (N, side, side, C) array:
-    headers first (sizes, colour), then the pixels, on WORKERS threads."""
+def _file_array(path, shape):
+    """A uint8 .npy file at `path` (None: not creatable) memory-mapped for
+    writing, its space reserved now (a full disk is an OSError here, not a
+    crash while writing through the map)."""
+    x = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        with open(path, "rb+") as f:
+            os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+    return x
+
+
+def decode(listing, image_size=None, resize="resize", allocate=None):
+    """Every image of the listing as one uint8 (N, side, side, C) array
+    (`allocate(shape)`'s, else in memory): headers first (sizes, colour),
+    then the pixels, on WORKERS threads."""
     started = time.monotonic()
     headers = list(_pooled(_header, listing.files))
     side = image_size or common_side(headers)
     channels = 3 if any(colour for _, _, colour in headers) else 1
-    x = np.empty((len(listing.files), side, side, channels), np.uint8)
+    x = (allocate or (lambda shape: np.empty(shape, np.uint8)))((len(listing.files), side, side, channels))
     tty = sys.stderr.isatty()
     for i, image in enumerate(_pooled(lambda p: decode_image(p, side, channels, resize), listing.files)):
         x[i] = image

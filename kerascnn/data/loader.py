@@ -15,6 +15,7 @@ import dataclasses
 
 import numpy as np
 
+from kerascnn.data.rows import take
 from kerascnn.data.sampling import GRAY_WEIGHTS
 from kerascnn.errors import KerasCNNError
 from kerascnn.runtime.distribution import process_part, sharded
@@ -53,7 +54,7 @@ def make_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False
 
         if shuffle:
             order = np.random.default_rng(seed).permutation(len(x))
-            x, y = x[order], np.asarray(y)[order]
+            x, y = take(x, order), np.asarray(y)[order]
         return Batches(x, y, batch_size, transform=lambda images: preprocess(
             images, input_shape=input_shape, mean=mean, std=std, resize=resize))
     from kerascnn.data.tf_pipeline import make_eval_pipeline

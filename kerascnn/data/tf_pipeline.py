@@ -11,7 +11,27 @@ epoch in `sampling.epoch_order`'s order.
 import numpy as np
 
 from kerascnn.data import device_transforms
+from kerascnn.data.rows import is_lazy
 from kerascnn.data.sampling import epoch_order, steps_per_epoch
+
+
+def _gatherer(x):
+    """idx -> the images x[idx] as a uint8 tensor: gathered from a constant
+    in memory, or read from a lazy x (a folder's Rows) in a numpy_function,
+    so that a folder larger than memory is read a batch at a time."""
+    import tensorflow as tf
+
+    if not is_lazy(x):
+        images = tf.constant(x)
+        return lambda idx: tf.gather(images, idx)
+    shape = x.shape[1:]
+
+    def gather(idx):
+        batch = tf.numpy_function(lambda i: x[i], [idx], tf.uint8, stateful=False)
+        batch.set_shape([None, *shape])
+        return batch
+
+    return gather
 
 
 def make_eval_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=False, seed=None, resize="resize"):
@@ -19,10 +39,18 @@ def make_eval_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=
     when `shuffle`), preprocessed whole, prefetched."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    if shuffle:
-        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
+    if is_lazy(x):  # a folder's images: read batch by batch, never whole
+        gather = _gatherer(x)
+        ds = tf.data.Dataset.range(len(x))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        labels = tf.constant(np.asarray(y, np.int32))
+        ds = ds.batch(batch_size).map(lambda i: (gather(i), tf.gather(labels, i)))
+    else:
+        ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+        if shuffle:
+            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.batch(batch_size)
     input_shape = tuple(int(v) for v in input_shape)
 
     def model_input(images, labels):
@@ -66,7 +94,7 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
 
     n = len(x)
     steps = steps_per_epoch(n, batch_size)
-    images = tf.constant(x)
+    gather = _gatherer(x)
     labels = tf.constant(y.astype(np.int32))
     input_shape = tuple(int(v) for v in input_shape)
 
@@ -78,7 +106,7 @@ def make_training_pipeline(x, y, *, input_shape, mean, std, batch_size, epochs, 
         return batches.map(lambda step, i: (epoch, step, i))
 
     def make_batch(epoch, step, idx):
-        xb = device_transforms.scale_and_resize(tf.gather(images, idx), input_shape[:2], resize)
+        xb = device_transforms.scale_and_resize(gather(idx), input_shape[:2], resize)
         if augment:
             batch_seed = tf.stack([tf.cast(seed, tf.int64) * 1_000_003 + epoch, step])
             xb = augment(xb, batch_seed)

@@ -43,7 +43,7 @@ def to_lenet_input(images, mean, std, size=SIZE):
     [0, 1], centred on a border of zeros up to `size`, then normalized with
     the training set's per-channel mean and std, as `fit` prepares them with
     `--resize pad`."""
-    x = images.astype(np.float64).transpose(0, 3, 1, 2) / 255.0
+    x = np.asarray(images).astype(np.float64).transpose(0, 3, 1, 2) / 255.0
     h, w = x.shape[2:]
     if h > size or w > size:
         raise KerasCNNError(f"LeNet-5 from scratch takes images up to {size}x{size}, got {h}x{w}")

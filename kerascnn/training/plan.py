@@ -11,6 +11,8 @@ import os
 import typing
 from pathlib import Path
 
+import numpy as np
+
 from kerascnn.config.choices import STEP_SCHEDULES
 from kerascnn.config.defaults import image_size as default_image_size
 from kerascnn.config.defaults import resolve
@@ -86,7 +88,13 @@ def make_plan(config=None, dataset=None, options=None, *, echo=None, callbacks=(
     n = len(data.x_train)
     return Plan(given.config, settings, data, keras.backend.backend(), resolve_jit(settings.jit),
                 steps_per_epoch(n, settings.batch_size, devices), n - n % settings.batch_size % devices, devices,
-                (settings.image_size, settings.image_size, data.image_shape[2]), Tricks.of(settings), given.replay)
+                (settings.image_size, settings.image_size, input_channels(settings.color_mode, data)), Tricks.of(settings), given.replay)
+
+
+def input_channels(color_mode, data):
+    """The channels the network takes: the data's, or 1 or 3 as
+    `color_mode` forces (the input path converts, with sampling.GRAY_WEIGHTS)."""
+    return {"grayscale": 1, "rgb": 3}.get(color_mode, data.image_shape[2])
 
 
 def make_config(config=None, dataset=None, options=None):
@@ -341,7 +349,7 @@ def build_or_resume(plan, folder=None):
         return model
     from kerascnn.training.trainer import TrainingModel
 
-    images = plan.data.x_train if settings.data_on_device == "on" else None  # held on the device
+    images = np.asarray(plan.data.x_train) if settings.data_on_device == "on" else None  # held on the device
     trainer = TrainingModel(model, transform, images)
     # one optimizer: saving `model` saves its state
     compile_model(trainer, model.optimizer, plan.jit_compile, plan.steps_per_execution, plan.tricks)
