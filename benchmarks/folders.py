@@ -11,16 +11,26 @@ timing. The first run is `kerascnn.data.folders.load_folder` with an empty
 cache: list and fingerprint the folder, read every header, decode each
 image, fit it to the stored side and write the cache; images per second is
 the images over that whole time. A later run is the same call with the
-cache in place (listing and fingerprint included): the median of 3. Into
-benchmarks/results/folders.json.
+cache in place (listing and fingerprint included): the median of 3.
+
+Memory: the same folder stored at 224x224 (a 1.4 GiB cache), then, in a
+fresh process per backend, `make_plan` on it (LeNet at 224, batch 64) and
+one epoch of its training batches and the test batches read through
+`plan.loader`; the process's private resident memory (RssAnon, sampled
+every 5 ms) at its peak, less what it held before (after the same reading
+of the 32x32 cache, so that imports are not counted), beside the cache's
+size. Into benchmarks/results/folders.json.
 """
 
 import argparse
 import importlib
+import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -46,7 +56,7 @@ def timed(fn):
     return time.perf_counter() - start, result
 
 
-def measure(count, repeats=3):
+def measure(count, side=224, repeats=3):
     """Seconds of a first (decoding) and a cached load of a folder of `count` images."""
     import numpy as np
 
@@ -68,18 +78,72 @@ def measure(count, repeats=3):
         later = [timed(lambda: folders.load_folder(root))[0] for _ in range(repeats)]
         cache_bytes = sum(p.stat().st_size for p in (Path(scratch) / "cache").rglob("*.npy"))
         images = len(data.x_train) + len(data.x_test)
-    return {"images": images, "image_shape": list(data.x_train.shape[1:]), "formats": "half PNG, half JPEG q95",
+        memory = measure_memory(root, side)
+    return {"memory": memory, **{"images": images, "image_shape": list(data.x_train.shape[1:]), "formats": "half PNG, half JPEG q95",
             "decode_workers": folders.WORKERS, "first_run_s": round(first, 2),
             "decoded_images_per_s": round(images / first), "cached_start_s": round(statistics.median(later), 3),
             "cached_runs_s": [round(t, 3) for t in later], "cache_mb": round(cache_bytes / 2**20, 1),
-            "first_over_cached": round(first / statistics.median(later), 1)}
+            "first_over_cached": round(first / statistics.median(later), 1)}}
+
+
+def measure_memory(root, side):
+    """{backend: peak private memory growth} while a plan reads the folder
+    stored at `side` (see the docstring), with the cache's size."""
+    from kerascnn.data import folders
+
+    data = folders.load_folder(root, image_size=side)  # the cache at this side, written here
+    cache_mb = sum(p.stat().st_size for p in folders.cache_dir().joinpath("folders").glob(f"*-{side}-*.npy")) / 2**20
+    row = {"image_size": side, "cache_mb": round(cache_mb, 1), "batch_size": 64,
+           "images_read": len(data.x_train) + len(data.x_test)}
+    for backend in ("tensorflow", "jax", "torch"):
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        out = subprocess.run([sys.executable, __file__, "--memory-probe", str(root), str(side)], env=env,
+                             capture_output=True, text=True, check=True).stdout
+        row[backend] = json.loads(out.strip().splitlines()[-1])
+    return row
+
+
+def rss_anon_mb():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon:")) / 1024
+
+
+def memory_probe(root, side):
+    """In its own process: peak RssAnon growth over make_plan and one epoch of batches."""
+    from kerascnn.training.plan import make_plan
+
+    peak, stop = [rss_anon_mb()], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak.append(max(peak[-1], rss_anon_mb()))
+            time.sleep(0.005)
+
+    def read(size):
+        plan = make_plan("lenet", str(root), {"image_size": size, "batch_size": 64, "epochs": 1, "val_size": 0})
+        return sum(1 for _ in plan.loader("train")) + sum(1 for _ in plan.loader("test"))
+
+    read(32)  # every import and code path warmed on the 32x32 cache: what grows after is the data's
+    before = rss_anon_mb()
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    batches = read(side)
+    seconds = time.perf_counter() - start
+    stop.set()
+    sampler.join()
+    print(json.dumps({"before_mb": round(before), "peak_growth_mb": round(max(peak) - before), "batches": batches,
+                      "seconds": round(seconds, 1)}))
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1,000 images, results not kept")
+    parser.add_argument("--memory-probe", nargs=2, metavar=("FOLDER", "SIDE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    row = measure(1000 if args.quick else 10_000)
+    if args.memory_probe:
+        return memory_probe(args.memory_probe[0], int(args.memory_probe[1]))
+    row = measure(1000, 64) if args.quick else measure(10_000)
     if row is None:
         return
     print(row)

@@ -59,16 +59,19 @@ class Dataset:
                 f"test={len(self.x_test)}, shape={self.image_shape}, source={self.source!r})")
 
 
-def channel_stats(x, chunk=4096):
+def channel_stats(x, chunk_bytes=1 << 22):
     """Per-channel mean and std of uint8 images `x` (N, H, W, C) scaled to
-    [0, 1], from exact integer sums taken `chunk` images at a time (a
-    float64 copy of Fashion-MNIST's training set would be 380 MB)."""
+    [0, 1], from exact integer sums taken about `chunk_bytes` of images at a
+    time (a float64 copy of Fashion-MNIST's training set would be 380 MB;
+    a folder's images are read from its cache a chunk at a time)."""
     channels = x.shape[-1]
+    chunk = max(1, chunk_bytes // max(1, int(np.prod(x.shape[1:]))))
     total, squares = np.zeros(channels, np.int64), np.zeros(channels, np.int64)
     for start in range(0, len(x), chunk):
-        part = x[start:start + chunk].reshape(-1, channels).astype(np.int64)
-        total += part.sum(axis=0)
-        squares += (part * part).sum(axis=0)
+        part = np.asarray(x[start:start + chunk]).reshape(-1, channels)
+        total += part.sum(axis=0, dtype=np.int64)
+        wide = part.astype(np.uint16)  # 255 * 255 fits
+        squares += (wide * wide).sum(axis=0, dtype=np.int64)
     n = x.size // channels
     mean = total / n
     var = np.maximum(squares / n - mean * mean, 0.0)
