@@ -141,6 +141,19 @@ def test_a_download_without_tensorflow_is_one_line(tmp_path):
     assert "--data-dir" in lines[0] and "--dataset digits" in lines[0]
 
 
+@pytest.mark.skipif(not (installed("jax") or installed("torch")), reason="neither jax nor torch is installed")
+def test_a_tfds_dataset_without_tensorflow_is_one_line(tmp_path):
+    code = """
+        from kerascnn.cli.commands import main
+        main(["fit", "--dataset", "tfds:cifar100", "--epochs", "1"])
+    """
+    proc = python(code, "jax" if installed("jax") else "torch", cwd=tmp_path)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: tfds:cifar100 needs tensorflow-datasets and TensorFlow")
+    assert not list(tmp_path.iterdir())
+
+
 def test_tensorboard_scalars_read_back(tmp_path):
     """The events ScalarBoard writes are what TensorBoard reads: one scalar per metric and epoch."""
     pytest.importorskip("tensorboard")

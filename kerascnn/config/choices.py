@@ -15,19 +15,38 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "digits")
 TEST_SIZE = 0.2
 
 
+TFDS_PREFIX = "tfds:"  # --dataset tfds:NAME[/CONFIG]: a TensorFlow Datasets image classification dataset
+
+
 def is_folder(dataset):
     """Whether `dataset` names a folder of images rather than one of
-    DATASETS: it is not one of them, and is an existing folder or holds a
-    path separator (a folder called mnist is `./mnist`)."""
+    DATASETS: it is not one of them nor a tfds: name, and is an existing
+    folder or holds a path separator (a folder called mnist is `./mnist`)."""
     if not isinstance(dataset, (str, os.PathLike)):
         return False
     dataset = os.fspath(dataset)
     separators = [s for s in (os.sep, os.altsep) if s]
-    return dataset not in DATASETS and (os.path.isdir(dataset) or any(s in dataset for s in separators))
+    return (dataset not in DATASETS and not is_tfds(dataset)
+            and (os.path.isdir(dataset) or any(s in dataset for s in separators)))
+
+
+def is_tfds(dataset):
+    """Whether `dataset` is `tfds:NAME[/CONFIG]` (kerascnn.data.tfds_images)."""
+    return isinstance(dataset, str) and dataset.startswith(TFDS_PREFIX)
+
+
+def is_decoded(dataset):
+    """Whether `dataset`'s images are decoded into a cache at a size a run
+    chooses (a folder, or tfds:): a run records their fingerprint, size and
+    test split to find the same images again."""
+    return is_folder(dataset) or is_tfds(dataset)
 
 
 def dataset_label(dataset):
-    """A dataset as a file name may hold it: a folder's own name, else the name."""
+    """A dataset as a file name may hold it: a folder's own name, a tfds:
+    dataset's name and config, else the name."""
+    if is_tfds(dataset):
+        return dataset[len(TFDS_PREFIX):].replace("/", "-").replace(":", "-") or "tfds"
     return (Path(dataset).name or "folder") if is_folder(dataset) else dataset
 
 # Plain SGD and AdaGrad need larger steps than the adaptive methods.

@@ -85,8 +85,8 @@ class FitConfig:
     depth_multiplier: int = _option(None, f"Depthwise multiplier [{families.family_defaults('depth_multiplier')}].",
                                     kind="int", group="model", low=1)
     # the data
-    dataset: str = _option("fashion_mnist", "Dataset: a name, or a folder of images, one subfolder per class "
-                           "(docs/your-data.md).", kind="choice", group="data", match=True, choices=choices.DATASETS,
+    dataset: str = _option("fashion_mnist", "Dataset: a name, a folder of images, one subfolder per class, or "
+                           "tfds:NAME[/CONFIG], a TensorFlow Datasets image dataset (docs/your-data.md).", kind="choice", group="data", match=True, choices=choices.DATASETS,
                            folders=True)
     data_dir: str = _option(None, "Folder with <dataset>/ files [env KERASCNN_DATA_DIR].", kind="path",
                             group="data")
@@ -313,8 +313,8 @@ def _coerce(field, value):
     except (TypeError, ValueError):
         _fail(name, f"{{option}} expects {EXPECTS[kind]}{' or auto' * bool(meta.get('auto'))}, got {value!r}")
     noun = meta.get("noun", name)
-    if kind == "choice" and value not in meta["choices"] and not (meta.get("folders") and choices.is_folder(value)):
-        also = ", or a folder of images (a path)" if meta.get("folders") else ""
+    if kind == "choice" and value not in meta["choices"] and not (meta.get("folders") and choices.is_decoded(value)):
+        also = ", a folder of images (a path), or tfds:NAME" if meta.get("folders") else ""
         _fail(name, f"{{option}}: unknown {noun} {value!r}; choose one of: {', '.join(meta['choices'])}{also}")
     if kind == "names" and meta.get("choices"):
         value = tuple(v for v in dict.fromkeys(value) if v != "none")

@@ -13,7 +13,7 @@ import dataclasses
 
 import numpy as np
 
-from kerascnn.config.choices import DATASETS, TEST_SIZE, is_folder
+from kerascnn.config.choices import DATASETS, TEST_SIZE, is_decoded, is_tfds
 from kerascnn.config.spelling import spell
 from kerascnn.errors import KerasCNNError
 from kerascnn.data.folders import load_folder
@@ -86,8 +86,11 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
         name: "mnist", "fashion_mnist", "cifar10" or "digits"; or a folder
             of images (config.choices.is_folder: an existing folder, or a
             path), read by kerascnn.data.folders.load_folder with the last
-            four arguments; the Dataset's name is then its absolute path.
+            four arguments; the Dataset's name is then its absolute path; or
+            "tfds:NAME[/CONFIG]", read by kerascnn.data.tfds_images.load_tfds
+            as a folder is.
         data_dir: folder holding `<name>/`; defaults to $KERASCNN_DATA_DIR.
+            For tfds:, the TensorFlow Datasets data folder (default: tfds').
         val_size: a fraction (< 1) or a count of training images held out
             for validation, chosen at random by `seed`.
         train_size: keep only this many training images (after the
@@ -101,17 +104,22 @@ def load_dataset(name, data_dir=None, *, val_size=0.1, train_size=None, seed=0, 
             its most common) and how they are fitted to it ("resize", "pad").
         fingerprint: the folder's as a run recorded it; an error if changed.
     """
-    if is_folder(name):
-        folder = load_folder(name, image_size=image_size, resize=resize, test_size=test_size,
-                             fingerprint=fingerprint)
+    if is_decoded(name):
+        stored = dict(image_size=image_size, resize=resize, test_size=test_size, fingerprint=fingerprint)
+        if is_tfds(name):
+            from kerascnn.data.tfds_images import load_tfds
+
+            folder = load_tfds(name, data_dir=data_dir, allow_download=allow_download, **stored)
+        else:
+            folder = load_folder(name, **stored)
         x_train, y_train, x_test, y_test, class_names, name, fingerprint = folder[:7]
-        source = f"folder:{name}"
+        source = name if is_tfds(name) else f"folder:{name}"
         if folder.x_val is not None:  # a val/ folder: validation as given
             return _subset(name, (x_train, y_train), (folder.x_val, folder.y_val), (x_test, y_test), class_names,
                            source, fingerprint, train_size, seed)
     elif name not in DATASETS:
-        raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, or a folder of "
-                            f"images (a path)")
+        raise KerasCNNError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}, a folder of "
+                            f"images (a path), or tfds:NAME")
     else:
         arrays, source, where, parts = load_arrays(name, data_dir, allow_download)
         x_train, y_train, x_test, y_test, class_names = _checked(name, arrays, where, parts)

@@ -201,49 +201,61 @@ def fingerprint_of(listing):
 
 def _split(listing, test_size):
     """(train, test) indices: the test folders' images, else `test_size` of
-    each class held out (stratified, seeded by TEST_SEED)."""
+    each class held out (`hold_out`)."""
     if (listing.part == TEST).any():
         return np.flatnonzero(listing.part == TRAIN), np.flatnonzero(listing.part == TEST)
-    labels, classes = listing.labels, len(listing.class_names)
-    counts = np.bincount(labels, minlength=classes)
+    counts = np.bincount(listing.labels, minlength=len(listing.class_names))
     if counts.min() < 2:
         name = listing.class_names[int(np.argmin(counts))]
         raise KerasCNNError(f"{listing.root / name}/ holds one image; each class needs two at least, one to train "
                             f"on and one to test on (or give the folder train/ and test/ folders)")
+    return hold_out(listing.labels, len(listing.class_names), test_size, listing.root)
+
+
+def hold_out(labels, classes, test_size, where):
+    """(train, test) indices of `labels`: `test_size` (a fraction or a
+    count) of each class held out by scikit-learn's stratified split, with
+    one seed (TEST_SEED) for every run; `where` names the images in errors."""
     n = len(labels)
     n_test = math.ceil(test_size * n) if isinstance(test_size, float) and test_size < 1 else int(test_size)
     if not classes <= n_test <= n - classes:
         raise KerasCNNError(f"{spell('test_size')} {test_size} holds out {n_test} of the {n} images of "
-                            f"{listing.root}; it must hold out one image of each of its {classes} classes at least, "
+                            f"{where}; it must hold out one image of each of its {classes} classes at least, "
                             f"and leave one of each to train on")
     from sklearn.model_selection import train_test_split
 
     try:
         train, test = train_test_split(np.arange(n), test_size=n_test, random_state=TEST_SEED, stratify=labels)
     except ValueError as e:
-        raise KerasCNNError(f"cannot hold out {spell('test_size')} {test_size} of {listing.root}: {e}") from None
+        raise KerasCNNError(f"cannot hold out {spell('test_size')} {test_size} of {where}: {e}") from None
     return np.sort(train), np.sort(test)
 
 
 # ----------------------------------------------------------------------------- the cache
 
 
-def cache_path(listing, fingerprint, image_size, resize):
-    """The cache file of a folder's images stored at `image_size` by `resize`."""
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", listing.root.name)[:40] or "folder"
-    where = hashlib.sha256(str(listing.root).encode("utf-8", "surrogateescape")).hexdigest()[:12]
+def cache_path(label, where, fingerprint, image_size, resize):
+    """The cache file of the images of `where` (a folder's path, or another
+    source's name; `label` a readable name for it) stored at `image_size`
+    by `resize`, with content `fingerprint`."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", label)[:40] or "folder"
+    where = hashlib.sha256(str(where).encode("utf-8", "surrogateescape")).hexdigest()[:12]
     key = f"{name}-{where}-{image_size or 'auto'}-{resize}-v{DECODE_VERSION}-{fingerprint[:16]}"
     return cache_dir() / "folders" / f"{key}.npy"
+
+
+def cached_images(path, count, fill):
+    """The `count` images cached at `path`, memory-mapped; else
+    `fill(allocate)` decoding them into it (`_write_cache`)."""
+    x = _read_cache(path, count)
+    return _write_cache(path, fill) if x is None else x
 
 
 def _cached(listing, fingerprint, image_size, resize):
     """The folder's images memory-mapped from the cache, else decoded into
     it (into memory when the cache cannot be written)."""
-    path = cache_path(listing, fingerprint, image_size, resize)
-    x = _read_cache(path, len(listing.files))
-    if x is None:
-        x = _write_cache(path, lambda allocate: decode(listing, image_size, resize, allocate))
-    return x
+    path = cache_path(listing.root.name, listing.root, fingerprint, image_size, resize)
+    return cached_images(path, len(listing.files), lambda allocate: decode(listing, image_size, resize, allocate))
 
 
 def _read_cache(path, count):

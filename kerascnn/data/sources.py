@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascnn.config.choices import is_folder
+from kerascnn.config.choices import is_decoded
 from kerascnn.config.spelling import spell, spell_set
 from kerascnn.errors import KerasCNNError
 
@@ -63,7 +63,7 @@ def check_available(name, data_dir=None, *, allow_download=True):
     """Raise the error loading `name` would raise for a missing folder or an
     offline machine, without reading the data (a study checks once, before
     its first run)."""
-    if is_folder(name) or local_folder(name, data_dir) is not None or name == "digits":
+    if is_decoded(name) or local_folder(name, data_dir) is not None or name == "digits":
         return  # a folder of images is checked as it loads
     tfds = _tfds(name)
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from kerascnn.runs import storage
-from kerascnn.config.choices import TEST_SIZE, dataset_label, is_folder
+from kerascnn.config.choices import TEST_SIZE, dataset_label, is_decoded, is_folder, is_tfds
 from kerascnn.config.options import FIELDS, FitConfig, replayed, upgrade
 from kerascnn.config.spelling import OptionError, spell
 from kerascnn.errors import KerasCNNError
@@ -207,11 +207,13 @@ class Run:
         dataset = folder_path(dataset) if folder else dataset
         same = dataset == self.dataset
         split = {"val_size": self.record.get("val_size", 0.1), "seed": self.record.get("seed", 0)} if same else {}
-        if same and folder:
+        if same and is_decoded(dataset):
             split.update(test_size=self.record.get("test_size", TEST_SIZE), resize=self.resize,
                          image_size=(self.record.get("given") or {}).get("image_size"),
                          fingerprint=self.record.get("data_fingerprint"))
-        if data_dir is None and not folder:
+        if data_dir is None and is_tfds(dataset):  # the TFDS data folder it was trained from, else tfds' own
+            data_dir = next((d for d in self.data_dirs() if Path(d).is_dir()), None)
+        elif data_dir is None and not folder:
             data_dir = next((d for d in self.data_dirs() if (Path(d) / dataset).is_dir()), None)
         return load_dataset(dataset, data_dir, **split)
 

@@ -96,7 +96,8 @@ class Study:
 
 def parse_vary(text):
     """"pool=avg,max" -> ("pool", ["avg", "max"]); a value that is itself a
-    list is written with "/": "channels=6/16,16/32"."""
+    list is written with "/": "channels=6/16,16/32" (a path keeps its "/":
+    "dataset=digits,my/pictures")."""
     key, sep, values = text.partition("=")
     name = key.strip().lstrip("-").replace("-", "_")
     if not sep or not values.strip():
@@ -104,7 +105,8 @@ def parse_vary(text):
     if name not in FIELDS or name in PER_RUN:
         raise OptionError(f"{spell('vary')}: {key.strip()!r} is not an option a study can vary; "
                           f"the options are: {', '.join(n for n in FIELDS if n not in PER_RUN)}")
-    return name, [coerce_option(name, v.strip().replace("/", ",")) for v in values.split(",")]
+    listed = FIELDS[name].metadata["kind"] in ("names", "ints")  # "/" separates a list's items; else a path's
+    return name, [coerce_option(name, v.strip().replace("/", ",") if listed else v.strip()) for v in values.split(",")]
 
 
 def _text(value):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kerascnn.config.choices import STEP_SCHEDULES
+from kerascnn.config.choices import STEP_SCHEDULES, is_tfds
 from kerascnn.config.defaults import image_size as default_image_size
 from kerascnn.config.defaults import resolve
 from kerascnn.config.options import FitConfig
@@ -162,8 +162,9 @@ def resolve_settings(given, data, echo=None, callbacks=()):
     if given.mixed_precision and not accelerator and echo:
         echo(f"warning: {spell('mixed_precision')} needs a GPU; training in float32 on this CPU")
     local = data.source.startswith("local:")
-    settings = resolve(given, image_size=size, accelerator=accelerator,
-                       data_dir=os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local else None)
+    data_dir = (os.path.dirname(os.path.abspath(data.source[len("local:"):])) if local
+                else os.path.abspath(given.data_dir) if is_tfds(given.dataset) and given.data_dir else None)
+    settings = resolve(given, image_size=size, accelerator=accelerator, data_dir=data_dir)
     settings = settings.replace(dataset=data.name, data_on_device=resolve_data_on_device(
         settings.data_on_device, data.x_train.nbytes, keras.backend.backend(), settings.distribute, accelerator, echo))
     steps = steps_per_epoch(len(data.x_train), settings.batch_size, devices)
