@@ -392,7 +392,7 @@ def test_channel_stats_are_numpys_without_a_float_copy():
 
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, size=(300, 9, 7, 3), dtype=np.uint8)
-    mean, std = channel_stats(x, chunk=64)  # chunks that do not divide the images
+    mean, std = channel_stats(x, chunk_bytes=64 * 9 * 7 * 3 + 5)  # chunks of 64 images: they do not divide 300
     flat = x.reshape(-1, 3).astype(np.float64) / 255
     np.testing.assert_allclose(mean, flat.mean(axis=0), rtol=1e-12)
     np.testing.assert_allclose(std, flat.std(axis=0), rtol=1e-9)

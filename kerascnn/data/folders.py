@@ -109,6 +109,11 @@ def load_folder(path, *, image_size=None, resize="resize", test_size=TEST_SIZE, 
                       str(listing.root), found, *given)
 
 
+def folder_fingerprint(path):
+    """The fingerprint of folder `path`'s images (fingerprint_of its listing)."""
+    return fingerprint_of(list_images(_root(path)))
+
+
 def _root(path):
     root = Path(folder_path(path))
     if not root.exists():

@@ -18,7 +18,7 @@ from pathlib import Path
 from kerascnn.runs import storage
 from kerascnn.config.choices import TEST_SIZE, dataset_label, is_decoded, is_folder, is_tfds
 from kerascnn.config.options import FIELDS, FitConfig, replayed, upgrade
-from kerascnn.config.spelling import OptionError, spell
+from kerascnn.config.spelling import OptionError, spell, spell_set
 from kerascnn.errors import KerasCNNError
 from kerascnn.runs.files import (CHECKPOINT, RunFiles, checked_history, read_checkpoint_state, read_history,
                                 read_record, read_steps, record_bases)
@@ -205,7 +205,10 @@ class Run:
                                 f"say which data with {spell('dataset')}")
         folder = is_folder(dataset)
         dataset = folder_path(dataset) if folder else dataset
-        same = dataset == self.dataset
+        same = dataset == self.dataset or folder and self._moved_to(dataset)
+        if same and folder and not Path(dataset).exists():
+            raise KerasCNNError(f"the folder {self.model_path.name} was trained on, {dataset}, is not there; if you "
+                                f"moved it, give its new place with {spell_set('dataset', 'DIR')}")
         split = {"val_size": self.record.get("val_size", 0.1), "seed": self.record.get("seed", 0)} if same else {}
         if same and is_decoded(dataset):
             split.update(test_size=self.record.get("test_size", TEST_SIZE), resize=self.resize,
@@ -216,6 +219,14 @@ class Run:
         elif data_dir is None and not folder:
             data_dir = next((d for d in self.data_dirs() if (Path(d) / dataset).is_dir()), None)
         return load_dataset(dataset, data_dir, **split)
+
+    def _moved_to(self, folder):
+        """Whether `folder` holds the very images this run trained on (its
+        fingerprint: names, sizes and times, which a move keeps)."""
+        from kerascnn.data.folders import folder_fingerprint
+
+        recorded = self.record.get("data_fingerprint") if self.record else None
+        return bool(recorded) and Path(folder).is_dir() and folder_fingerprint(folder) == recorded
 
     def inputs(self, dataset=None, data_dir=None):
         """The model with its data (`dataset` and `data_dir` as in
