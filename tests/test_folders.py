@@ -272,7 +272,7 @@ def test_the_command_line_says_one_line_and_writes_no_run(tmp_path):
     assert [line for line in result.output.splitlines() if line.startswith("error:")] == [
         f"error: cannot decode {bad}: cannot identify image file '{bad}'; the file is damaged, cut short or not "
         f"the image its name says: replace it or remove it"]
-    assert "[mnist|fashion_mnist|cifar10|digits|DIR]" in cli("fit", "--help").output
+    assert "[mnist|fashion_mnist|cifar10|digits|DIR|tfds:NAME]" in cli("fit", "--help").output
 
 
 def cli(*args):

@@ -57,7 +57,7 @@ def config_option(name, **overrides):
             flags = (f"{flag(name)}/--no-{flag(name)[2:]}",)
     else:
         choices = meta.get("choices")
-        folders = ("DIR",) if meta.get("folders") else ()
+        folders = ("DIR", "tfds:NAME") if meta.get("folders") else ()
         metavar = f"[{'|'.join((*choices, *folders))}]" if choices and meta["kind"] == "choice" else None
         settings.update(metavar=metavar or meta.get("metavar") or METAVARS.get(meta["kind"]),
                         multiple=meta["kind"] == "names")
