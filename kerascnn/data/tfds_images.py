@@ -204,18 +204,24 @@ def _decode(spec, builder, splits, counts, keys, side, channels, resize, allocat
 
     started = time.monotonic()
     x = allocate((sum(counts), side, side, channels))
-    i = 0
+    i, tty = 0, sys.stderr.isatty()
     for split in splits:
         for image, _ in _examples(builder, split, keys):
+            if i == len(x):
+                raise KerasCNNError(f"{spec}: its files hold more images than its dataset_info.json says "
+                                    f"({len(x)}); the copy in {builder.data_path} is damaged: prepare it again")
             im = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image[..., :3])
             im = im.convert("L" if channels == 1 else "RGB")
             x[i] = np.asarray(folders.fit_image(im, side, resize), np.uint8).reshape(side, side, channels)
             i += 1
+            if tty and i % 256 == 0:  # a progress line that the next overwrites
+                print(f"\rdecoding {spec}: {i}/{len(x)}", end="", file=sys.stderr, flush=True)
     if i != len(x):
         raise KerasCNNError(f"{spec}: its files hold {i} images but its dataset_info.json says {len(x)}; the copy "
                             f"in {builder.data_path} is incomplete: prepare it again")
-    print(f"decoded {len(x)} images of {spec} at {side}x{side} {'RGB' if channels == 3 else 'gray'} in "
-          f"{time.monotonic() - started:.1f} s", file=sys.stderr)
+    done = (f"decoded {len(x)} images of {spec} at {side}x{side} {'RGB' if channels == 3 else 'gray'} in "
+            f"{time.monotonic() - started:.1f} s")
+    print(f"\r{done}\033[K" if tty else done, file=sys.stderr)
     return x
 
 
