@@ -111,3 +111,20 @@ def test_color_mode_sets_the_channels_the_network_takes(mode, channels):
                                    atol=1e-5)
     with pytest.raises(OptionError, match="unknown color mode .cmyk.; choose one of: auto, grayscale, rgb"):
         make_plan("lenet", "digits", {"color_mode": "cmyk"})
+
+
+@pytest.mark.core
+def test_normalize_half_puts_the_pixels_in_minus_one_to_one(tmp_path):
+    from kerascnn.analysis.evaluation import evaluate
+    from kerascnn.training.fit import fit
+    from kerascnn.training.plan import make_plan
+
+    plan = make_plan("lenet", "digits", {"train_size": 64, "val_size": 0, "batch_size": 64, "epochs": 1,
+                                         "normalize": "half"})
+    images, _ = plan.loader("train").first_batch()
+    assert plan.data.stats() == ([0.5], [0.5]) and images.min() == pytest.approx(-1) and images.max() <= 1
+    result = fit("lenet", "digits", train_size=128, batch_size=32, epochs=1, normalize="half",
+                 output=str(tmp_path), verbose=0)
+    assert result.record["mean"] == [0.5] and result.record["std"] == [0.5]
+    assert evaluate(result.run).accuracy == pytest.approx(result.test_accuracy)
+    assert make_plan("lenet", "digits", {"train_size": 64}).data.stats()[0][0] < 0.2  # the default: its own mean

@@ -133,6 +133,12 @@ def test_presets_expand_to_the_runs_described():
             c.sampling) == ("adam", 1e-3, 200, "step", 0.8, 10, 40, 1000, "sequential")
     assert [v.options for v in s.variants[1:]] == [{"sampling": "bootstrap"}, {"schedule": "constant"}]
 
+    s = make_study("lecture", seeds=3)
+    c = s.config(s.variants[0], 2)
+    assert (c.dataset, c.activation, c.pool, c.normalize, c.batch_size, c.val_size, c.sampling) == (
+        "fashion_mnist", "sigmoid", "avg", "half", 64, 0, "shuffle")
+    assert (c.optimizer, c.lr, c.momentum, c.epochs, c.seed) == ("momentum", 0.01, 0.9, 10, 2) and len(s.runs()) == 3
+
     s = make_study("optimizers")
     configs = [s.config(v, 0) for v in s.variants]
     assert [(c.arch, c.optimizer) for c in configs] == [

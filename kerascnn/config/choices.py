@@ -108,4 +108,5 @@ POOLS = ("avg", "max")
 INITS = ("glorot", "he")
 PADDINGS = ("same", "valid")  # LeNet's conv1: "valid" is the paper's LeNet-5 (32x32 in, 28x28 after C1)
 RESIZE_MODES = ("resize", "pad")  # how images reach the size a model takes
+NORMALIZATIONS = ("dataset", "half")  # per-channel mean/std of the training images; or 0.5/0.5, to [-1, 1]
 COLOR_MODES = ("auto", "grayscale", "rgb")  # the channels a model takes: the data's, 1 or 3 (Keras' color_mode)

@@ -31,7 +31,7 @@ FORMAT_1_MODEL = {"init": "glorot"}
 # Options added since, as every run saved without them had them (a model option only where the family takes it).
 ADDED = {"padding": "same", "resize": "resize", "log_every": 0, "label_smoothing": 0.0, "mixup": 0.0, "cutmix": 0.0,
          "randaugment": False, "randaugment_strength": Tricks.randaugment_strength, "data_on_device": "off",
-         "test_size": choices.TEST_SIZE, "color_mode": "auto"}
+         "test_size": choices.TEST_SIZE, "color_mode": "auto", "normalize": "dataset"}
 
 MODEL_OPTIONS = ("activation", "pool", "kernel", "padding", "channels", "batchnorm", "init", "width", "dense_units",
                  "dropout", "depth_multiplier")
@@ -103,6 +103,10 @@ class FitConfig:
                           "border of black, pixel 0, before normalization; needs --image-size at least the data's).",
                           kind="choice", group="data", match=True, choices=choices.RESIZE_MODES,
                           noun="resize mode")
+    normalize: str = _option("dataset", "Input normalization: the training images' per-channel mean and std, or "
+                             "half (mean 0.5, std 0.5: pixels to [-1, 1], as PyTorch's tutorials normalize).",
+                             kind="choice", group="data", match=True, choices=choices.NORMALIZATIONS,
+                             noun="normalization")
     color_mode: str = _option("auto", "The channels the model takes: the data's (auto: a folder is RGB when any "
                               "image is colour), or grayscale or rgb, converted on the way in.", kind="choice",
                               group="data", match=True, choices=choices.COLOR_MODES, noun="color mode")

@@ -86,9 +86,22 @@ TRICKS_RESNET18 = {
     "about": "label smoothing, mixup, cutmix and RandAugment, each against none: ResNet-18 on Fashion-MNIST",
 }
 
+LECTURE = {
+    # The lecture (LeNet to AlexNet) in PyTorch's tutorial setting: inputs normalized with mean 0.5 and std 0.5,
+    # batch 64, shuffled, all 60,000 training images. Its log names no optimizer or rate: SGD with momentum 0.9 at
+    # 0.01, whose first two epochs came nearest the log of six plain-SGD candidates (benchmarks/lecture_sweep.py,
+    # docs/results.md). 10 epochs: d2l's.
+    "baseline": dict(arch="lenet", dataset="fashion_mnist", activation="sigmoid", pool="avg", normalize="half",
+                     batch_size=64, val_size=0, sampling="shuffle", optimizer="momentum", lr=0.01, momentum=0.9,
+                     epochs=10),
+    "variants": [("the lecture's LeNet (sigmoid, average pooling)", {})],
+    "about": "the lecture's sigmoid LeNet on Fashion-MNIST in PyTorch's tutorial setting (inputs to [-1, 1], "
+             "batch 64, SGD with momentum)",
+}
+
 PRESETS = {"lenet-ablation": LENET_ABLATION, "lenet5-mnist": LENET5_MNIST, "optimizers": OPTIMIZERS,
            "optimizer-sweep": OPTIMIZER_SWEEP, "modern-cnns": MODERN_CNNS, "tricks-lenet": TRICKS_LENET,
-           "tricks-resnet18": TRICKS_RESNET18}
+           "tricks-resnet18": TRICKS_RESNET18, "lecture": LECTURE}
 
 
 def preset(name):

@@ -82,13 +82,22 @@ def make_plan(config=None, dataset=None, options=None, *, echo=None, callbacks=(
 
     given = make_config(config, dataset, options)
     start_distribution(given.config)
-    data = load_data(given.config)
+    data = normalized(load_data(given.config), given.config.normalize)
     settings = resolve_settings(given.config, data, echo, callbacks)
     devices = data_parallel_devices(settings)
     n = len(data.x_train)
     return Plan(given.config, settings, data, keras.backend.backend(), resolve_jit(settings.jit),
                 steps_per_epoch(n, settings.batch_size, devices), n - n % settings.batch_size % devices, devices,
                 (settings.image_size, settings.image_size, input_channels(settings.color_mode, data)), Tricks.of(settings), given.replay)
+
+
+def normalized(data, normalize):
+    """`data` with the mean and std its images are normalized by: its own
+    (Dataset.stats), or 0.5 and 0.5 for every channel ("half")."""
+    if normalize != "half":
+        return data
+    channels = data.image_shape[2]
+    return dataclasses.replace(data, _stats=([0.5] * channels, [0.5] * channels))
 
 
 def input_channels(color_mode, data):
