@@ -343,15 +343,25 @@ def decode(listing, image_size=None, resize="resize", allocate=None):
     side = image_size or common_side(headers)
     channels = 3 if any(colour for _, _, colour in headers) else 1
     x = (allocate or (lambda shape: np.empty(shape, np.uint8)))((len(listing.files), side, side, channels))
-    tty = sys.stderr.isatty()
     for i, image in enumerate(_pooled(lambda p: decode_image(p, side, channels, resize), listing.files)):
         x[i] = image
-        if tty and (i + 1) % 256 == 0:  # a progress line that the next overwrites
-            print(f"\rdecoding {listing.root}: {i + 1}/{len(x)}", end="", file=sys.stderr, flush=True)
-    done = (f"decoded {len(x)} images of {listing.root} at {side}x{side} {'RGB' if channels == 3 else 'gray'} "
-            f"in {time.monotonic() - started:.1f} s")
-    print(f"\r{done}\033[K" if tty else done, file=sys.stderr)
+        progress(listing.root, i + 1, len(x))
+    decoded(listing.root, x, started)
     return x
+
+
+def progress(what, done, total):
+    """On a terminal, every 256 images, a progress line that the next overwrites."""
+    if done % 256 == 0 and sys.stderr.isatty():
+        print(f"\rdecoding {what}: {done}/{total}", end="", file=sys.stderr, flush=True)
+
+
+def decoded(what, x, started):
+    """The line that says `what` was decoded into `x` (over the progress line)."""
+    side, channels = x.shape[1], x.shape[-1]
+    done = (f"decoded {len(x)} images of {what} at {side}x{side} {'RGB' if channels == 3 else 'gray'} "
+            f"in {time.monotonic() - started:.1f} s")
+    print(f"\r{done}\033[K" if sys.stderr.isatty() else done, file=sys.stderr)
 
 
 def common_side(headers):

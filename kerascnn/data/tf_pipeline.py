@@ -39,18 +39,12 @@ def make_eval_pipeline(x, y, *, input_shape, mean, std, batch_size=256, shuffle=
     when `shuffle`), preprocessed whole, prefetched."""
     import tensorflow as tf
 
-    if is_lazy(x):  # a folder's images: read batch by batch, never whole
-        gather = _gatherer(x)
-        ds = tf.data.Dataset.range(len(x))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        labels = tf.constant(np.asarray(y, np.int32))
-        ds = ds.batch(batch_size).map(lambda i: (gather(i), tf.gather(labels, i)))
-    else:
-        ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-        if shuffle:
-            ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
-        ds = ds.batch(batch_size)
+    gather = _gatherer(x)  # a folder's images read batch by batch, never whole
+    labels = tf.constant(np.asarray(y, np.int32))
+    ds = tf.data.Dataset.range(len(x))
+    if shuffle:
+        ds = ds.shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(lambda i: (gather(i), tf.gather(labels, i)))
     input_shape = tuple(int(v) for v in input_shape)
 
     def model_input(images, labels):

@@ -27,7 +27,6 @@ import contextlib
 import difflib
 import hashlib
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -60,12 +59,12 @@ def load_tfds(spec, *, data_dir=None, image_size=None, resize="resize", test_siz
                             f"differ), so its test images are not the run's; use that copy or train again")
     features = builder.info.features
     counts = [builder.info.splits[split].num_examples for split in splits]
-    channels = _channels(features[image_key])
-    side = image_size or _side(spec, builder, splits[0], image_key, features[image_key])
-    path = folders.cache_path(spec[len(TFDS_PREFIX):], f"{spec}\0{builder.data_path}", found, side, resize)
+    path = folders.cache_path(spec[len(TFDS_PREFIX):], f"{spec}\0{builder.data_path}", found, image_size, resize)
 
-    def fill(allocate):
-        return _decode(spec, builder, splits, counts, (image_key, label_key), side, channels, resize, allocate)
+    def fill(allocate):  # the side sampled only when decoding: a cached start reads no image
+        side = image_size or _side(builder, splits[0], image_key, features[image_key])
+        shape = (sum(counts), side, side, _channels(features[image_key]))
+        return _decode(spec, builder, splits, (image_key, label_key), resize, allocate(shape))
 
     x = folders.cached_images(path, sum(counts), fill)
     labels = _labels(builder, splits, label_key, path)
@@ -180,7 +179,7 @@ def _channels(feature):
     return 1 if feature.shape and feature.shape[-1] == 1 else 3
 
 
-def _side(spec, builder, split, key, feature):
+def _side(builder, split, key, feature):
     """The stored side: the feature's own when fixed and square-able, else
     the most common longer side of the first SAMPLE images, at most MAX_SIDE."""
     height, width = (feature.shape or (None, None))[:2]
@@ -198,13 +197,13 @@ def _examples(builder, split, keys):
         yield example[keys[0]], int(example[keys[1]])
 
 
-def _decode(spec, builder, splits, counts, keys, side, channels, resize, allocate):
-    """Every image of `splits` fitted to side x side, into allocate's array."""
+def _decode(spec, builder, splits, keys, resize, x):
+    """Every image of `splits` fitted to x's side and channels, into `x`."""
     from PIL import Image
 
     started = time.monotonic()
-    x = allocate((sum(counts), side, side, channels))
-    i, tty = 0, sys.stderr.isatty()
+    side, channels = x.shape[1], x.shape[-1]
+    i = 0
     for split in splits:
         for image, _ in _examples(builder, split, keys):
             if i == len(x):
@@ -214,14 +213,11 @@ def _decode(spec, builder, splits, counts, keys, side, channels, resize, allocat
             im = im.convert("L" if channels == 1 else "RGB")
             x[i] = np.asarray(folders.fit_image(im, side, resize), np.uint8).reshape(side, side, channels)
             i += 1
-            if tty and i % 256 == 0:  # a progress line that the next overwrites
-                print(f"\rdecoding {spec}: {i}/{len(x)}", end="", file=sys.stderr, flush=True)
+            folders.progress(spec, i, len(x))
     if i != len(x):
         raise KerasCNNError(f"{spec}: its files hold {i} images but its dataset_info.json says {len(x)}; the copy "
                             f"in {builder.data_path} is incomplete: prepare it again")
-    done = (f"decoded {len(x)} images of {spec} at {side}x{side} {'RGB' if channels == 3 else 'gray'} in "
-            f"{time.monotonic() - started:.1f} s")
-    print(f"\r{done}\033[K" if tty else done, file=sys.stderr)
+    folders.decoded(spec, x, started)
     return x
 
 
