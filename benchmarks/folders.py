@@ -79,7 +79,8 @@ def measure(count, side=224, repeats=3):
         cache_bytes = sum(p.stat().st_size for p in (Path(scratch) / "cache").rglob("*.npy"))
         images = len(data.x_train) + len(data.x_test)
         memory = measure_memory(root, side)
-    return {"memory": memory, **{"images": images, "image_shape": list(data.x_train.shape[1:]), "formats": "half PNG, half JPEG q95",
+    return {"memory": memory, **{"images": images, "image_shape": list(data.x_train.shape[1:]),
+                                 "formats": "half PNG, half JPEG q95",
             "decode_workers": folders.WORKERS, "first_run_s": round(first, 2),
             "decoded_images_per_s": round(images / first), "cached_start_s": round(statistics.median(later), 3),
             "cached_runs_s": [round(t, 3) for t in later], "cache_mb": round(cache_bytes / 2**20, 1),

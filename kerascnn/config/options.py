@@ -86,7 +86,8 @@ class FitConfig:
                                     kind="int", group="model", low=1)
     # the data
     dataset: str = _option("fashion_mnist", "Dataset: a name, a folder of images, one subfolder per class, or "
-                           "tfds:NAME[/CONFIG], a TensorFlow Datasets image dataset (docs/your-data.md).", kind="choice", group="data", match=True, choices=choices.DATASETS,
+                           "tfds:NAME[/CONFIG], a TensorFlow Datasets image dataset (docs/your-data.md).",
+                           kind="choice", group="data", match=True, choices=choices.DATASETS,
                            folders=True)
     data_dir: str = _option(None, "Folder with <dataset>/ files [env KERASCNN_DATA_DIR].", kind="path",
                             group="data")

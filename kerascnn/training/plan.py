@@ -88,7 +88,8 @@ def make_plan(config=None, dataset=None, options=None, *, echo=None, callbacks=(
     n = len(data.x_train)
     return Plan(given.config, settings, data, keras.backend.backend(), resolve_jit(settings.jit),
                 steps_per_epoch(n, settings.batch_size, devices), n - n % settings.batch_size % devices, devices,
-                (settings.image_size, settings.image_size, input_channels(settings.color_mode, data)), Tricks.of(settings), given.replay)
+                (settings.image_size, settings.image_size, input_channels(settings.color_mode, data)),
+                Tricks.of(settings), given.replay)
 
 
 def normalized(data, normalize):
